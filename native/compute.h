@@ -1,0 +1,69 @@
+/* compute.h: weight types, matrix kernels and the thread pool (not public).
+ *
+ * Everything the forward pass multiplies goes through here, so kernels can
+ * be swapped (scalar reference / AVX2) without the model code knowing.
+ * Convention: a weight matrix W has ne[1] rows of ne[0] elements each
+ * (ggml order), stored row-major in its block type; y = W x.
+ */
+#ifndef PS_COMPUTE_H
+#define PS_COMPUTE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ggml type ids (the numbers are the file format's). */
+enum ps_type {
+    PS_TYPE_F32 = 0, PS_TYPE_F16 = 1, PS_TYPE_Q4_0 = 2, PS_TYPE_Q4_1 = 3,
+    PS_TYPE_Q8_0 = 8, PS_TYPE_BF16 = 30,
+};
+
+typedef struct ps_type_traits {
+    const char *name;     /* "q4_0" */
+    int32_t block_size;   /* elements per block (1 for float types) */
+    int32_t block_bytes;  /* bytes per block */
+    int32_t supported;    /* 0: known id, not implemented */
+} ps_type_traits;
+
+/* Traits for a ggml type id, NULL for ids this engine does not know. */
+const ps_type_traits *ps_type_get(int32_t type);
+/* Bytes of one row of n elements, 0 if n is not a multiple of the block size. */
+size_t ps_row_bytes(int32_t type, int64_t n);
+
+/* A weight matrix: a view into the mapping. */
+typedef struct ps_matrix {
+    const void *data;
+    int32_t type;
+    int64_t n_cols;   /* ne[0]: elements per row */
+    int64_t n_rows;   /* ne[1] */
+} ps_matrix;
+
+/* Dequantize row r of W into out (n_cols floats): embedding lookup. */
+void ps_dequant_row(const ps_matrix *W, int64_t r, float *out);
+
+/* ---- thread pool + scratch -------------------------------------------- */
+typedef struct ps_compute ps_compute;
+
+/* A persistent pool of n_threads-1 workers plus the calling thread, and
+ * the scratch for quantized activations. NULL on failure (error set). */
+ps_compute *ps_compute_new(int n_threads, int64_t max_cols, int32_t max_tokens);
+void ps_compute_free(ps_compute *c);
+int ps_compute_n_threads(const ps_compute *c);
+
+/* Run fn(ctx, i0, i1, ith) over [0, n) split into chunks claimed
+ * dynamically by all threads; returns when every chunk is done. */
+typedef void (*ps_range_fn)(void *ctx, int64_t i0, int64_t i1, int ith);
+void ps_parallel_for(ps_compute *c, int64_t n, int64_t chunk, ps_range_fn fn, void *ctx);
+
+/* ---- matrix products ------------------------------------------------- */
+/* Y_t = W X_t for t < n_tok: X is n_tok x W.n_cols (row-major floats),
+ * Y is n_tok x W.n_rows. The activations are quantized once per call
+ * (to the type W's integer kernel needs), then rows are split across threads. */
+void ps_matmul(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_tok, float *Y);
+
+/* Several matrices sharing one input (Q/K/V, gate/up): one quantization of
+ * X and one parallel dispatch for all of them. All W[i] must have the same
+ * n_cols. Y[i] is n_tok x W[i].n_rows. */
+void ps_matmul_multi(ps_compute *c, int n_w, const ps_matrix *const *W,
+                     const float *X, int32_t n_tok, float *const *Y);
+
+#endif

@@ -1,0 +1,1 @@
+"""prosparse-cpu: activation-sparse LLM inference on plain CPUs."""
