@@ -66,4 +66,11 @@ void ps_matmul(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_tok,
 void ps_matmul_multi(ps_compute *c, int n_w, const ps_matrix *const *W,
                      const float *X, int32_t n_tok, float *const *Y);
 
+/* Neuron-major product for ffn_down_t (n_ff rows of n_embd): for each token t,
+ * Y_t = sum over i in idx of X_t[i] * W[i, :]. idx == NULL means all rows
+ * (i = 0..n_idx-1). Y (n_tok x W.n_cols) is overwritten, not accumulated.
+ * Threads split the output columns, so the result is deterministic. */
+void ps_accum_rows(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_tok,
+                   const int32_t *idx, int64_t n_idx, float *Y);
+
 #endif
