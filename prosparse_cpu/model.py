@@ -1,0 +1,475 @@
+"""The Model class: the Python face of the engine (DESIGN.md's API contract).
+
+    m = Model("model.gguf", threads=2, n_ctx=2048, mode="dense")
+    ids = m.tokenize("Hello")          # list[int]
+    m.eval(ids)                        # appends to the KV cache
+    m.logits()                         # numpy float32 [n_vocab], last position
+    for piece in m.generate("Hi", max_tokens=64, temperature=0.0): ...
+
+One Model owns one loaded file (ps_model) and one session (KV cache, thread
+pool, counters). It keeps the list of token ids in its cache, so generate()
+and chat() reuse the longest common prefix of a new prompt instead of
+evaluating the whole conversation again (llama-cpp-python's habit).
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import time
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from . import _lib
+from ._lib import MODE_NAMES, MODES, ProSparseError, check, fail, lib
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Hyper-parameters and facts of a loaded file (from ps_model_get_info)."""
+
+    arch: str
+    activation: str
+    activation_threshold: float
+    n_vocab: int
+    n_ctx_train: int
+    n_embd: int
+    n_ff: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    rope_freq_base: float
+    rms_eps: float
+    tied_output: bool
+    has_predictor: bool
+    predictor_rank: int
+    weight_type: int
+    n_params: int
+    file_size: int
+
+    @property
+    def weight_type_name(self) -> str:
+        try:
+            import gguf
+
+            return gguf.GGMLQuantizationType(self.weight_type).name
+        except (ImportError, ValueError):
+            return f"type{self.weight_type}"
+
+
+@dataclass
+class GenerationStats:
+    """Timing of the last generate()/chat() call (what the CLI prints)."""
+
+    n_prompt: int = 0        # tokens evaluated for the prompt (after prefix reuse)
+    n_cached: int = 0        # prompt tokens reused from the KV cache
+    n_generated: int = 0     # tokens sampled
+    prompt_s: float = 0.0
+    generate_s: float = 0.0
+    stop_reason: str = ""    # "eog", "stop", "length", "context"
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.n_generated / self.generate_s if self.generate_s > 0 else 0.0
+
+
+def parse_mode(mode: str | int) -> int:
+    if isinstance(mode, int) and mode in MODE_NAMES:
+        return mode
+    if isinstance(mode, str) and mode in MODES:
+        return MODES[mode]
+    raise ProSparseError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}", _lib.PS_ERR_ARG)
+
+
+def _int32_array(ids: Iterable[int]) -> np.ndarray:
+    arr = np.ascontiguousarray(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64))
+    if arr.ndim != 1:
+        raise ProSparseError("token ids must be a flat sequence", _lib.PS_ERR_ARG)
+    if arr.size and (arr.min() < -(2**31) or arr.max() >= 2**31):
+        raise ProSparseError("token id out of int32 range", _lib.PS_ERR_ARG)
+    return arr.astype(np.int32)
+
+
+class Model:
+    """A loaded GGUF model and one inference session over it."""
+
+    def __init__(self, path: str | os.PathLike, threads: int = 2, n_ctx: int = 2048,
+                 mode: str = "dense", n_batch: int = 512):
+        self._model = None
+        self._session = None
+        self.path = os.fspath(path)
+        mode_id = parse_mode(mode)
+        if int(threads) < 1:
+            raise ProSparseError(f"threads must be >= 1, got {threads}", _lib.PS_ERR_ARG)
+        if not os.path.exists(self.path):
+            raise ProSparseError(f"{self.path}: no such file", _lib.PS_ERR_IO)
+        L = lib()
+        self._lib = L  # keep a reference for close() during interpreter shutdown
+        handle = L.ps_model_load(os.fsencode(self.path))
+        if not handle:
+            raise fail(_lib.PS_ERR_FORMAT, self.path)
+        self._model = handle
+        raw = _lib.ps_model_info()
+        check(L.ps_model_get_info(self._model, ctypes.byref(raw)), self.path)
+        self.info = ModelInfo(**{
+            name: (getattr(raw, name).decode("utf-8", "replace") if isinstance(getattr(raw, name), bytes)
+                   else getattr(raw, name))
+            for name, _ in _lib.ps_model_info._fields_
+        })
+        params = L.ps_session_default_params()
+        params.n_threads = int(threads)
+        params.n_ctx = int(n_ctx)
+        params.n_batch = int(n_batch)
+        params.mode = mode_id
+        session = L.ps_session_new(self._model, ctypes.byref(params))
+        if not session:
+            err = fail(_lib.PS_ERR_ARG, self.path)
+            self.close()
+            raise err
+        self._session = session
+        self.threads = int(threads)
+        self.n_ctx = int(n_ctx) if n_ctx > 0 else min(self.info.n_ctx_train, 4096)
+        self.n_batch = int(n_batch)
+        self._tokens: list[int] = []  # ids in the KV cache, in order
+        self.last_generation = GenerationStats()
+        self._piece_cache: dict[tuple[int, bool], bytes] = {}
+
+    # ---- lifetime ----------------------------------------------------------
+    def close(self) -> None:
+        """Free the session and the model; safe to call twice."""
+        L = getattr(self, "_lib", None)
+        if self._session and L is not None:
+            L.ps_session_free(self._session)
+        self._session = None
+        if self._model and L is not None:
+            L.ps_model_free(self._model)
+        self._model = None
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    @property
+    def closed(self) -> bool:
+        return self._session is None
+
+    def _live(self):
+        if self._session is None:
+            raise ProSparseError("model is closed", _lib.PS_ERR_ARG)
+        return self._lib
+
+    # ---- metadata ------------------------------------------------------------
+    def meta_str(self, key: str) -> str | None:
+        """A string metadata value (e.g. "tokenizer.chat_template"), None when absent."""
+        L = self._live()
+        buf = ctypes.create_string_buffer(256)
+        n = L.ps_model_meta_str(self._model, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n >= len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            check(L.ps_model_meta_str(self._model, key.encode(), buf, len(buf)), key)
+        return buf.raw[:n].decode("utf-8", "replace")
+
+    @property
+    def n_vocab(self) -> int:
+        return self.info.n_vocab
+
+    @property
+    def token_bos(self) -> int:
+        return self._live().ps_token_bos(self._model)
+
+    @property
+    def token_eos(self) -> int:
+        return self._live().ps_token_eos(self._model)
+
+    @property
+    def token_eot(self) -> int:
+        return self._live().ps_token_eot(self._model)
+
+    @property
+    def add_bos(self) -> bool:
+        return bool(self._live().ps_model_add_bos(self._model))
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._live().ps_token_is_eog(self._model, int(token)))
+
+    # ---- tokenizer -------------------------------------------------------------
+    def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
+        """UTF-8 text -> token ids. add_bos prepends BOS (when the model has one);
+        special=True turns text like "<|im_start|>" into its control token."""
+        L = self._live()
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        while True:
+            out = (ctypes.c_int32 * cap)()
+            n = check(L.ps_tokenize(self._model, data, len(data), out, cap, int(add_bos), int(special)), "tokenize")
+            if n <= cap:
+                return list(out[:n])
+            cap = n
+
+    def token_bytes(self, token: int, special: bool = False) -> bytes:
+        """The raw bytes of one token (may be part of a UTF-8 character)."""
+        key = (int(token), bool(special))
+        piece = self._piece_cache.get(key)
+        if piece is not None:
+            return piece
+        L = self._live()
+        buf = ctypes.create_string_buffer(32)
+        n = check(L.ps_token_to_piece(self._model, int(token), buf, len(buf), int(special)), f"token {token}")
+        if n > len(buf):
+            buf = ctypes.create_string_buffer(n)
+            n = check(L.ps_token_to_piece(self._model, int(token), buf, len(buf), int(special)), f"token {token}")
+        piece = buf.raw[:n]
+        self._piece_cache[key] = piece
+        return piece
+
+    def detokenize(self, ids: Iterable[int], special: bool = False) -> str:
+        """Token ids -> text (invalid UTF-8, e.g. a cut-off character, becomes U+FFFD)."""
+        return b"".join(self.token_bytes(t, special) for t in ids).decode("utf-8", "replace")
+
+    # ---- evaluation ------------------------------------------------------------
+    @property
+    def n_past(self) -> int:
+        return int(self._live().ps_session_n_past(self._session))
+
+    @property
+    def tokens(self) -> list[int]:
+        """The ids in the KV cache (a copy)."""
+        return list(self._tokens)
+
+    def eval(self, ids: Sequence[int]) -> None:
+        """Run ids through the model, appending them to the KV cache."""
+        L = self._live()
+        arr = _int32_array(ids)
+        if arr.size == 0:
+            return
+        ptr = arr.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        check(L.ps_session_eval(self._session, ptr, int(arr.size), None), "eval")
+        self._tokens.extend(int(t) for t in arr)
+
+    def eval_all(self, ids: Sequence[int]) -> np.ndarray:
+        """Like eval(), but return the logits at every position: float32 [n, n_vocab]."""
+        L = self._live()
+        arr = _int32_array(ids)
+        out = np.empty((arr.size, self.n_vocab), dtype=np.float32)
+        if arr.size == 0:
+            return out
+        check(L.ps_session_eval(self._session, arr.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
+                                int(arr.size), out.ctypes.data_as(ctypes.POINTER(ctypes.c_float))), "eval")
+        self._tokens.extend(int(t) for t in arr)
+        return out
+
+    def logits(self) -> np.ndarray:
+        """Logits of the last evaluated position: a float32 [n_vocab] copy."""
+        L = self._live()
+        ptr = L.ps_session_logits(self._session)
+        if not ptr:
+            raise ProSparseError("no logits yet: eval() some tokens first", _lib.PS_ERR_ARG)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+
+    def reset(self) -> None:
+        """Empty the KV cache and the per-layer counters."""
+        self._live().ps_session_reset(self._session)
+        self._tokens.clear()
+
+    def truncate(self, n_keep: int) -> None:
+        """Drop the KV cache past position n_keep."""
+        check(self._live().ps_session_truncate(self._session, int(n_keep)), "truncate")
+        del self._tokens[int(n_keep):]
+
+    # ---- modes and counters ------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        return MODE_NAMES.get(int(self._live().ps_session_get_mode(self._session)), "?")
+
+    def set_mode(self, mode: str) -> None:
+        """Switch the engine mode (dense, sparse, predict, threshold) for what follows."""
+        check(self._live().ps_session_set_mode(self._session, parse_mode(mode)), f"mode {mode}")
+
+    def stats(self) -> dict:
+        """Per-layer counters since the last reset: measured sparsity (share of FFN
+        neurons whose activation was zero), the share the predictor/threshold kept,
+        and predictor recall where it was measured."""
+        L = self._live()
+        n = self.info.n_layer
+        raw = (_lib.ps_layer_stats * max(n, 1))()
+        n = check(L.ps_session_layer_stats(self._session, raw, n), "stats")
+        layers = []
+        for i in range(min(n, self.info.n_layer)):
+            s = raw[i]
+            total = s.neurons_total
+            layers.append({
+                "layer": i,
+                "tokens": s.tokens,
+                "neurons_total": total,
+                "neurons_active": s.neurons_active,
+                "neurons_predicted": s.neurons_predicted,
+                "sparsity": 1.0 - s.neurons_active / total if total else None,
+                "predicted_share": s.neurons_predicted / total if total else None,
+                "recall": s.recall_hits / s.recall_total if s.recall_total else None,
+            })
+        total = sum(x["neurons_total"] for x in layers)
+        active = sum(x["neurons_active"] for x in layers)
+        predicted = sum(x["neurons_predicted"] for x in layers)
+        hits = sum(raw[i].recall_hits for i in range(len(layers)))
+        truth = sum(raw[i].recall_total for i in range(len(layers)))
+        return {
+            "mode": self.mode,
+            "n_past": self.n_past,
+            "tokens": layers[0]["tokens"] if layers else 0,
+            "sparsity": 1.0 - active / total if total else None,
+            "predicted_share": predicted / total if total else None,
+            "recall": hits / truth if truth else None,
+            "layers": layers,
+        }
+
+    # ---- generation ----------------------------------------------------------------
+    def _prepare(self, ids: list[int]) -> int:
+        """Make the KV cache hold ids[:-1] at least, reusing the common prefix with
+        what it holds now; evaluate the rest so logits() belong to ids[-1].
+        Returns the number of prompt tokens reused."""
+        if not ids:
+            raise ProSparseError("empty prompt", _lib.PS_ERR_ARG)
+        if len(ids) >= self.n_ctx:
+            raise ProSparseError(f"prompt of {len(ids)} tokens does not fit the context of {self.n_ctx}",
+                                 _lib.PS_ERR_CONTEXT)
+        keep = 0
+        for a, b in zip(self._tokens, ids):
+            if a != b:
+                break
+            keep += 1
+        keep = min(keep, len(ids) - 1)  # always evaluate at least one token to get fresh logits
+        if keep == 0:
+            self.reset()
+        elif keep < len(self._tokens):
+            self.truncate(keep)
+        self.eval(ids[keep:])
+        return keep
+
+    def generate(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 0.8,
+                 top_k: int = 40, top_p: float = 0.95, seed: int | None = None,
+                 stop: str | Sequence[str] | None = None, add_bos: bool | None = None,
+                 special: bool = True) -> Iterator[str]:
+        """Stream the continuation of prompt (text or ids) as text pieces.
+
+        Stops at an end-of-generation token, at any of the `stop` strings (not
+        included in the output), after max_tokens, or when the context is full.
+        Pieces are always whole UTF-8 characters. temperature <= 0 is greedy.
+        Text prompts are tokenized with BOS when the file asks for it (add_bos=None)
+        and with control tokens recognised (special=True).
+        """
+        self._live()
+        if isinstance(prompt, str):
+            ids = self.tokenize(prompt, add_bos=self.add_bos if add_bos is None else add_bos, special=special)
+        else:
+            ids = [int(t) for t in prompt]
+        stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
+        return self._generate(ids, int(max_tokens), float(temperature), int(top_k), float(top_p), seed, stops)
+
+    def _generate(self, ids, max_tokens, temperature, top_k, top_p, seed, stops) -> Iterator[str]:
+        L = self._lib
+        stats = GenerationStats()
+        self.last_generation = stats
+        t0 = time.perf_counter()
+        stats.n_cached = self._prepare(ids)
+        stats.n_prompt = len(ids) - stats.n_cached
+        stats.prompt_s = time.perf_counter() - t0
+
+        sp = L.ps_sampler_default_params()
+        sp.temperature = temperature
+        sp.top_k = top_k
+        sp.top_p = top_p
+        sp.seed = (int.from_bytes(os.urandom(8), "little") if seed is None else int(seed)) & (2**64 - 1)
+        sampler = L.ps_sampler_new(ctypes.byref(sp))
+        if not sampler:
+            raise fail(_lib.PS_ERR_ARG, "sampler")
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = ""  # decoded text held back while it could be the start of a stop string
+        t0 = time.perf_counter()
+        try:
+            stats.stop_reason = "length"
+            for _ in range(max_tokens):
+                ptr = L.ps_session_logits(self._session)
+                tok = int(L.ps_sampler_sample(sampler, ptr, self.n_vocab))
+                check(tok, "sample")
+                stats.n_generated += 1
+                if self.is_eog(tok):
+                    stats.stop_reason = "eog"
+                    break
+                pending += decoder.decode(self.token_bytes(tok, special=False))
+                out, pending, hit = _split_stop(pending, stops)
+                if out:
+                    yield out
+                if hit:
+                    stats.stop_reason = "stop"
+                    pending = ""
+                    break
+                if self.n_past >= self.n_ctx:
+                    stats.stop_reason = "context"
+                    break
+                self.eval([tok])
+            if stats.stop_reason != "stop":
+                pending += decoder.decode(b"", final=True)
+                if pending:
+                    yield pending
+        finally:
+            L.ps_sampler_free(sampler)
+            stats.generate_s = time.perf_counter() - t0
+
+    def chat(self, messages: list[dict], stream: bool = False, max_tokens: int = 256,
+             temperature: float = 0.2, top_k: int = 40, top_p: float = 0.9, seed: int | None = None,
+             stop: str | Sequence[str] | None = None):
+        """Answer a conversation rendered with the file's chat template.
+
+        messages: [{"role": "system"|"user"|"assistant", "content": str}, ...].
+        Returns the reply as a str, or an iterator of pieces with stream=True.
+        Defaults follow SmolLM2's recommended sampling (temperature 0.2, top-p 0.9).
+        """
+        from .chat import render_chat
+
+        prompt = render_chat(self, messages)
+        ids = self.tokenize_prompt(prompt)
+        it = self._generate(ids, int(max_tokens), float(temperature), int(top_k), float(top_p), seed,
+                            [stop] if isinstance(stop, str) else list(stop or []))
+        return it if stream else "".join(it)
+
+    def tokenize_prompt(self, text: str) -> list[int]:
+        """Tokenize a rendered chat prompt: control tokens recognised, BOS added only
+        when the file asks for one and the template did not already write it."""
+        bos = self.token_bos
+        ids = self.tokenize(text, add_bos=False, special=True)
+        if self.add_bos and bos >= 0 and (not ids or ids[0] != bos):
+            ids = [bos] + ids
+        return ids
+
+
+def _split_stop(text: str, stops: Sequence[str]) -> tuple[str, str, bool]:
+    """Split streamed text into (safe to emit, held back, stop found).
+
+    A stop string found anywhere ends the text before it. Otherwise the longest
+    tail that could still grow into a stop string is held back."""
+    if not stops:
+        return text, "", False
+    first = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+    if first >= 0:
+        return text[:first], "", True
+    hold = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), hold, -1):
+            if text.endswith(s[:k]):
+                hold = k
+                break
+    return (text[:-hold], text[-hold:], False) if hold else (text, "", False)
