@@ -1,0 +1,214 @@
+/* api.c: the public model, tokenizer and session functions of prosparse.h.
+ * Every argument is checked here, so model.c and session.c can assume
+ * valid input; errors return a code and set ps_last_error(). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model.h"
+#include "prosparse.h"
+#include "session.h"
+#include "util.h"
+
+#define MAX_CTX (1 << 20)
+#define MAX_THREADS 512
+
+static const char *mode_name(int32_t mode) {
+    switch (mode) {
+    case PS_MODE_DENSE: return "dense";
+    case PS_MODE_SPARSE: return "sparse";
+    case PS_MODE_PREDICT: return "predict";
+    case PS_MODE_THRESHOLD: return "threshold";
+    }
+    return NULL;
+}
+
+/* PS_OK for modes this engine runs; only dense so far. */
+static int check_mode(int32_t mode) {
+    const char *name = mode_name(mode);
+    if (!name) return ps_fail(PS_ERR_ARG, "unknown mode %d", (int)mode);
+    if (mode != PS_MODE_DENSE)
+        return ps_fail(PS_ERR_UNSUPPORTED, "mode '%s' is not implemented yet", name);
+    return PS_OK;
+}
+
+/* ---- model ------------------------------------------------------------- */
+
+ps_model *ps_model_load(const char *path) {
+    if (!path) {
+        ps_fail(PS_ERR_ARG, "model path is NULL");
+        return NULL;
+    }
+    return ps_model_open(path);
+}
+
+void ps_model_free(ps_model *model) { ps_model_close(model); }
+
+int ps_model_get_info(const ps_model *m, ps_model_info *out) {
+    if (!m || !out) return ps_fail(PS_ERR_ARG, "ps_model_get_info: NULL argument");
+    const ps_hparams *hp = &m->hp;
+    memset(out, 0, sizeof *out);
+    snprintf(out->arch, sizeof out->arch, "%s", m->arch);
+    snprintf(out->activation, sizeof out->activation, "%s", ps_act_name(hp->act));
+    out->activation_threshold = hp->act_threshold;
+    out->n_vocab = hp->n_vocab;
+    out->n_ctx_train = hp->n_ctx_train;
+    out->n_embd = hp->n_embd;
+    out->n_ff = hp->n_ff;
+    out->n_layer = hp->n_layer;
+    out->n_head = hp->n_head;
+    out->n_head_kv = hp->n_head_kv;
+    out->head_dim = hp->head_dim;
+    out->rope_freq_base = hp->rope_freq_base;
+    out->rms_eps = hp->rms_eps;
+    out->tied_output = m->tied_output;
+    out->has_predictor = hp->predictor_rank > 0;
+    out->predictor_rank = hp->predictor_rank;
+    out->weight_type = m->layers[0].gate.type;
+    out->n_params = m->n_params;
+    out->file_size = (int64_t)ps_gguf_file_size(m->gguf);
+    return PS_OK;
+}
+
+int ps_model_meta_str(const ps_model *m, const char *key, char *buf, size_t buflen) {
+    if (!m || !key) return ps_fail(PS_ERR_ARG, "ps_model_meta_str: NULL argument");
+    if (!buf && buflen > 0) return ps_fail(PS_ERR_ARG, "ps_model_meta_str: NULL buffer");
+    ps_str s;
+    int r = ps_gguf_get_str(m->gguf, key, &s);
+    if (r < 0) return ps_fail(PS_ERR_FORMAT, "key %s is not a string", key);
+    if (r == 0) return ps_fail(PS_ERR_ARG, "key %s not found", key);
+    if (s.n > (uint64_t)INT32_MAX) return ps_fail(PS_ERR_FORMAT, "key %s: string too long", key);
+    if (buflen > 0) {
+        size_t k = s.n < buflen - 1 ? (size_t)s.n : buflen - 1;
+        memcpy(buf, s.p, k);
+        buf[k] = '\0';
+    }
+    return (int)s.n;
+}
+
+/* ---- tokenizer --------------------------------------------------------- */
+
+int32_t ps_token_bos(const ps_model *m) { return m ? ps_tokenizer_bos(m->tok) : -1; }
+int32_t ps_token_eos(const ps_model *m) { return m ? ps_tokenizer_eos(m->tok) : -1; }
+int32_t ps_token_eot(const ps_model *m) { return m ? ps_tokenizer_eot(m->tok) : -1; }
+
+int ps_token_is_eog(const ps_model *m, int32_t token) {
+    if (!m || token < 0 || token >= m->hp.n_vocab) return 0;
+    return ps_tokenizer_is_eog(m->tok, token);
+}
+
+int ps_model_add_bos(const ps_model *m) { return m ? ps_tokenizer_add_bos(m->tok) : 0; }
+
+int ps_tokenize(const ps_model *m, const char *text, int32_t len, int32_t *out, int32_t max_tokens,
+                int add_bos, int parse_special) {
+    if (!m) return ps_fail(PS_ERR_ARG, "ps_tokenize: model is NULL");
+    if (len < 0) return ps_fail(PS_ERR_ARG, "ps_tokenize: negative length %d", (int)len);
+    if (!text && len > 0) return ps_fail(PS_ERR_ARG, "ps_tokenize: text is NULL");
+    if (max_tokens < 0) return ps_fail(PS_ERR_ARG, "ps_tokenize: negative max_tokens");
+    if (!out && max_tokens > 0) return ps_fail(PS_ERR_ARG, "ps_tokenize: out is NULL");
+    return ps_tokenizer_encode(m->tok, text ? text : "", len, out, max_tokens, add_bos, parse_special);
+}
+
+int ps_token_to_piece(const ps_model *m, int32_t token, char *buf, int32_t buflen, int special) {
+    if (!m) return ps_fail(PS_ERR_ARG, "ps_token_to_piece: model is NULL");
+    if (token < 0 || token >= m->hp.n_vocab)
+        return ps_fail(PS_ERR_ARG, "token %d is outside [0, %d)", (int)token, (int)m->hp.n_vocab);
+    if (buflen < 0 || (!buf && buflen > 0)) return ps_fail(PS_ERR_ARG, "ps_token_to_piece: bad buffer");
+    return ps_tokenizer_piece(m->tok, token, buf, buflen, special);
+}
+
+/* ---- session ----------------------------------------------------------- */
+
+ps_session_params ps_session_default_params(void) {
+    ps_session_params p = {.n_threads = 0, .n_ctx = 0, .n_batch = 0, .mode = PS_MODE_DENSE};
+    return p;
+}
+
+ps_session *ps_session_new(const ps_model *m, const ps_session_params *params) {
+    if (!m) {
+        ps_fail(PS_ERR_ARG, "ps_session_new: model is NULL");
+        return NULL;
+    }
+    ps_session_params p = params ? *params : ps_session_default_params();
+    if (p.n_threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        p.n_threads = n > 0 ? (int32_t)(n < MAX_THREADS ? n : MAX_THREADS) : 1;
+    }
+    if (p.n_threads > MAX_THREADS) {
+        ps_fail(PS_ERR_ARG, "n_threads %d is more than %d", (int)p.n_threads, MAX_THREADS);
+        return NULL;
+    }
+    if (p.n_ctx <= 0) {
+        int32_t train = m->hp.n_ctx_train;
+        p.n_ctx = train > 0 && train < 4096 ? train : 4096;
+    }
+    if (p.n_ctx > MAX_CTX) {
+        ps_fail(PS_ERR_ARG, "n_ctx %d is more than %d", (int)p.n_ctx, MAX_CTX);
+        return NULL;
+    }
+    if (p.n_batch <= 0) p.n_batch = 512;
+    if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
+    if (check_mode(p.mode) != PS_OK) return NULL;
+    return ps_session_create(m, &p);
+}
+
+void ps_session_free(ps_session *s) { ps_session_destroy(s); }
+
+int ps_session_eval(ps_session *s, const int32_t *tokens, int32_t n, float *all_logits) {
+    if (!s) return ps_fail(PS_ERR_ARG, "ps_session_eval: session is NULL");
+    if (n < 0) return ps_fail(PS_ERR_ARG, "ps_session_eval: negative token count %d", (int)n);
+    if (n == 0) return PS_OK;
+    if (!tokens) return ps_fail(PS_ERR_ARG, "ps_session_eval: tokens is NULL");
+    const int32_t n_vocab = s->model->hp.n_vocab;
+    for (int32_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= n_vocab)
+            return ps_fail(PS_ERR_ARG, "token %d at index %d is outside [0, %d)", (int)tokens[i],
+                           (int)i, (int)n_vocab);
+    if ((int64_t)s->n_past + n > s->n_ctx)
+        return ps_fail(PS_ERR_CONTEXT, "context full: %d tokens in the cache + %d new > n_ctx %d",
+                       (int)s->n_past, (int)n, (int)s->n_ctx);
+    return ps_session_forward(s, tokens, n, all_logits);
+}
+
+const float *ps_session_logits(const ps_session *s) {
+    return s && s->has_logits ? s->logits : NULL;
+}
+
+int32_t ps_session_n_past(const ps_session *s) { return s ? s->n_past : 0; }
+
+void ps_session_reset(ps_session *s) {
+    if (!s) return;
+    s->n_past = 0;
+    s->has_logits = 0;
+    memset(s->stats, 0, sizeof(ps_layer_stats) * (size_t)s->model->hp.n_layer);
+}
+
+int ps_session_truncate(ps_session *s, int32_t n_keep) {
+    if (!s) return ps_fail(PS_ERR_ARG, "ps_session_truncate: session is NULL");
+    if (n_keep < 0 || n_keep > s->n_past)
+        return ps_fail(PS_ERR_ARG, "n_keep %d is outside [0, %d]", (int)n_keep, (int)s->n_past);
+    if (n_keep < s->n_past) s->has_logits = 0; /* they belonged to a dropped position */
+    s->n_past = n_keep;
+    return PS_OK;
+}
+
+int ps_session_set_mode(ps_session *s, int32_t mode) {
+    if (!s) return ps_fail(PS_ERR_ARG, "ps_session_set_mode: session is NULL");
+    int rc = check_mode(mode);
+    if (rc != PS_OK) return rc;
+    s->mode = mode;
+    return PS_OK;
+}
+
+int32_t ps_session_get_mode(const ps_session *s) { return s ? s->mode : -1; }
+
+int ps_session_layer_stats(const ps_session *s, ps_layer_stats *out, int32_t max_layers) {
+    if (!s) return ps_fail(PS_ERR_ARG, "ps_session_layer_stats: session is NULL");
+    if (max_layers < 0 || (!out && max_layers > 0))
+        return ps_fail(PS_ERR_ARG, "ps_session_layer_stats: bad output buffer");
+    int32_t n = s->model->hp.n_layer;
+    int32_t k = max_layers < n ? max_layers : n;
+    if (k > 0) memcpy(out, s->stats, sizeof(ps_layer_stats) * (size_t)k);
+    return n;
+}

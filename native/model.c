@@ -1,0 +1,431 @@
+/* model.c: GGUF -> ps_model. Reads the hyper-parameters of the "llama" and
+ * "prosparse" architectures, finds every tensor, checks its shape and type
+ * against what the hyper-parameters imply, and builds the weight views.
+ * Anything inconsistent is refused here, so the forward pass can trust the
+ * model without further checks. */
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "prosparse.h"
+#include "util.h"
+
+/* Sanity bounds: far above any real model, low enough that products of
+ * them cannot overflow the int64 arithmetic below. */
+#define MAX_LAYER 4096
+#define MAX_EMBD (1 << 17)
+#define MAX_FF (1 << 20)
+#define MAX_HEAD 4096
+#define MAX_HEAD_DIM 4096
+#define MAX_VOCAB (1 << 24)
+
+const char *ps_act_name(ps_act a) {
+    switch (a) {
+    case PS_ACT_SILU: return "silu";
+    case PS_ACT_RELU: return "relu";
+    case PS_ACT_FATRELU: return "fatrelu";
+    case PS_ACT_RELU2: return "relu2";
+    case PS_ACT_DRELU: return "drelu";
+    }
+    return "?";
+}
+
+/* ---- metadata ---------------------------------------------------------- */
+
+/* "<arch>.<suffix>" into buf. */
+static const char *arch_key(char *buf, size_t n, const char *arch, const char *suffix) {
+    snprintf(buf, n, "%s.%s", arch, suffix);
+    return buf;
+}
+
+/* A getter failed (wrong type, out of range): prefix its message with the key. */
+static int key_error(const char *key) {
+    char why[256];
+    snprintf(why, sizeof why, "%s", ps_last_error());
+    return ps_fail(PS_ERR_FORMAT, "key %s: %s", key, why);
+}
+
+/* Integer key under the arch prefix. Returns PS_OK, or an error when it is
+ * required and absent, of the wrong type, or outside [lo, hi]. */
+static int read_int(const ps_gguf *g, const char *arch, const char *suffix, int required,
+                    int32_t def, int32_t lo, int32_t hi, int32_t *out) {
+    char key[128];
+    arch_key(key, sizeof key, arch, suffix);
+    int32_t v = def;
+    int r = ps_gguf_get_i32(g, key, &v);
+    if (r < 0) return key_error(key);
+    if (r == 0) {
+        if (required) return ps_fail(PS_ERR_FORMAT, "missing key %s", key);
+        v = def;
+    }
+    if (v < lo || v > hi)
+        return ps_fail(PS_ERR_FORMAT, "key %s = %d is out of range [%d, %d]", key, v, lo, hi);
+    *out = v;
+    return PS_OK;
+}
+
+static int read_float(const ps_gguf *g, const char *arch, const char *suffix, float def, float *out) {
+    char key[128];
+    arch_key(key, sizeof key, arch, suffix);
+    float v = def;
+    int r = ps_gguf_get_f32(g, key, &v);
+    if (r < 0) return key_error(key);
+    if (r == 0) v = def;
+    if (!isfinite(v)) return ps_fail(PS_ERR_FORMAT, "key %s is not a finite number", key);
+    *out = v;
+    return PS_OK;
+}
+
+/* Copy a string key into buf (NUL-terminated). 1 found, 0 absent, <0 error. */
+static int read_str(const ps_gguf *g, const char *key, char *buf, size_t n) {
+    ps_str s;
+    int r = ps_gguf_get_str(g, key, &s);
+    if (r < 0) return key_error(key);
+    if (r == 0) return 0;
+    size_t k = s.n < n - 1 ? (size_t)s.n : n - 1;
+    memcpy(buf, s.p, k);
+    buf[k] = '\0';
+    return 1;
+}
+
+static int read_hparams(ps_model *m) {
+    const ps_gguf *g = m->gguf;
+    const char *a = m->arch;
+    ps_hparams *hp = &m->hp;
+    int rc;
+    char key[128], val[64];
+
+    if ((rc = read_int(g, a, "block_count", 1, 0, 1, MAX_LAYER, &hp->n_layer))) return rc;
+    if ((rc = read_int(g, a, "embedding_length", 1, 0, 1, MAX_EMBD, &hp->n_embd))) return rc;
+    if ((rc = read_int(g, a, "feed_forward_length", 1, 0, 1, MAX_FF, &hp->n_ff))) return rc;
+    if ((rc = read_int(g, a, "attention.head_count", 1, 0, 1, MAX_HEAD, &hp->n_head))) return rc;
+    if ((rc = read_int(g, a, "attention.head_count_kv", 0, hp->n_head, 1, MAX_HEAD, &hp->n_head_kv)))
+        return rc;
+    if ((rc = read_int(g, a, "context_length", 0, 0, 0, INT32_MAX, &hp->n_ctx_train))) return rc;
+
+    /* head_dim: attention.key_length if given, else n_embd / n_head. */
+    int32_t key_len = 0, val_len = 0;
+    if ((rc = read_int(g, a, "attention.key_length", 0, 0, 0, MAX_HEAD_DIM, &key_len))) return rc;
+    if ((rc = read_int(g, a, "attention.value_length", 0, key_len, 0, MAX_HEAD_DIM, &val_len)))
+        return rc;
+    if (key_len == 0) {
+        if (hp->n_embd % hp->n_head != 0)
+            return ps_fail(PS_ERR_FORMAT, "n_embd %d is not divisible by n_head %d",
+                           hp->n_embd, hp->n_head);
+        key_len = hp->n_embd / hp->n_head;
+        if (val_len == 0) val_len = key_len;
+    }
+    if (val_len != key_len)
+        return ps_fail(PS_ERR_UNSUPPORTED, "attention key length %d != value length %d",
+                       key_len, val_len);
+    hp->head_dim = key_len;
+    if (hp->n_head % hp->n_head_kv != 0)
+        return ps_fail(PS_ERR_FORMAT, "n_head %d is not a multiple of n_head_kv %d",
+                       hp->n_head, hp->n_head_kv);
+    if ((rc = read_int(g, a, "rope.dimension_count", 0, hp->head_dim, 2, hp->head_dim, &hp->n_rot)))
+        return rc;
+    if (hp->n_rot % 2 != 0)
+        return ps_fail(PS_ERR_FORMAT, "rope.dimension_count %d is odd", hp->n_rot);
+
+    if ((rc = read_float(g, a, "rope.freq_base", 10000.0f, &hp->rope_freq_base))) return rc;
+    if (hp->rope_freq_base <= 1.0f)
+        return ps_fail(PS_ERR_FORMAT, "rope.freq_base %g must be > 1", hp->rope_freq_base);
+    hp->rope_freq_scale = 1.0f;
+    rc = read_str(g, arch_key(key, sizeof key, a, "rope.scaling.type"), val, sizeof val);
+    if (rc < 0) return PS_ERR_FORMAT;
+    if (rc == 1 && strcmp(val, "none") != 0) {
+        if (strcmp(val, "linear") != 0)
+            return ps_fail(PS_ERR_UNSUPPORTED, "rope scaling '%s' is not supported (only linear)", val);
+        float factor = 1.0f;
+        if ((rc = read_float(g, a, "rope.scaling.factor", 1.0f, &factor))) return rc;
+        if (factor < 1.0f || factor > 1024.0f)
+            return ps_fail(PS_ERR_FORMAT, "rope.scaling.factor %g is out of range", factor);
+        hp->rope_freq_scale = 1.0f / factor;
+    }
+    if ((rc = read_float(g, a, "attention.layer_norm_rms_epsilon", 1e-5f, &hp->rms_eps))) return rc;
+    if (!(hp->rms_eps > 0.0f && hp->rms_eps < 1.0f))
+        return ps_fail(PS_ERR_FORMAT, "rms epsilon %g is out of range", hp->rms_eps);
+
+    /* FFN activation: llama is always SiLU; prosparse says which. */
+    hp->act = PS_ACT_SILU;
+    hp->act_threshold = 0.0f;
+    hp->embedding_scale = hp->residual_scale = hp->logit_scale = 1.0f;
+    if (strcmp(a, "prosparse") == 0) {
+        rc = read_str(g, "prosparse.ffn.activation", val, sizeof val);
+        if (rc < 0) return PS_ERR_FORMAT;
+        if (rc == 0) return ps_fail(PS_ERR_FORMAT, "missing key prosparse.ffn.activation");
+        static const ps_act acts[] = {PS_ACT_SILU, PS_ACT_RELU, PS_ACT_FATRELU, PS_ACT_RELU2,
+                                      PS_ACT_DRELU};
+        int found = 0;
+        for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
+            if (strcmp(val, ps_act_name(acts[i])) == 0) { hp->act = acts[i]; found = 1; }
+        if (!found)
+            return ps_fail(PS_ERR_UNSUPPORTED,
+                           "unknown activation '%s' (expected silu, relu, fatrelu, relu2 or drelu)", val);
+        if ((rc = read_float(g, a, "ffn.activation_threshold", 0.0f, &hp->act_threshold))) return rc;
+        if ((rc = read_float(g, a, "embedding_scale", 1.0f, &hp->embedding_scale))) return rc;
+        if ((rc = read_float(g, a, "residual_scale", 1.0f, &hp->residual_scale))) return rc;
+        if ((rc = read_float(g, a, "logit_scale", 1.0f, &hp->logit_scale))) return rc;
+    }
+    return PS_OK;
+}
+
+/* ---- tensors ----------------------------------------------------------- */
+
+enum role { ROLE_MATMUL, ROLE_ROWS, ROLE_F32 };
+
+/* Find a tensor and check it is (rows, cols) of a type usable for its role:
+ * ROLE_MATMUL / ROLE_ROWS: any supported weight type whose blocks divide a row;
+ * ROLE_F32: float32 only (norms, frequencies; rows == 1 means 1-D).
+ * optional: absent -> PS_OK with *found = 0. */
+static int get_tensor(const ps_model *m, const char *name, int64_t rows, int64_t cols,
+                      enum role role, int optional, const ps_gguf_tensor **found) {
+    const ps_gguf_tensor *t = ps_gguf_find_tensor(m->gguf, name);
+    *found = t;
+    if (!t) {
+        if (optional) return PS_OK;
+        return ps_fail(PS_ERR_FORMAT, "missing tensor '%s'", name);
+    }
+    int64_t e0 = t->ne[0], e1 = t->ne[1];
+    if (e0 != cols || e1 != rows || t->ne[2] != 1 || t->ne[3] != 1) {
+        if (rows == 1)
+            return ps_fail(PS_ERR_FORMAT, "tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld]",
+                           name, (long long)e0, (long long)e1, (long long)t->ne[2],
+                           (long long)t->ne[3], (long long)cols);
+        return ps_fail(PS_ERR_FORMAT,
+                       "tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld] (ggml order)",
+                       name, (long long)e0, (long long)e1, (long long)t->ne[2], (long long)t->ne[3],
+                       (long long)cols, (long long)rows);
+    }
+    const ps_type_traits *tt = ps_type_get(t->type);
+    if (role == ROLE_F32) {
+        if (t->type != PS_TYPE_F32)
+            return ps_fail(PS_ERR_UNSUPPORTED, "tensor '%s' has type %s, expected f32", name,
+                           tt ? tt->name : "unknown");
+        return PS_OK;
+    }
+    if (!tt || !tt->supported)
+        return ps_fail(PS_ERR_UNSUPPORTED, "tensor '%s' has type %s (id %d), which this engine does not run",
+                       name, tt ? tt->name : "unknown", (int)t->type);
+    if (ps_row_bytes(t->type, cols) == 0)
+        return ps_fail(PS_ERR_FORMAT, "tensor '%s': row length %lld is not a multiple of the %s block size %d",
+                       name, (long long)cols, tt->name, tt->block_size);
+    if ((uint64_t)ps_row_bytes(t->type, cols) * (uint64_t)rows != t->nbytes)
+        return ps_fail(PS_ERR_FORMAT, "tensor '%s': byte size %llu does not match its shape", name,
+                       (unsigned long long)t->nbytes);
+    return PS_OK;
+}
+
+static ps_matrix to_matrix(const ps_gguf_tensor *t) {
+    ps_matrix w = {0};
+    if (t) {
+        w.data = t->data;
+        w.type = t->type;
+        w.n_cols = t->ne[0];
+        w.n_rows = t->ne[1];
+    }
+    return w;
+}
+
+static int get_matrix(const ps_model *m, const char *name, int64_t rows, int64_t cols,
+                      int optional, ps_matrix *out) {
+    const ps_gguf_tensor *t;
+    int rc = get_tensor(m, name, rows, cols, ROLE_MATMUL, optional, &t);
+    *out = to_matrix(t);
+    return rc;
+}
+
+static int get_f32(const ps_model *m, const char *name, int64_t n, int optional, const float **out) {
+    const ps_gguf_tensor *t;
+    int rc = get_tensor(m, name, 1, n, ROLE_F32, optional, &t);
+    *out = t ? (const float *)t->data : NULL;
+    return rc;
+}
+
+/* Is this a tensor name the engine consumes? (Anything else changes the
+ * function in ways we do not implement, e.g. biases or rope_freqs.) */
+static int known_tensor(const ps_model *m, ps_str name) {
+    static const char *top[] = {"token_embd.weight", "output_norm.weight", "output.weight"};
+    static const char *llama_blk[] = {"attn_norm.weight", "attn_q.weight", "attn_k.weight",
+                                      "attn_v.weight", "attn_output.weight", "ffn_norm.weight",
+                                      "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
+    static const char *sparse_blk[] = {"ffn_down_t.weight", "ffn_freq", "ffn_pred_in.weight",
+                                       "ffn_pred_out.weight"};
+    for (size_t i = 0; i < 3; i++)
+        if (ps_str_eq(name, top[i])) return 1;
+    if (name.n < 5 || memcmp(name.p, "blk.", 4) != 0) return 0;
+    uint64_t i = 4;
+    int64_t layer = 0;
+    if (i >= name.n || name.p[i] < '0' || name.p[i] > '9') return 0;
+    while (i < name.n && name.p[i] >= '0' && name.p[i] <= '9' && layer <= MAX_LAYER)
+        layer = layer * 10 + (name.p[i++] - '0');
+    if (layer >= m->hp.n_layer || i >= name.n || name.p[i] != '.') return 0;
+    ps_str rest = {name.p + i + 1, name.n - i - 1};
+    for (size_t k = 0; k < sizeof llama_blk / sizeof llama_blk[0]; k++)
+        if (ps_str_eq(rest, llama_blk[k])) return 1;
+    if (strcmp(m->arch, "prosparse") == 0)
+        for (size_t k = 0; k < sizeof sparse_blk / sizeof sparse_blk[0]; k++)
+            if (ps_str_eq(rest, sparse_blk[k])) return 1;
+    return 0;
+}
+
+static int load_layer(ps_model *m, int il) {
+    const ps_hparams *hp = &m->hp;
+    ps_layer *L = &m->layers[il];
+    const int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
+    const int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
+    const int sparse_arch = strcmp(m->arch, "prosparse") == 0;
+    char name[96];
+    int rc;
+#define NAME(s) (snprintf(name, sizeof name, "blk.%d." s, il), name)
+    if ((rc = get_f32(m, NAME("attn_norm.weight"), hp->n_embd, 0, &L->attn_norm))) return rc;
+    if ((rc = get_matrix(m, NAME("attn_q.weight"), q_dim, hp->n_embd, 0, &L->wq))) return rc;
+    if ((rc = get_matrix(m, NAME("attn_k.weight"), kv_dim, hp->n_embd, 0, &L->wk))) return rc;
+    if ((rc = get_matrix(m, NAME("attn_v.weight"), kv_dim, hp->n_embd, 0, &L->wv))) return rc;
+    if ((rc = get_matrix(m, NAME("attn_output.weight"), hp->n_embd, q_dim, 0, &L->wo))) return rc;
+    if ((rc = get_f32(m, NAME("ffn_norm.weight"), hp->n_embd, 0, &L->ffn_norm))) return rc;
+    if ((rc = get_matrix(m, NAME("ffn_gate.weight"), hp->n_ff, hp->n_embd, 0, &L->gate))) return rc;
+    if ((rc = get_matrix(m, NAME("ffn_up.weight"), hp->n_ff, hp->n_embd, 0, &L->up))) return rc;
+
+    /* Down projection: ffn_down (n_embd rows) or, in prosparse files,
+     * ffn_down_t (one row per neuron) in its place. Exactly one. */
+    int has_t = sparse_arch && ps_gguf_find_tensor(m->gguf, NAME("ffn_down_t.weight")) != NULL;
+    int has_d = ps_gguf_find_tensor(m->gguf, NAME("ffn_down.weight")) != NULL;
+    if (has_t && has_d)
+        return ps_fail(PS_ERR_FORMAT, "layer %d has both ffn_down and ffn_down_t", il);
+    if (has_t) {
+        if ((rc = get_matrix(m, NAME("ffn_down_t.weight"), hp->n_ff, hp->n_embd, 0, &L->down_t)))
+            return rc;
+        L->has_down_t = 1;
+    } else if (sparse_arch && !has_d) {
+        return ps_fail(PS_ERR_FORMAT, "missing tensor '%s'", NAME("ffn_down_t.weight"));
+    } else {
+        if ((rc = get_matrix(m, NAME("ffn_down.weight"), hp->n_embd, hp->n_ff, 0, &L->down))) return rc;
+    }
+    if (!sparse_arch) return PS_OK;
+
+    /* Optional sparse extras: frequencies and the low-rank predictor. */
+    if ((rc = get_f32(m, NAME("ffn_freq"), hp->n_ff, 1, &L->ffn_freq))) return rc;
+    const ps_gguf_tensor *pin = ps_gguf_find_tensor(m->gguf, NAME("ffn_pred_in.weight"));
+    const ps_gguf_tensor *pout = ps_gguf_find_tensor(m->gguf, NAME("ffn_pred_out.weight"));
+    if (!pin != !pout)
+        return ps_fail(PS_ERR_FORMAT, "layer %d has only one of ffn_pred_in / ffn_pred_out", il);
+    if ((pin != NULL) != (m->hp.predictor_rank > 0))
+        return ps_fail(PS_ERR_FORMAT, "predictor tensors are present in some layers only (layer %d differs)", il);
+    if (pin) {
+        int32_t rank = m->hp.predictor_rank;
+        if ((rc = get_matrix(m, NAME("ffn_pred_in.weight"), rank, hp->n_embd, 0, &L->pred_in))) return rc;
+        if ((rc = get_matrix(m, NAME("ffn_pred_out.weight"), hp->n_ff, rank, 0, &L->pred_out))) return rc;
+    }
+#undef NAME
+    return PS_OK;
+}
+
+static int load_tensors(ps_model *m) {
+    const ps_hparams *hp = &m->hp;
+    int rc;
+    const ps_gguf_tensor *t = ps_gguf_find_tensor(m->gguf, "token_embd.weight");
+    if (!t) return ps_fail(PS_ERR_FORMAT, "missing tensor 'token_embd.weight'");
+    int64_t n_vocab = t->ne[1];
+    if (n_vocab < 1 || n_vocab > MAX_VOCAB)
+        return ps_fail(PS_ERR_FORMAT, "token_embd has %lld rows (vocabulary size out of range)",
+                       (long long)n_vocab);
+    m->hp.n_vocab = (int32_t)n_vocab;
+    if ((rc = get_tensor(m, "token_embd.weight", n_vocab, hp->n_embd, ROLE_ROWS, 0, &t))) return rc;
+    m->tok_embd = to_matrix(t);
+    if ((rc = get_f32(m, "output_norm.weight", hp->n_embd, 0, &m->output_norm))) return rc;
+    if ((rc = get_matrix(m, "output.weight", n_vocab, hp->n_embd, 1, &m->output))) return rc;
+    m->tied_output = m->output.data == NULL;
+    if (m->tied_output) m->output = m->tok_embd;
+
+    /* Predictor rank from layer 0 (all layers must agree). */
+    if (strcmp(m->arch, "prosparse") == 0) {
+        const ps_gguf_tensor *pin = ps_gguf_find_tensor(m->gguf, "blk.0.ffn_pred_in.weight");
+        if (pin) {
+            if (pin->ne[1] < 1 || pin->ne[1] > hp->n_ff)
+                return ps_fail(PS_ERR_FORMAT, "blk.0.ffn_pred_in.weight: rank %lld out of range [1, %d]",
+                               (long long)pin->ne[1], hp->n_ff);
+            m->hp.predictor_rank = (int32_t)pin->ne[1];
+        }
+    }
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers) return ps_fail(PS_ERR_MEMORY, "out of memory for %d layers", hp->n_layer);
+    for (int il = 0; il < hp->n_layer; il++)
+        if ((rc = load_layer(m, il))) return rc;
+
+    /* Refuse tensors we would silently ignore (biases, rope_freqs, ...). */
+    int64_t nt = ps_gguf_n_tensors(m->gguf);
+    for (int64_t i = 0; i < nt; i++) {
+        const ps_gguf_tensor *x = ps_gguf_tensor_at(m->gguf, i);
+        m->n_params += x->ne[0] * x->ne[1] * x->ne[2] * x->ne[3];
+        if (!known_tensor(m, x->name)) {
+            int n = x->name.n > 80 ? 80 : (int)x->name.n;
+            return ps_fail(PS_ERR_UNSUPPORTED, "tensor '%.*s' is not part of the %s architecture "
+                           "(unsupported model variant)", n, x->name.p, m->arch);
+        }
+    }
+    return PS_OK;
+}
+
+/* ---- public-facing constructors ---------------------------------------- */
+
+void ps_model_close(ps_model *m) {
+    if (!m) return;
+    ps_tokenizer_free(m->tok);
+    free(m->layers);
+    ps_gguf_close(m->gguf);
+    free(m);
+}
+
+ps_model *ps_model_open(const char *path) {
+    ps_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        ps_fail(PS_ERR_MEMORY, "out of memory");
+        return NULL;
+    }
+    m->gguf = ps_gguf_open(path);
+    if (!m->gguf) goto fail;
+
+    int r = read_str(m->gguf, "general.architecture", m->arch, sizeof m->arch);
+    if (r < 0) goto fail;
+    if (r == 0) {
+        ps_fail(PS_ERR_FORMAT, "missing key general.architecture");
+        goto fail;
+    }
+    if (strcmp(m->arch, "llama") != 0 && strcmp(m->arch, "prosparse") != 0) {
+        ps_fail(PS_ERR_UNSUPPORTED, "architecture '%s' is not supported (llama, prosparse)", m->arch);
+        goto fail;
+    }
+    if (read_hparams(m) != PS_OK) goto fail;
+    if (load_tensors(m) != PS_OK) goto fail;
+
+    int32_t vocab_key = 0;
+    if (read_int(m->gguf, m->arch, "vocab_size", 0, m->hp.n_vocab, 1, MAX_VOCAB, &vocab_key)) goto fail;
+    if (vocab_key != m->hp.n_vocab) {
+        ps_fail(PS_ERR_FORMAT, "%s.vocab_size %d != token_embd rows %d", m->arch, vocab_key, m->hp.n_vocab);
+        goto fail;
+    }
+    m->tok = ps_tokenizer_load(m->gguf);
+    if (!m->tok) goto fail;
+    if (ps_tokenizer_n_vocab(m->tok) != m->hp.n_vocab) {
+        ps_fail(PS_ERR_FORMAT, "tokenizer has %d tokens but token_embd has %d rows",
+                ps_tokenizer_n_vocab(m->tok), m->hp.n_vocab);
+        goto fail;
+    }
+    ps_clear_error();
+    return m;
+fail:
+    ps_model_close(m);
+    return NULL;
+}
+
+int64_t ps_model_max_cols(const ps_model *m) {
+    const ps_hparams *hp = &m->hp;
+    int64_t mx = hp->n_embd;
+    if (hp->n_ff > mx) mx = hp->n_ff;
+    if ((int64_t)hp->n_head * hp->head_dim > mx) mx = (int64_t)hp->n_head * hp->head_dim;
+    return mx;
+}

@@ -1,0 +1,91 @@
+/* model.h: a loaded GGUF model — hyper-parameters, weight views, tokenizer
+ * (not public; prosparse.h's ps_model is this struct).
+ *
+ * The GGUF mapping stays open for the model's lifetime: every ps_matrix and
+ * every norm pointer below points into it, nothing is copied. Shapes are
+ * written as (rows, cols) with cols the contiguous dimension (ggml ne[0]).
+ */
+#ifndef PS_MODEL_H
+#define PS_MODEL_H
+
+#include <stdint.h>
+
+#include "compute.h"
+#include "gguf.h"
+#include "tokenizer.h"
+
+/* FFN activation: x1 = act(gate) * up, except where noted. */
+typedef enum ps_act {
+    PS_ACT_SILU = 0,    /* gate * sigmoid(gate) (LLaMA's SwiGLU) */
+    PS_ACT_RELU = 1,    /* max(gate, 0) */
+    PS_ACT_FATRELU = 2, /* gate if gate >= threshold else 0 (ProSparse) */
+    PS_ACT_RELU2 = 3,   /* max(gate, 0)^2 (squared ReLU) */
+    PS_ACT_DRELU = 4,   /* max(gate, 0) * max(up, 0) (dReLU, TurboSparse) */
+} ps_act;
+
+/* Name of an activation as the file spells it ("silu", "relu", ...). */
+const char *ps_act_name(ps_act a);
+
+typedef struct ps_hparams {
+    int32_t n_vocab;      /* tokens; rows of token_embd and output */
+    int32_t n_ctx_train;  /* context the model was trained for (0 if unknown) */
+    int32_t n_embd;       /* residual stream width */
+    int32_t n_ff;         /* FFN neurons */
+    int32_t n_layer;
+    int32_t n_head;       /* query heads */
+    int32_t n_head_kv;    /* key/value heads (grouped-query attention) */
+    int32_t head_dim;     /* per-head width of q, k and v */
+    int32_t n_rot;        /* leading dims of each head RoPE rotates (== head_dim usually) */
+    float rope_freq_base; /* theta_i = base^(-2i/n_rot) */
+    float rope_freq_scale;/* positions are multiplied by it (linear scaling; 1 = none) */
+    float rms_eps;
+    ps_act act;
+    float act_threshold;  /* FATReLU t (0 otherwise) */
+    /* MiniCPM-style scalings (1 for plain LLaMA):
+     * x0 = embd * embedding_scale; x += residual_scale * block(x);
+     * logits = output(norm(x) * logit_scale). */
+    float embedding_scale, residual_scale, logit_scale;
+    int32_t predictor_rank; /* 0 without predictor tensors */
+} ps_hparams;
+
+/* One transformer block's weights (q_dim = n_head*head_dim,
+ * kv_dim = n_head_kv*head_dim). */
+typedef struct ps_layer {
+    const float *attn_norm;  /* (n_embd) F32 */
+    ps_matrix wq;            /* (q_dim, n_embd), rows permuted for adjacent-pair RoPE */
+    ps_matrix wk;            /* (kv_dim, n_embd), likewise */
+    ps_matrix wv;            /* (kv_dim, n_embd) */
+    ps_matrix wo;            /* (n_embd, q_dim) */
+    const float *ffn_norm;   /* (n_embd) F32 */
+    ps_matrix gate;          /* (n_ff, n_embd) */
+    ps_matrix up;            /* (n_ff, n_embd) */
+    ps_matrix down;          /* (n_embd, n_ff): llama files */
+    ps_matrix down_t;        /* (n_ff, n_embd): prosparse files, one row per neuron */
+    int has_down_t;          /* 1: use down_t (ps_accum_rows), 0: down (ps_matmul) */
+    const float *ffn_freq;   /* (n_ff) F32 activation frequencies, or NULL */
+    ps_matrix pred_in;       /* (rank, n_embd), data NULL without predictor */
+    ps_matrix pred_out;      /* (n_ff, rank) */
+} ps_layer;
+
+struct ps_model {
+    ps_gguf *gguf;           /* owned; kept open: every pointer below is into its mmap */
+    char arch[32];           /* "llama" or "prosparse" */
+    ps_hparams hp;
+    ps_matrix tok_embd;      /* (n_vocab, n_embd) */
+    const float *output_norm;/* (n_embd) F32 */
+    ps_matrix output;        /* (n_vocab, n_embd); == tok_embd when tied */
+    int tied_output;
+    ps_layer *layers;        /* (n_layer) */
+    ps_tokenizer *tok;       /* owned */
+    int64_t n_params;        /* elements over all tensors */
+};
+
+/* Map, validate and build a model. NULL on error (ps_last_error set). */
+struct ps_model *ps_model_open(const char *path);
+void ps_model_close(struct ps_model *m);
+
+/* The largest row length of any matrix the forward pass multiplies (the
+ * compute pool's activation scratch is sized by it). */
+int64_t ps_model_max_cols(const struct ps_model *m);
+
+#endif

@@ -1,0 +1,54 @@
+/* session.h: the state of one conversation with a model (not public;
+ * prosparse.h's ps_session is this struct). Owned by engineer C.
+ *
+ * All buffers are allocated once in ps_session_create and sized for n_batch
+ * tokens, so forward() never allocates. Shapes: q_dim = n_head*head_dim,
+ * kv_dim = n_head_kv*head_dim; "(n_batch, n_embd)" is row-major, one row per
+ * token of the current batch.
+ */
+#ifndef PS_SESSION_H
+#define PS_SESSION_H
+
+#include <stdint.h>
+
+#include "compute.h"
+#include "model.h"
+#include "prosparse.h"
+
+struct ps_session {
+    const struct ps_model *model; /* not owned; must outlive the session */
+    ps_compute *pool;             /* owned: worker threads + activation scratch */
+    int32_t n_threads, n_ctx, n_batch, mode;
+    int32_t n_past;               /* tokens in the KV cache */
+
+    /* KV cache, F32: (n_layer, n_ctx, kv_dim); RoPE already applied to k. */
+    float *k_cache, *v_cache;
+
+    /* activations of the current batch */
+    float *x;        /* (n_batch, n_embd) residual stream */
+    float *xb;       /* (n_batch, n_embd) normed input of a block */
+    float *xb2;      /* (n_batch, n_embd) output of a block before the residual add */
+    float *q;        /* (n_batch, q_dim) queries */
+    float *att_out;  /* (n_batch, q_dim) attention output, heads concatenated */
+    float *att;      /* (n_threads, n_ctx) attention scores, one row per thread */
+    float *hb;       /* (n_batch, n_ff) gate, then the activation x1 = act(gate)*up */
+    float *hb2;      /* (n_batch, n_ff) up */
+    float *rope_cos, *rope_sin; /* (n_batch, n_rot/2) for the batch's positions */
+    double *inv_freq;/* (n_rot/2) theta_i = base^(-2i/n_rot) * freq_scale */
+
+    float *logits;   /* (n_vocab) last position */
+    int has_logits;
+
+    ps_layer_stats *stats;   /* (n_layer) counters since the last reset */
+    int64_t *active_by_thread; /* (n_threads) scratch for counting non-zero x1 */
+};
+
+/* Create a session with fully resolved params (api.c resolves defaults).
+ * NULL on error (ps_last_error set). */
+struct ps_session *ps_session_create(const struct ps_model *model, const ps_session_params *p);
+void ps_session_destroy(struct ps_session *s);
+
+/* Run n (<= the free context) already validated tokens; see ps_session_eval. */
+int ps_session_forward(struct ps_session *s, const int32_t *tokens, int32_t n, float *all_logits);
+
+#endif
