@@ -155,7 +155,11 @@ def _fn(dll: ctypes.CDLL, name: str, argtypes: list, restype) -> None:
     try:
         f = getattr(dll, name)
     except AttributeError:
-        raise ProSparseError(f"native library lacks {name} (stale build? run `make lib`)") from None
+        # A stale or partial build: fail when the function is used, not at import.
+        def missing(*args, _name=name):
+            raise ProSparseError(f"native library {library_path()} lacks {_name} (stale build? run `make lib`)")
+        setattr(dll, name, missing)
+        return
     f.argtypes = argtypes
     f.restype = restype
 

@@ -1,0 +1,391 @@
+"""`prosparse bench`: llama-bench's convention, our engine next to llama.cpp.
+
+- pp N: one prompt of N tokens from an empty cache (one batched eval);
+- tg N: N single-token evals from an empty cache (no sampling, as llama-bench);
+- the same random token ids and the same thread count for every engine;
+- a warm-up round first, then `reps` repetitions in which the engines take
+  turns (interleaved), so drift in machine load hits all of them alike;
+- the median t/s with its spread (min, max, stdev), and ours / llama.cpp.
+
+llama.cpp runs through llama-cpp-python's low-level API with
+llama_synchronize() after each decode, so a timing covers finished work.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._lib import ProSparseError
+
+RELU_FAMILY = ("relu", "fatrelu", "relu2", "drelu")
+
+
+# ---- engines ----------------------------------------------------------------
+class LlamaCppEngine:
+    """Dense llama.cpp on a file, timed through the low-level decode API."""
+
+    kind = "llama.cpp"
+    mode = "dense"
+
+    def __init__(self, path: str, threads: int, n_ctx: int, n_batch: int):
+        import llama_cpp
+
+        self.llama_cpp = llama_cpp
+        self.name = "llama.cpp"
+        self.path = path
+        try:
+            self.llm = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                                       n_batch=n_batch, verbose=False)
+        except Exception as e:  # llama-cpp-python raises ValueError("Failed to load model from file")
+            raise ProSparseError(f"llama.cpp cannot load {path}: {e}") from None
+        self.ctx = self.llm._ctx.ctx
+        self.n_vocab = self.llm.n_vocab()
+
+    def reset(self) -> None:
+        lc = self.llama_cpp
+        lc.llama_memory_clear(lc.llama_get_memory(self.ctx), True)
+
+    def decode(self, ids: np.ndarray) -> None:
+        lc = self.llama_cpp
+        arr = (lc.llama_token * len(ids))(*[int(t) for t in ids])
+        rc = lc.llama_decode(self.ctx, lc.llama_batch_get_one(arr, len(ids)))
+        if rc != 0:
+            raise ProSparseError(f"llama.cpp: llama_decode returned {rc}")
+        lc.llama_synchronize(self.ctx)
+
+    def counters(self) -> dict | None:
+        return None
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+class OurEngine:
+    """Our engine in one mode; modes of one file share a Model (set_mode between turns)."""
+
+    kind = "prosparse"
+
+    def __init__(self, model, mode: str):
+        self.model = model
+        self.mode = mode
+        self.name = f"ours {mode}"
+        self.path = model.path
+        self.n_vocab = model.n_vocab
+        self.last_stats: dict | None = None
+
+    def reset(self) -> None:
+        self.model.set_mode(self.mode)
+        self.model.reset()
+
+    def decode(self, ids: np.ndarray) -> None:
+        self.model.eval(ids)
+
+    def counters(self) -> dict | None:
+        s = self.model.stats()
+        return {k: s[k] for k in ("sparsity", "predicted_share", "recall", "tokens")} | {
+            "layer_sparsity": [x["sparsity"] for x in s["layers"]],
+            "layer_recall": [x["recall"] for x in s["layers"]],
+        }
+
+    def close(self) -> None:
+        pass
+
+
+# ---- measuring ----------------------------------------------------------------
+@dataclass
+class Series:
+    """Timings of one (engine, test) pair over the repetitions."""
+
+    n_tokens: int
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def tps(self) -> list[float]:
+        return [self.n_tokens / s for s in self.seconds if s > 0]
+
+    def summary(self) -> dict:
+        t = self.tps
+        if not t:
+            return {}
+        return {"median": statistics.median(t), "min": min(t), "max": max(t),
+                "stdev": statistics.stdev(t) if len(t) > 1 else 0.0, "n": len(t)}
+
+
+def time_pp(engine, ids: np.ndarray) -> float:
+    engine.reset()
+    t0 = time.perf_counter()
+    engine.decode(ids)
+    return time.perf_counter() - t0
+
+
+def time_tg(engine, ids: np.ndarray) -> float:
+    engine.reset()
+    t0 = time.perf_counter()
+    for i in range(len(ids)):
+        engine.decode(ids[i:i + 1])
+    return time.perf_counter() - t0
+
+
+def machine_info() -> dict:
+    info = {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+        "cpu": platform.processor(),
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            info["mem_total_kib"] = int(f.readline().split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        from ._lib import lib
+
+        info["prosparse_simd"] = {0: "scalar", 1: "avx2"}.get(lib().ps_simd_get(), "?")
+    except Exception:
+        pass
+    try:
+        import llama_cpp
+
+        info["llama_cpp_python"] = llama_cpp.__version__
+        info["llama_cpp_system"] = llama_cpp.llama_print_system_info().decode(errors="replace").strip()
+    except Exception:
+        pass
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        info["git_commit"] = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                            text=True, timeout=5).stdout.strip() or None
+    except Exception:
+        pass
+    return info
+
+
+def default_modes(model) -> list[str]:
+    """dense, plus the sparse modes this file's activation and tensors allow."""
+    info = model.info
+    modes = ["dense"]
+    if info.activation in RELU_FAMILY:
+        modes.append("sparse")
+    if info.has_predictor:
+        modes.append("predict")
+    if info.arch == "prosparse" and info.activation == "silu":
+        modes.append("threshold")
+    return modes
+
+
+def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: int = 5, n_pp: int = 512,
+              n_tg: int = 128, modes: list[str] | None = None, llama: bool = True, seed: int = 1234,
+              log=None) -> dict:
+    """Measure and return everything as one JSON-ready dict (see write_json)."""
+    from rich.console import Console
+
+    from .model import Model
+
+    console = Console(stderr=True)
+    say = log or (lambda msg: console.print(msg, highlight=False))
+    n_ctx = n_pp + n_tg + 8
+    n_batch = max(n_pp, 1)
+    load_before = os.getloadavg()
+
+    model = Model(path, threads=threads, n_ctx=n_ctx, n_batch=min(n_batch, 512))
+    engines: list = []
+    try:
+        explicit = modes is not None
+        for mode in (modes if explicit else default_modes(model)):
+            try:
+                model.set_mode(mode)
+            except ProSparseError as e:
+                if explicit:
+                    raise
+                say(f"ours {mode}: skipped ({e})")
+                continue
+            engines.append(OurEngine(model, mode))
+        if llama:
+            try:
+                import llama_cpp  # noqa: F401
+            except Exception as e:
+                say(f"llama.cpp: llama_cpp is not importable ({type(e).__name__}: {e}); measuring ours alone")
+            else:
+                try:
+                    engines.insert(0, LlamaCppEngine(baseline or path, threads, n_ctx, min(n_batch, 512)))
+                except ProSparseError as e:
+                    say(f"{e}; measuring ours alone (give a --baseline file llama.cpp can run)")
+        n_vocab = min(e.n_vocab for e in engines)
+        rng = np.random.default_rng(seed)
+        pp_ids = rng.integers(0, n_vocab, size=n_pp, dtype=np.int32)
+        tg_ids = rng.integers(0, n_vocab, size=n_tg, dtype=np.int32)
+        tests = [(f"pp{n_pp}", time_pp, pp_ids)] * (n_pp > 0) + [(f"tg{n_tg}", time_tg, tg_ids)] * (n_tg > 0)
+        series = {(e.name, t): Series(len(ids)) for e in engines for t, _, ids in tests}
+        counters: dict[str, list] = {e.name: [] for e in engines}
+
+        with _progress(console, len(engines) * len(tests) * (reps + 1)) as step:
+            for e in engines:  # warm-up: one full prompt and a few decodes each, not recorded
+                for t, fn, ids in tests:
+                    fn(e, ids if fn is time_pp else ids[:8])
+                    step(f"warm-up {e.name} {t}")
+            for r in range(reps):
+                for t, fn, ids in tests:
+                    for e in (engines if r % 2 == 0 else engines[::-1]):  # alternate who goes first
+                        series[(e.name, t)].seconds.append(fn(e, ids))
+                        if fn is time_tg:
+                            c = e.counters()
+                            if c is not None:
+                                counters[e.name].append(c)
+                        step(f"rep {r + 1}/{reps} {e.name} {t}")
+    finally:
+        for e in engines:
+            e.close()
+        model.close()
+
+    result = {
+        "config": {"model": os.path.abspath(path), "baseline": os.path.abspath(baseline or path), "threads": threads,
+                   "reps": reps, "n_pp": n_pp, "n_tg": n_tg, "n_ctx": n_ctx, "token_seed": seed},
+        "machine": machine_info() | {"loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "engines": [],
+    }
+    for e in engines:
+        entry = {"name": e.name, "kind": e.kind, "mode": e.mode, "file": os.path.abspath(e.path), "tests": {}}
+        for t, _, _ in tests:
+            s = series[(e.name, t)]
+            entry["tests"][t] = {"n_tokens": s.n_tokens, "seconds": s.seconds, "tps": s.tps} | s.summary()
+        if counters[e.name]:
+            entry["counters"] = counters[e.name][-1]  # counters of the last tg run
+        result["engines"].append(entry)
+    _add_ratios(result)
+    return result
+
+
+def _add_ratios(result: dict) -> None:
+    ref = next((e for e in result["engines"] if e["kind"] == "llama.cpp"), None)
+    for e in result["engines"]:
+        for t, s in e["tests"].items():
+            r = ref["tests"].get(t, {}).get("median") if ref else None
+            s["ratio_vs_llama_cpp"] = s["median"] / r if r and s.get("median") else None
+
+
+class _progress:
+    """A transient rich progress bar on stderr (nothing when stderr is not a terminal)."""
+
+    def __init__(self, console, total: int):
+        self.console, self.total = console, total
+
+    def __enter__(self):
+        from rich.progress import BarColumn, Progress, TextColumn
+
+        self.p = Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                          console=self.console, transient=True, disable=not self.console.is_terminal)
+        self.p.__enter__()
+        self.task = self.p.add_task("bench", total=self.total)
+        return lambda what: self.p.update(self.task, advance=1, description=what)
+
+    def __exit__(self, *exc):
+        self.p.__exit__(*exc)
+
+
+# ---- reporting ------------------------------------------------------------------
+def _fmt_pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def print_table(result: dict, file=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cfg, mach = result["config"], result["machine"]
+    table = Table(title=f"{os.path.basename(cfg['model'])}: {cfg['threads']} threads, {cfg['reps']} reps "
+                        f"(median t/s, min-max), engines interleaved")
+    for col, just in (("engine", "left"), ("test", "left"), ("t/s", "right"), ("min-max", "right"),
+                      ("stdev", "right"), ("vs llama.cpp", "right"), ("sparsity", "right"), ("recall", "right")):
+        table.add_column(col, justify=just)
+    for e in result["engines"]:
+        c = e.get("counters") or {}
+        for t, s in e["tests"].items():
+            if not s.get("n"):
+                continue
+            ratio = s.get("ratio_vs_llama_cpp")
+            table.add_row(e["name"], t, f"{s['median']:.1f}", f"{s['min']:.1f}-{s['max']:.1f}", f"{s['stdev']:.1f}",
+                          "-" if ratio is None else f"{ratio:.2f}x",
+                          _fmt_pct(c.get("sparsity")) if e["kind"] != "llama.cpp" else "-",
+                          _fmt_pct(c.get("recall")) if e["kind"] != "llama.cpp" else "-")
+    console = Console(file=file or sys.stdout, width=120)
+    console.print(table)
+    la, lb = mach.get("loadavg_before"), mach.get("loadavg_after")
+    console.print(f"machine: {mach.get('cpu', '?')}, {mach.get('cpu_count')} cores; load average "
+                  f"{la[0]:.2f} before, {lb[0]:.2f} after (a busy machine makes every number noisy)", highlight=False)
+
+
+def _write_atomic(path: str, write) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(result: dict, path: str) -> None:
+    def w(tmp):
+        with open(tmp, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+    _write_atomic(path, w)
+
+
+def write_plot(result: dict, path: str) -> None:
+    """t/s per engine for each test (bars at the median, whiskers at min/max), and
+    per-layer measured sparsity of our sparse modes when there are any."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    engines = result["engines"]
+    tests = list(engines[0]["tests"]) if engines else []
+    layered = [e for e in engines if e.get("counters", {}).get("layer_sparsity")
+               and e["mode"] != "dense" and any(x for x in e["counters"]["layer_sparsity"])]
+    ncols = len(tests) + (1 if layered else 0)
+    fig, axes = plt.subplots(1, max(ncols, 1), figsize=(4.5 * max(ncols, 1), 4), squeeze=False)
+    for ax, t in zip(axes[0], tests):
+        names = [e["name"] for e in engines]
+        med = [e["tests"][t].get("median", 0) for e in engines]
+        lo = [m - e["tests"][t].get("min", m) for m, e in zip(med, engines)]
+        hi = [e["tests"][t].get("max", m) - m for m, e in zip(med, engines)]
+        colors = ["tab:gray" if e["kind"] == "llama.cpp" else "tab:blue" for e in engines]
+        ax.bar(names, med, yerr=[lo, hi], color=colors, capsize=4)
+        ax.set_title(f"{t} ({result['config']['threads']} threads)")
+        ax.set_ylabel("tokens/s")
+        ax.tick_params(axis="x", rotation=30)
+    if layered:
+        ax = axes[0][-1]
+        for e in layered:
+            ys = [np.nan if x is None else x for x in e["counters"]["layer_sparsity"]]
+            ax.plot(range(len(ys)), ys, marker=".", label=e["name"])
+        ax.set_xlabel("layer")
+        ax.set_ylabel("measured sparsity")
+        ax.set_ylim(0, 1)
+        ax.legend()
+    fig.suptitle(os.path.basename(result["config"]["model"]))
+    fig.tight_layout()
+    _write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
