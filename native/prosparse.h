@@ -170,6 +170,21 @@ PS_API void ps_sampler_free(ps_sampler *sampler);
 /* Pick a token from n_vocab logits (not modified). */
 PS_API int32_t ps_sampler_sample(ps_sampler *sampler, const float *logits, int32_t n_vocab);
 
+/* ---- testing hooks ------------------------------------------------------ */
+/* Direct access to the kernels so tests can compare them with gguf-py/numpy.
+ * W: n_rows rows of n_cols elements in ggml type `type` (ggml block layout).
+ * All use the SIMD level in force (ps_simd_set). PS_OK or a negative error. */
+/* dst[0..n) = dequantized src (one row of n elements). */
+PS_API int ps_debug_dequantize(int32_t type, const void *src, int64_t n, float *dst);
+/* Y (n_tok x n_rows) = X (n_tok x n_cols) W^T, through ps_matmul. */
+PS_API int ps_debug_matmul(int32_t type, const void *W, int64_t n_rows, int64_t n_cols,
+                           const float *X, int32_t n_tok, float *Y, int32_t n_threads);
+/* Y_t (n_tok x n_cols) = sum over i in idx (NULL: all n_idx first rows) of
+ * X_t[i] * W[i, :], X is n_tok x n_rows; through ps_accum_rows. */
+PS_API int ps_debug_accum_rows(int32_t type, const void *W, int64_t n_rows, int64_t n_cols,
+                               const float *X, int32_t n_tok, const int32_t *idx, int64_t n_idx,
+                               float *Y, int32_t n_threads);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,279 @@
+/* matmul.c: matrix products of compute.h, split across the thread pool.
+ *
+ * ps_matmul / ps_matmul_multi: quantize the activations once (integer
+ * kernels), then hand out row chunks x token chunks; the per-type kernel
+ * (quant.c scalar, quant_avx2.c AVX2) tiles rows x tokens inside a chunk so a
+ * decoded weight block is reused across tokens.
+ * ps_accum_rows: each unit owns a range of output columns, so no two threads
+ * write the same float and the summation order never depends on timing.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "prosparse.h"
+#include "quant.h"
+#include "util.h"
+
+#define MULTI_MAX 8      /* matrices per dispatch */
+#define TOK_CHUNK 64     /* tokens per unit in prompt processing (activations stay in L2) */
+
+/* ---- activation quantization ---------------------------------------------- */
+typedef struct quant_task {
+    const float *X;
+    ps_block_q8a *Xq;
+    int64_t n_cols;
+    ps_quantize_fn quantize;
+} quant_task;
+
+static void quant_range(void *ctx, int64_t t0, int64_t t1, int ith) {
+    quant_task *q = ctx;
+    const int64_t nb = q->n_cols / PS_QK;
+    for (int64_t t = t0; t < t1; t++)
+        q->quantize(q->X + t * q->n_cols, q->Xq + t * nb, q->n_cols);
+}
+
+/* Quantized copy of X in the pool's scratch; NULL on allocation failure. */
+static ps_block_q8a *quantize_activations(ps_compute *c, const float *X, int64_t n_cols,
+                                          int32_t n_tok, int level) {
+    const size_t bytes = (size_t)n_tok * (size_t)(n_cols / PS_QK) * sizeof(ps_block_q8a);
+    ps_block_q8a *Xq = ps_compute_scratch(c, 0, bytes);
+    if (!Xq) return NULL;
+    quant_task q = {X, Xq, n_cols, ps_quantize_q8a_get(level)};
+    if (n_tok >= 8)
+        ps_parallel_for(c, n_tok, 4, quant_range, &q);
+    else
+        quant_range(&q, 0, n_tok, 0);
+    return Xq;
+}
+
+/* ---- row-parallel products -------------------------------------------------- */
+typedef struct mm_task {
+    int n_w;
+    const ps_matrix *W[MULTI_MAX];
+    const ps_kernels *k[MULTI_MAX];
+    float *Y[MULTI_MAX];
+    int64_t first_row[MULTI_MAX + 1]; /* prefix sums of n_rows */
+    const float *X;                   /* n_tok x n_cols floats */
+    const ps_block_q8a *Xq;           /* n_tok x n_cols/32 blocks, or NULL */
+    int64_t n_cols;
+    int32_t n_tok;
+    int64_t row_chunk;  /* rows per unit */
+    int64_t n_row_units;
+} mm_task;
+
+/* Unit u = (row chunk, token chunk): rows may span several matrices. */
+static void mm_range(void *ctx, int64_t u0, int64_t u1, int ith) {
+    mm_task *m = ctx;
+    for (int64_t u = u0; u < u1; u++) {
+        const int64_t ru = u % m->n_row_units, tu = u / m->n_row_units;
+        const int32_t t0 = (int32_t)(tu * TOK_CHUNK);
+        const int32_t nt = m->n_tok - t0 < TOK_CHUNK ? m->n_tok - t0 : TOK_CHUNK;
+        int64_t g0 = ru * m->row_chunk;
+        int64_t g1 = g0 + m->row_chunk;
+        if (g1 > m->first_row[m->n_w]) g1 = m->first_row[m->n_w];
+        for (int w = 0; w < m->n_w && g0 < g1; w++) {
+            const int64_t lo = m->first_row[w], hi = m->first_row[w + 1];
+            if (g0 >= hi) continue;
+            const int64_t r1 = (g1 < hi ? g1 : hi) - lo;
+            const ps_matrix *W = m->W[w];
+            const void *X = m->k[w]->quantized
+                                ? (const void *)(m->Xq + (size_t)t0 * (m->n_cols / PS_QK))
+                                : (const void *)(m->X + (size_t)t0 * m->n_cols);
+            m->k[w]->gemm(W->data, ps_row_bytes(W->type, W->n_cols), W->n_cols, g0 - lo, r1, X,
+                          nt, m->Y[w] + (size_t)t0 * W->n_rows, W->n_rows);
+            g0 = hi;
+        }
+    }
+}
+
+static void matmul_batch(ps_compute *c, int n_w, const ps_matrix *const *W, const float *X,
+                         int32_t n_tok, float *const *Y) {
+    const int level = ps_simd_level();
+    mm_task m;
+    memset(&m, 0, sizeof m);
+    m.n_w = n_w;
+    m.X = X;
+    m.n_tok = n_tok;
+    m.n_cols = W[0]->n_cols;
+    int need_q = 0;
+    for (int w = 0; w < n_w; w++) {
+        m.W[w] = W[w];
+        m.Y[w] = Y[w];
+        m.k[w] = ps_kernels_get(W[w]->type, level);
+        if (!m.k[w] || W[w]->n_cols != m.n_cols) { /* caller validated shapes and types */
+            ps_fail(PS_ERR_UNSUPPORTED, "matmul: unsupported weight type %d", W[w]->type);
+            return;
+        }
+        need_q |= m.k[w]->quantized;
+        m.first_row[w + 1] = m.first_row[w] + W[w]->n_rows;
+    }
+    if (need_q) {
+        m.Xq = quantize_activations(c, X, m.n_cols, n_tok, level);
+        if (!m.Xq) {
+            ps_fail(PS_ERR_MEMORY, "matmul: out of memory for activations");
+            return;
+        }
+    }
+    const int nth = ps_compute_n_threads(c);
+    const int64_t rows = m.first_row[n_w];
+    const int64_t n_tok_units = (n_tok + TOK_CHUNK - 1) / TOK_CHUNK;
+    /* ~8 units per thread so dynamic claiming evens out; row chunks of 8k rows */
+    int64_t row_units = (int64_t)nth * 8 / n_tok_units;
+    if (row_units < 1) row_units = 1;
+    int64_t chunk = (rows + row_units - 1) / row_units;
+    chunk = (chunk + 7) & ~(int64_t)7;
+    if (chunk < 16) chunk = 16;
+    if (chunk > 1024) chunk = 1024;
+    m.row_chunk = chunk;
+    m.n_row_units = (rows + chunk - 1) / chunk;
+    ps_parallel_for(c, m.n_row_units * n_tok_units, 1, mm_range, &m);
+}
+
+void ps_matmul_multi(ps_compute *c, int n_w, const ps_matrix *const *W, const float *X,
+                     int32_t n_tok, float *const *Y) {
+    for (int i = 0; i < n_w; i += MULTI_MAX)
+        matmul_batch(c, n_w - i < MULTI_MAX ? n_w - i : MULTI_MAX, W + i, X, n_tok, Y + i);
+}
+
+void ps_matmul(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_tok, float *Y) {
+    matmul_batch(c, 1, &W, X, n_tok, &Y);
+}
+
+void ps_dequant_row(const ps_matrix *W, int64_t r, float *out) {
+    const ps_kernels *k = ps_kernels_get(W->type, ps_simd_level());
+    if (!k || r < 0 || r >= W->n_rows) return;
+    const size_t rb = ps_row_bytes(W->type, W->n_cols);
+    k->dequant((const uint8_t *)W->data + (size_t)r * rb, out, W->n_cols);
+}
+
+/* ---- neuron-major accumulation (ffn_down_t) -------------------------------- */
+typedef struct acc_task {
+    const ps_matrix *W;
+    const ps_kernels *k;
+    size_t row_bytes;
+    const float *X; /* n_tok x W.n_rows */
+    int32_t n_tok;
+    const int32_t *idx;
+    int64_t n_idx;
+    float *Y;        /* n_tok x W.n_cols */
+    int64_t col_unit; /* columns per unit, a multiple of the block size */
+    ps_compute *c;
+} acc_task;
+
+static void acc_range(void *ctx, int64_t u0, int64_t u1, int ith) {
+    acc_task *a = ctx;
+    const ps_matrix *W = a->W;
+    const int64_t n_rows = W->n_rows;
+    int64_t c0 = u0 * a->col_unit, c1 = u1 * a->col_unit;
+    if (c1 > W->n_cols) c1 = W->n_cols;
+    const int64_t width = c1 - c0;
+    const size_t off = ps_row_bytes(W->type, c0);
+    const uint8_t *base = (const uint8_t *)W->data + off;
+    for (int32_t t = 0; t < a->n_tok; t++) memset(a->Y + (size_t)t * W->n_cols + c0, 0, (size_t)width * sizeof(float));
+    if (a->n_tok == 1) {
+        float *y = a->Y + c0;
+        for (int64_t j = 0; j < a->n_idx; j++) {
+            const int64_t i = a->idx ? a->idx[j] : j;
+            const float x = a->X[i];
+            if (x != 0.0f) a->k->axpy(base + (size_t)i * a->row_bytes, x, y, width);
+        }
+        return;
+    }
+    /* Several tokens: decode each row segment once, then reuse it for every token. */
+    float *seg = ps_compute_scratch(a->c, 1 + ith, 0); /* sized by the caller */
+    for (int64_t j0 = 0; j0 < a->n_idx; j0 += 64) {
+        const int64_t nj = a->n_idx - j0 < 64 ? a->n_idx - j0 : 64;
+        for (int64_t j = 0; j < nj; j++) {
+            const int64_t i = a->idx ? a->idx[j0 + j] : j0 + j;
+            a->k->dequant(base + (size_t)i * a->row_bytes, seg + j * width, width);
+        }
+        for (int32_t t = 0; t < a->n_tok; t++) {
+            const float *x = a->X + (size_t)t * n_rows;
+            float *y = a->Y + (size_t)t * W->n_cols + c0;
+            for (int64_t j = 0; j < nj; j++) {
+                const float xv = x[a->idx ? a->idx[j0 + j] : j0 + j];
+                if (xv == 0.0f) continue;
+                const float *s = seg + j * width;
+                for (int64_t col = 0; col < width; col++) y[col] += xv * s[col];
+            }
+        }
+    }
+}
+
+void ps_accum_rows(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_tok,
+                   const int32_t *idx, int64_t n_idx, float *Y) {
+    const ps_kernels *k = ps_kernels_get(W->type, ps_simd_level());
+    const ps_type_traits *tr = ps_type_get(W->type);
+    if (!k || !tr) {
+        ps_fail(PS_ERR_UNSUPPORTED, "accum_rows: unsupported weight type %d", W->type);
+        return;
+    }
+    const int nth = ps_compute_n_threads(c);
+    const int64_t bs = tr->block_size > 1 ? tr->block_size : 32;
+    const int64_t n_units_min = (W->n_cols + bs - 1) / bs;
+    /* one contiguous column range per thread for a single token (each thread
+     * streams its part of every row); smaller units when there is more work */
+    int64_t per = (n_units_min + nth - 1) / nth;
+    if (n_tok > 1 && per > 8) per = 8;
+    if (per < 1) per = 1;
+    acc_task a = {W, k, ps_row_bytes(W->type, W->n_cols), X, n_tok, idx, n_idx, Y, per * bs, c};
+    if (n_tok > 1) {
+        for (int i = 0; i < nth; i++)
+            if (!ps_compute_scratch(c, 1 + i, (size_t)64 * per * bs * sizeof(float))) {
+                ps_fail(PS_ERR_MEMORY, "accum_rows: out of memory");
+                return;
+            }
+    }
+    const int64_t n_units = (W->n_cols + a.col_unit - 1) / a.col_unit;
+    ps_parallel_for(c, n_units, 1, acc_range, &a);
+}
+
+/* ---- testing hooks (prosparse.h) ------------------------------------------ */
+static int check_matrix(int32_t type, const void *W, int64_t n_rows, int64_t n_cols) {
+    const ps_type_traits *tr = ps_type_get(type);
+    if (!tr || !tr->supported) return ps_fail(PS_ERR_UNSUPPORTED, "type %d not supported", type);
+    if (!W || n_rows <= 0 || n_cols <= 0 || n_cols % tr->block_size)
+        return ps_fail(PS_ERR_ARG, "bad matrix %lld x %lld for %s", (long long)n_rows,
+                       (long long)n_cols, tr->name);
+    return PS_OK;
+}
+
+int ps_debug_dequantize(int32_t type, const void *src, int64_t n, float *dst) {
+    int rc = check_matrix(type, src, 1, n);
+    if (rc) return rc;
+    ps_matrix W = {src, type, n, 1};
+    ps_dequant_row(&W, 0, dst);
+    return PS_OK;
+}
+
+int ps_debug_matmul(int32_t type, const void *W, int64_t n_rows, int64_t n_cols, const float *X,
+                    int32_t n_tok, float *Y, int32_t n_threads) {
+    int rc = check_matrix(type, W, n_rows, n_cols);
+    if (rc) return rc;
+    if (!X || !Y || n_tok <= 0) return ps_fail(PS_ERR_ARG, "bad activations");
+    ps_compute *c = ps_compute_new(n_threads, n_cols, n_tok);
+    if (!c) return PS_ERR_MEMORY;
+    ps_matrix M = {W, type, n_cols, n_rows};
+    ps_clear_error();
+    ps_matmul(c, &M, X, n_tok, Y);
+    ps_compute_free(c);
+    return ps_last_error()[0] ? PS_ERR_MEMORY : PS_OK;
+}
+
+int ps_debug_accum_rows(int32_t type, const void *W, int64_t n_rows, int64_t n_cols,
+                        const float *X, int32_t n_tok, const int32_t *idx, int64_t n_idx,
+                        float *Y, int32_t n_threads) {
+    int rc = check_matrix(type, W, n_rows, n_cols);
+    if (rc) return rc;
+    if (!X || !Y || n_tok <= 0 || n_idx < 0 || (!idx && n_idx > n_rows))
+        return ps_fail(PS_ERR_ARG, "bad activations or index list");
+    for (int64_t j = 0; idx && j < n_idx; j++)
+        if (idx[j] < 0 || idx[j] >= n_rows) return ps_fail(PS_ERR_ARG, "index %lld out of range", (long long)j);
+    ps_compute *c = ps_compute_new(n_threads, n_cols, n_tok);
+    if (!c) return PS_ERR_MEMORY;
+    ps_matrix M = {W, type, n_cols, n_rows};
+    ps_clear_error();
+    ps_accum_rows(c, &M, X, n_tok, idx, n_idx, Y);
+    ps_compute_free(c);
+    return ps_last_error()[0] ? PS_ERR_MEMORY : PS_OK;
+}

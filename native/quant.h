@@ -1,0 +1,73 @@
+/* quant.h: block formats and the kernel table behind compute.h (not public).
+ *
+ * Shared by quant.c (scalar reference), quant_avx2.c (AVX2/FMA/F16C) and
+ * matmul.c (work splitting). Block layouts are ggml's, byte for byte.
+ *
+ * Activations for the integer kernels are quantized once per matmul call to
+ * ps_block_q8a: a Q8_0-style block with an fp32 scale and, as in ggml's Q8_1,
+ * the block sum s = d * sum(qs), which the Q4 kernels need:
+ *   Q8_0: dot = dw*dx * sum(w_q * x_q)
+ *   Q4_0: dot = dw*dx * sum(q * x_q) + (-8*dw) * s     (q = unsigned nibble)
+ *   Q4_1: dot = dw*dx * sum(q * x_q) + m * s
+ * Scalar and AVX2 quantize bit-identically (same float ops, round to nearest
+ * even), so the two paths differ only in float summation order.
+ */
+#ifndef PS_QUANT_H
+#define PS_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "compute.h"
+
+#define PS_QK 32 /* elements per block of every quantized type here */
+
+typedef struct { uint16_t d; int8_t qs[PS_QK]; } ps_block_q8_0;             /* 34 B */
+typedef struct { uint16_t d; uint8_t qs[PS_QK / 2]; } ps_block_q4_0;         /* 18 B */
+typedef struct { uint16_t d, m; uint8_t qs[PS_QK / 2]; } ps_block_q4_1;      /* 20 B */
+typedef struct { float d; float s; int8_t qs[PS_QK]; } ps_block_q8a;         /* 40 B */
+
+_Static_assert(sizeof(ps_block_q8_0) == 34, "q8_0 block");
+_Static_assert(sizeof(ps_block_q4_0) == 18, "q4_0 block");
+_Static_assert(sizeof(ps_block_q4_1) == 20, "q4_1 block");
+_Static_assert(sizeof(ps_block_q8a) == 40, "q8a block");
+
+/* Y[t*ldy + r] = row r of W . activation t, for r in [r0, r1), t < n_tok.
+ * W: row_bytes per row. X: for quantized W the q8a blocks of each token
+ * (n_cols/32 per token, contiguous); for float W the raw floats (n_cols per
+ * token). The kernel tiles rows x tokens itself. */
+typedef void (*ps_gemm_fn)(const uint8_t *W, size_t row_bytes, int64_t n_cols,
+                           int64_t r0, int64_t r1, const void *X, int32_t n_tok,
+                           float *Y, int64_t ldy);
+/* dst[0..n) = dequantized src (n a multiple of the block size; src points at
+ * the first element's block). Bit-exact with gguf-py's dequantize. */
+typedef void (*ps_dequant_fn)(const void *src, float *dst, int64_t n);
+/* y[c] += a * dequant(src)[c] for c < n (one weight row segment, axpy). */
+typedef void (*ps_axpy_fn)(const void *src, float a, float *y, int64_t n);
+/* Quantize n floats (a multiple of 32) into n/32 q8a blocks. */
+typedef void (*ps_quantize_fn)(const float *x, ps_block_q8a *y, int64_t n);
+
+typedef struct ps_kernels {
+    ps_gemm_fn gemm;
+    ps_dequant_fn dequant;
+    ps_axpy_fn axpy;
+    int32_t quantized; /* 1: gemm takes q8a activations */
+} ps_kernels;
+
+/* Kernels for a type at a SIMD level (NULL: unsupported type). */
+const ps_kernels *ps_kernels_get(int32_t type, int level);
+const ps_kernels *ps_kernels_scalar(int32_t type);
+const ps_kernels *ps_kernels_avx2(int32_t type);
+ps_quantize_fn ps_quantize_q8a_get(int level);
+void ps_quantize_q8a_scalar(const float *x, ps_block_q8a *y, int64_t n);
+void ps_quantize_q8a_avx2(const float *x, ps_block_q8a *y, int64_t n);
+
+/* A growable buffer owned by the pool: slot 0 is shared (quantized
+ * activations), slot 1+ith belongs to thread ith. Call from the calling
+ * thread only, before a dispatch. NULL if the allocation fails. */
+void *ps_compute_scratch(ps_compute *c, int slot, size_t bytes);
+
+/* The level in force (PS_SIMD_*), cheap to call. */
+int ps_simd_level(void);
+
+#endif

@@ -1,0 +1,374 @@
+/* test_quant.c: weight types, kernels and the thread pool.
+ *
+ * References: hand-built blocks for dequantization, float64 loops over the
+ * dequantized weights for every product; the scalar path is the reference
+ * for the AVX2 one. The bit-exactness with gguf-py is tests/test_kernels.py.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "compute.h"
+#include "prosparse.h"
+#include "quant.h"
+#include "util.h"
+
+static const int32_t TYPES[] = {PS_TYPE_F32, PS_TYPE_F16, PS_TYPE_BF16,
+                                PS_TYPE_Q8_0, PS_TYPE_Q4_0, PS_TYPE_Q4_1};
+#define N_TYPES (int)(sizeof TYPES / sizeof TYPES[0])
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 16);
+}
+static float frand(void) { return (float)(rnd() % 2000001) / 1000000.0f - 1.0f; } /* [-1, 1] */
+
+/* A random but valid matrix of the given type (n_cols multiple of 32). */
+static void *random_matrix(int32_t type, int64_t n_rows, int64_t n_cols) {
+    const size_t rb = ps_row_bytes(type, n_cols);
+    uint8_t *w = malloc(rb * (size_t)n_rows);
+    for (int64_t r = 0; r < n_rows; r++) {
+        uint8_t *row = w + (size_t)r * rb;
+        switch (type) {
+        case PS_TYPE_F32:
+            for (int64_t i = 0; i < n_cols; i++) ((float *)row)[i] = frand();
+            break;
+        case PS_TYPE_F16:
+            for (int64_t i = 0; i < n_cols; i++) ((uint16_t *)row)[i] = ps_f32_to_fp16(frand());
+            break;
+        case PS_TYPE_BF16:
+            for (int64_t i = 0; i < n_cols; i++) {
+                float f = frand();
+                uint32_t bits;
+                memcpy(&bits, &f, 4);
+                ((uint16_t *)row)[i] = (uint16_t)(bits >> 16);
+            }
+            break;
+        default: {
+            const ps_type_traits *t = ps_type_get(type);
+            for (size_t i = 0; i < rb; i++) row[i] = (uint8_t)rnd();
+            for (int64_t b = 0; b < n_cols / 32; b++) {
+                uint8_t *blk = row + (size_t)b * t->block_bytes;
+                uint16_t d = ps_f32_to_fp16(0.001f + 0.02f * (frand() + 1.0f));
+                memcpy(blk, &d, 2);
+                if (type == PS_TYPE_Q4_1) {
+                    uint16_t m = ps_f32_to_fp16(0.1f * frand());
+                    memcpy(blk + 2, &m, 2);
+                }
+            }
+        }
+        }
+    }
+    return w;
+}
+
+static float *random_floats(int64_t n) {
+    float *x = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) x[i] = frand();
+    return x;
+}
+
+/* float64 reference of Y = X W^T on dequantized W; activations quantized
+ * first (as the kernels do) for the integer types. */
+static void reference_matmul(int32_t type, const void *W, int64_t n_rows, int64_t n_cols,
+                             const float *X, int32_t n_tok, double *Y, double *bound) {
+    ps_matrix M = {W, type, n_cols, n_rows};
+    float *row = malloc((size_t)n_cols * sizeof(float));
+    float *xd = malloc((size_t)n_cols * n_tok * sizeof(float));
+    const ps_kernels *k = ps_kernels_scalar(type);
+    if (k->quantized) {
+        ps_block_q8a *q = malloc((size_t)n_cols / 32 * sizeof(ps_block_q8a));
+        for (int32_t t = 0; t < n_tok; t++) {
+            ps_quantize_q8a_scalar(X + (size_t)t * n_cols, q, n_cols);
+            for (int64_t i = 0; i < n_cols; i++)
+                xd[(size_t)t * n_cols + i] = q[i / 32].d * (float)q[i / 32].qs[i % 32];
+        }
+        free(q);
+    } else {
+        memcpy(xd, X, (size_t)n_cols * n_tok * sizeof(float));
+    }
+    for (int64_t r = 0; r < n_rows; r++) {
+        ps_dequant_row(&M, r, row);
+        for (int32_t t = 0; t < n_tok; t++) {
+            double s = 0, a = 0;
+            for (int64_t i = 0; i < n_cols; i++) {
+                s += (double)row[i] * xd[(size_t)t * n_cols + i];
+                a += fabs((double)row[i] * xd[(size_t)t * n_cols + i]);
+            }
+            Y[(size_t)t * n_rows + r] = s;
+            bound[(size_t)t * n_rows + r] = a;
+        }
+    }
+    free(row);
+    free(xd);
+}
+
+TEST(test_traits) {
+    CHECK(ps_row_bytes(PS_TYPE_Q4_0, 64) == 36);
+    CHECK(ps_row_bytes(PS_TYPE_Q4_1, 32) == 20);
+    CHECK(ps_row_bytes(PS_TYPE_Q8_0, 96) == 102);
+    CHECK(ps_row_bytes(PS_TYPE_F16, 7) == 14);
+    CHECK(ps_row_bytes(PS_TYPE_Q4_0, 33) == 0);
+    CHECK(ps_type_get(12) && !ps_type_get(12)->supported);
+    CHECK(ps_type_get(99) == NULL);
+    CHECK(strcmp(ps_type_get(PS_TYPE_BF16)->name, "bf16") == 0);
+}
+
+/* Hand-made blocks with known values, every SIMD level. */
+TEST(test_dequant_known) {
+    ps_block_q4_0 b0;
+    b0.d = ps_f32_to_fp16(0.5f);
+    for (int j = 0; j < 16; j++) b0.qs[j] = (uint8_t)(j | ((15 - j) << 4));
+    ps_block_q4_1 b1;
+    b1.d = ps_f32_to_fp16(0.25f);
+    b1.m = ps_f32_to_fp16(-1.0f);
+    memcpy(b1.qs, b0.qs, 16);
+    ps_block_q8_0 b8;
+    b8.d = ps_f32_to_fp16(2.0f);
+    for (int j = 0; j < 32; j++) b8.qs[j] = (int8_t)(j * 8 - 128);
+    for (int level = 0; level <= ps_simd_supported(); level++) {
+        ps_simd_set(level);
+        float out[32];
+        CHECK(ps_debug_dequantize(PS_TYPE_Q4_0, &b0, 32, out) == PS_OK);
+        for (int j = 0; j < 16; j++) {
+            CHECK(out[j] == 0.5f * (float)(j - 8));
+            CHECK(out[j + 16] == 0.5f * (float)(15 - j - 8));
+        }
+        CHECK(ps_debug_dequantize(PS_TYPE_Q4_1, &b1, 32, out) == PS_OK);
+        for (int j = 0; j < 16; j++) {
+            CHECK(out[j] == 0.25f * (float)j - 1.0f);
+            CHECK(out[j + 16] == 0.25f * (float)(15 - j) - 1.0f);
+        }
+        CHECK(ps_debug_dequantize(PS_TYPE_Q8_0, &b8, 32, out) == PS_OK);
+        for (int j = 0; j < 32; j++) CHECK(out[j] == 2.0f * (float)(j * 8 - 128));
+        uint16_t h[3] = {0x3c00, 0xc000, 0x3555}; /* 1, -2, ~1/3 */
+        CHECK(ps_debug_dequantize(PS_TYPE_F16, h, 3, out) == PS_OK);
+        CHECK(out[0] == 1.0f && out[1] == -2.0f && fabsf(out[2] - 0.333251953125f) < 1e-9f);
+        uint16_t bf[2] = {0x3f80, 0xc040}; /* 1, -3 */
+        CHECK(ps_debug_dequantize(PS_TYPE_BF16, bf, 2, out) == PS_OK);
+        CHECK(out[0] == 1.0f && out[1] == -3.0f);
+    }
+    ps_simd_set(ps_simd_supported());
+    float out[32];
+    CHECK(ps_debug_dequantize(PS_TYPE_Q4_0, &b0, 31, out) == PS_ERR_ARG);
+    CHECK(ps_debug_dequantize(12, &b0, 256, out) == PS_ERR_UNSUPPORTED);
+}
+
+/* Scalar and AVX2 quantize activations to identical bytes (ties included). */
+TEST(test_quantize_activations) {
+    if (ps_simd_supported() < PS_SIMD_AVX2) return;
+    enum { N = 32 * 40 };
+    float *x = random_floats(N);
+    for (int i = 0; i < 32; i++) x[i] = 0.0f;                    /* all-zero block */
+    for (int i = 32; i < 64; i++) x[i] = (float)(i - 48) * 0.5f; /* exact .5 ties */
+    x[64] = 1e-30f;
+    ps_block_q8a a[N / 32], b[N / 32];
+    ps_quantize_q8a_scalar(x, a, N);
+    ps_quantize_q8a_avx2(x, b, N);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    CHECK(a[0].d == 0.0f && a[0].s == 0.0f);
+    for (int blk = 1; blk < N / 32; blk++) {
+        int sum = 0;
+        for (int j = 0; j < 32; j++) {
+            sum += a[blk].qs[j];
+            CHECK(fabsf(a[blk].d * a[blk].qs[j] - x[blk * 32 + j]) <= a[blk].d * 0.5001f);
+        }
+        CHECK(a[blk].s == a[blk].d * (float)sum);
+    }
+    free(x);
+}
+
+/* Every type, odd shapes, both SIMD levels: close to float64 on the same
+ * quantized activations; scalar and AVX2 agree to float rounding. */
+TEST(test_matmul_vs_reference) {
+    static const int64_t rows[] = {1, 7, 33, 100};
+    static const int64_t cols[] = {32, 96, 576};
+    static const int32_t toks[] = {1, 3, 70};
+    for (int ti = 0; ti < N_TYPES; ti++)
+        for (int ri = 0; ri < 4; ri++)
+            for (int ci = 0; ci < 3; ci++)
+                for (int ki = 0; ki < 3; ki++) {
+                    const int32_t type = TYPES[ti];
+                    const int64_t nr = rows[ri], nc = cols[ci];
+                    const int32_t nt = toks[ki];
+                    void *W = random_matrix(type, nr, nc);
+                    float *X = random_floats(nc * nt);
+                    double *ref = malloc(sizeof(double) * nr * nt), *bnd = malloc(sizeof(double) * nr * nt);
+                    float *Ys = malloc(sizeof(float) * nr * nt), *Yv = malloc(sizeof(float) * nr * nt);
+                    reference_matmul(type, W, nr, nc, X, nt, ref, bnd);
+                    ps_simd_set(PS_SIMD_SCALAR);
+                    CHECK(ps_debug_matmul(type, W, nr, nc, X, nt, Ys, 2) == PS_OK);
+                    ps_simd_set(ps_simd_supported());
+                    CHECK(ps_debug_matmul(type, W, nr, nc, X, nt, Yv, 2) == PS_OK);
+                    int bad = 0;
+                    for (int64_t i = 0; i < nr * nt; i++) {
+                        const double tol = 2e-6 * bnd[i] + 1e-6;
+                        if (fabs(Ys[i] - ref[i]) > tol || fabs(Yv[i] - ref[i]) > tol) {
+                            if (!bad)
+                                fprintf(stderr, "type %d %lldx%lld tok %d at %lld: scalar %g avx2 %g ref %g\n",
+                                        type, (long long)nr, (long long)nc, nt, (long long)i, Ys[i], Yv[i], ref[i]);
+                            bad++;
+                        }
+                    }
+                    CHECK(bad == 0);
+                    free(W), free(X), free(ref), free(bnd), free(Ys), free(Yv);
+                }
+}
+
+/* The activation-quantization error of the integer types stays within its bound. */
+TEST(test_matmul_vs_float_input) {
+    const int64_t nr = 64, nc = 576;
+    for (int ti = 3; ti < N_TYPES; ti++) {
+        void *W = random_matrix(TYPES[ti], nr, nc);
+        float *X = random_floats(nc);
+        float *Y = malloc(sizeof(float) * nr), *row = malloc(sizeof(float) * nc);
+        CHECK(ps_debug_matmul(TYPES[ti], W, nr, nc, X, 1, Y, 1) == PS_OK);
+        ps_matrix M = {W, TYPES[ti], nc, nr};
+        for (int64_t r = 0; r < nr; r++) {
+            ps_dequant_row(&M, r, row);
+            double s = 0, bound = 0;
+            for (int64_t b = 0; b < nc / 32; b++) {
+                float amax = 0;
+                for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(X[b * 32 + j]));
+                for (int j = 0; j < 32; j++) {
+                    s += (double)row[b * 32 + j] * X[b * 32 + j];
+                    bound += fabs(row[b * 32 + j]) * (amax / 127.0 * 0.5);
+                }
+            }
+            CHECK(fabs(Y[r] - s) <= bound * 1.01 + 1e-5);
+        }
+        free(W), free(X), free(Y), free(row);
+    }
+}
+
+/* Chunking never changes results: 1 vs 2 threads bit-identical, multi ==
+ * separate calls bit-identical. */
+TEST(test_matmul_deterministic) {
+    const int64_t nc = 576;
+    const int32_t nt = 5;
+    ps_compute *c1 = ps_compute_new(1, nc, nt), *c2 = ps_compute_new(2, nc, nt);
+    CHECK(c1 && c2);
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        const int64_t nr[3] = {576, 192, 100};
+        void *W[3];
+        ps_matrix M[3];
+        const ps_matrix *Mp[3];
+        float *Ya[3], *Yb[3], *Yc[3];
+        for (int i = 0; i < 3; i++) {
+            W[i] = random_matrix(TYPES[ti], nr[i], nc);
+            M[i] = (ps_matrix){W[i], TYPES[ti], nc, nr[i]};
+            Mp[i] = &M[i];
+            Ya[i] = malloc(sizeof(float) * nr[i] * nt);
+            Yb[i] = malloc(sizeof(float) * nr[i] * nt);
+            Yc[i] = malloc(sizeof(float) * nr[i] * nt);
+        }
+        float *X = random_floats(nc * nt);
+        for (int t = 1; t <= nt; t += 4) {
+            ps_matmul_multi(c2, 3, Mp, X, t, Ya);
+            for (int i = 0; i < 3; i++) {
+                ps_matmul(c2, &M[i], X, t, Yb[i]);
+                ps_matmul(c1, &M[i], X, t, Yc[i]);
+                CHECK(memcmp(Ya[i], Yb[i], sizeof(float) * nr[i] * t) == 0);
+                CHECK(memcmp(Ya[i], Yc[i], sizeof(float) * nr[i] * t) == 0);
+            }
+        }
+        for (int i = 0; i < 3; i++) free(W[i]), free(Ya[i]), free(Yb[i]), free(Yc[i]);
+        free(X);
+    }
+    ps_compute_free(c1);
+    ps_compute_free(c2);
+}
+
+/* accum_rows: float64 reference, index lists, determinism across threads. */
+TEST(test_accum_rows) {
+    const int64_t n_ff = 200, n_embd = 96;
+    for (int ti = 0; ti < N_TYPES; ti++)
+        for (int level = 0; level <= ps_simd_supported(); level++) {
+            ps_simd_set(level);
+            void *W = random_matrix(TYPES[ti], n_ff, n_embd);
+            ps_matrix M = {W, TYPES[ti], n_embd, n_ff};
+            for (int32_t nt = 1; nt <= 9; nt += 8) {
+                float *X = random_floats(n_ff * nt);
+                for (int64_t i = 0; i < n_ff * nt; i += 3) X[i] = 0.0f; /* some inactive neurons */
+                int32_t idx[50];
+                for (int j = 0; j < 50; j++) idx[j] = (j * 37) % (int)n_ff;
+                for (int use_idx = 0; use_idx < 2; use_idx++) {
+                    const int64_t n_idx = use_idx ? 50 : n_ff;
+                    float *Y1 = malloc(sizeof(float) * n_embd * nt), *Y2 = malloc(sizeof(float) * n_embd * nt);
+                    CHECK(ps_debug_accum_rows(TYPES[ti], W, n_ff, n_embd, X, nt, use_idx ? idx : NULL,
+                                              n_idx, Y1, 1) == PS_OK);
+                    CHECK(ps_debug_accum_rows(TYPES[ti], W, n_ff, n_embd, X, nt, use_idx ? idx : NULL,
+                                              n_idx, Y2, 2) == PS_OK);
+                    CHECK(memcmp(Y1, Y2, sizeof(float) * n_embd * nt) == 0);
+                    float *row = malloc(sizeof(float) * n_embd);
+                    int bad = 0;
+                    for (int32_t t = 0; t < nt; t++)
+                        for (int64_t col = 0; col < n_embd; col++) {
+                            double s = 0, a = 0;
+                            for (int64_t j = 0; j < n_idx; j++) {
+                                int64_t i = use_idx ? idx[j] : j;
+                                ps_dequant_row(&M, i, row);
+                                s += (double)X[t * n_ff + i] * row[col];
+                                a += fabs((double)X[t * n_ff + i] * row[col]);
+                            }
+                            if (fabs(Y1[t * n_embd + col] - s) > 1e-6 * a + 1e-7) bad++;
+                        }
+                    CHECK(bad == 0);
+                    free(Y1), free(Y2), free(row);
+                }
+                free(X);
+            }
+            free(W);
+        }
+    ps_simd_set(ps_simd_supported());
+}
+
+/* The pool: every index visited exactly once, many dispatches in a row. */
+static void count_range(void *ctx, int64_t i0, int64_t i1, int ith) {
+    int *hits = ctx;
+    for (int64_t i = i0; i < i1; i++) __atomic_fetch_add(&hits[i], 1 + ith * 0, __ATOMIC_RELAXED);
+}
+
+TEST(test_parallel_for) {
+    ps_compute *c = ps_compute_new(2, 64, 1);
+    CHECK(c && ps_compute_n_threads(c) == 2);
+    enum { N = 1000 };
+    int *hits = calloc(N, sizeof(int));
+    for (int rep = 0; rep < 2000; rep++) ps_parallel_for(c, N - rep % 7, 1 + rep % 13, count_range, hits);
+    int ok = 1;
+    for (int i = 0; i < N; i++) {
+        int expect = 0;
+        for (int rep = 0; rep < 2000; rep++) expect += i < N - rep % 7;
+        ok &= hits[i] == expect;
+    }
+    CHECK(ok);
+    free(hits);
+    ps_compute_free(c);
+}
+
+TEST(test_simd_select) {
+    int best = ps_simd_supported();
+    CHECK(ps_simd_get() == best);
+    CHECK(ps_simd_set(PS_SIMD_SCALAR) == PS_SIMD_SCALAR);
+    CHECK(ps_simd_get() == PS_SIMD_SCALAR);
+    CHECK(ps_simd_set(99) == best);
+    CHECK(ps_simd_set(-5) == PS_SIMD_SCALAR);
+    ps_simd_set(best);
+}
+
+int main(void) {
+    RUN(test_simd_select);
+    RUN(test_traits);
+    RUN(test_dequant_known);
+    RUN(test_quantize_activations);
+    RUN(test_matmul_vs_reference);
+    RUN(test_matmul_vs_float_input);
+    RUN(test_matmul_deterministic);
+    RUN(test_accum_rows);
+    RUN(test_parallel_for);
+    return CHECK_DONE();
+}
