@@ -1,0 +1,330 @@
+"""Tiny random transformers models written as GGUF files, for tests.
+
+- `make_hf_llama` builds a small random `LlamaForCausalLM` (float32, GQA,
+  optionally tied embeddings).
+- `write_gguf` writes it the way convert_hf_to_gguf does (q/k rows permuted for
+  adjacent-pair RoPE) as a `llama` file, or as a `prosparse` file with an
+  activation, `ffn_down_t` and the MiniCPM scale keys; weights in F32, F16,
+  BF16, Q8_0, Q4_0 or Q4_1 (gguf.quants).
+- `reference_logits` runs the HF model, patched for the prosparse activations
+  and scales, as the independent reference; `dequantized_copy` gives the
+  reference for a quantized file (the same rounded weights, in float).
+- `byte_vocab` is a small GPT-2 byte-level vocabulary so the files are complete.
+"""
+from __future__ import annotations
+
+import copy
+import ctypes
+import os
+from pathlib import Path
+
+import gguf
+import numpy as np
+import torch
+from gguf import GGMLQuantizationType as QT
+
+WEIGHT_TYPES = {
+    "f32": QT.F32, "f16": QT.F16, "bf16": QT.BF16,
+    "q8_0": QT.Q8_0, "q4_0": QT.Q4_0, "q4_1": QT.Q4_1,
+}
+ACTIVATIONS = ("silu", "relu", "fatrelu", "relu2", "drelu")
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("e", "r"), ("a", "n")]
+
+
+# ---- vocabulary ---------------------------------------------------------------
+
+def _bytes_to_unicode() -> list[str]:
+    """GPT-2's printable stand-in for each byte value 0..255."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    out, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return [out[b] for b in range(256)]
+
+
+def byte_vocab() -> tuple[list[str], list[int], list[str]]:
+    """(tokens, token types, merges): 256 byte tokens, a few merges, 3 specials."""
+    tokens = _bytes_to_unicode()
+    merges = []
+    for a, b in MERGES:
+        tokens.append(a + b)
+        merges.append(f"{a} {b}")
+    types = [int(gguf.TokenType.NORMAL)] * len(tokens)
+    tokens += SPECIALS
+    types += [int(gguf.TokenType.CONTROL)] * len(SPECIALS)
+    return tokens, types, merges
+
+
+N_VOCAB = len(byte_vocab()[0])
+
+
+# ---- the model ----------------------------------------------------------------
+
+def make_hf_llama(seed: int = 0, n_layer: int = 2, n_embd: int = 64, n_head: int = 4, n_head_kv: int = 2,
+                  n_ff: int = 96, tied: bool = False, rope_theta: float = 10000.0, std: float = 0.08,
+                  max_pos: int = 512):
+    """A random float32 LlamaForCausalLM; weights drawn with a larger spread than
+    HF's default so logits are far from uniform, norms randomised around 1."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=N_VOCAB, hidden_size=n_embd, intermediate_size=n_ff,
+                      num_hidden_layers=n_layer, num_attention_heads=n_head, num_key_value_heads=n_head_kv,
+                      rms_norm_eps=1e-5, rope_theta=rope_theta, max_position_embeddings=max_pos,
+                      tie_word_embeddings=tied, hidden_act="silu", bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg).float().eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(std * torch.randn(p.shape, generator=gen))
+    return model
+
+
+def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """convert_hf_to_gguf's q/k row permutation: HF rotate-half pairs (i, i+d/2)
+    become adjacent rows (2i, 2i+1) within each head."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _roundtrip(w: np.ndarray, qtype: QT) -> np.ndarray:
+    if qtype == QT.F32:
+        return w
+    return gguf.quants.dequantize(gguf.quants.quantize(w, qtype), qtype).reshape(w.shape).astype(np.float32)
+
+
+def dequantized_copy(model, wtype: str):
+    """The HF model with every matrix rounded through wtype, exactly as it is in
+    the file (blocks run along rows in both layouts; norms stay float32)."""
+    qtype = WEIGHT_TYPES[wtype]
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if p.ndim == 2:
+                p.copy_(torch.from_numpy(_roundtrip(p.detach().numpy().astype(np.float32), qtype)))
+    return ref
+
+
+def write_gguf(model, path, wtype: str = "f32", arch: str = "llama", activation: str = "silu",
+               threshold: float = 0.0, embedding_scale: float | None = None,
+               residual_scale: float | None = None, logit_scale: float | None = None,
+               down_t: bool | None = None, n_ctx: int = 512) -> Path:
+    """Write model as a GGUF file. arch "prosparse" uses ffn_down_t unless
+    down_t=False, and carries the activation and scale keys."""
+    cfg = model.config
+    qtype = WEIGHT_TYPES[wtype]
+    if down_t is None:
+        down_t = arch == "prosparse"
+    path = Path(path)
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_context_length(n_ctx)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
+    w.add_rope_dimension_count(cfg.head_dim)
+    w.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
+    w.add_vocab_size(cfg.vocab_size)
+    if arch == "prosparse":
+        w.add_string("prosparse.ffn.activation", activation)
+        w.add_float32("prosparse.ffn.activation_threshold", float(threshold))
+        for key, val in (("embedding_scale", embedding_scale), ("residual_scale", residual_scale),
+                         ("logit_scale", logit_scale)):
+            if val is not None:
+                w.add_float32(f"prosparse.{key}", float(val))
+    tokens, types, merges = byte_vocab()
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(tokens.index("<|endoftext|>"))
+    w.add_eos_token_id(tokens.index("<|endoftext|>"))
+    w.add_add_bos_token(False)
+
+    def put(name, t, quantize=True):
+        a = t.detach().numpy().astype(np.float32)
+        if a.ndim == 2 and quantize and qtype != QT.F32:
+            w.add_tensor(name, gguf.quants.quantize(a, qtype), raw_dtype=qtype)
+        else:
+            w.add_tensor(name, np.ascontiguousarray(a))
+
+    m = model.model
+    put("token_embd.weight", m.embed_tokens.weight)
+    for i, layer in enumerate(m.layers):
+        at, mlp = layer.self_attn, layer.mlp
+        put(f"blk.{i}.attn_norm.weight", layer.input_layernorm.weight)
+        q = _permute(at.q_proj.weight.detach().numpy(), cfg.num_attention_heads)
+        k = _permute(at.k_proj.weight.detach().numpy(), cfg.num_key_value_heads)
+        put(f"blk.{i}.attn_q.weight", torch.from_numpy(np.ascontiguousarray(q)))
+        put(f"blk.{i}.attn_k.weight", torch.from_numpy(np.ascontiguousarray(k)))
+        put(f"blk.{i}.attn_v.weight", at.v_proj.weight)
+        put(f"blk.{i}.attn_output.weight", at.o_proj.weight)
+        put(f"blk.{i}.ffn_norm.weight", layer.post_attention_layernorm.weight)
+        put(f"blk.{i}.ffn_gate.weight", mlp.gate_proj.weight)
+        put(f"blk.{i}.ffn_up.weight", mlp.up_proj.weight)
+        if down_t:
+            put(f"blk.{i}.ffn_down_t.weight", mlp.down_proj.weight.t().contiguous())
+        else:
+            put(f"blk.{i}.ffn_down.weight", mlp.down_proj.weight)
+    put("output_norm.weight", m.norm.weight)
+    if not model.config.tie_word_embeddings:
+        put("output.weight", model.lm_head.weight)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+# ---- the reference ------------------------------------------------------------
+
+class _Act(torch.nn.Module):
+    """The gate activation of a prosparse file, as a module HF's MLP can hold."""
+
+    def __init__(self, activation: str, threshold: float):
+        super().__init__()
+        self.activation, self.threshold = activation, threshold
+
+    def forward(self, x):
+        if self.activation == "silu":
+            return torch.nn.functional.silu(x)
+        if self.activation == "relu":
+            return torch.relu(x)
+        if self.activation == "fatrelu":
+            return torch.where(x >= self.threshold, x, torch.zeros_like(x))
+        if self.activation == "relu2":
+            return torch.relu(x) ** 2
+        raise ValueError(self.activation)
+
+
+def reference_logits(model, tokens, activation: str = "silu", threshold: float = 0.0,
+                     embedding_scale: float | None = None, residual_scale: float | None = None,
+                     logit_scale: float | None = None) -> np.ndarray:
+    """Logits (n, n_vocab) of the HF model on tokens, with its MLP activation
+    replaced and MiniCPM-style scalings added by forward hooks."""
+    model = copy.deepcopy(model)
+    hooks = []
+    for layer in model.model.layers:
+        mlp = layer.mlp
+        if activation == "drelu":
+            mlp.forward = (lambda m: lambda x: m.down_proj(torch.relu(m.gate_proj(x)) * torch.relu(m.up_proj(x))))(mlp)
+        else:
+            mlp.act_fn = _Act(activation, threshold)
+        if residual_scale is not None:
+            rs = float(residual_scale)
+            hooks.append(layer.self_attn.register_forward_hook(lambda mod, inp, out: (out[0] * rs,) + tuple(out[1:])))
+            hooks.append(mlp.register_forward_hook(lambda mod, inp, out: out * rs))
+    if embedding_scale is not None:
+        es = float(embedding_scale)
+        hooks.append(model.model.embed_tokens.register_forward_hook(lambda mod, inp, out: out * es))
+    if logit_scale is not None:
+        ls = float(logit_scale)
+        hooks.append(model.model.norm.register_forward_hook(lambda mod, inp, out: out * ls))
+    with torch.no_grad():
+        out = model(torch.tensor([list(tokens)], dtype=torch.long)).logits[0]
+    for h in hooks:
+        h.remove()
+    return out.double().numpy()
+
+
+# ---- the engine through ctypes (until the Python binding exists) ------------------
+
+def _lib_path() -> str:
+    if os.environ.get("PROSPARSE_LIB"):
+        return os.environ["PROSPARSE_LIB"]
+    return str(Path(__file__).resolve().parent.parent / "prosparse_cpu" / "libprosparse.so")
+
+
+class SessionParams(ctypes.Structure):
+    _fields_ = [("n_threads", ctypes.c_int32), ("n_ctx", ctypes.c_int32),
+                ("n_batch", ctypes.c_int32), ("mode", ctypes.c_int32)]
+
+
+class LayerStats(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_int64) for n in ("tokens", "neurons_total", "neurons_active",
+                                              "neurons_predicted", "recall_hits", "recall_total")]
+
+
+def load_lib():
+    lib = ctypes.CDLL(_lib_path())
+    lib.ps_last_error.restype = ctypes.c_char_p
+    lib.ps_model_load.restype = ctypes.c_void_p
+    lib.ps_model_load.argtypes = [ctypes.c_char_p]
+    lib.ps_model_free.argtypes = [ctypes.c_void_p]
+    lib.ps_session_new.restype = ctypes.c_void_p
+    lib.ps_session_new.argtypes = [ctypes.c_void_p, ctypes.POINTER(SessionParams)]
+    lib.ps_session_free.argtypes = [ctypes.c_void_p]
+    lib.ps_session_eval.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int32), ctypes.c_int32,
+                                    ctypes.POINTER(ctypes.c_float)]
+    lib.ps_session_logits.restype = ctypes.POINTER(ctypes.c_float)
+    lib.ps_session_logits.argtypes = [ctypes.c_void_p]
+    lib.ps_session_reset.argtypes = [ctypes.c_void_p]
+    lib.ps_session_set_mode.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+    lib.ps_session_layer_stats.argtypes = [ctypes.c_void_p, ctypes.POINTER(LayerStats), ctypes.c_int32]
+    return lib
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+class Engine:
+    """Minimal ctypes handle on one model + one session (tests only)."""
+
+    def __init__(self, path, n_threads: int = 2, n_ctx: int = 512, n_batch: int = 512):
+        self.lib = load_lib()
+        self.model = self.lib.ps_model_load(str(path).encode())
+        if not self.model:
+            raise EngineError(self.lib.ps_last_error().decode())
+        params = SessionParams(n_threads, n_ctx, n_batch, 0)
+        self.sess = self.lib.ps_session_new(self.model, ctypes.byref(params))
+        if not self.sess:
+            err = self.lib.ps_last_error().decode()
+            self.lib.ps_model_free(self.model)
+            raise EngineError(err)
+        self.n_vocab = N_VOCAB
+
+    def eval(self, tokens, all_logits: bool = False, n_vocab: int | None = None):
+        """Append tokens; returns (n, n_vocab) logits if all_logits else the last row."""
+        n_vocab = n_vocab or self.n_vocab
+        arr = (ctypes.c_int32 * len(tokens))(*tokens)
+        out = np.zeros((len(tokens), n_vocab), dtype=np.float32) if all_logits else None
+        ptr = out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)) if all_logits else None
+        rc = self.lib.ps_session_eval(self.sess, arr, len(tokens), ptr)
+        if rc != 0:
+            raise EngineError(f"{rc}: {self.lib.ps_last_error().decode()}")
+        if all_logits:
+            return out
+        return np.ctypeslib.as_array(self.lib.ps_session_logits(self.sess), shape=(n_vocab,)).copy()
+
+    def layer_stats(self, n_layer: int):
+        arr = (LayerStats * n_layer)()
+        self.lib.ps_session_layer_stats(self.sess, arr, n_layer)
+        return [{f: getattr(s, f) for f, _ in LayerStats._fields_} for s in arr]
+
+    def reset(self):
+        self.lib.ps_session_reset(self.sess)
+
+    def close(self):
+        if self.sess:
+            self.lib.ps_session_free(self.sess)
+            self.sess = None
+        if self.model:
+            self.lib.ps_model_free(self.model)
+            self.model = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
