@@ -1,0 +1,152 @@
+"""A Hugging Face model folder, read lazily: one tensor in memory at a time.
+
+Weights: *.safetensors (one file, or sharded with model.safetensors.index.json)
+through safetensors.safe_open, or pytorch_model*.bin through
+torch.load(weights_only=True, mmap=True) -- never arbitrary unpickling.
+Tensors are exposed under llama's GGUF names, in HF orientation ([out, in]),
+with q/k still in HF's rotate-half row order (qk_permuted = False).
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConvertError
+from .spec import ModelSpec, spec_from_hf_config
+
+_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+_LAYER_NAMES = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+_GLOBAL_NAMES = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
+
+
+def gguf_name(hf_name: str) -> str | None:
+    """HF parameter name -> llama GGUF name; None for buffers we drop."""
+    if hf_name.endswith("rotary_emb.inv_freq"):
+        return None  # a RoPE cache some old checkpoints saved; recomputed by the engine
+    if hf_name in _GLOBAL_NAMES:
+        return _GLOBAL_NAMES[hf_name]
+    m = _LAYER.match(hf_name)
+    if m and m.group(2) in _LAYER_NAMES:
+        return f"blk.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}"
+    return hf_name  # unknown: kept so that validation reports it as unexpected
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise ConvertError("reading Hugging Face weights needs torch (pip install 'prosparse-cpu[train]')") from None
+    return torch
+
+
+class HFSource:
+    qk_permuted = False
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        cfg_path = self.folder / "config.json"
+        try:
+            self.config = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConvertError(f"{folder}: no config.json (not a Hugging Face model folder)") from None
+        except (OSError, ValueError) as e:
+            raise ConvertError(f"{cfg_path}: unreadable ({e})") from None
+        self.spec: ModelSpec = spec_from_hf_config(self.config)
+        self._where: dict[str, tuple[str, str]] = {}   # gguf name -> (file, hf name)
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self._open: dict[str, object] = {}
+        self._torch = _torch()
+        self._index_weights()
+
+    # ---- discovery -------------------------------------------------------
+    def _weight_files(self) -> tuple[str, list[str]]:
+        for kind, index, single in (("safetensors", "model.safetensors.index.json", "model.safetensors"),
+                                    ("bin", "pytorch_model.bin.index.json", "pytorch_model.bin")):
+            ip = self.folder / index
+            if ip.is_file():
+                try:
+                    wm = json.loads(ip.read_text(encoding="utf-8"))["weight_map"]
+                except (OSError, ValueError, KeyError) as e:
+                    raise ConvertError(f"{ip}: unreadable index ({e})") from None
+                files = sorted(set(wm.values()))
+                for f in files:
+                    if not (self.folder / f).is_file():
+                        raise ConvertError(f"{ip}: shard {f} is missing")
+                return kind, files
+            if (self.folder / single).is_file():
+                return kind, [single]
+        raise ConvertError(f"{self.folder}: no model.safetensors(.index.json) or pytorch_model.bin(.index.json)")
+
+    def _index_weights(self) -> None:
+        kind, files = self._weight_files()
+        self.kind = kind
+        for f in files:
+            handle = self._handle(f)
+            names = handle.keys()
+            for hf in names:
+                g = gguf_name(hf)
+                if g is None:
+                    continue
+                if g == "output.weight" and self.spec.tied:
+                    continue  # tied: lm_head is token_embd again
+                if g in self._where:
+                    raise ConvertError(f"tensor {hf} appears in two weight files")
+                self._where[g] = (f, hf)
+                if kind == "safetensors":
+                    shape = handle.get_slice(hf).get_shape()
+                else:
+                    shape = handle[hf].shape
+                self.shapes[g] = tuple(int(s) for s in shape)
+
+    def _handle(self, f: str):
+        if f in self._open:
+            return self._open[f]
+        path = self.folder / f
+        try:
+            if f.endswith(".safetensors"):
+                from safetensors import safe_open
+                h = safe_open(str(path), framework="pt")
+            else:
+                try:
+                    h = self._torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+                except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
+                    h = self._torch.load(str(path), map_location="cpu", weights_only=True)
+                if not isinstance(h, dict):
+                    raise ConvertError(f"{path}: not a state dict")
+        except ConvertError:
+            raise
+        except Exception as e:  # safetensors / torch raise many types for bad files
+            raise ConvertError(f"{path}: unreadable weights ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        self._open[f] = h
+        return h
+
+    # ---- access ----------------------------------------------------------
+    def load(self, name: str) -> np.ndarray:
+        """One tensor as float32 numpy, HF orientation."""
+        f, hf = self._where[name]
+        h = self._handle(f)
+        t = h.get_tensor(hf) if f.endswith(".safetensors") else h[hf]
+        return t.to(self._torch.float32).numpy()
+
+    def tokenizer_folder(self) -> Path:
+        return self.folder
+
+    def close(self) -> None:
+        self._open.clear()

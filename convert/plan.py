@@ -1,0 +1,206 @@
+"""The output file, planned before a byte is written: metadata keys and, per
+tensor, its name, shape, type and a function that produces its data.
+
+Layout decisions (DESIGN.md contract):
+- q/k rows are permuted as llama.cpp's converter does, so RoPE rotates
+  adjacent pairs (HF sources only; GGUF sources already are).
+- `prosparse` files store blk.N.ffn_down_t.weight = W_down transposed
+  ([n_ff, n_embd] in numpy order, ggml ne = [n_embd, n_ff]) instead of ffn_down.
+- With --stats, each layer's neurons are permuted hot-first, the same way in
+  gate rows, up rows, down columns (down_t rows), ffn_freq and predictor rows.
+- --llama-compat of a MiniCPM model folds the scalings into the weights
+  (untied output), so a plain llama reader computes the same function.
+Types: 1-D tensors (norms, ffn_freq) are F32; matrices take --outtype; a
+matrix whose rows are not a multiple of 32 falls back to F16 for the block
+types; predictor matrices take Q8_0 when --outtype is 4-bit, since their
+logits are thresholded and 4-bit noise would flip decisions for little gain.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import gguf
+import numpy as np
+
+from .errors import ConvertError
+from .predictor import Predictors, Stats, hot_first
+from .spec import ModelSpec
+
+Q = gguf.GGMLQuantizationType
+OUTTYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q4_1": Q.Q4_1}
+FILE_TYPES = {Q.F32: 0, Q.F16: 1, Q.Q4_0: 2, Q.Q4_1: 3, Q.Q8_0: 7, Q.BF16: 32}   # llama_ftype
+_BLOCK_TYPES = (Q.Q8_0, Q.Q4_0, Q.Q4_1)
+
+
+@dataclass
+class OutTensor:
+    name: str
+    shape: tuple[int, ...]                  # numpy order (elements)
+    qtype: gguf.GGMLQuantizationType
+    produce: Callable[[], np.ndarray]       # float32 data in `shape`
+
+    @property
+    def byte_shape(self) -> tuple[int, ...]:
+        return gguf.quants.quant_shape_to_byte_shape(self.shape, self.qtype)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.byte_shape))
+
+
+@dataclass
+class Plan:
+    arch: str                                # "llama" | "prosparse"
+    spec: ModelSpec
+    outtype: gguf.GGMLQuantizationType       # the bulk type (general.file_type)
+    tensors: list[OutTensor]
+    kv: list[Callable[[gguf.GGUFWriter], None]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """HF rotate-half row order -> llama.cpp's interleaved pairs, per head."""
+    rows = w.shape[0]
+    return (w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:])
+             .swapaxes(1, 2).reshape(w.shape))
+
+
+def _matrix_type(name: str, shape: tuple[int, ...], want, notes: list[str], predictor: bool = False):
+    if len(shape) == 1:
+        return Q.F32
+    if predictor and want in (Q.Q4_0, Q.Q4_1):
+        want = Q.Q8_0
+    if want in _BLOCK_TYPES and shape[-1] % 32:
+        notes.append(f"{name}: rows of {shape[-1]} are not a multiple of 32, stored as F16")
+        return Q.F16
+    return want
+
+
+def build_plan(source, arch: str, outtype: str, llama_compat: bool,
+               predictors: Predictors | None, stats: Stats | None) -> Plan:
+    spec: ModelSpec = source.spec
+    notes = list(spec.notes)
+    sparse_file = arch == "prosparse"
+    fold = llama_compat and spec.has_scalings
+
+    def target(name: str, shape, transformed: bool, predictor: bool = False):
+        if outtype != "auto":
+            return _matrix_type(name, shape, OUTTYPES[outtype], notes, predictor)
+        if not hasattr(source, "tensor_type"):   # HF folder: f16
+            return _matrix_type(name, shape, Q.F16, notes, predictor)
+        st = source.tensor_type(name if name in source.shapes else "token_embd.weight")
+        if st not in FILE_TYPES or (transformed and st in (Q.Q4_0, Q.Q4_1)):
+            st = Q.Q8_0   # re-quantizing a transposed 4-bit matrix to 4 bits would add a second rounding
+        return _matrix_type(name, shape, st, notes, predictor)
+
+    perms = [hot_first(stats.counts[i]) if stats is not None else None for i in range(spec.n_layer)]
+    tensors: list[OutTensor] = []
+
+    def add(name, shape, produce, src_name=None, transformed=False, predictor=False):
+        qt = target(src_name or name, shape, transformed, predictor)
+        tensors.append(OutTensor(name, tuple(shape), qt, produce))
+
+    load = source.load
+    e, f, V = spec.n_embd, spec.n_ff, spec.n_vocab
+    if fold:
+        add("token_embd.weight", (V, e), lambda: load("token_embd.weight") * np.float32(spec.embedding_scale),
+            transformed=True)
+    else:
+        add("token_embd.weight", (V, e), lambda: load("token_embd.weight"))
+    add("output_norm.weight", (e,), lambda: load("output_norm.weight"))
+    if fold:   # untie: output = E * logit_scale
+        add("output.weight", (V, e), lambda: load("token_embd.weight") * np.float32(spec.logit_scale),
+            src_name="token_embd.weight", transformed=True)
+    elif not spec.tied:
+        add("output.weight", (V, e), lambda: load("output.weight"))
+
+    for i in range(spec.n_layer):
+        b = f"blk.{i}."
+        perm = perms[i]
+        kv_rows = spec.n_head_kv * spec.head_dim
+        add(b + "attn_norm.weight", (e,), lambda n=b + "attn_norm.weight": load(n))
+        if source.qk_permuted:
+            add(b + "attn_q.weight", (e, e), lambda n=b + "attn_q.weight": load(n))
+            add(b + "attn_k.weight", (kv_rows, e), lambda n=b + "attn_k.weight": load(n))
+        else:
+            add(b + "attn_q.weight", (e, e), lambda n=b + "attn_q.weight": permute_qk(load(n), spec.n_head))
+            add(b + "attn_k.weight", (kv_rows, e), lambda n=b + "attn_k.weight": permute_qk(load(n), spec.n_head_kv))
+        add(b + "attn_v.weight", (kv_rows, e), lambda n=b + "attn_v.weight": load(n))
+        rs = np.float32(spec.residual_scale)
+        if fold:
+            add(b + "attn_output.weight", (e, e), lambda n=b + "attn_output.weight": load(n) * rs, transformed=True)
+        else:
+            add(b + "attn_output.weight", (e, e), lambda n=b + "attn_output.weight": load(n))
+        add(b + "ffn_norm.weight", (e,), lambda n=b + "ffn_norm.weight": load(n))
+
+        def rows(n, p=perm):
+            w = load(n)
+            return w if p is None else w[p]
+        add(b + "ffn_gate.weight", (f, e), lambda n=b + "ffn_gate.weight": rows(n), transformed=perm is not None)
+        add(b + "ffn_up.weight", (f, e), lambda n=b + "ffn_up.weight": rows(n), transformed=perm is not None)
+        if sparse_file:
+            def down_t(n=b + "ffn_down.weight", p=perm):
+                w = load(n).T                      # [n_ff, n_embd]: one row per neuron
+                return np.ascontiguousarray(w if p is None else w[p])
+            add(b + "ffn_down_t.weight", (f, e), down_t, src_name=b + "ffn_down.weight", transformed=True)
+        else:
+            scale = rs if fold else None
+
+            def down(n=b + "ffn_down.weight", p=perm, s=scale):
+                w = load(n)
+                w = w if p is None else w[:, p]
+                return w if s is None else w * s
+            add(b + "ffn_down.weight", (e, f), down, transformed=fold or perm is not None)
+        if sparse_file and stats is not None:
+            add(b + "ffn_freq", (f,), lambda L=i, p=perm: stats.freq(L)[p])
+        if sparse_file and predictors is not None:
+            r = predictors.rank
+            add(b + "ffn_pred_in.weight", (r, e), lambda L=i: predictors.load(L)[0],
+                src_name=b + "ffn_gate.weight", transformed=True, predictor=True)
+            add(b + "ffn_pred_out.weight", (f, r),
+                lambda L=i, p=perm: predictors.load(L)[1] if p is None else predictors.load(L)[1][p],
+                src_name=b + "ffn_gate.weight", transformed=True, predictor=True)
+
+    bulk = next(t.qtype for t in tensors if t.name == "blk.0.ffn_gate.weight")
+    plan = Plan(arch, spec, bulk, tensors, notes=notes)
+    plan.kv.append(lambda gw: _arch_keys(gw, plan, llama_compat, predictors, stats))
+    return plan
+
+
+def _arch_keys(gw: gguf.GGUFWriter, plan: Plan, llama_compat: bool,
+               predictors: Predictors | None, stats: Stats | None) -> None:
+    s = plan.spec
+    gw.add_context_length(s.n_ctx)
+    gw.add_embedding_length(s.n_embd)
+    gw.add_block_count(s.n_layer)
+    gw.add_feed_forward_length(s.n_ff)
+    gw.add_head_count(s.n_head)
+    gw.add_head_count_kv(s.n_head_kv)
+    gw.add_rope_freq_base(s.rope_theta)
+    gw.add_layer_norm_rms_eps(s.rms_eps)
+    gw.add_rope_dimension_count(s.head_dim)
+    gw.add_vocab_size(s.n_vocab)
+    gw.add_file_type(FILE_TYPES.get(plan.outtype, 1))
+    if plan.outtype in _BLOCK_TYPES:
+        gw.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    if plan.arch != "prosparse":
+        return
+    a = "prosparse."
+    gw.add_string(a + "ffn.activation", s.activation)
+    gw.add_float32(a + "ffn.activation_threshold", s.threshold)
+    gw.add_bool(a + "ffn.reordered", stats is not None)
+    if stats is not None:
+        gw.add_uint64(a + "ffn.freq_tokens", int(stats.n_tokens))
+    gw.add_float32(a + "embedding_scale", s.embedding_scale)
+    gw.add_float32(a + "residual_scale", s.residual_scale)
+    gw.add_float32(a + "logit_scale", s.logit_scale)
+    if predictors is not None:
+        gw.add_float32(a + "predictor.threshold", predictors.threshold)
+        gw.add_string(a + "predictor.input", predictors.input)
+        gw.add_string(a + "predictor.hidden_act", predictors.hidden_act)
+
+
+def check_finite(name: str, x: np.ndarray) -> None:
+    if not np.isfinite(x).all():
+        raise ConvertError(f"tensor {name} contains NaN or Inf values")

@@ -1,0 +1,121 @@
+"""Tokenizer files of a Hugging Face folder -> the standard tokenizer.ggml.* keys.
+
+- tokenizer.model (SentencePiece, LLaMA-2 / MiniCPM): tokenizer.ggml.model "llama",
+  pieces, scores and types read with the sentencepiece package (gguf.vocab).
+- tokenizer.json byte-level BPE (GPT-2 style, SmolLM2, LLaMA-3): "gpt2",
+  vocabulary and merges, plus the pre-tokenizer name the engine dispatches on.
+- tokenizer.json BPE with byte fallback (LLaMA-style fast tokenizer): "llama".
+Special tokens, add_bos/add_eos and the chat template come from
+tokenizer_config.json / config.json through gguf.vocab.SpecialVocab.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gguf
+from gguf.vocab import BpeVocab, LlamaHfVocab, SentencePieceVocab, SpecialVocab
+
+from .errors import ConvertError
+
+# The GPT-2 style split with contractions, as in LLaMA-3's tokenizer.json.
+_LLAMA3_MARK = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}"
+
+
+def bpe_pre_tokenizer(tok_json: dict) -> str:
+    """Name (llama.cpp's convention) of a byte-level BPE pre-tokenizer."""
+    pre = tok_json.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    kinds = [s.get("type") for s in steps]
+    if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
+        return "gpt2"
+    if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and steps[1].get("use_regex", True):
+        return "smollm"
+    if kinds == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
+        pattern = (steps[0].get("pattern") or {}).get("Regex", "")
+        if pattern.startswith(_LLAMA3_MARK):
+            return "llama-bpe"
+    raise ConvertError(f"tokenizer.json: unsupported pre-tokenizer {kinds} "
+                       "(supported: GPT-2 byte-level, SmolLM2 digits + byte-level, LLaMA-3 split)")
+
+
+def _pad_vocab(tokens: list, scores: list, types: list, n_vocab: int, notes: list[str]) -> None:
+    if len(tokens) > n_vocab:
+        raise ConvertError(f"vocabulary size mismatch: the tokenizer has {len(tokens)} tokens, "
+                           f"the model's embedding has {n_vocab} rows")
+    if len(tokens) < n_vocab:
+        notes.append(f"tokenizer has {len(tokens)} tokens, embedding {n_vocab}: padded with [PAD] tokens")
+        for i in range(len(tokens), n_vocab):
+            tokens.append(f"[PAD{i}]".encode())
+            scores.append(-1000.0)
+            types.append(gguf.TokenType.UNUSED)
+
+
+def _spm_space_prefix(model_path: Path) -> bool:
+    try:
+        from sentencepiece import sentencepiece_model_pb2 as pb
+    except ImportError:  # protobuf missing: SentencePiece's own default
+        return True
+    m = pb.ModelProto()
+    m.ParseFromString(model_path.read_bytes())
+    return bool(m.normalizer_spec.add_dummy_prefix)
+
+
+def add_hf_tokenizer(gw: gguf.GGUFWriter, folder: Path, n_vocab: int, notes: list[str]) -> str:
+    """Write tokenizer.ggml.* for the tokenizer in `folder`; returns a one-word kind."""
+    folder = Path(folder)
+    spm_path = folder / "tokenizer.model"
+    json_path = folder / "tokenizer.json"
+    try:
+        if spm_path.is_file():
+            vocab = SentencePieceVocab(folder)
+            kind, model, pre = "sentencepiece", "llama", "default"
+        elif json_path.is_file():
+            tj = json.loads(json_path.read_text(encoding="utf-8"))
+            m = tj.get("model", {})
+            if m.get("type") == "BPE" and not m.get("byte_fallback") and (tj.get("decoder") or {}).get("type") == "ByteLevel":
+                vocab = BpeVocab(folder)
+                kind, model, pre = "bpe", "gpt2", bpe_pre_tokenizer(tj)
+            elif m.get("type") == "BPE" and m.get("byte_fallback"):
+                vocab = LlamaHfVocab(folder)
+                kind, model, pre = "bpe-bytefallback", "llama", "default"
+            else:
+                raise ConvertError(f"{json_path}: unsupported tokenizer model {m.get('type')!r}")
+        else:
+            raise ConvertError(f"{folder}: no tokenizer (tokenizer.model or tokenizer.json)")
+        tokens, scores, types = [], [], []
+        for text, score, ttype in vocab.all_tokens():
+            tokens.append(text)
+            scores.append(float(score))
+            types.append(ttype)
+    except ConvertError:
+        raise
+    except Exception as e:  # malformed files surface as many exception types
+        raise ConvertError(f"{folder}: unreadable tokenizer ({type(e).__name__}: {e})") from None
+
+    if kind == "bpe":
+        # Added tokens may live inside the base vocabulary (SmolLM2's <|im_start|>):
+        # mark them as llama.cpp does, CONTROL if special, else USER_DEFINED.
+        for at in tj.get("added_tokens", []):
+            i = at.get("id")
+            if isinstance(i, int) and 0 <= i < len(types):
+                types[i] = gguf.TokenType.CONTROL if at.get("special") else gguf.TokenType.USER_DEFINED
+
+    _pad_vocab(tokens, scores, types, n_vocab, notes)
+    gw.add_tokenizer_model(model)
+    gw.add_tokenizer_pre(pre)
+    gw.add_token_list(tokens)
+    gw.add_token_scores(scores)
+    gw.add_token_types([int(t) for t in types])
+
+    special = SpecialVocab(folder, load_merges=(model == "gpt2"), n_vocab=n_vocab)
+    if kind == "sentencepiece":
+        sp = vocab.sentencepiece_tokenizer
+        for typ, tid in (("bos", sp.bos_id()), ("eos", sp.eos_id()), ("unk", sp.unk_id()), ("pad", sp.pad_id())):
+            if tid >= 0:
+                special.special_token_ids.setdefault(typ, tid)
+        special.add_special_token.setdefault("bos", True)   # LlamaTokenizer's default
+        special.add_special_token.setdefault("eos", False)
+        gw.add_add_space_prefix(_spm_space_prefix(spm_path))
+    special.add_to_gguf(gw, quiet=True)
+    return kind
