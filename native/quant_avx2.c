@@ -1,9 +1,14 @@
 /* quant_avx2.c: AVX2/FMA/F16C kernels (compiled with those flags only here;
- * called only after a cpuid check, see ps_simd_supported). */
+ * called only after a cpuid check, see ps_simd_supported).
+ *
+ * Every (row, token) dot product owns one 8-lane accumulator and goes through
+ * the same operations in the same order whatever tile it is computed in, so
+ * results do not depend on how rows and tokens were split among threads. */
 #include <immintrin.h>
 #include <string.h>
 
 #include "quant.h"
+
 
 /* Same float operations as ps_quantize_q8a_scalar, so the bytes are identical. */
 void ps_quantize_q8a_avx2(const float *x, ps_block_q8a *y, int64_t n) {
@@ -39,7 +44,290 @@ void ps_quantize_q8a_avx2(const float *x, ps_block_q8a *y, int64_t n) {
     }
 }
 
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+INLINE float fp16(uint16_t h) { return _cvtsh_ss(h); }
+
+/* 16 bytes of nibbles -> 32 bytes 0..15 in element order (low nibbles first). */
+INLINE __m256i q4_unpack(const uint8_t *qs) {
+    const __m128i t = _mm_loadu_si128((const __m128i *)qs);
+    const __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+}
+
+/* ---- integer kernels: RM weight rows x RN tokens per tile ------------------ */
+/* Q4_0/Q4_1 against q8a: per block, acc += dw*dx * sum(q*x) (8 lanes) and
+ * acc += c * dx * (lane sums of x), c = m (Q4_1) or -8*dw (Q4_0). */
+INLINE void tile_q4(const uint8_t *W, size_t rb, int64_t nb, const ps_block_q8a *X,
+                    float *Y, int64_t ldy, const int RM, const int RN, const int has_min) {
+    const size_t bb = has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0);
+    const __m256i ones16 = _mm256_set1_epi16(1), ones8 = _mm256_set1_epi8(1);
+    __m256 acc[4][4];
+    for (int i = 0; i < RM; i++)
+        for (int j = 0; j < RN; j++) acc[i][j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i q[4];
+        __m256 dw[4], cw[4];
+        for (int i = 0; i < RM; i++) {
+            const uint8_t *blk = W + (size_t)i * rb + (size_t)b * bb;
+            uint16_t h[2];
+            memcpy(h, blk, has_min ? 4 : 2);
+            const float d = fp16(h[0]);
+            dw[i] = _mm256_set1_ps(d);
+            cw[i] = _mm256_set1_ps(has_min ? fp16(h[1]) : -8.0f * d);
+            q[i] = q4_unpack(blk + (has_min ? 4 : 2));
+        }
+        for (int j = 0; j < RN; j++) {
+            const ps_block_q8a *xb = X + (size_t)j * nb + b;
+            const __m256i y = _mm256_loadu_si256((const __m256i *)xb->qs);
+            const __m256 dx = _mm256_set1_ps(xb->d);
+            const __m256 ys = _mm256_mul_ps(dx, _mm256_cvtepi32_ps(
+                                  _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, y), ones16)));
+            for (int i = 0; i < RM; i++) {
+                const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[i], y), ones16);
+                acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(dw[i], dx), _mm256_cvtepi32_ps(p), acc[i][j]);
+                acc[i][j] = _mm256_fmadd_ps(cw[i], ys, acc[i][j]);
+            }
+        }
+    }
+    for (int i = 0; i < RM; i++)
+        for (int j = 0; j < RN; j++) Y[(size_t)j * ldy + i] = hsum(acc[i][j]);
+}
+
+/* Q8_0 against q8a: acc += dw*dx * sum(w*x), maddubs via |w| and sign(x, w). */
+INLINE void tile_q8_0(const uint8_t *W, size_t rb, int64_t nb, const ps_block_q8a *X,
+                      float *Y, int64_t ldy, const int RM, const int RN) {
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    __m256 acc[4][4];
+    for (int i = 0; i < RM; i++)
+        for (int j = 0; j < RN; j++) acc[i][j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i w[4], aw[4];
+        __m256 dw[4];
+        for (int i = 0; i < RM; i++) {
+            const ps_block_q8_0 *blk = (const ps_block_q8_0 *)(W + (size_t)i * rb) + b;
+            dw[i] = _mm256_set1_ps(fp16(blk->d));
+            w[i] = _mm256_loadu_si256((const __m256i *)blk->qs);
+            aw[i] = _mm256_sign_epi8(w[i], w[i]);
+        }
+        for (int j = 0; j < RN; j++) {
+            const ps_block_q8a *xb = X + (size_t)j * nb + b;
+            const __m256i y = _mm256_loadu_si256((const __m256i *)xb->qs);
+            const __m256 dx = _mm256_set1_ps(xb->d);
+            for (int i = 0; i < RM; i++) {
+                const __m256i p = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(aw[i], _mm256_sign_epi8(y, w[i])), ones16);
+                acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(dw[i], dx), _mm256_cvtepi32_ps(p), acc[i][j]);
+            }
+        }
+    }
+    for (int i = 0; i < RM; i++)
+        for (int j = 0; j < RN; j++) Y[(size_t)j * ldy + i] = hsum(acc[i][j]);
+}
+
+/* ---- float kernels (activations stay fp32) ---------------------------------- */
+enum { FT_F32, FT_F16, FT_BF16 };
+
+INLINE __m256 load8(const uint8_t *row, int64_t k, const int ft) {
+    if (ft == FT_F32) return _mm256_loadu_ps((const float *)row + k);
+    const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)row + k));
+    if (ft == FT_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+INLINE float load1(const uint8_t *row, int64_t k, const int ft) {
+    if (ft == FT_F32) return ((const float *)row)[k];
+    const uint16_t h = ((const uint16_t *)row)[k];
+    if (ft == FT_F16) return fp16(h);
+    const uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+INLINE void tile_float(const uint8_t *W, size_t rb, int64_t n, const float *X, float *Y,
+                       int64_t ldy, const int RM, const int RN, const int ft) {
+    __m256 acc[4][4];
+    for (int i = 0; i < RM; i++)
+        for (int j = 0; j < RN; j++) acc[i][j] = _mm256_setzero_ps();
+    const int64_t n8 = n & ~(int64_t)7;
+    for (int64_t k = 0; k < n8; k += 8) {
+        __m256 w[4];
+        for (int i = 0; i < RM; i++) w[i] = load8(W + (size_t)i * rb, k, ft);
+        for (int j = 0; j < RN; j++) {
+            const __m256 x = _mm256_loadu_ps(X + (size_t)j * n + k);
+            for (int i = 0; i < RM; i++) acc[i][j] = _mm256_fmadd_ps(w[i], x, acc[i][j]);
+        }
+    }
+    for (int i = 0; i < RM; i++)
+        for (int j = 0; j < RN; j++) {
+            float s = hsum(acc[i][j]);
+            for (int64_t k = n8; k < n; k++) s += load1(W + (size_t)i * rb, k, ft) * X[(size_t)j * n + k];
+            Y[(size_t)j * ldy + i] = s;
+        }
+}
+
+/* ---- drivers: walk rows x tokens in tiles, remainders with smaller tiles --- */
+/* TILE(RM, RN) must compute rows r..r+RM-1 x tokens t..t+RN-1. */
+#define GEMM_DRIVER(name, TILE)                                                             \
+    static void name(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int64_t r1,  \
+                     const void *X, int32_t n_tok, float *Y, int64_t ldy) {                  \
+        int64_t r = r0;                                                                     \
+        for (; r + 4 <= r1; r += 4) {                                                       \
+            int32_t t = 0;                                                                  \
+            for (; t + 2 <= n_tok; t += 2) TILE(4, 2);                                      \
+            for (; t < n_tok; t++) TILE(4, 1);                                              \
+        }                                                                                   \
+        for (; r < r1; r++) {                                                               \
+            int32_t t = 0;                                                                  \
+            for (; t + 2 <= n_tok; t += 2) TILE(1, 2);                                      \
+            for (; t < n_tok; t++) TILE(1, 1);                                              \
+        }                                                                                   \
+    }
+
+#define QX(t) ((const ps_block_q8a *)X + (size_t)(t) * (n_cols / PS_QK))
+#define FX(t) ((const float *)X + (size_t)(t) * n_cols)
+#define TILE_Q4_0(RM, RN) tile_q4(W + (size_t)r * rb, rb, n_cols / PS_QK, QX(t), Y + (size_t)t * ldy + r, ldy, RM, RN, 0)
+#define TILE_Q4_1(RM, RN) tile_q4(W + (size_t)r * rb, rb, n_cols / PS_QK, QX(t), Y + (size_t)t * ldy + r, ldy, RM, RN, 1)
+#define TILE_Q8_0(RM, RN) tile_q8_0(W + (size_t)r * rb, rb, n_cols / PS_QK, QX(t), Y + (size_t)t * ldy + r, ldy, RM, RN)
+#define TILE_F32(RM, RN) tile_float(W + (size_t)r * rb, rb, n_cols, FX(t), Y + (size_t)t * ldy + r, ldy, RM, RN, FT_F32)
+#define TILE_F16(RM, RN) tile_float(W + (size_t)r * rb, rb, n_cols, FX(t), Y + (size_t)t * ldy + r, ldy, RM, RN, FT_F16)
+#define TILE_BF16(RM, RN) tile_float(W + (size_t)r * rb, rb, n_cols, FX(t), Y + (size_t)t * ldy + r, ldy, RM, RN, FT_BF16)
+
+GEMM_DRIVER(gemm_q4_0, TILE_Q4_0)
+GEMM_DRIVER(gemm_q4_1, TILE_Q4_1)
+GEMM_DRIVER(gemm_q8_0, TILE_Q8_0)
+GEMM_DRIVER(gemm_f32, TILE_F32)
+GEMM_DRIVER(gemm_f16, TILE_F16)
+GEMM_DRIVER(gemm_bf16, TILE_BF16)
+
+/* ---- dequantization (bit-exact with the scalar path and gguf-py) ------------ */
+INLINE __m256 q8_to_f32(const int8_t *q) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)q)));
+}
+
+static void dequant_q8_0(const void *src, float *dst, int64_t n) {
+    const ps_block_q8_0 *b = src;
+    for (int64_t i = 0; i < n / PS_QK; i++, dst += PS_QK) {
+        const __m256 d = _mm256_set1_ps(fp16(b[i].d));
+        for (int k = 0; k < 4; k++) _mm256_storeu_ps(dst + 8 * k, _mm256_mul_ps(d, q8_to_f32(b[i].qs + 8 * k)));
+    }
+}
+
+/* The 32 values of a Q4 block as floats: (q - off) for Q4_0, q for Q4_1. */
+INLINE void q4_to_f32(const uint8_t *qs, __m256 out[4], int off) {
+    const __m256i q = q4_unpack(qs);
+    const __m256i o = _mm256_set1_epi8((char)off);
+    const __m256i s = _mm256_sub_epi8(q, o);
+    const __m128i lo = _mm256_castsi256_si128(s), hi = _mm256_extracti128_si256(s, 1);
+    out[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
+    out[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
+    out[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
+    out[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
+}
+
+static void dequant_q4_0(const void *src, float *dst, int64_t n) {
+    const ps_block_q4_0 *b = src;
+    for (int64_t i = 0; i < n / PS_QK; i++, dst += PS_QK) {
+        const __m256 d = _mm256_set1_ps(fp16(b[i].d));
+        __m256 v[4];
+        q4_to_f32(b[i].qs, v, 8);
+        for (int k = 0; k < 4; k++) _mm256_storeu_ps(dst + 8 * k, _mm256_mul_ps(d, v[k]));
+    }
+}
+
+static void dequant_q4_1(const void *src, float *dst, int64_t n) {
+    const ps_block_q4_1 *b = src;
+    for (int64_t i = 0; i < n / PS_QK; i++, dst += PS_QK) {
+        const __m256 d = _mm256_set1_ps(fp16(b[i].d)), m = _mm256_set1_ps(fp16(b[i].m));
+        __m256 v[4];
+        q4_to_f32(b[i].qs, v, 0);
+        /* mul then add, as gguf-py (no fused multiply-add) */
+        for (int k = 0; k < 4; k++) _mm256_storeu_ps(dst + 8 * k, _mm256_add_ps(_mm256_mul_ps(d, v[k]), m));
+    }
+}
+
+static void dequant_f32(const void *src, float *dst, int64_t n) { memcpy(dst, src, (size_t)n * 4); }
+
+static void dequant_f16(const void *src, float *dst, int64_t n) {
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, load8(src, k, FT_F16));
+    for (; k < n; k++) dst[k] = load1(src, k, FT_F16);
+}
+
+static void dequant_bf16(const void *src, float *dst, int64_t n) {
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, load8(src, k, FT_BF16));
+    for (; k < n; k++) dst[k] = load1(src, k, FT_BF16);
+}
+
+/* ---- axpy: y += a * row segment (the down projection over active neurons) --- */
+static void axpy_q8_0(const void *src, float a, float *y, int64_t n) {
+    const ps_block_q8_0 *b = src;
+    for (int64_t i = 0; i < n / PS_QK; i++, y += PS_QK) {
+        const __m256 d = _mm256_set1_ps(fp16(b[i].d) * a);
+        for (int k = 0; k < 4; k++)
+            _mm256_storeu_ps(y + 8 * k, _mm256_fmadd_ps(d, q8_to_f32(b[i].qs + 8 * k), _mm256_loadu_ps(y + 8 * k)));
+    }
+}
+
+static void axpy_q4_0(const void *src, float a, float *y, int64_t n) {
+    const ps_block_q4_0 *b = src;
+    for (int64_t i = 0; i < n / PS_QK; i++, y += PS_QK) {
+        const __m256 d = _mm256_set1_ps(fp16(b[i].d) * a);
+        __m256 v[4];
+        q4_to_f32(b[i].qs, v, 8);
+        for (int k = 0; k < 4; k++)
+            _mm256_storeu_ps(y + 8 * k, _mm256_fmadd_ps(d, v[k], _mm256_loadu_ps(y + 8 * k)));
+    }
+}
+
+static void axpy_q4_1(const void *src, float a, float *y, int64_t n) {
+    const ps_block_q4_1 *b = src;
+    for (int64_t i = 0; i < n / PS_QK; i++, y += PS_QK) {
+        const __m256 d = _mm256_set1_ps(fp16(b[i].d) * a), m = _mm256_set1_ps(fp16(b[i].m) * a);
+        __m256 v[4];
+        q4_to_f32(b[i].qs, v, 0);
+        for (int k = 0; k < 4; k++)
+            _mm256_storeu_ps(y + 8 * k, _mm256_add_ps(_mm256_fmadd_ps(d, v[k], m), _mm256_loadu_ps(y + 8 * k)));
+    }
+}
+
+#define AXPY_FLOAT(name, ft)                                                              \
+    static void name(const void *src, float a, float *y, int64_t n) {                     \
+        const __m256 av = _mm256_set1_ps(a);                                              \
+        int64_t k = 0;                                                                    \
+        for (; k + 8 <= n; k += 8)                                                        \
+            _mm256_storeu_ps(y + k, _mm256_fmadd_ps(av, load8(src, k, ft), _mm256_loadu_ps(y + k))); \
+        for (; k < n; k++) y[k] += a * load1(src, k, ft);                                 \
+    }
+AXPY_FLOAT(axpy_f32, FT_F32)
+AXPY_FLOAT(axpy_f16, FT_F16)
+AXPY_FLOAT(axpy_bf16, FT_BF16)
+
+static const ps_kernels k_f32 = {gemm_f32, dequant_f32, axpy_f32, 0};
+static const ps_kernels k_f16 = {gemm_f16, dequant_f16, axpy_f16, 0};
+static const ps_kernels k_bf16 = {gemm_bf16, dequant_bf16, axpy_bf16, 0};
+static const ps_kernels k_q8_0 = {gemm_q8_0, dequant_q8_0, axpy_q8_0, 1};
+static const ps_kernels k_q4_0 = {gemm_q4_0, dequant_q4_0, axpy_q4_0, 1};
+static const ps_kernels k_q4_1 = {gemm_q4_1, dequant_q4_1, axpy_q4_1, 1};
+
 const ps_kernels *ps_kernels_avx2(int32_t type) {
-    (void)type;
-    return NULL; /* no AVX2 kernel for this type: ps_kernels_get falls back to scalar */
+    switch (type) {
+    case PS_TYPE_F32: return &k_f32;
+    case PS_TYPE_F16: return &k_f16;
+    case PS_TYPE_BF16: return &k_bf16;
+    case PS_TYPE_Q8_0: return &k_q8_0;
+    case PS_TYPE_Q4_0: return &k_q4_0;
+    case PS_TYPE_Q4_1: return &k_q4_1;
+    default: return NULL;
+    }
 }
