@@ -18,7 +18,7 @@ import codecs
 import ctypes
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -71,6 +71,7 @@ class GenerationStats:
     prompt_s: float = 0.0
     generate_s: float = 0.0
     stop_reason: str = ""    # "eog", "stop", "length", "context"
+    tokens: list = field(default_factory=list)  # ids sampled (an end-of-generation id included)
 
     @property
     def tokens_per_s(self) -> float:
@@ -396,8 +397,7 @@ class Model:
         sampler = L.ps_sampler_new(ctypes.byref(sp))
         if not sampler:
             raise fail(_lib.PS_ERR_ARG, "sampler")
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        pending = ""  # decoded text held back while it could be the start of a stop string
+        text = TextStream(stops)
         t0 = time.perf_counter()
         try:
             stats.stop_reason = "length"
@@ -406,25 +406,23 @@ class Model:
                 tok = int(L.ps_sampler_sample(sampler, ptr, self.n_vocab))
                 check(tok, "sample")
                 stats.n_generated += 1
+                stats.tokens.append(tok)
                 if self.is_eog(tok):
                     stats.stop_reason = "eog"
                     break
-                pending += decoder.decode(self.token_bytes(tok, special=False))
-                out, pending, hit = _split_stop(pending, stops)
+                out = text.push(self.token_bytes(tok, special=False))
                 if out:
                     yield out
-                if hit:
+                if text.stopped:
                     stats.stop_reason = "stop"
-                    pending = ""
                     break
                 if self.n_past >= self.n_ctx:
                     stats.stop_reason = "context"
                     break
                 self.eval([tok])
-            if stats.stop_reason != "stop":
-                pending += decoder.decode(b"", final=True)
-                if pending:
-                    yield pending
+            out = text.flush()
+            if out:
+                yield out
         finally:
             L.ps_sampler_free(sampler)
             stats.generate_s = time.perf_counter() - t0
@@ -456,20 +454,43 @@ class Model:
         return ids
 
 
-def _split_stop(text: str, stops: Sequence[str]) -> tuple[str, str, bool]:
-    """Split streamed text into (safe to emit, held back, stop found).
+class TextStream:
+    """Token bytes in, text out, for streaming: never half a UTF-8 character, and
+    never text that might still turn out to be the start of a stop string.
 
-    A stop string found anywhere ends the text before it. Otherwise the longest
-    tail that could still grow into a stop string is held back."""
-    if not stops:
-        return text, "", False
-    first = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-    if first >= 0:
-        return text[:first], "", True
-    hold = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), hold, -1):
-            if text.endswith(s[:k]):
-                hold = k
-                break
-    return (text[:-hold], text[-hold:], False) if hold else (text, "", False)
+        push(piece_bytes) -> text safe to show now (may be "")
+        flush()           -> what is left at the end (an unfinished character becomes U+FFFD)
+        stopped           -> a stop string was seen; nothing from it on is ever returned
+    """
+
+    def __init__(self, stops: Sequence[str] = ()):
+        self.stops = [s for s in stops if s]
+        self.stopped = False
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._held = ""
+
+    def push(self, data: bytes) -> str:
+        if self.stopped:
+            return ""
+        return self._emit(self._held + self._decoder.decode(data))
+
+    def flush(self) -> str:
+        if self.stopped:
+            return ""
+        out = self._emit(self._held + self._decoder.decode(b"", final=True))
+        held, self._held = self._held, ""
+        return out + held
+
+    def _emit(self, text: str) -> str:
+        first = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
+        if first >= 0:
+            self.stopped, self._held = True, ""
+            return text[:first]
+        hold = 0  # longest tail that is a proper prefix of some stop string
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(text)), hold, -1):
+                if text.endswith(s[:k]):
+                    hold = k
+                    break
+        self._held = text[len(text) - hold:] if hold else ""
+        return text[:len(text) - hold]

@@ -1,0 +1,109 @@
+"""The `prosparse` command line, run as a user runs it (a subprocess), on tiny models and SmolLM2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args, stdin: str | None = None, timeout: int = 300):
+    return subprocess.run([sys.executable, "-m", "prosparse_cpu.cli", *map(str, args)], input=stdin,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def ok(r):
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    return r
+
+
+def test_help():
+    r = ok(run("--help"))
+    for cmd in ("generate", "chat", "inspect", "bench"):
+        assert cmd in r.stdout
+
+
+def test_generate_streams_and_reports_speed(tiny_path):
+    r = ok(run("generate", tiny_path, "-p", "hello", "-n", "8", "--temp", "0", "--threads", "2"))
+    assert r.stdout.startswith("hello")
+    assert "t/s" in r.stderr and "generated: " in r.stderr
+    assert ok(run("generate", tiny_path, "-p", "hello", "-n", "8", "--temp", "0")).stdout == r.stdout
+
+
+def test_generate_seeded(tiny_path):
+    args = ("generate", tiny_path, "-p", "hello", "-n", "8", "--temp", "1.0", "--top-k", "20", "--top-p", "0.9")
+    a = ok(run(*args, "--seed", "3"))
+    b = ok(run(*args, "--seed", "3"))
+    assert a.stdout == b.stdout
+
+
+def test_generate_exact_text(successor_path):
+    r = ok(run("generate", successor_path, "-p", "A", "--temp", "0"))
+    assert r.stdout == "A😀BC\n"
+    assert "stop: eog" in r.stderr
+
+
+def test_chat_one_question(successor_path):
+    r = ok(run("chat", successor_path, "-p", "hi", "--temp", "0"))
+    assert r.stdout == "😀BC\n"
+
+
+def test_chat_script_reset_quit(successor_path):
+    script = "hi\n\nsecond turn\n/reset\nafter reset\n/quit\nnever read\n"
+    r = ok(run("chat", successor_path, "--temp", "0", "--system", "Be brief.", stdin=script))
+    assert r.stdout == "😀BC\n" * 3
+    assert "conversation cleared" in r.stderr
+
+
+def test_chat_eof_exits(successor_path):
+    r = ok(run("chat", successor_path, "--temp", "0", stdin="hi\n"))
+    assert r.stdout == "😀BC\n"
+
+
+def test_inspect(tiny_path):
+    r = ok(run("inspect", tiny_path))
+    out = r.stdout
+    for needle in ("architecture: llama", "block_count: 2", "21 tensors", "F32", "blk.N (2 blocks",
+                   "model: gpt2, pre: smollm", "vocabulary: 265 tokens", "chat template: present",
+                   "general.name = 'tiny-test'", "loads: yes"):
+        assert needle in out, needle
+
+
+def test_bench_ours_alone(tiny_path, tmp_path):
+    js, png = tmp_path / "b.json", tmp_path / "b.png"
+    r = ok(run("bench", tiny_path, "--threads", "1", "--reps", "2", "--pp", "16", "--tg", "4", "--no-llama",
+               "--json", js, "--plot", png))
+    assert "ours dense" in r.stdout and "pp16" in r.stdout and "tg4" in r.stdout
+    data = json.loads(js.read_text())
+    (e,) = data["engines"]
+    assert e["mode"] == "dense" and len(e["tests"]["pp16"]["seconds"]) == 2 and len(e["tests"]["tg4"]["tps"]) == 2
+    assert data["config"]["threads"] == 1 and data["machine"]["cpu_count"] >= 1
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_bad_options(tiny_path, tmp_path):
+    for args in (["--modes", "dense,fastest"], ["--pp", "0", "--tg", "0"], ["--json", tmp_path / "no" / "x.json"]):
+        r = run("bench", tiny_path, "--no-llama", *args)
+        assert r.returncode != 0 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.llamacpp
+def test_bench_against_llama_cpp(tiny_path, tmp_path, llama_cpp):
+    js = tmp_path / "b.json"
+    r = ok(run("bench", tiny_path, "--threads", "1", "--reps", "1", "--pp", "16", "--tg", "4", "--json", js))
+    assert "llama.cpp" in r.stdout
+    data = json.loads(js.read_text())
+    names = [e["name"] for e in data["engines"]]
+    assert names == ["llama.cpp", "ours dense"]
+    assert data["engines"][1]["tests"]["tg4"]["ratio_vs_llama_cpp"] > 0
+
+
+@pytest.mark.real
+def test_smollm2_chat_and_inspect(smollm2_path):
+    r = ok(run("chat", smollm2_path, "-p", "What is the capital of France?", "--temp", "0", "-n", "48"))
+    assert "Paris" in r.stdout, r.stdout
+    r = ok(run("inspect", smollm2_path))
+    assert "pre: smollm" in r.stdout and "Q4_1" in r.stdout and "vocabulary: 49152 tokens" in r.stdout
