@@ -1,0 +1,1169 @@
+/* tokenizer.c: text <-> token ids from the GGUF vocabulary, behaving as
+ * llama.cpp's tokenizer does on the same file.
+ *
+ * Two families:
+ *  - "gpt2": byte-level BPE. The text is split into words by a
+ *    pre-tokenizer (hand-written matchers for the regexes of "gpt2",
+ *    "smollm", "llama-bpe" and "default"), each word's bytes become
+ *    byte-level symbols, and the ranked merges are applied with a heap.
+ *  - "llama": SentencePiece-style BPE. Spaces become U+2581, an optional
+ *    space is prefixed, and adjacent symbols are merged best-score-first
+ *    while the merged text is a token; leftovers fall back to <0xXX> bytes.
+ * Special tokens (control / user-defined) are cut out of the text first,
+ * longest first, as llama.cpp's partition step does.
+ *
+ * The tokenizer is immutable once loaded; encode allocates its own scratch,
+ * so one tokenizer may serve several threads.
+ */
+#include "tokenizer.h"
+#include "prosparse.h"
+#include "unicode_tables.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { KIND_BPE = 0, KIND_SPM = 1 };
+enum { PRE_DEFAULT = 0, PRE_GPT2, PRE_SMOLLM, PRE_LLAMA3 };
+
+/* token attributes (bits), from tokenizer.ggml.token_type */
+enum {
+    ATTR_NORMAL = 1, ATTR_UNKNOWN = 2, ATTR_CONTROL = 4, ATTR_USER = 8,
+    ATTR_UNUSED = 16, ATTR_BYTE = 32,
+};
+static const uint8_t token_type_attr[7] = {
+    0 /* undefined */, ATTR_NORMAL, ATTR_UNKNOWN, ATTR_CONTROL, ATTR_USER, ATTR_UNUSED, ATTR_BYTE,
+};
+
+struct ps_tokenizer {
+    int kind;                /* KIND_BPE / KIND_SPM */
+    int pre;                 /* PRE_* (BPE only) */
+    int32_t n_vocab;
+    char *text;              /* all token texts back to back */
+    uint32_t *text_off;      /* [n_vocab+1]: token i is text[text_off[i] .. text_off[i+1]) */
+    float *score;            /* [n_vocab] SentencePiece scores (0 when absent) */
+    uint8_t *attr;           /* [n_vocab] ATTR_* bits */
+    uint8_t *eog;            /* [n_vocab] 1: ends generation */
+    int32_t *vocab_hash;     /* [vocab_cap] token ids by text, -1 = empty */
+    uint32_t vocab_cap;
+
+    uint64_t *merge_key;     /* [merge_cap] (left id << 32 | right id), UINT64_MAX = empty */
+    int32_t *merge_rank;     /* [merge_cap] position in tokenizer.ggml.merges */
+    int32_t *merge_out;      /* [merge_cap] id of the merged text (-1 if not a token) */
+    uint32_t merge_cap;
+
+    int32_t byte_id[256];    /* BPE: token of byte b's byte-level char; SPM: <0xXX> */
+    int32_t *special;        /* [n_special] control/user/unknown ids, longest text first */
+    int32_t n_special;
+    char *piece;             /* decoded bytes of every token (special rendering) */
+    uint32_t *piece_off;     /* [n_vocab+1] */
+
+    int32_t bos, eos, eot, eom, unk;
+    int add_bos, add_space_prefix, ignore_merges;
+};
+
+/* ---- small growable arrays ---------------------------------------------------- */
+
+typedef struct { int32_t *v; size_t n, cap; } ivec;
+typedef struct { char *v; size_t n, cap; } cvec;
+
+static int ivec_push(ivec *a, int32_t x) {
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 64;
+        int32_t *v = realloc(a->v, cap * sizeof *v);
+        if (!v) return -1;
+        a->v = v;
+        a->cap = cap;
+    }
+    a->v[a->n++] = x;
+    return 0;
+}
+
+static int cvec_put(cvec *a, const void *p, size_t n) {
+    if (a->n + n > a->cap) {
+        size_t cap = a->cap ? a->cap : 256;
+        while (cap < a->n + n) cap *= 2;
+        char *v = realloc(a->v, cap);
+        if (!v) return -1;
+        a->v = v;
+        a->cap = cap;
+    }
+    memcpy(a->v + a->n, p, n);
+    a->n += n;
+    return 0;
+}
+
+/* ---- UTF-8 and Unicode classes -------------------------------------------------- */
+
+/* Byte length of a UTF-8 sequence from its lead byte (no validation). */
+static int utf8_len(unsigned char c) {
+    static const int len[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
+    return len[c >> 4];
+}
+
+static int utf8_put(uint32_t cp, char *out) {
+    if (cp < 0x80) { out[0] = (char)cp; return 1; }
+    if (cp < 0x800) { out[0] = (char)(0xC0 | (cp >> 6)); out[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12)); out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | (cp >> 18)); out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* Decode one code point at s[*i] the way llama.cpp does: a malformed
+ * sequence consumes one byte and yields U+FFFD (overlong forms are
+ * accepted and later re-encoded canonically). */
+static uint32_t utf8_next(const unsigned char *s, size_t n, size_t *i) {
+    unsigned char c = s[*i];
+    int len = c < 0x80 ? 1 : (c & 0x40) == 0 ? 0 : (c & 0x20) == 0 ? 2 : (c & 0x10) == 0 ? 3 : (c & 0x08) == 0 ? 4 : 0;
+    if (len == 1) { (*i)++; return c; }
+    if (len == 0 || *i + (size_t)len > n) { (*i)++; return 0xFFFD; }
+    for (int k = 1; k < len; k++)
+        if ((s[*i + k] & 0xC0) != 0x80) { (*i)++; return 0xFFFD; }
+    uint32_t cp = c & (0x7F >> len);
+    for (int k = 1; k < len; k++) cp = (cp << 6) | (s[*i + k] & 0x3F);
+    if (cp > 0x10FFFF) { (*i)++; return 0xFFFD; } /* llama.cpp cannot re-encode these either */
+    *i += (size_t)len;
+    return cp;
+}
+
+/* PS_UC_* flags of a code point, plus IN_RANGE so "any character" tests can
+ * tell a real character from the end of a word. */
+#define UC_IN_RANGE 16
+static uint8_t uc_flags(uint32_t cp) {
+    if (cp < 128) {
+        if ((cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z')) return PS_UC_LETTER;
+        if (cp >= '0' && cp <= '9') return PS_UC_NUMBER;
+        if ((cp >= 9 && cp <= 13) || cp == ' ') return PS_UC_SPACE;
+    }
+    size_t lo = 0, hi = PS_UC_N_RANGES;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (ps_uc_ranges[mid].last < cp) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < PS_UC_N_RANGES && ps_uc_ranges[lo].first <= cp ? ps_uc_ranges[lo].flags : 0;
+}
+
+/* GPT-2 byte-level alphabet: printable Latin-1 bytes stand for themselves,
+ * the other 68 bytes for U+0100.. in byte order. */
+static uint32_t byte_to_cp(int b) {
+    if ((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) return (uint32_t)b;
+    int n = 0;
+    for (int c = 0; c < b; c++)
+        if (!((c >= 0x21 && c <= 0x7E) || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE && c <= 0xFF))) n++;
+    return 256u + (uint32_t)n;
+}
+
+/* ---- hashing: token text -> id ------------------------------------------------- */
+
+static uint64_t fnv1a(const char *p, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static const char *tok_text(const ps_tokenizer *t, int32_t id, size_t *n) {
+    *n = t->text_off[id + 1] - t->text_off[id];
+    return t->text + t->text_off[id];
+}
+
+static int32_t vocab_find(const ps_tokenizer *t, const char *p, size_t n) {
+    uint32_t mask = t->vocab_cap - 1;
+    for (uint32_t h = (uint32_t)fnv1a(p, n) & mask;; h = (h + 1) & mask) {
+        int32_t id = t->vocab_hash[h];
+        if (id < 0) return -1;
+        size_t m;
+        const char *q = tok_text(t, id, &m);
+        if (m == n && memcmp(p, q, n) == 0) return id;
+    }
+}
+
+static uint64_t mix64(uint64_t x) {
+    x ^= x >> 33; x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ull;
+    return x ^ (x >> 33);
+}
+
+/* Rank of merging (l, r), -1 if no such merge; *out gets the merged id. */
+static int32_t merge_find(const ps_tokenizer *t, int32_t l, int32_t r, int32_t *out) {
+    if (!t->merge_cap || l < 0 || r < 0) return -1;
+    uint64_t key = ((uint64_t)(uint32_t)l << 32) | (uint32_t)r;
+    uint32_t mask = t->merge_cap - 1;
+    for (uint32_t h = (uint32_t)mix64(key) & mask;; h = (h + 1) & mask) {
+        if (t->merge_key[h] == UINT64_MAX) return -1;
+        if (t->merge_key[h] == key) {
+            *out = t->merge_out[h];
+            return t->merge_rank[h];
+        }
+    }
+}
+
+/* ---- loading -------------------------------------------------------------------- */
+
+static uint32_t pow2_at_least(uint64_t n) {
+    uint32_t c = 16;
+    while (c < n && c < (1u << 31)) c <<= 1;
+    return c;
+}
+
+/* Read an optional special-token id key: absent or out of range keeps *id. */
+static int read_id(const ps_gguf *g, const char *key, int32_t n_vocab, int32_t *id) {
+    uint32_t v;
+    int r = ps_gguf_get_u32(g, key, &v);
+    if (r < 0) return PS_ERR_FORMAT;
+    if (r == 1 && v < (uint32_t)n_vocab) *id = (int32_t)v;
+    return PS_OK;
+}
+
+static int read_flag(const ps_gguf *g, const char *key, int *flag) {
+    int v;
+    int r = ps_gguf_get_bool(g, key, &v);
+    if (r < 0) return PS_ERR_FORMAT;
+    if (r == 1) *flag = v;
+    return PS_OK;
+}
+
+static int32_t find_text(const ps_tokenizer *t, const char *s) { return vocab_find(t, s, strlen(s)); }
+
+/* The first token of a list of names that exists, or -1. */
+static int32_t find_any(const ps_tokenizer *t, const char *const *names) {
+    for (; *names; names++) {
+        int32_t id = find_text(t, *names);
+        if (id >= 0) return id;
+    }
+    return -1;
+}
+
+/* Token texts llama.cpp recognises: end of turn / message, FIM tokens that
+ * end generation, and every name it treats as end-of-generation. */
+static const char *const EOT_NAMES[] = {
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>",
+    "_<EOT>", "[EOT]", "<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>",
+    "<end_of_utterance>", NULL};
+static const char *const FIM_EOG_NAMES[] = {
+    "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", "<|fim_repo|>", "<|repo_name|>", "<fim-repo>",
+    "<REPO>", "<reponame>", "<|file_sep|>", NULL};
+static const char *const FIM_CONTROL_NAMES[] = {
+    "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<PRE>", "\xe2\x96\x81<PRE>", "<|code_prefix|>",
+    "<|prefix|>", "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<SUF>", "\xe2\x96\x81<SUF>",
+    "<|code_suffix|>", "<|suffix|>", "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<MID>",
+    "\xe2\x96\x81<MID>", "<|code_middle|>", "<|middle|>", NULL};
+static const char *const EOG_NAMES[] = {
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
+    "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
+    "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
+    "<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>", "[e~[", NULL};
+
+/* Mark every existing token of a name list: control, and optionally EOG
+ * (each FIM family contributes only its first present name, as llama.cpp). */
+static void mark_names(ps_tokenizer *t, const char *const *names, int eog) {
+    for (; *names; names++) {
+        int32_t id = find_text(t, *names);
+        if (id < 0) continue;
+        t->attr[id] |= ATTR_CONTROL;
+        if (eog) t->eog[id] = 1;
+    }
+}
+
+static int load_vocab(ps_tokenizer *t, const ps_gguf *g) {
+    int et;
+    uint64_t n;
+    if (ps_gguf_arr_info(g, "tokenizer.ggml.tokens", &et, &n) != 0 || et != PS_GGUF_STRING)
+        return ps_fail(PS_ERR_FORMAT, "tokenizer.ggml.tokens is missing or not a string array");
+    if (n == 0 || n > (uint64_t)INT32_MAX / 2)
+        return ps_fail(PS_ERR_FORMAT, "tokenizer.ggml.tokens has %llu entries", (unsigned long long)n);
+    t->n_vocab = (int32_t)n;
+    uint64_t total = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        ps_str s = ps_gguf_arr_str(g, "tokenizer.ggml.tokens", i);
+        total += s.n ? s.n : 24;
+    }
+    if (total >= UINT32_MAX) return ps_fail(PS_ERR_FORMAT, "tokenizer vocabulary text too large");
+    t->text = malloc(total + 1);
+    t->text_off = malloc((n + 1) * sizeof *t->text_off);
+    t->score = calloc(n, sizeof *t->score);
+    t->attr = malloc(n);
+    t->eog = calloc(n, 1);
+    t->vocab_cap = pow2_at_least(2 * n);
+    t->vocab_hash = malloc(t->vocab_cap * sizeof *t->vocab_hash);
+    if (!t->text || !t->text_off || !t->score || !t->attr || !t->eog || !t->vocab_hash)
+        return ps_fail(PS_ERR_MEMORY, "out of memory loading a %llu-token vocabulary", (unsigned long long)n);
+    memset(t->vocab_hash, 0xff, t->vocab_cap * sizeof *t->vocab_hash);
+
+    uint32_t off = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        ps_str s = ps_gguf_arr_str(g, "tokenizer.ggml.tokens", i);
+        t->text_off[i] = off;
+        if (s.n == 0) /* as llama.cpp: an empty token gets a unique placeholder */
+            off += (uint32_t)snprintf(t->text + off, 25, "[EMPTY_%llu]", (unsigned long long)i);
+        else {
+            memcpy(t->text + off, s.p, s.n);
+            off += (uint32_t)s.n;
+        }
+        t->text_off[i + 1] = off;
+        size_t m;
+        const char *p = tok_text(t, (int32_t)i, &m);
+        uint32_t mask = t->vocab_cap - 1, h = (uint32_t)fnv1a(p, m) & mask;
+        for (; t->vocab_hash[h] >= 0; h = (h + 1) & mask) {
+            size_t m2;
+            const char *q = tok_text(t, t->vocab_hash[h], &m2);
+            if (m2 == m && memcmp(p, q, m) == 0)
+                return ps_fail(PS_ERR_FORMAT, "duplicate token in vocabulary: ids %d and %llu have the same text",
+                               t->vocab_hash[h], (unsigned long long)i);
+        }
+        t->vocab_hash[h] = (int32_t)i;
+    }
+
+    /* scores (float32 or int32) and token types, each optional */
+    if (ps_gguf_arr_info(g, "tokenizer.ggml.scores", &et, &n) == 0) {
+        if ((et != PS_GGUF_FLOAT32 && et != PS_GGUF_INT32) || n < (uint64_t)t->n_vocab)
+            return ps_fail(PS_ERR_FORMAT, "tokenizer.ggml.scores: need %d float32/int32 values", t->n_vocab);
+        const uint8_t *d = ps_gguf_arr_data(g, "tokenizer.ggml.scores");
+        for (int32_t i = 0; i < t->n_vocab; i++) {
+            if (et == PS_GGUF_FLOAT32) memcpy(&t->score[i], d + 4 * (size_t)i, 4);
+            else { int32_t v; memcpy(&v, d + 4 * (size_t)i, 4); t->score[i] = (float)v; }
+        }
+    } else if (ps_gguf_find_key(g, "tokenizer.ggml.scores") >= 0) {
+        return ps_fail(PS_ERR_FORMAT, "tokenizer.ggml.scores is not an array");
+    }
+    memset(t->attr, ATTR_NORMAL, (size_t)t->n_vocab);
+    if (ps_gguf_arr_info(g, "tokenizer.ggml.token_type", &et, &n) == 0) {
+        if (et != PS_GGUF_INT32 || n < (uint64_t)t->n_vocab)
+            return ps_fail(PS_ERR_FORMAT, "tokenizer.ggml.token_type: need %d int32 values", t->n_vocab);
+        const uint8_t *d = ps_gguf_arr_data(g, "tokenizer.ggml.token_type");
+        for (int32_t i = 0; i < t->n_vocab; i++) {
+            int32_t v;
+            memcpy(&v, d + 4 * (size_t)i, 4);
+            t->attr[i] = (v >= 0 && v < 7) ? token_type_attr[v] : 0;
+        }
+    } else if (ps_gguf_find_key(g, "tokenizer.ggml.token_type") >= 0) {
+        return ps_fail(PS_ERR_FORMAT, "tokenizer.ggml.token_type is not an array");
+    }
+    return PS_OK;
+}
+
+static int load_merges(ps_tokenizer *t, const ps_gguf *g) {
+    int et;
+    uint64_t n;
+    if (ps_gguf_arr_info(g, "tokenizer.ggml.merges", &et, &n) != 0 || et != PS_GGUF_STRING)
+        return ps_fail(PS_ERR_FORMAT, "tokenizer.ggml.merges is missing or not a string array (needed by gpt2 BPE)");
+    if (n > (uint64_t)INT32_MAX / 4) return ps_fail(PS_ERR_FORMAT, "tokenizer.ggml.merges: %llu entries", (unsigned long long)n);
+    t->merge_cap = pow2_at_least(2 * n + 1);
+    t->merge_key = malloc(t->merge_cap * sizeof *t->merge_key);
+    t->merge_rank = malloc(t->merge_cap * sizeof *t->merge_rank);
+    t->merge_out = malloc(t->merge_cap * sizeof *t->merge_out);
+    cvec buf = {0};
+    if (!t->merge_key || !t->merge_rank || !t->merge_out)
+        return ps_fail(PS_ERR_MEMORY, "out of memory for %llu merges", (unsigned long long)n);
+    memset(t->merge_key, 0xff, t->merge_cap * sizeof *t->merge_key);
+    for (uint64_t i = 0; i < n; i++) {
+        ps_str s = ps_gguf_arr_str(g, "tokenizer.ggml.merges", i);
+        const char *sp = s.n > 1 ? memchr(s.p + 1, ' ', s.n - 1) : NULL;
+        if (!sp) continue; /* malformed: can never apply */
+        size_t ln = (size_t)(sp - s.p), rn = s.n - ln - 1;
+        int32_t l = vocab_find(t, s.p, ln), r = vocab_find(t, sp + 1, rn);
+        if (l < 0 || r < 0) continue; /* a side that is no token never forms */
+        buf.n = 0;
+        if (cvec_put(&buf, s.p, ln) || cvec_put(&buf, sp + 1, rn)) {
+            free(buf.v);
+            return ps_fail(PS_ERR_MEMORY, "out of memory reading merges");
+        }
+        int32_t out = vocab_find(t, buf.v, buf.n);
+        uint64_t key = ((uint64_t)(uint32_t)l << 32) | (uint32_t)r;
+        uint32_t mask = t->merge_cap - 1, h = (uint32_t)mix64(key) & mask;
+        while (t->merge_key[h] != UINT64_MAX && t->merge_key[h] != key) h = (h + 1) & mask;
+        if (t->merge_key[h] == key) continue; /* the first (best) rank wins */
+        t->merge_key[h] = key;
+        t->merge_rank[h] = (int32_t)i;
+        t->merge_out[h] = out;
+    }
+    free(buf.v);
+    return PS_OK;
+}
+
+static int load_pre(ps_tokenizer *t, const ps_gguf *g) {
+    ps_str pre = {"", 0};
+    int r = ps_gguf_get_str(g, "tokenizer.ggml.pre", &pre);
+    if (r < 0) return PS_ERR_FORMAT;
+    if (r == 0 || ps_str_eq(pre, "default")) t->pre = PRE_DEFAULT;
+    else if (ps_str_eq(pre, "gpt-2") || ps_str_eq(pre, "gpt2")) t->pre = PRE_GPT2;
+    else if (ps_str_eq(pre, "smollm") || ps_str_eq(pre, "starcoder")) t->pre = PRE_SMOLLM;
+    else if (ps_str_eq(pre, "llama-bpe") || ps_str_eq(pre, "llama3") || ps_str_eq(pre, "llama-v3")) {
+        t->pre = PRE_LLAMA3;
+        t->ignore_merges = 1;
+        t->add_bos = 1;
+    } else {
+        char nb[64];
+        size_t k = pre.n < sizeof nb - 1 ? (size_t)pre.n : sizeof nb - 1;
+        memcpy(nb, pre.p, k);
+        nb[k] = '\0';
+        return ps_fail(PS_ERR_UNSUPPORTED,
+                       "pre-tokenizer '%s' is not supported (smollm, llama-bpe, gpt-2, default are)", nb);
+    }
+    return PS_OK;
+}
+
+/* Decoded bytes of token id (as llama.cpp's token_to_piece with special=1).
+ * cp_byte: the inverse byte-level map (code point < 324 -> byte, or -1). */
+static int decode_token(const ps_tokenizer *t, int32_t id, const int16_t *cp_byte, cvec *out) {
+    size_t n;
+    const char *s = tok_text(t, id, &n);
+    uint8_t a = t->attr[id];
+    if (a & (ATTR_CONTROL | ATTR_UNKNOWN | ATTR_USER)) return cvec_put(out, s, n);
+    if (a & ATTR_NORMAL) {
+        if (t->kind == KIND_SPM) { /* U+2581 -> space */
+            for (size_t i = 0; i < n;) {
+                if (i + 3 <= n && memcmp(s + i, "\xe2\x96\x81", 3) == 0) {
+                    if (cvec_put(out, " ", 1)) return -1;
+                    i += 3;
+                } else {
+                    if (cvec_put(out, s + i, 1)) return -1;
+                    i++;
+                }
+            }
+            return 0;
+        }
+        /* byte-level: each char stands for one byte */
+        for (size_t i = 0; i < n;) {
+            uint32_t cp = utf8_next((const unsigned char *)s, n, &i);
+            int b = cp < 324 ? cp_byte[cp] : -1;
+            if (b >= 0) {
+                char ch = (char)b;
+                if (cvec_put(out, &ch, 1)) return -1;
+            } else { /* not a byte-level char: keep it as UTF-8 */
+                char u[4];
+                if (cvec_put(out, u, (size_t)utf8_put(cp, u))) return -1;
+            }
+        }
+        return 0;
+    }
+    if ((a & ATTR_BYTE) && n == 6 && memcmp(s, "<0x", 3) == 0 && s[5] == '>') {
+        char hex[3] = {s[3], s[4], 0};
+        char ch = (char)strtol(hex, NULL, 16);
+        return cvec_put(out, &ch, 1);
+    }
+    return 0; /* unused / undefined tokens render as nothing */
+}
+
+static int build_pieces(ps_tokenizer *t) {
+    cvec out = {0};
+    t->piece_off = malloc(((size_t)t->n_vocab + 1) * sizeof *t->piece_off);
+    if (!t->piece_off) return ps_fail(PS_ERR_MEMORY, "out of memory for token pieces");
+    int16_t cp_byte[324];
+    memset(cp_byte, 0xff, sizeof cp_byte);
+    for (int b = 0; b < 256; b++) cp_byte[byte_to_cp(b)] = (int16_t)b;
+    for (int32_t i = 0; i < t->n_vocab; i++) {
+        t->piece_off[i] = (uint32_t)out.n;
+        if (decode_token(t, i, cp_byte, &out)) {
+            free(out.v);
+            return ps_fail(PS_ERR_MEMORY, "out of memory for token pieces");
+        }
+    }
+    t->piece_off[t->n_vocab] = (uint32_t)out.n;
+    t->piece = out.v ? out.v : malloc(1);
+    return t->piece ? PS_OK : ps_fail(PS_ERR_MEMORY, "out of memory for token pieces");
+}
+
+typedef struct { uint32_t len; int32_t id; } len_id;
+
+static int cmp_longest_first(const void *a, const void *b) {
+    const len_id *x = a, *y = b;
+    if (x->len != y->len) return x->len > y->len ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* Tokens cut out of the text before BPE: control, user-defined, unknown. */
+static int build_specials(ps_tokenizer *t) {
+    len_id *tmp = malloc(((size_t)t->n_vocab) * sizeof *tmp);
+    t->special = malloc(((size_t)t->n_vocab) * sizeof *t->special);
+    if (!tmp || !t->special) {
+        free(tmp);
+        return ps_fail(PS_ERR_MEMORY, "out of memory for special tokens");
+    }
+    int32_t n = 0;
+    for (int32_t i = 0; i < t->n_vocab; i++)
+        if (t->attr[i] & (ATTR_CONTROL | ATTR_USER | ATTR_UNKNOWN))
+            tmp[n++] = (len_id){t->text_off[i + 1] - t->text_off[i], i};
+    qsort(tmp, (size_t)n, sizeof *tmp, cmp_longest_first);
+    for (int32_t i = 0; i < n; i++) t->special[i] = tmp[i].id;
+    t->n_special = n;
+    free(tmp);
+    return PS_OK;
+}
+
+static int load_specials(ps_tokenizer *t, const ps_gguf *g) {
+    /* llama.cpp's defaults when the keys are absent */
+    if (t->kind == KIND_SPM) { t->bos = 1; t->eos = 2; t->unk = 0; }
+    else { t->bos = 11; t->eos = 11; t->unk = -1; }
+    t->eot = t->eom = -1;
+    if (t->bos >= t->n_vocab) t->bos = -1;
+    if (t->eos >= t->n_vocab) t->eos = -1;
+    if (t->unk >= t->n_vocab) t->unk = -1;
+    if (read_id(g, "tokenizer.ggml.bos_token_id", t->n_vocab, &t->bos) ||
+        read_id(g, "tokenizer.ggml.eos_token_id", t->n_vocab, &t->eos) ||
+        read_id(g, "tokenizer.ggml.eot_token_id", t->n_vocab, &t->eot) ||
+        read_id(g, "tokenizer.ggml.eom_token_id", t->n_vocab, &t->eom) ||
+        read_id(g, "tokenizer.ggml.unknown_token_id", t->n_vocab, &t->unk) ||
+        read_flag(g, "tokenizer.ggml.add_bos_token", &t->add_bos) ||
+        read_flag(g, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix))
+        return PS_ERR_FORMAT;
+
+    if (t->eot < 0) {
+        t->eot = find_any(t, EOT_NAMES);
+        if (t->eot >= 0) t->attr[t->eot] |= ATTR_CONTROL;
+    }
+    if (t->eom < 0) {
+        t->eom = find_text(t, "<|eom_id|>");
+        if (t->eom >= 0) t->attr[t->eom] |= ATTR_CONTROL;
+    }
+    mark_names(t, FIM_CONTROL_NAMES, 0);
+    mark_names(t, FIM_EOG_NAMES, 1);
+    mark_names(t, EOG_NAMES, 1);
+    if (t->eos >= 0) t->eog[t->eos] = 1;
+    if (t->eot >= 0) t->eog[t->eot] = 1;
+    if (t->eom >= 0) t->eog[t->eom] = 1;
+    /* llama.cpp: with <|return|>+<|call|> (or <|calls|>+<|flush|>), <|end|> is
+     * an ordinary user-defined token, not an end of generation */
+    int32_t end = find_text(t, "<|end|>"), ret = find_text(t, "<|return|>"), call = find_text(t, "<|call|>");
+    int32_t calls = find_text(t, "<|calls|>"), flush = find_text(t, "<|flush|>");
+    if (end >= 0 && ((ret >= 0 && (call >= 0 || calls >= 0)) || ((call >= 0 || calls >= 0) && flush >= 0))) {
+        t->eog[end] = 0;
+        t->attr[end] = ATTR_USER;
+    }
+    int32_t s_end = find_text(t, "</s>");
+    if (s_end >= 0 && find_text(t, "<|tool_response>") >= 0) {
+        t->eog[s_end] = 0;
+        t->attr[s_end] = ATTR_NORMAL;
+    }
+    return PS_OK;
+}
+
+ps_tokenizer *ps_tokenizer_load(const ps_gguf *g) {
+    if (!g) {
+        ps_fail(PS_ERR_ARG, "tokenizer: no GGUF file");
+        return NULL;
+    }
+    ps_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) {
+        ps_fail(PS_ERR_MEMORY, "out of memory for the tokenizer");
+        return NULL;
+    }
+    ps_str model;
+    int r = ps_gguf_get_str(g, "tokenizer.ggml.model", &model);
+    int rc = PS_OK;
+    if (r <= 0) {
+        if (r == 0) ps_fail(PS_ERR_FORMAT, "tokenizer.ggml.model is missing: the file has no vocabulary");
+        rc = PS_ERR_FORMAT;
+    } else if (ps_str_eq(model, "gpt2")) {
+        t->kind = KIND_BPE;
+        rc = load_pre(t, g);
+    } else if (ps_str_eq(model, "llama")) {
+        t->kind = KIND_SPM;
+        t->add_bos = 1;
+        t->add_space_prefix = 1;
+    } else {
+        char nb[64];
+        size_t k = model.n < sizeof nb - 1 ? (size_t)model.n : sizeof nb - 1;
+        memcpy(nb, model.p, k);
+        nb[k] = '\0';
+        rc = ps_fail(PS_ERR_UNSUPPORTED, "tokenizer model '%s' is not supported (gpt2 and llama are)", nb);
+    }
+    if (!rc) rc = load_vocab(t, g);
+    if (!rc && t->kind == KIND_BPE) rc = load_merges(t, g);
+    if (!rc) rc = load_specials(t, g);
+    if (!rc) {
+        for (int b = 0; b < 256; b++) {
+            char u[8];
+            size_t n;
+            if (t->kind == KIND_BPE) {
+                n = (size_t)utf8_put(byte_to_cp(b), u);
+                t->byte_id[b] = vocab_find(t, u, n);
+            } else {
+                static const char hex[] = "0123456789ABCDEF";
+                char s[6] = {'<', '0', 'x', hex[b >> 4], hex[b & 15], '>'};
+                t->byte_id[b] = vocab_find(t, s, 6);
+                if (t->byte_id[b] < 0) {
+                    u[0] = (char)b;
+                    t->byte_id[b] = vocab_find(t, u, 1);
+                }
+            }
+        }
+        if (t->add_bos && t->bos < 0) t->add_bos = 0;
+        rc = build_specials(t);
+    }
+    if (!rc) rc = build_pieces(t);
+    if (rc) {
+        ps_tokenizer_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void ps_tokenizer_free(ps_tokenizer *t) {
+    if (!t) return;
+    free(t->text);
+    free(t->text_off);
+    free(t->score);
+    free(t->attr);
+    free(t->eog);
+    free(t->vocab_hash);
+    free(t->merge_key);
+    free(t->merge_rank);
+    free(t->merge_out);
+    free(t->special);
+    free(t->piece);
+    free(t->piece_off);
+    free(t);
+}
+
+int32_t ps_tokenizer_n_vocab(const ps_tokenizer *t) { return t ? t->n_vocab : 0; }
+int32_t ps_tokenizer_bos(const ps_tokenizer *t) { return t ? t->bos : -1; }
+int32_t ps_tokenizer_eos(const ps_tokenizer *t) { return t ? t->eos : -1; }
+int32_t ps_tokenizer_eot(const ps_tokenizer *t) { return t ? t->eot : -1; }
+int ps_tokenizer_add_bos(const ps_tokenizer *t) { return t ? t->add_bos : 0; }
+int ps_tokenizer_is_eog(const ps_tokenizer *t, int32_t id) {
+    return t && id >= 0 && id < t->n_vocab && t->eog[id];
+}
+
+/* ---- pre-tokenizers ------------------------------------------------------------- *
+ * A word list is an ivec of word lengths in code points. Each stage refines
+ * every word of its input independently (a match never crosses a word
+ * boundary), exactly as llama.cpp chains its regexes. cp/fl are the code
+ * points and their flags; positions past the word's end read as "nothing". */
+
+typedef struct {
+    const uint32_t *cp;
+    const uint8_t *fl;   /* uc_flags | UC_IN_RANGE */
+    int32_t a, e;        /* current word [a, e) */
+    int32_t prev;        /* end of the last emitted piece */
+    ivec *out;
+} splitter;
+
+#define NOCP 0xFFFFFFFFu
+static uint32_t S_CP(const splitter *s, int32_t i) { return i < s->e ? s->cp[i] : NOCP; }
+static uint8_t S_FL(const splitter *s, int32_t i) { return i < s->e ? s->fl[i] : 0; }
+static int emit(splitter *s, int32_t end) {
+    int32_t len = end - s->prev;
+    s->prev = end;
+    return len > 0 ? ivec_push(s->out, len) : 0;
+}
+#define L_ PS_UC_LETTER
+#define N_ PS_UC_NUMBER
+#define W_ PS_UC_SPACE
+
+/* 's|'t|'re|'ve|'m|'ll|'d (case-folded when fold): length matched, 0 if none. */
+static int contraction(const splitter *s, int32_t pos, int fold) {
+    if (S_CP(s, pos) != '\'' || pos + 1 >= s->e) return 0;
+    uint32_t c1 = S_CP(s, pos + 1), c2 = pos + 2 < s->e ? S_CP(s, pos + 2) : NOCP;
+    if (fold) {
+        if (c1 >= 'A' && c1 <= 'Z') c1 += 32;
+        if (c2 >= 'A' && c2 <= 'Z') c2 += 32;
+    }
+    if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') return 2;
+    if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l')) return 3;
+    return 0;
+}
+
+/* Whitespace tail shared by both regexes: \s+(?!\S) | \s+ */
+static int split_spaces(splitter *s, int32_t *pos) {
+    int32_t n = 0;
+    while (S_FL(s, *pos + n) & W_) n++;
+    if (n > 1 && *pos + n < s->e) *pos += n - 1; /* leave the last space to the next word */
+    else if (n > 0) *pos += n;
+    else (*pos)++;                                /* no rule matched: one code point */
+    return emit(s, *pos);
+}
+
+/* GPT-2: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
+static int split_gpt2(splitter *s) {
+    for (int32_t pos = s->a; pos < s->e;) {
+        int k = contraction(s, pos, 0);
+        if (k) { pos += k; if (emit(s, pos)) return -1; continue; }
+        uint32_t c = S_CP(s, pos);
+        uint8_t f = c == ' ' ? S_FL(s, pos + 1) : S_FL(s, pos);
+        if (f & (L_ | N_)) {
+            uint8_t cls = (f & L_) ? L_ : N_;
+            pos += c == ' ';
+            while (S_FL(s, pos) & cls) pos++;
+            if (emit(s, pos)) return -1;
+            continue;
+        }
+        if (!(f & (W_ | L_ | N_)) && (f & UC_IN_RANGE)) {
+            pos += c == ' ';
+            while (!(S_FL(s, pos) & (W_ | L_ | N_)) && (S_FL(s, pos) & UC_IN_RANGE)) pos++;
+            if (emit(s, pos)) return -1;
+            continue;
+        }
+        if (split_spaces(s, &pos)) return -1;
+    }
+    return 0;
+}
+
+/* LLaMA-3: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
+ *          ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
+static int split_llama3(splitter *s) {
+    for (int32_t pos = s->a; pos < s->e;) {
+        int k = contraction(s, pos, 1);
+        if (k) { pos += k; if (emit(s, pos)) return -1; continue; }
+        uint32_t c = S_CP(s, pos);
+        uint8_t f = S_FL(s, pos);
+        if (!(c == '\r' || c == '\n' || (f & N_)) && ((f & L_) || (S_FL(s, pos + 1) & L_))) {
+            pos++;
+            while (S_FL(s, pos) & L_) pos++;
+            if (emit(s, pos)) return -1;
+            continue;
+        }
+        if (f & N_) { /* digits in groups of three */
+            int32_t ini = pos;
+            while (S_FL(s, pos) & N_) {
+                if (++pos - ini >= 3) {
+                    if (emit(s, pos)) return -1;
+                    ini = pos;
+                }
+            }
+            if (emit(s, pos)) return -1;
+            continue;
+        }
+        uint8_t f2 = c == ' ' ? S_FL(s, pos + 1) : f;
+        if (!(f2 & (W_ | L_ | N_)) && (f & UC_IN_RANGE)) {
+            pos += c == ' ';
+            while (!(S_FL(s, pos) & (W_ | L_ | N_)) && (S_FL(s, pos) & UC_IN_RANGE)) pos++;
+            while (S_CP(s, pos) == '\r' || S_CP(s, pos) == '\n') pos++;
+            if (emit(s, pos)) return -1;
+            continue;
+        }
+        int32_t n = 0, last_nl = -1;
+        while (S_FL(s, pos + n) & W_) {
+            uint32_t c2 = S_CP(s, pos + n);
+            if (c2 == '\r' || c2 == '\n') last_nl = pos + n + 1;
+            n++;
+        }
+        if (last_nl >= 0) { /* \s*[\r\n]+ */
+            pos = last_nl;
+            if (emit(s, pos)) return -1;
+            continue;
+        }
+        if (split_spaces(s, &pos)) return -1;
+    }
+    return 0;
+}
+
+/* Runs (or single code points when single) of code points where is(i) holds
+ * become words; the gaps between them stay words too. */
+static int split_class(splitter *s, int (*is)(const splitter *, int32_t), int single) {
+    for (int32_t pos = s->a; pos < s->e;) {
+        if (!is(s, pos)) { pos++; continue; }
+        if (emit(s, pos)) return -1;
+        pos++;
+        if (!single)
+            while (pos < s->e && is(s, pos)) pos++;
+        if (emit(s, pos)) return -1;
+    }
+    return emit(s, s->e);
+}
+
+static int is_number(const splitter *s, int32_t i) { return (s->fl[i] & N_) != 0; }
+
+/* [\p{P}\$\+<=>\^~\|] as llama.cpp evaluates it (ASCII punctuation but '`') */
+static int is_default_punct(const splitter *s, int32_t i) {
+    uint32_t c = s->cp[i];
+    if (c < 128) return c != '`' && ((c >= '!' && c <= '/') || (c >= ':' && c <= '@') ||
+                                     (c >= '[' && c <= '_') || (c >= '{' && c <= '~'));
+    return (s->fl[i] & PS_UC_PUNCT) && !(s->fl[i] & W_);
+}
+
+/* [0-9][0-9][0-9]: leftmost non-overlapping triples of ASCII digits */
+static int split_digit_triples(splitter *s) {
+    for (int32_t pos = s->a; pos + 3 <= s->e;) {
+        int ok = 1;
+        for (int k = 0; k < 3; k++) ok &= s->cp[pos + k] >= '0' && s->cp[pos + k] <= '9';
+        if (!ok) { pos++; continue; }
+        if (emit(s, pos) || emit(s, pos + 3)) return -1;
+        pos += 3;
+    }
+    return emit(s, s->e);
+}
+
+enum { ST_GPT2, ST_LLAMA3, ST_EACH_NUMBER, ST_NUMBER_RUNS, ST_PUNCT_RUNS, ST_DIGIT_TRIPLES };
+
+static int run_stage(int stage, const uint32_t *cp, const uint8_t *fl, const ivec *in, ivec *out) {
+    splitter s = {cp, fl, 0, 0, 0, out};
+    out->n = 0;
+    int32_t a = 0;
+    for (size_t w = 0; w < in->n; w++) {
+        s.a = s.prev = a;
+        s.e = a + in->v[w];
+        int rc;
+        switch (stage) {
+        case ST_GPT2: rc = split_gpt2(&s); break;
+        case ST_LLAMA3: rc = split_llama3(&s); break;
+        case ST_EACH_NUMBER: rc = split_class(&s, is_number, 1); break;
+        case ST_NUMBER_RUNS: rc = split_class(&s, is_number, 0); break;
+        case ST_PUNCT_RUNS: rc = split_class(&s, is_default_punct, 0); break;
+        default: rc = split_digit_triples(&s); break;
+        }
+        if (rc) return -1;
+        a = s.e;
+    }
+    return 0;
+}
+
+/* The stage chain of each pre-tokenizer (llama.cpp's regex_exprs). */
+static const int *pre_stages(int pre, int *n) {
+    static const int gpt2[] = {ST_GPT2};
+    static const int smollm[] = {ST_EACH_NUMBER, ST_GPT2};
+    static const int llama3[] = {ST_LLAMA3};
+    static const int dflt[] = {ST_PUNCT_RUNS, ST_GPT2, ST_NUMBER_RUNS, ST_DIGIT_TRIPLES};
+    switch (pre) {
+    case PRE_GPT2: *n = 1; return gpt2;
+    case PRE_SMOLLM: *n = 2; return smollm;
+    case PRE_LLAMA3: *n = 1; return llama3;
+    default: *n = 4; return dflt;
+    }
+}
+
+/* ---- merge loops --------------------------------------------------------------- */
+
+/* A candidate merge in the heap; smaller key first. */
+typedef struct { uint64_t key; int32_t left, right, a, b; } bigram;
+typedef struct { bigram *v; size_t n, cap; } heap;
+
+static int heap_push(heap *h, bigram x) {
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 64;
+        bigram *v = realloc(h->v, cap * sizeof *v);
+        if (!v) return -1;
+        h->v = v;
+        h->cap = cap;
+    }
+    size_t i = h->n++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (h->v[p].key <= x.key) break;
+        h->v[i] = h->v[p];
+        i = p;
+    }
+    h->v[i] = x;
+    return 0;
+}
+
+static bigram heap_pop(heap *h) {
+    bigram top = h->v[0], x = h->v[--h->n];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= h->n) break;
+        if (c + 1 < h->n && h->v[c + 1].key < h->v[c].key) c++;
+        if (x.key <= h->v[c].key) break;
+        h->v[i] = h->v[c];
+        i = c;
+    }
+    if (h->n) h->v[i] = x;
+    return top;
+}
+
+/* A symbol of the word being merged: a byte range and its token id. */
+typedef struct { int32_t start, n, prev, next, id; } symbol;
+
+typedef struct {       /* per-call scratch, so a tokenizer can be shared by threads */
+    ivec out;          /* token ids produced */
+    symbol *sym; size_t sym_cap;
+    heap h;
+    cvec buf;
+    uint32_t *cp; uint8_t *fl; size_t cp_cap;
+    ivec words, words2;
+} scratch;
+
+static int sym_reserve(scratch *sc, size_t n) {
+    if (n <= sc->sym_cap) return 0;
+    symbol *s = realloc(sc->sym, n * sizeof *s);
+    if (!s) return -1;
+    sc->sym = s;
+    sc->sym_cap = n;
+    return 0;
+}
+
+static int bpe_try_pair(const ps_tokenizer *t, scratch *sc, int32_t l, int32_t r) {
+    if (l < 0 || r < 0) return 0;
+    int32_t out;
+    int32_t rank = merge_find(t, sc->sym[l].id, sc->sym[r].id, &out);
+    if (rank < 0) return 0;
+    bigram b = {((uint64_t)(uint32_t)rank << 32) | (uint32_t)l, l, r, sc->sym[l].id, sc->sym[r].id};
+    return heap_push(&sc->h, b);
+}
+
+/* Byte-level BPE over one word (bytes w[0..n) of canonical UTF-8). */
+static int bpe_word(const ps_tokenizer *t, scratch *sc, const unsigned char *w, int32_t n) {
+    if (t->ignore_merges) { /* a word that is a whole token is taken as it is */
+        sc->buf.n = 0;
+        for (int32_t i = 0; i < n; i++) {
+            char u[4];
+            if (cvec_put(&sc->buf, u, (size_t)utf8_put(byte_to_cp(w[i]), u))) return -1;
+        }
+        int32_t id = vocab_find(t, sc->buf.v, sc->buf.n);
+        if (id >= 0) return ivec_push(&sc->out, id);
+    }
+    if (sym_reserve(sc, (size_t)n)) return -1;
+    symbol *sym = sc->sym;
+    for (int32_t i = 0; i < n; i++)
+        sym[i] = (symbol){i, 1, i - 1, i + 1 < n ? i + 1 : -1, t->byte_id[w[i]]};
+    sc->h.n = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (bpe_try_pair(t, sc, i - 1, i)) return -1;
+    while (sc->h.n) {
+        bigram b = heap_pop(&sc->h);
+        symbol *l = &sym[b.left], *r = &sym[b.right];
+        if (l->n == 0 || r->n == 0 || l->next != b.right || l->id != b.a || r->id != b.b) continue; /* stale */
+        int32_t out;
+        merge_find(t, l->id, r->id, &out);
+        l->n += r->n;
+        l->id = out;
+        r->n = 0;
+        l->next = r->next;
+        if (r->next >= 0) sym[r->next].prev = b.left;
+        if (bpe_try_pair(t, sc, l->prev, b.left) || bpe_try_pair(t, sc, b.left, l->next)) return -1;
+    }
+    for (int32_t i = 0; i >= 0 && i < n; i = sym[i].next) {
+        if (sym[i].id >= 0) {
+            if (ivec_push(&sc->out, sym[i].id)) return -1;
+        } else { /* not a token (a vocabulary without every byte): per byte, skipping the unknown */
+            for (int32_t k = sym[i].start; k < sym[i].start + sym[i].n; k++)
+                if (t->byte_id[w[k]] >= 0 && ivec_push(&sc->out, t->byte_id[w[k]])) return -1;
+        }
+    }
+    return 0;
+}
+
+static int bpe_fragment(const ps_tokenizer *t, scratch *sc, const char *text, size_t len) {
+    /* decode to code points; re-encode canonically (bad bytes become U+FFFD) */
+    if (len + 1 > sc->cp_cap) {
+        uint32_t *cp = realloc(sc->cp, (len + 1) * sizeof *cp);
+        if (!cp) return -1;
+        sc->cp = cp;
+        uint8_t *fl = realloc(sc->fl, len + 1);
+        if (!fl) return -1;
+        sc->fl = fl;
+        sc->cp_cap = len + 1;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < len;) {
+        sc->cp[n] = utf8_next((const unsigned char *)text, len, &i);
+        sc->fl[n] = uc_flags(sc->cp[n]) | UC_IN_RANGE;
+        n++;
+    }
+    if (n == 0) return 0;
+    int n_st;
+    const int *st = pre_stages(t->pre, &n_st);
+    sc->words.n = 0;
+    if (ivec_push(&sc->words, (int32_t)n)) return -1;
+    for (int k = 0; k < n_st; k++) {
+        if (run_stage(st[k], sc->cp, sc->fl, &sc->words, &sc->words2)) return -1;
+        ivec tmp = sc->words;
+        sc->words = sc->words2;
+        sc->words2 = tmp;
+    }
+    /* BPE each word over its canonical UTF-8 bytes */
+    cvec wb = {0};
+    size_t c = 0;
+    int rc = 0;
+    for (size_t w = 0; w < sc->words.n && !rc; w++) {
+        wb.n = 0;
+        for (int32_t k = 0; k < sc->words.v[w] && !rc; k++, c++) {
+            char u[4];
+            rc = cvec_put(&wb, u, (size_t)utf8_put(sc->cp[c], u));
+        }
+        if (!rc) rc = bpe_word(t, sc, (const unsigned char *)wb.v, (int32_t)wb.n);
+    }
+    free(wb.v);
+    return rc;
+}
+
+/* SentencePiece-style merges over one fragment: best score first, ties to the left. */
+static int spm_try_pair(const ps_tokenizer *t, scratch *sc, int32_t l, int32_t r) {
+    if (l < 0 || r < 0) return 0;
+    symbol *a = &sc->sym[l], *b = &sc->sym[r];
+    int32_t id = vocab_find(t, sc->buf.v + a->start, (size_t)(a->n + b->n));
+    if (id < 0) return 0;
+    float s = t->score[id];
+    if (s == 0.0f) s = 0.0f; /* -0 ties with +0 */
+    uint32_t u;
+    memcpy(&u, &s, 4);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u); /* order-preserving bits */
+    bigram g = {((uint64_t)(~u) << 32) | (uint32_t)l, l, r, a->n + b->n, 0};
+    return heap_push(&sc->h, g);
+}
+
+static int spm_fragment(const ps_tokenizer *t, scratch *sc, const char *text, size_t len, int prefix_space) {
+    sc->buf.n = 0;
+    if (prefix_space && cvec_put(&sc->buf, "\xe2\x96\x81", 3)) return -1;
+    for (size_t i = 0; i < len; i++)
+        if (text[i] == ' ' ? cvec_put(&sc->buf, "\xe2\x96\x81", 3) : cvec_put(&sc->buf, text + i, 1)) return -1;
+    const unsigned char *s = (const unsigned char *)sc->buf.v;
+    size_t n = sc->buf.n;
+    if (n == 0) return 0;
+    if (sym_reserve(sc, n)) return -1;
+    int32_t ns = 0;
+    for (size_t off = 0; off < n;) {
+        int32_t k = utf8_len(s[off]);
+        if ((size_t)k > n - off) k = (int32_t)(n - off);
+        sc->sym[ns] = (symbol){(int32_t)off, k, ns - 1, -1, -1};
+        if (ns > 0) sc->sym[ns - 1].next = ns;
+        ns++;
+        off += (size_t)k;
+    }
+    sc->h.n = 0;
+    for (int32_t i = 1; i < ns; i++)
+        if (spm_try_pair(t, sc, i - 1, i)) return -1;
+    while (sc->h.n) {
+        bigram b = heap_pop(&sc->h);
+        symbol *l = &sc->sym[b.left], *r = &sc->sym[b.right];
+        if (l->n == 0 || r->n == 0 || l->n + r->n != b.a) continue; /* stale */
+        l->n += r->n;
+        r->n = 0;
+        l->next = r->next;
+        if (r->next >= 0) sc->sym[r->next].prev = b.left;
+        if (spm_try_pair(t, sc, l->prev, b.left) || spm_try_pair(t, sc, b.left, l->next)) return -1;
+    }
+    for (int32_t i = 0; i >= 0; i = sc->sym[i].next) {
+        symbol *y = &sc->sym[i];
+        int32_t id = vocab_find(t, (const char *)s + y->start, (size_t)y->n);
+        if (id >= 0) {
+            if (ivec_push(&sc->out, id)) return -1;
+            continue;
+        }
+        for (int32_t k = 0; k < y->n; k++) { /* byte fallback */
+            int32_t b = t->byte_id[s[y->start + k]];
+            if (b < 0) b = t->unk;
+            if (b >= 0 && ivec_push(&sc->out, b)) return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- special-token partition ------------------------------------------------------ */
+
+/* A piece of the input: raw text [off, off+len) or one token (id >= 0). */
+typedef struct { int32_t id; size_t off, len; } fragment;
+typedef struct { fragment *v; size_t n, cap; } fvec;
+
+static int fvec_push(fvec *a, fragment f) {
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 16;
+        fragment *v = realloc(a->v, cap * sizeof *v);
+        if (!v) return -1;
+        a->v = v;
+        a->cap = cap;
+    }
+    a->v[a->n++] = f;
+    return 0;
+}
+
+/* For each special token, longest first, split every raw fragment at its
+ * occurrences (llama.cpp's order: this is not a leftmost-longest scan). */
+static int partition(const ps_tokenizer *t, const char *text, size_t len, int parse_special, fvec *frags) {
+    fvec next = {0};
+    frags->n = 0;
+    if (len && fvec_push(frags, (fragment){-1, 0, len})) return -1;
+    for (int32_t k = 0; k < t->n_special; k++) {
+        int32_t id = t->special[k];
+        if (!parse_special && (t->attr[id] & (ATTR_CONTROL | ATTR_UNKNOWN))) continue;
+        size_t sn;
+        const char *sp = tok_text(t, id, &sn);
+        if (sn == 0) continue;
+        next.n = 0;
+        for (size_t f = 0; f < frags->n; f++) {
+            fragment fr = frags->v[f];
+            if (fr.id >= 0) {
+                if (fvec_push(&next, fr)) goto oom;
+                continue;
+            }
+            size_t off = fr.off, end = fr.off + fr.len;
+            for (;;) {
+                const char *m = end - off >= sn ? memmem(text + off, end - off, sp, sn) : NULL;
+                if (!m) break;
+                size_t at = (size_t)(m - text);
+                if (at > off && fvec_push(&next, (fragment){-1, off, at - off})) goto oom;
+                if (fvec_push(&next, (fragment){id, at, sn})) goto oom;
+                off = at + sn;
+            }
+            if (off < end && fvec_push(&next, (fragment){-1, off, end - off})) goto oom;
+        }
+        fvec tmp = *frags;
+        *frags = next;
+        next = tmp;
+    }
+    free(next.v);
+    return 0;
+oom:
+    free(next.v);
+    return -1;
+}
+
+/* ---- public entry points ------------------------------------------------------------ */
+
+int ps_tokenizer_encode(const ps_tokenizer *t, const char *text, int32_t len,
+                        int32_t *out, int32_t max_tokens, int add_bos, int parse_special) {
+    if (!t) return ps_fail(PS_ERR_ARG, "tokenize: no tokenizer");
+    if (len < 0 || (len > 0 && !text)) return ps_fail(PS_ERR_ARG, "tokenize: bad text (len %d)", len);
+    if (max_tokens < 0 || (max_tokens > 0 && !out))
+        return ps_fail(PS_ERR_ARG, "tokenize: bad output buffer (max_tokens %d)", max_tokens);
+    scratch sc;
+    memset(&sc, 0, sizeof sc);
+    fvec frags = {0};
+    int rc = 0;
+    if (add_bos && t->bos >= 0) rc = ivec_push(&sc.out, t->bos);
+    if (!rc) rc = partition(t, text, (size_t)len, parse_special, &frags);
+    int prev_special = 1; /* SentencePiece: a space is prefixed at the start and after specials */
+    for (size_t f = 0; f < frags.n && !rc; f++) {
+        fragment fr = frags.v[f];
+        if (fr.id >= 0) {
+            rc = ivec_push(&sc.out, fr.id);
+            prev_special = 1;
+        } else if (t->kind == KIND_BPE) {
+            rc = bpe_fragment(t, &sc, text + fr.off, fr.len);
+        } else {
+            rc = spm_fragment(t, &sc, text + fr.off, fr.len, t->add_space_prefix && prev_special);
+            prev_special = 0;
+        }
+    }
+    int result;
+    if (rc) {
+        result = ps_fail(PS_ERR_MEMORY, "tokenize: out of memory (%d bytes of text)", len);
+    } else if (sc.out.n > (size_t)INT32_MAX) {
+        result = ps_fail(PS_ERR_ARG, "tokenize: too many tokens");
+    } else {
+        result = (int)sc.out.n;
+        if (sc.out.n <= (size_t)max_tokens && sc.out.n) memcpy(out, sc.out.v, sc.out.n * sizeof *out);
+    }
+    free(frags.v);
+    free(sc.out.v);
+    free(sc.sym);
+    free(sc.h.v);
+    free(sc.buf.v);
+    free(sc.cp);
+    free(sc.fl);
+    free(sc.words.v);
+    free(sc.words2.v);
+    return result;
+}
+
+int ps_tokenizer_piece(const ps_tokenizer *t, int32_t id, char *buf, int32_t buflen, int special) {
+    if (!t) return ps_fail(PS_ERR_ARG, "token_to_piece: no tokenizer");
+    if (id < 0 || id >= t->n_vocab)
+        return ps_fail(PS_ERR_ARG, "token id %d out of range [0, %d)", id, t->n_vocab);
+    if (buflen < 0 || (buflen > 0 && !buf)) return ps_fail(PS_ERR_ARG, "token_to_piece: bad buffer");
+    if (!special && (t->attr[id] & (ATTR_CONTROL | ATTR_UNKNOWN))) return 0;
+    uint32_t n = t->piece_off[id + 1] - t->piece_off[id];
+    uint32_t k = n < (uint32_t)buflen ? n : (uint32_t)buflen;
+    if (k) memcpy(buf, t->piece + t->piece_off[id], k);
+    return (int)n;
+}
