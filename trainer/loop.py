@@ -212,7 +212,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
     sparsify(model, cfg.model.activation, t_act)
     model.config.use_cache = False
     if cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.to(d.device).train()
     n_layers, n_ff = model.config.num_hidden_layers, model.config.intermediate_size
     base = model
@@ -321,7 +321,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
             final_model.load_state_dict(full)
     if d.main:
         if cfg.model.gradient_checkpointing:
-            final_model.gradient_checkpointing_disable()
+            final_model.activation_checkpointing_disable()
         summary["eval_end"] = evaluate(final_model, data.heldout, o.micro_batch, d.device, amp)
         kind, t = cfg.model.activation, t_act
         if cfg.fatrelu.threshold > 0 and kind == "relu":

@@ -95,10 +95,12 @@ class SparseMLP(nn.Module):
         if self.transform is not None:
             x1 = self.transform(self.layer, x1)
         rec = self.recorder
-        # Activation checkpointing re-runs this forward inside backward: record nothing then.
+        # Activation checkpointing re-runs this forward inside backward: record nothing then
+        # (but build the same graph, or checkpoint's saved-tensor check fails).
+        reg = x1.float().abs().mean() if rec is not None and rec.want_reg else None
         if rec is not None and torch._C._current_graph_task_id() == -1:
-            if rec.want_reg:
-                rec.reg[self.layer] = x1.float().abs().mean()
+            if reg is not None:
+                rec.reg[self.layer] = reg
             with torch.no_grad():
                 nz = x1 != 0
                 zeros = nz.numel() - nz.sum()          # tensor: no device sync here

@@ -92,10 +92,10 @@ def write_corpus(folder, n_docs: int = 40, seed: int = 0) -> Path:
     return folder
 
 
-def write_config(path, model: str, data, out: str, **sections) -> Path:
+def write_config(path, model_path: str, data, out: str, **sections) -> Path:
     """A TOML config for a tiny run; `sections` = {"optim": {"lr": 1e-3}, ...} overrides the defaults."""
     base = {
-        "model": {"path": str(model), "activation": "relu"},
+        "model": {"path": str(model_path), "activation": "relu"},
         "data": {"train": [str(d) for d in (data if isinstance(data, (list, tuple)) else [data])],
                  "seq_len": 32, "heldout_max_seqs": 4},
         "sparsity": {"stages": [[0.0, 2], [0.01, 4], [0.05, 8], [0.05, 10]]},
