@@ -51,14 +51,15 @@ def _pad_vocab(tokens: list, scores: list, types: list, n_vocab: int, notes: lis
             types.append(gguf.TokenType.UNUSED)
 
 
-def _spm_space_prefix(model_path: Path) -> bool:
+def _spm_normalizer(model_path: Path) -> tuple[bool, bool]:
+    """(add_dummy_prefix, remove_extra_whitespaces) of a SentencePiece model."""
     try:
         from sentencepiece import sentencepiece_model_pb2 as pb
-    except ImportError:  # protobuf missing: SentencePiece's own default
-        return True
+    except ImportError:  # protobuf missing: SentencePiece's own defaults
+        return True, True
     m = pb.ModelProto()
     m.ParseFromString(model_path.read_bytes())
-    return bool(m.normalizer_spec.add_dummy_prefix)
+    return bool(m.normalizer_spec.add_dummy_prefix), bool(m.normalizer_spec.remove_extra_whitespaces)
 
 
 def add_hf_tokenizer(gw: gguf.GGUFWriter, folder: Path, n_vocab: int, notes: list[str]) -> str:
@@ -116,6 +117,8 @@ def add_hf_tokenizer(gw: gguf.GGUFWriter, folder: Path, n_vocab: int, notes: lis
                 special.special_token_ids.setdefault(typ, tid)
         special.add_special_token.setdefault("bos", True)   # LlamaTokenizer's default
         special.add_special_token.setdefault("eos", False)
-        gw.add_add_space_prefix(_spm_space_prefix(spm_path))
+        prefix, squeeze = _spm_normalizer(spm_path)
+        gw.add_add_space_prefix(prefix)
+        gw.add_remove_extra_whitespaces(squeeze)
     special.add_to_gguf(gw, quiet=True)
     return kind

@@ -31,9 +31,9 @@ FATRELU_T = 0.01
 
 # ---- text and tokenizers ------------------------------------------------
 def corpus_text() -> str:
-    import collections, csv, email, inspect, json as js, pathlib, re, textwrap, typing
+    import argparse, collections, csv, email, inspect, json as js, pathlib, re, textwrap
     parts = []
-    for mod in (collections, csv, email, inspect, js, pathlib, re, textwrap, typing):
+    for mod in (argparse, collections, csv, email, inspect, js, pathlib, re, textwrap):
         for _, obj in inspect.getmembers(mod):
             doc = inspect.getdoc(obj)
             if doc:
@@ -79,7 +79,8 @@ def make_spm_tokenizer(folder: Path, vocab_size: int = 400) -> int:
     text_file.write_text(corpus_text())
     spm.SentencePieceTrainer.train(input=str(text_file), model_prefix=str(folder / "tokenizer"),
                                    vocab_size=vocab_size, model_type="bpe", byte_fallback=True,
-                                   character_coverage=1.0, num_threads=1, minloglevel=2)
+                                   character_coverage=1.0, num_threads=1, minloglevel=2,
+                                   normalization_rule_name="identity", remove_extra_whitespaces=False)
     text_file.unlink()
     (folder / "tokenizer.vocab").unlink(missing_ok=True)
     (folder / "tokenizer_config.json").write_text(json.dumps({
@@ -116,7 +117,9 @@ def make_hf_model(folder: Path, family: str, act: str, n_vocab: int, tied: bool 
             if p.ndim == 1:
                 p.copy_(1.0 + 0.3 * torch.randn_like(p))
     kw = {"max_shard_size": shard} if shard else {}
-    model.save_pretrained(folder, safe_serialization=safe, **kw)
+    model.save_pretrained(folder, **kw)
+    if not safe:
+        to_bin(folder)
     c = json.loads((folder / "config.json").read_text())
     c["hidden_act"] = act
     if act == "fatrelu":
@@ -127,6 +130,23 @@ def make_hf_model(folder: Path, family: str, act: str, n_vocab: int, tied: bool 
         c.update(scale_emb=12.0, scale_depth=1.4, dim_model_base=16)
     (folder / "config.json").write_text(json.dumps(c, indent=1))
     return c
+
+
+def to_bin(folder: Path) -> None:
+    """Rewrite the folder's safetensors shards as pytorch_model*.bin (+ index), as older
+    checkpoints ship (transformers 5 no longer writes them)."""
+    from safetensors.torch import load_file
+    shards = sorted(folder.glob("*.safetensors"))
+    weight_map = {}
+    for i, f in enumerate(shards):
+        name = f"pytorch_model-{i + 1:05d}-of-{len(shards):05d}.bin" if len(shards) > 1 else "pytorch_model.bin"
+        sd = load_file(str(f))
+        torch.save(sd, folder / name)
+        weight_map.update({k: name for k in sd})
+        f.unlink()
+    (folder / "model.safetensors.index.json").unlink(missing_ok=True)
+    if len(shards) > 1:
+        (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
 
 
 def load_hf_state(folder: Path) -> dict[str, torch.Tensor]:

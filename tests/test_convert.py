@@ -1,0 +1,250 @@
+"""prosparse-convert round trips on tiny random Hugging Face models.
+
+For each architecture x activation: HF folder -> GGUF F32 -> logits match an
+independent PyTorch float64 reference to <= 1e-4 relative (read back with
+gguf-py + numpy, and through our engine when it is built); Q8_0 top-1
+agreement >= 99% on random token sequences; sharded safetensors and .bin.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from prosparse_cpu.convert.cli import convert
+from test_convert_fixtures import (GGUFModel, gguf_logits, make_bpe_tokenizer, make_hf_model,
+                                   make_spm_tokenizer, rel_err, torch_logits)
+
+CASES = [("llama", a) for a in ("silu", "relu", "fatrelu", "relu2", "drelu")] + \
+        [("mistral", "silu"), ("mistral", "relu"), ("minicpm", "silu"), ("minicpm", "relu"), ("minicpm", "fatrelu")]
+
+
+@pytest.fixture(scope="session")
+def tokenizers_dir(tmp_path_factory):
+    """One BPE and one SentencePiece tokenizer, trained once per session."""
+    d = tmp_path_factory.mktemp("tok")
+    return {"bpe": (d / "bpe", make_bpe_tokenizer(d / "bpe")),
+            "spm": (d / "spm", make_spm_tokenizer(d / "spm"))}
+
+
+def hf_folder(path, tokenizers_dir, family, act, tok="bpe", **kw):
+    src, n = tokenizers_dir[tok]
+    shutil.copytree(src, path, dirs_exist_ok=True)
+    make_hf_model(path, family, act, n, **kw)
+    return n
+
+
+def random_sequences(n_vocab, n_seq=4, length=32, seed=1):
+    rng = np.random.default_rng(seed)
+    return [[int(x) for x in rng.integers(0, n_vocab, length)] for _ in range(n_seq)]
+
+
+def engine():
+    """prosparse_cpu.Model, or skip while the native library is not built yet."""
+    from prosparse_cpu import Model, ProSparseError
+    return Model, ProSparseError
+
+
+def engine_logits(path, ids):
+    Model, ProSparseError = engine()
+    try:
+        m = Model(str(path), threads=2, n_ctx=256)
+    except ProSparseError as e:
+        if "cannot load native library" in str(e):
+            pytest.skip(f"engine not built: {e}")
+        raise
+    with m:
+        return m.eval_all(ids)
+
+
+@pytest.mark.parametrize("family,act", CASES)
+def test_f32_logits_match_pytorch(tmp_path, tokenizers_dir, family, act):
+    tok = "spm" if family == "minicpm" else "bpe"
+    n = hf_folder(tmp_path / "hf", tokenizers_dir, family, act, tok)
+    out = tmp_path / "m.gguf"
+    r = convert(tmp_path / "hf", out, "f32", progress=False)
+    assert r["arch"] == ("llama" if act == "silu" and family != "minicpm" else "prosparse")
+    m = GGUFModel(out)
+    if r["arch"] == "prosparse":
+        assert m.hp("ffn.activation") == act
+        assert m.hp("ffn.activation_threshold") == pytest.approx(0.01 if act == "fatrelu" else 0.0)
+        assert "blk.0.ffn_down_t.weight" in m.t and "blk.0.ffn_down.weight" not in m.t
+        assert m.t["blk.0.ffn_down_t.weight"].shape.tolist() == [64, 128]   # ggml ne = [n_embd, n_ff]
+        assert m.hp("ffn.reordered") is False
+    if family == "minicpm":
+        assert m.hp("embedding_scale") == pytest.approx(12.0)
+        assert m.hp("residual_scale") == pytest.approx(1.4 / np.sqrt(2))
+        assert m.hp("logit_scale") == pytest.approx(16 / 64)
+        assert "output.weight" not in m.t
+    ids = random_sequences(n, 1, 24)[0]
+    assert rel_err(gguf_logits(out, ids), torch_logits(tmp_path / "hf", ids)) <= 1e-4
+
+
+@pytest.mark.parametrize("family,act", CASES)
+def test_engine_f32_logits_match_pytorch(tmp_path, tokenizers_dir, family, act):
+    tok = "spm" if family == "minicpm" else "bpe"
+    n = hf_folder(tmp_path / "hf", tokenizers_dir, family, act, tok)
+    out = tmp_path / "m.gguf"
+    convert(tmp_path / "hf", out, "f32", progress=False)
+    ids = random_sequences(n, 1, 24)[0]
+    assert rel_err(engine_logits(out, ids), torch_logits(tmp_path / "hf", ids)) <= 1e-4
+
+
+def top1_agreement(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
+    """(raw agreement, agreement where the reference is not a near-tie).
+
+    Random tiny models have many near-tied logits; a position counts as a
+    near-tie when the reference's top-2 margin is below 3x the RMS logit error
+    that Q8_0 rounding caused in that same sequence (REFERENCE.md, Fidelity).
+    """
+    top2 = np.sort(ref, -1)[:, -2:]
+    noise = np.sqrt(np.mean((got - ref) ** 2))
+    clear = (top2[:, 1] - top2[:, 0]) > 3 * noise
+    same = ref.argmax(-1) == got.argmax(-1)
+    return float(same.mean()), float(same[clear].mean()) if clear.any() else 1.0
+
+
+@pytest.mark.parametrize("family,act", [("llama", "relu"), ("llama", "silu"), ("minicpm", "fatrelu"),
+                                        ("mistral", "drelu"), ("llama", "relu2")])
+def test_q8_0_top1_agreement(tmp_path, tokenizers_dir, family, act):
+    n = hf_folder(tmp_path / "hf", tokenizers_dir, family, act)
+    out = tmp_path / "m.gguf"
+    convert(tmp_path / "hf", out, "q8_0", progress=False)
+    assert GGUFModel(out).type("blk.0.ffn_gate.weight").name == "Q8_0"
+    seqs = random_sequences(n, 8, 32)
+    ref = np.concatenate([torch_logits(tmp_path / "hf", ids) for ids in seqs])
+    got = np.concatenate([gguf_logits(out, ids) for ids in seqs])
+    raw, clear = top1_agreement(ref, got)
+    print(f"Q8_0 {family}/{act}: top-1 agreement {raw:.4f} raw, {clear:.4f} excluding near-ties")
+    assert clear >= 0.99 and raw >= 0.9, (raw, clear)
+
+
+def test_engine_q8_0_top1_agreement(tmp_path, tokenizers_dir):
+    n = hf_folder(tmp_path / "hf", tokenizers_dir, "llama", "relu")
+    out = tmp_path / "m.gguf"
+    convert(tmp_path / "hf", out, "q8_0", progress=False)
+    seqs = random_sequences(n, 8, 32)
+    ref = np.concatenate([torch_logits(tmp_path / "hf", ids) for ids in seqs])
+    exact = np.concatenate([gguf_logits(out, ids) for ids in seqs])    # the file's own weights, float64
+    got = np.concatenate([engine_logits(out, ids) for ids in seqs])
+    raw, clear = top1_agreement(ref, got)
+    print(f"engine Q8_0 vs PyTorch: {raw:.4f} raw, {clear:.4f} excluding near-ties; "
+          f"vs exact Q8_0 reference: {float((exact.argmax(-1) == got.argmax(-1)).mean()):.4f}")
+    assert clear >= 0.99 and raw >= 0.9, (raw, clear)
+
+
+@pytest.mark.parametrize("outtype", ["f16", "bf16", "q4_0", "q4_1"])
+def test_other_types_close(tmp_path, tokenizers_dir, outtype):
+    """Every matrix, read back, is within its type's rounding of the F32 file's."""
+    n = hf_folder(tmp_path / "hf", tokenizers_dir, "llama", "relu")
+    ref_file, out = tmp_path / "f32.gguf", tmp_path / "m.gguf"
+    convert(tmp_path / "hf", ref_file, "f32", progress=False)
+    convert(tmp_path / "hf", out, outtype, progress=False)
+    ref, m = GGUFModel(ref_file), GGUFModel(out)
+    assert m.type("blk.1.ffn_up.weight").name == outtype.upper()
+    assert m.type("blk.1.ffn_norm.weight").name == "F32"
+    assert sorted(m.t) == sorted(ref.t)
+    for name in m.t:
+        x, y = ref.w(name), m.w(name)
+        if x.ndim == 1:
+            assert np.array_equal(x, y), name
+            continue
+        blocks = np.abs(x.reshape(-1, 32)).max(-1, keepdims=True)
+        err = np.abs((y - x).reshape(-1, 32))
+        bound = {"f16": blocks * 2**-10, "bf16": blocks * 2**-7, "q4_0": blocks / 8 * 1.01,
+                 "q4_1": blocks / 7.5 * 1.01}[outtype]
+        assert (err <= bound).all(), name
+    ids = random_sequences(n, 1, 16)[0]
+    tol = {"f16": 5e-3, "bf16": 3e-2}.get(outtype)
+    if tol:
+        assert rel_err(gguf_logits(out, ids), torch_logits(tmp_path / "hf", ids)) < tol
+
+
+def test_bin_weights_and_untied_and_shards(tmp_path, tokenizers_dir):
+    """pytorch_model.bin (sharded, with index) reads like safetensors."""
+    n = hf_folder(tmp_path / "hf", tokenizers_dir, "llama", "fatrelu", safe=False, shard="40KB")
+    assert list((tmp_path / "hf").glob("pytorch_model*.bin"))
+    assert not list((tmp_path / "hf").glob("*.safetensors"))
+    out = tmp_path / "m.gguf"
+    convert(tmp_path / "hf", out, "f32", progress=False)
+    ids = random_sequences(n, 1, 16)[0]
+    assert "output.weight" in GGUFModel(out).t
+    assert rel_err(gguf_logits(out, ids), torch_logits(tmp_path / "hf", ids)) <= 1e-4
+
+
+def test_tied_llama_has_no_output_tensor(tmp_path, tokenizers_dir):
+    n = hf_folder(tmp_path / "hf", tokenizers_dir, "llama", "relu", tied=True)
+    out = tmp_path / "m.gguf"
+    convert(tmp_path / "hf", out, "f32", progress=False)
+    assert "output.weight" not in GGUFModel(out).t
+    ids = random_sequences(n, 1, 16)[0]
+    assert rel_err(gguf_logits(out, ids), torch_logits(tmp_path / "hf", ids)) <= 1e-4
+
+
+def test_silu_prosparse_on_request_and_llama_compat(tmp_path, tokenizers_dir):
+    n = hf_folder(tmp_path / "hf", tokenizers_dir, "llama", "silu")
+    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    assert convert(tmp_path / "hf", a, "f32", prosparse=True, progress=False)["arch"] == "prosparse"
+    assert GGUFModel(a).hp("ffn.activation") == "silu"
+    assert convert(tmp_path / "hf", b, "f32", llama_compat=True, progress=False)["arch"] == "llama"
+    ids = random_sequences(n, 1, 16)[0]
+    assert rel_err(gguf_logits(a, ids), gguf_logits(b, ids)) < 1e-9
+
+
+def test_llama_compat_minicpm_folds_scalings(tmp_path, tokenizers_dir):
+    """A plain llama reader computes MiniCPM's function from the folded, untied file."""
+    n = hf_folder(tmp_path / "hf", tokenizers_dir, "minicpm", "silu", tok="spm")
+    out = tmp_path / "m.gguf"
+    assert convert(tmp_path / "hf", out, "f32", llama_compat=True, progress=False)["arch"] == "llama"
+    m = GGUFModel(out)
+    assert "output.weight" in m.t and m.r.get_field("llama.embedding_scale") is None
+    ids = random_sequences(n, 1, 16)[0]
+    assert rel_err(gguf_logits(out, ids), torch_logits(tmp_path / "hf", ids)) <= 1e-4
+
+
+def test_llama_compat_warns_for_relu(tmp_path, tokenizers_dir):
+    hf_folder(tmp_path / "hf", tokenizers_dir, "llama", "relu")
+    msgs = []
+    r = convert(tmp_path / "hf", tmp_path / "m.gguf", "f16", llama_compat=True, progress=False, warn=msgs.append)
+    assert r["arch"] == "llama"
+    assert any("tokens are wrong" in s for s in msgs)
+    m = GGUFModel(tmp_path / "m.gguf")
+    assert sorted(n for n in m.t if n.startswith("blk.0.")) == sorted(
+        f"blk.0.{x}.weight" for x in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+                                      "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"))
+
+
+def test_row_length_not_multiple_of_32_falls_back(tmp_path, tokenizers_dir):
+    src, n = tokenizers_dir["bpe"]
+    shutil.copytree(src, tmp_path / "hf")
+    make_hf_model(tmp_path / "hf", "llama", "relu", n, hidden_size=48, num_attention_heads=4,
+                  num_key_value_heads=2, intermediate_size=96)
+    msgs = []
+    convert(tmp_path / "hf", tmp_path / "m.gguf", "q8_0", progress=False, warn=msgs.append)
+    m = GGUFModel(tmp_path / "m.gguf")
+    assert m.type("blk.0.ffn_gate.weight").name == "F16"          # rows of 48
+    assert m.type("blk.0.ffn_down_t.weight").name == "F16"        # rows of 48
+    assert any("not a multiple of 32" in s for s in msgs)
+
+
+def test_metadata_and_chat_template(tmp_path, tokenizers_dir):
+    hf_folder(tmp_path / "hf", tokenizers_dir, "llama", "relu")
+    out = tmp_path / "m.gguf"
+    convert(tmp_path / "hf", out, "f16", progress=False)
+    m = GGUFModel(out)
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert m.kv("general.architecture") == "prosparse"
+    for key, want in [("block_count", 2), ("embedding_length", 64), ("feed_forward_length", 128),
+                      ("attention.head_count", 4), ("attention.head_count_kv", 2),
+                      ("rope.dimension_count", 16), ("vocab_size", cfg["vocab_size"]),
+                      ("context_length", 256)]:
+        assert m.hp(key) == want, key
+    assert m.hp("rope.freq_base") == pytest.approx(10000.0)
+    assert m.kv("tokenizer.ggml.model") == "gpt2" and m.kv("tokenizer.ggml.pre") == "smollm"
+    assert "<|im_start|>" in m.kv("tokenizer.chat_template")
+    toks = m.kv("tokenizer.ggml.tokens")
+    assert toks[m.kv("tokenizer.ggml.bos_token_id")] == "<|im_start|>"
+    assert toks[m.kv("tokenizer.ggml.eos_token_id")] == "<|im_end|>"
+    assert m.kv("tokenizer.ggml.token_type")[m.kv("tokenizer.ggml.eos_token_id")] == 3   # CONTROL
