@@ -63,74 +63,161 @@ INLINE __m256i q4_unpack(const uint8_t *qs) {
     return _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
 }
 
-/* ---- integer kernels: RM weight rows x RN tokens per tile ------------------ */
-/* Q4_0/Q4_1 against q8a: per block, acc += dw*dx * sum(q*x) (8 lanes) and
- * acc += c * dx * (lane sums of x), c = m (Q4_1) or -8*dw (Q4_0). */
-INLINE void tile_q4(const uint8_t *W, size_t rb, int64_t nb, const ps_block_q8a *X,
-                    float *Y, int64_t ldy, const int RM, const int RN, const int has_min) {
-    const size_t bb = has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0);
-    const __m256i ones16 = _mm256_set1_epi16(1), ones8 = _mm256_set1_epi8(1);
-    __m256 acc[4][4];
-    for (int i = 0; i < RM; i++)
-        for (int j = 0; j < RN; j++) acc[i][j] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i q[4];
-        __m256 dw[4], cw[4];
-        for (int i = 0; i < RM; i++) {
-            const uint8_t *blk = W + (size_t)i * rb + (size_t)b * bb;
-            uint16_t h[2];
-            memcpy(h, blk, has_min ? 4 : 2);
-            const float d = fp16(h[0]);
-            dw[i] = _mm256_set1_ps(d);
-            cw[i] = _mm256_set1_ps(has_min ? fp16(h[1]) : -8.0f * d);
-            q[i] = q4_unpack(blk + (has_min ? 4 : 2));
-        }
-        for (int j = 0; j < RN; j++) {
-            const ps_block_q8a *xb = X + (size_t)j * nb + b;
-            const __m256i y = _mm256_loadu_si256((const __m256i *)xb->qs);
-            const __m256 dx = _mm256_set1_ps(xb->d);
-            const __m256 ys = _mm256_mul_ps(dx, _mm256_cvtepi32_ps(
-                                  _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, y), ones16)));
-            for (int i = 0; i < RM; i++) {
-                const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[i], y), ones16);
-                acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(dw[i], dx), _mm256_cvtepi32_ps(p), acc[i][j]);
-                acc[i][j] = _mm256_fmadd_ps(cw[i], ys, acc[i][j]);
-            }
-        }
-    }
-    for (int i = 0; i < RM; i++)
-        for (int j = 0; j < RN; j++) Y[(size_t)j * ldy + i] = hsum(acc[i][j]);
+/* ---- integer kernels: 8 weight rows at a time ------------------------------
+ * Per block, the 8 rows' integer sums are reduced with horizontal adds into
+ * one vector (lane i = row i), so the scales are applied to 8 rows at once and
+ * each accumulator lane is one (row, token) result: no horizontal sum at the
+ * end, and a row's result does not depend on the tile it was computed in.
+ * A tile past the end of the row range repeats the last row (never stored).
+ * Per token the decoded weight blocks stay in registers, so prompt
+ * processing reuses each of them for up to TOK_TILE tokens. */
+#define TOK_TILE 64
+
+INLINE uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+INLINE int32_t ld32(const uint8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
+
+/* Half-precision scale at byte offset off of each of 8 rows, as floats. */
+INLINE __m256 scales_d(const uint8_t *const row[8], size_t off) {
+    return _mm256_cvtph_ps(_mm_setr_epi16(
+        (short)ld16(row[0] + off), (short)ld16(row[1] + off), (short)ld16(row[2] + off),
+        (short)ld16(row[3] + off), (short)ld16(row[4] + off), (short)ld16(row[5] + off),
+        (short)ld16(row[6] + off), (short)ld16(row[7] + off)));
 }
 
-/* Q8_0 against q8a: acc += dw*dx * sum(w*x), maddubs via |w| and sign(x, w). */
-INLINE void tile_q8_0(const uint8_t *W, size_t rb, int64_t nb, const ps_block_q8a *X,
-                      float *Y, int64_t ldy, const int RM, const int RN) {
-    const __m256i ones16 = _mm256_set1_epi16(1);
-    __m256 acc[4][4];
-    for (int i = 0; i < RM; i++)
-        for (int j = 0; j < RN; j++) acc[i][j] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i w[4], aw[4];
-        __m256 dw[4];
-        for (int i = 0; i < RM; i++) {
-            const ps_block_q8_0 *blk = (const ps_block_q8_0 *)(W + (size_t)i * rb) + b;
-            dw[i] = _mm256_set1_ps(fp16(blk->d));
-            w[i] = _mm256_loadu_si256((const __m256i *)blk->qs);
-            aw[i] = _mm256_sign_epi8(w[i], w[i]);
-        }
-        for (int j = 0; j < RN; j++) {
-            const ps_block_q8a *xb = X + (size_t)j * nb + b;
-            const __m256i y = _mm256_loadu_si256((const __m256i *)xb->qs);
-            const __m256 dx = _mm256_set1_ps(xb->d);
-            for (int i = 0; i < RM; i++) {
-                const __m256i p = _mm256_madd_epi16(
-                    _mm256_maddubs_epi16(aw[i], _mm256_sign_epi8(y, w[i])), ones16);
-                acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(dw[i], dx), _mm256_cvtepi32_ps(p), acc[i][j]);
+/* Q4_1's adjacent (d, m) pairs of 8 rows: one 32-bit load per row. */
+INLINE void scales_dm(const uint8_t *const row[8], size_t off, __m256 *d, __m256 *m) {
+    __m256i v = _mm256_setr_epi32(ld32(row[0] + off), ld32(row[1] + off), ld32(row[2] + off),
+                                  ld32(row[3] + off), ld32(row[4] + off), ld32(row[5] + off),
+                                  ld32(row[6] + off), ld32(row[7] + off));
+    const __m256i split = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+                                           0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+    v = _mm256_shuffle_epi8(v, split);     /* per lane: d d d d m m m m */
+    v = _mm256_permute4x64_epi64(v, 0xd8); /* d0..d7 | m0..m7 */
+    *d = _mm256_cvtph_ps(_mm256_castsi256_si128(v));
+    *m = _mm256_cvtph_ps(_mm256_extracti128_si256(v, 1));
+}
+
+INLINE void rows8(const uint8_t *W, size_t rb, int64_t r, int64_t r1, const uint8_t *row[8]) {
+    for (int i = 0; i < 8; i++) row[i] = W + (size_t)(r + i < r1 ? r + i : r1 - 1) * rb;
+}
+
+/* Sums of 16-bit lanes of 8 vectors (each |sum| < 2^15 after 3 levels). */
+INLINE __m256i rowsum8_epi16(const __m256i p[8]) {
+    const __m256i h0 = _mm256_hadd_epi16(_mm256_hadd_epi16(p[0], p[1]), _mm256_hadd_epi16(p[2], p[3]));
+    const __m256i h1 = _mm256_hadd_epi16(_mm256_hadd_epi16(p[4], p[5]), _mm256_hadd_epi16(p[6], p[7]));
+    const __m256i h = _mm256_hadd_epi16(h0, h1); /* each 128-bit half: rows 0..7 */
+    return _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(h)),
+                            _mm256_cvtepi16_epi32(_mm256_extracti128_si256(h, 1)));
+}
+
+/* Sums of 32-bit lanes of 8 vectors. */
+INLINE __m256i rowsum8_epi32(const __m256i p[8]) {
+    const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20),
+                            _mm256_permute2x128_si256(h0, h1, 0x31));
+}
+
+INLINE void store8(float *y, __m256 v, int64_t valid) {
+    if (valid >= 8) {
+        _mm256_storeu_ps(y, v);
+    } else {
+        float tmp[8];
+        _mm256_storeu_ps(tmp, v);
+        for (int64_t i = 0; i < valid; i++) y[i] = tmp[i];
+    }
+}
+
+/* Q4_0 / Q4_1: acc += dw*dx * sum(q*x) + c*s with c = m or -8*dw (quant.h). */
+INLINE void gemm_q4(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int64_t r1,
+                    const void *Xv, int32_t n_tok, float *Y, int64_t ldy, const int has_min) {
+    const int64_t nb = n_cols / PS_QK;
+    const size_t bb = has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0);
+    const size_t qoff = has_min ? 4 : 2;
+    const __m256i mask = _mm256_set1_epi8(0x0f);
+    const __m256i shift = _mm256_setr_epi64x(0, 0, 4, 4);
+    const ps_block_q8a *X = Xv;
+    __m256 acc[TOK_TILE];
+    for (int64_t r = r0; r < r1; r += 8) {
+        const uint8_t *row[8];
+        rows8(W, rb, r, r1, row);
+        for (int32_t t0 = 0; t0 < n_tok; t0 += TOK_TILE) {
+            const int32_t nt = n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE;
+            for (int32_t t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+            for (int64_t b = 0; b < nb; b++) {
+                const size_t off = (size_t)b * bb;
+                __m256 d, c;
+                if (has_min) {
+                    scales_dm(row, off, &d, &c);
+                } else {
+                    d = scales_d(row, off);
+                    c = _mm256_mul_ps(d, _mm256_set1_ps(-8.0f));
+                }
+                __m256i q[8];
+                for (int i = 0; i < 8; i++) {
+                    const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(row[i] + off + qoff)));
+                    q[i] = _mm256_and_si256(_mm256_srlv_epi64(v, shift), mask);
+                }
+                const ps_block_q8a *xb = X + (size_t)t0 * nb + b;
+                for (int32_t t = 0; t < nt; t++, xb += nb) {
+                    const __m256i y = _mm256_loadu_si256((const __m256i *)xb->qs);
+                    __m256i p[8];
+                    for (int i = 0; i < 8; i++) p[i] = _mm256_maddubs_epi16(q[i], y);
+                    const __m256 isum = _mm256_cvtepi32_ps(rowsum8_epi16(p));
+                    acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(xb->d)), isum, acc[t]);
+                    acc[t] = _mm256_fmadd_ps(c, _mm256_set1_ps(xb->s), acc[t]);
+                }
             }
+            for (int32_t t = 0; t < nt; t++) store8(Y + (size_t)(t0 + t) * ldy + r, acc[t], r1 - r);
         }
     }
-    for (int i = 0; i < RM; i++)
-        for (int j = 0; j < RN; j++) Y[(size_t)j * ldy + i] = hsum(acc[i][j]);
+}
+
+/* Q8_0: acc += dw*dx * sum(w*x); maddubs takes |w| and x with w's sign. */
+static void gemm_q8_0(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int64_t r1,
+                      const void *Xv, int32_t n_tok, float *Y, int64_t ldy) {
+    const int64_t nb = n_cols / PS_QK;
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    const ps_block_q8a *X = Xv;
+    __m256 acc[TOK_TILE];
+    for (int64_t r = r0; r < r1; r += 8) {
+        const uint8_t *row[8];
+        rows8(W, rb, r, r1, row);
+        for (int32_t t0 = 0; t0 < n_tok; t0 += TOK_TILE) {
+            const int32_t nt = n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE;
+            for (int32_t t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+            for (int64_t b = 0; b < nb; b++) {
+                const size_t off = (size_t)b * sizeof(ps_block_q8_0);
+                const __m256 d = scales_d(row, off);
+                /* |w| in registers (w = -128 gives 128, fine as unsigned); the signs
+                 * are re-read from L1 per token */
+                __m256i aw[8];
+                for (int i = 0; i < 8; i++) aw[i] = _mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)(row[i] + off + 2)));
+                const ps_block_q8a *xb = X + (size_t)t0 * nb + b;
+                for (int32_t t = 0; t < nt; t++, xb += nb) {
+                    const __m256i y = _mm256_loadu_si256((const __m256i *)xb->qs);
+                    __m256i p[8];
+                    for (int i = 0; i < 8; i++) {
+                        const __m256i w = _mm256_loadu_si256((const __m256i *)(row[i] + off + 2));
+                        p[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(aw[i], _mm256_sign_epi8(y, w)), ones16);
+                    }
+                    const __m256 isum = _mm256_cvtepi32_ps(rowsum8_epi32(p));
+                    acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(xb->d)), isum, acc[t]);
+                }
+            }
+            for (int32_t t = 0; t < nt; t++) store8(Y + (size_t)(t0 + t) * ldy + r, acc[t], r1 - r);
+        }
+    }
+}
+
+static void gemm_q4_0(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int64_t r1,
+                      const void *X, int32_t n_tok, float *Y, int64_t ldy) {
+    gemm_q4(W, rb, n_cols, r0, r1, X, n_tok, Y, ldy, 0);
+}
+
+static void gemm_q4_1(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int64_t r1,
+                      const void *X, int32_t n_tok, float *Y, int64_t ldy) {
+    gemm_q4(W, rb, n_cols, r0, r1, X, n_tok, Y, ldy, 1);
 }
 
 /* ---- float kernels (activations stay fp32) ---------------------------------- */
@@ -193,18 +280,11 @@ INLINE void tile_float(const uint8_t *W, size_t rb, int64_t n, const float *X, f
         }                                                                                   \
     }
 
-#define QX(t) ((const ps_block_q8a *)X + (size_t)(t) * (n_cols / PS_QK))
 #define FX(t) ((const float *)X + (size_t)(t) * n_cols)
-#define TILE_Q4_0(RM, RN) tile_q4(W + (size_t)r * rb, rb, n_cols / PS_QK, QX(t), Y + (size_t)t * ldy + r, ldy, RM, RN, 0)
-#define TILE_Q4_1(RM, RN) tile_q4(W + (size_t)r * rb, rb, n_cols / PS_QK, QX(t), Y + (size_t)t * ldy + r, ldy, RM, RN, 1)
-#define TILE_Q8_0(RM, RN) tile_q8_0(W + (size_t)r * rb, rb, n_cols / PS_QK, QX(t), Y + (size_t)t * ldy + r, ldy, RM, RN)
 #define TILE_F32(RM, RN) tile_float(W + (size_t)r * rb, rb, n_cols, FX(t), Y + (size_t)t * ldy + r, ldy, RM, RN, FT_F32)
 #define TILE_F16(RM, RN) tile_float(W + (size_t)r * rb, rb, n_cols, FX(t), Y + (size_t)t * ldy + r, ldy, RM, RN, FT_F16)
 #define TILE_BF16(RM, RN) tile_float(W + (size_t)r * rb, rb, n_cols, FX(t), Y + (size_t)t * ldy + r, ldy, RM, RN, FT_BF16)
 
-GEMM_DRIVER(gemm_q4_0, TILE_Q4_0)
-GEMM_DRIVER(gemm_q4_1, TILE_Q4_1)
-GEMM_DRIVER(gemm_q8_0, TILE_Q8_0)
 GEMM_DRIVER(gemm_f32, TILE_F32)
 GEMM_DRIVER(gemm_f16, TILE_F16)
 GEMM_DRIVER(gemm_bf16, TILE_BF16)

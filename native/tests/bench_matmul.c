@@ -1,0 +1,153 @@
+/* bench_matmul.c: kernel micro-benchmark (not part of `make test-c`).
+ *
+ * Times the matrix work of one SmolLM2-135M decode step (30 layers of
+ * QKV / O / gate+up / down matvecs plus the 49152-row output matrix) and of
+ * prompt processing (the same matrices, n_tok tokens at once), per weight
+ * type, 1 and 2 threads, and states decode as bytes per second read.
+ *
+ *   cc -O3 -std=c11 -D_GNU_SOURCE -pthread -Inative native/tests/bench_matmul.c \
+ *      build/quant.o build/quant_avx2.o build/matmul.o build/threads.o build/util.o -lm -o /tmp/bench
+ *   /tmp/bench [types=q4_1,q4_0,q8_0,f16] [reps=7] [pp_tokens=128] [simd=1] [hot=0]
+ * hot=1 reuses one layer's matrices (cache-resident) and drops the output
+ * matrix: kernel compute speed without the memory bound.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "compute.h"
+#include "prosparse.h"
+#include "quant.h"
+#include "util.h"
+
+enum { N_LAYER = 30, N_EMBD = 576, N_FF = 1536, N_KV = 192, N_VOCAB = 49152 };
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct layer {
+    ps_matrix q, k, v, o, gate, up, down;
+} layer;
+
+static ps_matrix make(int32_t type, int64_t rows, int64_t cols, size_t *bytes) {
+    size_t n = ps_row_bytes(type, cols) * (size_t)rows;
+    uint8_t *p = ps_alloc(n);
+    /* valid small scales everywhere: fill with a pattern, then fix block scales */
+    for (size_t i = 0; i < n; i++) p[i] = (uint8_t)(i * 2654435761u >> 13);
+    if (type == PS_TYPE_F16)
+        for (size_t i = 0; i < n / 2; i++) ((uint16_t *)p)[i] = ps_f32_to_fp16(((int)(i % 17) - 8) * 0.01f);
+    const ps_type_traits *t = ps_type_get(type);
+    if (t->block_size == 32)
+        for (size_t b = 0; b < n / t->block_bytes; b++) {
+            uint16_t d = ps_f32_to_fp16(0.01f);
+            memcpy(p + b * t->block_bytes, &d, 2);
+            if (type == PS_TYPE_Q4_1) memcpy(p + b * t->block_bytes + 2, &d, 2);
+        }
+    *bytes += n;
+    return (ps_matrix){p, type, cols, rows};
+}
+
+/* One forward pass's matrix work for n_tok tokens. */
+static void step(ps_compute *c, layer *L, ps_matrix *out, float *x, float *xf, int32_t n_tok,
+                 float *y[3], int with_output) {
+    for (int l = 0; l < N_LAYER; l++) {
+        const ps_matrix *qkv[3] = {&L[l].q, &L[l].k, &L[l].v};
+        ps_matmul_multi(c, 3, qkv, x, n_tok, y);
+        ps_matmul(c, &L[l].o, x, n_tok, y[0]);
+        const ps_matrix *gu[2] = {&L[l].gate, &L[l].up};
+        ps_matmul_multi(c, 2, gu, x, n_tok, y);
+        ps_matmul(c, &L[l].down, xf, n_tok, y[0]);
+    }
+    if (with_output) ps_matmul(c, out, x, 1, y[2]);
+}
+
+int main(int argc, char **argv) {
+    const char *types = argc > 1 ? argv[1] : "q4_1,q4_0,q8_0,f16";
+    const int reps = argc > 2 ? atoi(argv[2]) : 7;
+    const int32_t pp = argc > 3 ? atoi(argv[3]) : 128;
+    if (argc > 4) ps_simd_set(atoi(argv[4]));
+    /* hot=1: every layer uses layer 0's matrices (cache-resident): compute speed, not memory */
+    const int hot = argc > 5 ? atoi(argv[5]) : 0;
+    printf("simd level %d; decode = 30 layers + output (Q8_0, as the file); pp = %d tokens, 30 layers\n",
+           ps_simd_get(), pp);
+    /* wall: best of reps (the machine is shared); cpu: median process CPU time
+     * (for 1 thread the work itself; for 2 threads it includes spinning) */
+    printf("%-6s %3s %10s %10s %9s %10s %12s %12s\n", "type", "thr", "tg ms/tok", "tg tok/s", "GB/s",
+           "pp tok/s", "tg cpu ms", "pp tok/cpu-s");
+    const struct { const char *name; int32_t id; } all[] = {
+        {"q4_1", PS_TYPE_Q4_1}, {"q4_0", PS_TYPE_Q4_0}, {"q8_0", PS_TYPE_Q8_0},
+        {"f16", PS_TYPE_F16}, {"bf16", PS_TYPE_BF16}, {"f32", PS_TYPE_F32}};
+    float *x = malloc(sizeof(float) * N_FF * pp), *xf = malloc(sizeof(float) * N_FF * pp);
+    for (int i = 0; i < N_FF * pp; i++) x[i] = xf[i] = (float)((i * 7919) % 2001 - 1000) / 1000.0f;
+    float *y[3];
+    for (int i = 0; i < 3; i++) y[i] = malloc(sizeof(float) * (size_t)N_VOCAB * (pp > 1 ? pp : 1));
+    for (size_t ti = 0; ti < sizeof all / sizeof all[0]; ti++) {
+        if (!strstr(types, all[ti].name)) continue;
+        const int32_t type = all[ti].id;
+        size_t bytes = 0;
+        layer *L = calloc(N_LAYER, sizeof *L);
+        for (int l = 0; l < N_LAYER; l++) {
+            if (hot && l > 0) {
+                L[l] = L[0];
+                continue;
+            }
+            L[l].q = make(type, N_EMBD, N_EMBD, &bytes);
+            L[l].k = make(type, N_KV, N_EMBD, &bytes);
+            L[l].v = make(type, N_KV, N_EMBD, &bytes);
+            L[l].o = make(type, N_EMBD, N_EMBD, &bytes);
+            L[l].gate = make(type, N_FF, N_EMBD, &bytes);
+            L[l].up = make(type, N_FF, N_EMBD, &bytes);
+            L[l].down = make(type, N_EMBD, N_FF, &bytes);
+        }
+        if (hot) bytes *= N_LAYER;
+        ps_matrix out = make(PS_TYPE_Q8_0, hot ? 64 : N_VOCAB, N_EMBD, &bytes);
+        for (int nth = 1; nth <= 2; nth++) {
+            ps_compute *c = ps_compute_new(nth, N_FF, pp);
+            double tg[64], ppt[64], tgc[64], ppc[64];
+            step(c, L, &out, x, xf, 1, y, 1); /* warm-up */
+            for (int r = 0; r < reps && r < 64; r++) {
+                double t0 = now(), c0 = cpu_now();
+                for (int k = 0; k < 8; k++) step(c, L, &out, x, xf, 1, y, 1);
+                tg[r] = (now() - t0) / 8;
+                tgc[r] = (cpu_now() - c0) / 8;
+            }
+            for (int r = 0; r < reps && r < 64; r++) {
+                double t0 = now(), c0 = cpu_now();
+                step(c, L, &out, x, xf, pp, y, 0);
+                ppt[r] = now() - t0;
+                ppc[r] = cpu_now() - c0;
+            }
+            qsort(tg, reps, sizeof(double), cmp_double);
+            qsort(ppt, reps, sizeof(double), cmp_double);
+            qsort(tgc, reps, sizeof(double), cmp_double);
+            qsort(ppc, reps, sizeof(double), cmp_double);
+            const double t = tg[0], p = ppt[0];
+            printf("%-6s %3d %10.3f %10.1f %9.2f %10.1f %12.3f %12.1f\n", all[ti].name, nth, t * 1e3, 1.0 / t,
+                   bytes / t / 1e9, pp / p, tgc[reps / 2] * 1e3, pp / ppc[reps / 2]);
+            fflush(stdout);
+            ps_compute_free(c);
+        }
+        for (int l = 0; l < (hot ? 1 : N_LAYER); l++) {
+            ps_matrix *m[7] = {&L[l].q, &L[l].k, &L[l].v, &L[l].o, &L[l].gate, &L[l].up, &L[l].down};
+            for (int i = 0; i < 7; i++) ps_free((void *)m[i]->data);
+        }
+        ps_free((void *)out.data);
+        free(L);
+    }
+    return 0;
+}
