@@ -129,7 +129,8 @@ def build_plan(source, arch: str, outtype: str, llama_compat: bool,
         add(b + "attn_v.weight", (kv_rows, e), lambda n=b + "attn_v.weight": load(n))
         rs = np.float32(spec.residual_scale)
         if fold:
-            add(b + "attn_output.weight", (e, e), lambda n=b + "attn_output.weight": load(n) * rs, transformed=True)
+            add(b + "attn_output.weight", (e, e), lambda n=b + "attn_output.weight", s=rs: load(n) * s,
+                transformed=True)
         else:
             add(b + "attn_output.weight", (e, e), lambda n=b + "attn_output.weight": load(n))
         add(b + "ffn_norm.weight", (e,), lambda n=b + "ffn_norm.weight": load(n))
@@ -137,8 +138,9 @@ def build_plan(source, arch: str, outtype: str, llama_compat: bool,
         def rows(n, p=perm):
             w = load(n)
             return w if p is None else w[p]
-        add(b + "ffn_gate.weight", (f, e), lambda n=b + "ffn_gate.weight": rows(n), transformed=perm is not None)
-        add(b + "ffn_up.weight", (f, e), lambda n=b + "ffn_up.weight": rows(n), transformed=perm is not None)
+        # (functions defined in this loop are bound through default arguments, never by closure)
+        add(b + "ffn_gate.weight", (f, e), lambda n=b + "ffn_gate.weight", r=rows: r(n), transformed=perm is not None)
+        add(b + "ffn_up.weight", (f, e), lambda n=b + "ffn_up.weight", r=rows: r(n), transformed=perm is not None)
         if sparse_file:
             def down_t(n=b + "ffn_down.weight", p=perm):
                 w = load(n).T                      # [n_ff, n_embd]: one row per neuron

@@ -1,0 +1,80 @@
+"""The tokenizer written into the GGUF gives the same ids as the Hugging Face
+tokenizer it came from: byte-level BPE (tokenizer.json, checked against the
+`tokenizers` library) and SentencePiece (tokenizer.model, checked against the
+`sentencepiece` library). Read back by llama.cpp (llama-cpp-python, vocab
+only) and by our engine.
+"""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from prosparse_cpu.convert.cli import convert
+from test_convert import engine, hf_folder, tokenizers_dir  # noqa: F401  (session fixture)
+from test_convert_fixtures import SAMPLE_TEXTS, GGUFModel, corpus_text
+
+TEXTS = SAMPLE_TEXTS + [corpus_text()[:2000]]
+
+
+def hf_ids(folder, kind, text):
+    if kind == "bpe":
+        from tokenizers import Tokenizer
+        return Tokenizer.from_file(str(folder / "tokenizer.json")).encode(text, add_special_tokens=False).ids
+    import sentencepiece as spm
+    return spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model")).encode(text)
+
+
+@pytest.fixture(params=["bpe", "spm"])
+def converted(request, tmp_path, tokenizers_dir):  # noqa: F811
+    kind = request.param
+    hf_folder(tmp_path / "hf", tokenizers_dir, "llama", "silu", tok=kind)
+    out = tmp_path / "m.gguf"
+    convert(tmp_path / "hf", out, "f16", progress=False)
+    return kind, tmp_path / "hf", out
+
+
+def test_gguf_vocab_is_the_tokenizers(converted):
+    kind, hf, out = converted
+    m = GGUFModel(out)
+    toks = m.kv("tokenizer.ggml.tokens")
+    if kind == "bpe":
+        import json
+        vocab = json.loads((hf / "tokenizer.json").read_text())["model"]["vocab"]
+        assert all(toks[i] == t for t, i in vocab.items())
+        assert m.kv("tokenizer.ggml.model") == "gpt2"
+        assert len(m.kv("tokenizer.ggml.merges")) > 0
+    else:
+        import sentencepiece as spm
+        sp = spm.SentencePieceProcessor(model_file=str(hf / "tokenizer.model"))
+        assert toks == [sp.id_to_piece(i) for i in range(sp.vocab_size())]
+        assert m.kv("tokenizer.ggml.model") == "llama"
+        assert m.kv("tokenizer.ggml.bos_token_id") == sp.bos_id()
+        assert m.kv("tokenizer.ggml.eos_token_id") == sp.eos_id()
+        assert m.kv("tokenizer.ggml.add_bos_token") is True
+        assert m.kv("tokenizer.ggml.add_space_prefix") is True
+
+
+@pytest.mark.llamacpp
+def test_llama_cpp_tokenizes_like_hf(converted):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    kind, hf, out = converted
+    llm = llama_cpp.Llama(model_path=str(out), vocab_only=True, verbose=False, n_threads=2, n_threads_batch=2)
+    for text in TEXTS:
+        assert llm.tokenize(text.encode(), add_bos=False, special=False) == hf_ids(hf, kind, text), text[:40]
+
+
+def test_engine_tokenizes_like_hf(converted):
+    kind, hf, out = converted
+    Model, ProSparseError = engine()
+    try:
+        m = Model(str(out), threads=1, n_ctx=64)
+    except ProSparseError as e:
+        if "cannot load native library" in str(e):
+            pytest.skip(f"engine not built: {e}")
+        raise
+    with m:
+        for text in TEXTS:
+            assert m.tokenize(text, add_bos=False) == hf_ids(hf, kind, text), text[:40]
+        if kind == "bpe":
+            assert m.tokenize("<|im_start|>user", add_bos=False, special=True)[0] == 1
