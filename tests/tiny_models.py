@@ -14,8 +14,6 @@
 from __future__ import annotations
 
 import copy
-import ctypes
-import os
 from pathlib import Path
 
 import gguf
@@ -67,14 +65,16 @@ N_VOCAB = len(byte_vocab()[0])
 
 def make_hf_llama(seed: int = 0, n_layer: int = 2, n_embd: int = 64, n_head: int = 4, n_head_kv: int = 2,
                   n_ff: int = 96, tied: bool = False, rope_theta: float = 10000.0, std: float = 0.08,
-                  max_pos: int = 512):
+                  max_pos: int = 512, rope_linear_factor: float | None = None):
     """A random float32 LlamaForCausalLM; weights drawn with a larger spread than
     HF's default so logits are far from uniform, norms randomised around 1."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(vocab_size=N_VOCAB, hidden_size=n_embd, intermediate_size=n_ff,
                       num_hidden_layers=n_layer, num_attention_heads=n_head, num_key_value_heads=n_head_kv,
-                      rms_norm_eps=1e-5, rope_theta=rope_theta, max_position_embeddings=max_pos,
+                      rms_norm_eps=1e-5, max_position_embeddings=max_pos,
+                      rope_parameters={"rope_type": "linear", "factor": rope_linear_factor, "rope_theta": rope_theta}
+                      if rope_linear_factor else {"rope_type": "default", "rope_theta": rope_theta},
                       tie_word_embeddings=tied, hidden_act="silu", bos_token_id=0, eos_token_id=0)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg).float().eval()
@@ -132,6 +132,9 @@ def write_gguf(model, path, wtype: str = "f32", arch: str = "llama", activation:
     w.add_head_count_kv(cfg.num_key_value_heads)
     w.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
     w.add_rope_dimension_count(cfg.head_dim)
+    if cfg.rope_parameters.get("rope_type") == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(float(cfg.rope_parameters["factor"]))
     w.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
     w.add_vocab_size(cfg.vocab_size)
     if arch == "prosparse":
@@ -235,96 +238,3 @@ def reference_logits(model, tokens, activation: str = "silu", threshold: float =
     for h in hooks:
         h.remove()
     return out.double().numpy()
-
-
-# ---- the engine through ctypes (until the Python binding exists) ------------------
-
-def _lib_path() -> str:
-    if os.environ.get("PROSPARSE_LIB"):
-        return os.environ["PROSPARSE_LIB"]
-    return str(Path(__file__).resolve().parent.parent / "prosparse_cpu" / "libprosparse.so")
-
-
-class SessionParams(ctypes.Structure):
-    _fields_ = [("n_threads", ctypes.c_int32), ("n_ctx", ctypes.c_int32),
-                ("n_batch", ctypes.c_int32), ("mode", ctypes.c_int32)]
-
-
-class LayerStats(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_int64) for n in ("tokens", "neurons_total", "neurons_active",
-                                              "neurons_predicted", "recall_hits", "recall_total")]
-
-
-def load_lib():
-    lib = ctypes.CDLL(_lib_path())
-    lib.ps_last_error.restype = ctypes.c_char_p
-    lib.ps_model_load.restype = ctypes.c_void_p
-    lib.ps_model_load.argtypes = [ctypes.c_char_p]
-    lib.ps_model_free.argtypes = [ctypes.c_void_p]
-    lib.ps_session_new.restype = ctypes.c_void_p
-    lib.ps_session_new.argtypes = [ctypes.c_void_p, ctypes.POINTER(SessionParams)]
-    lib.ps_session_free.argtypes = [ctypes.c_void_p]
-    lib.ps_session_eval.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int32), ctypes.c_int32,
-                                    ctypes.POINTER(ctypes.c_float)]
-    lib.ps_session_logits.restype = ctypes.POINTER(ctypes.c_float)
-    lib.ps_session_logits.argtypes = [ctypes.c_void_p]
-    lib.ps_session_reset.argtypes = [ctypes.c_void_p]
-    lib.ps_session_set_mode.argtypes = [ctypes.c_void_p, ctypes.c_int32]
-    lib.ps_session_layer_stats.argtypes = [ctypes.c_void_p, ctypes.POINTER(LayerStats), ctypes.c_int32]
-    return lib
-
-
-class EngineError(RuntimeError):
-    pass
-
-
-class Engine:
-    """Minimal ctypes handle on one model + one session (tests only)."""
-
-    def __init__(self, path, n_threads: int = 2, n_ctx: int = 512, n_batch: int = 512):
-        self.lib = load_lib()
-        self.model = self.lib.ps_model_load(str(path).encode())
-        if not self.model:
-            raise EngineError(self.lib.ps_last_error().decode())
-        params = SessionParams(n_threads, n_ctx, n_batch, 0)
-        self.sess = self.lib.ps_session_new(self.model, ctypes.byref(params))
-        if not self.sess:
-            err = self.lib.ps_last_error().decode()
-            self.lib.ps_model_free(self.model)
-            raise EngineError(err)
-        self.n_vocab = N_VOCAB
-
-    def eval(self, tokens, all_logits: bool = False, n_vocab: int | None = None):
-        """Append tokens; returns (n, n_vocab) logits if all_logits else the last row."""
-        n_vocab = n_vocab or self.n_vocab
-        arr = (ctypes.c_int32 * len(tokens))(*tokens)
-        out = np.zeros((len(tokens), n_vocab), dtype=np.float32) if all_logits else None
-        ptr = out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)) if all_logits else None
-        rc = self.lib.ps_session_eval(self.sess, arr, len(tokens), ptr)
-        if rc != 0:
-            raise EngineError(f"{rc}: {self.lib.ps_last_error().decode()}")
-        if all_logits:
-            return out
-        return np.ctypeslib.as_array(self.lib.ps_session_logits(self.sess), shape=(n_vocab,)).copy()
-
-    def layer_stats(self, n_layer: int):
-        arr = (LayerStats * n_layer)()
-        self.lib.ps_session_layer_stats(self.sess, arr, n_layer)
-        return [{f: getattr(s, f) for f, _ in LayerStats._fields_} for s in arr]
-
-    def reset(self):
-        self.lib.ps_session_reset(self.sess)
-
-    def close(self):
-        if self.sess:
-            self.lib.ps_session_free(self.sess)
-            self.sess = None
-        if self.model:
-            self.lib.ps_model_free(self.model)
-            self.model = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

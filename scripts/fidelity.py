@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""Teacher-forced top-1 fidelity of our engine on a real llama GGUF file.
+
+One ordinary English text is tokenized (llama.cpp's tokenizer when
+llama-cpp-python is installed, else ours) and the first N tokens are run
+through three forward passes, every position's logits kept:
+
+  ours     prosparse_cpu.Model.eval_all (dense mode, batched prompt processing)
+  llama    llama.cpp through llama-cpp-python (logits_all=True, same tokens)
+  exact    a float64 numpy forward over the file's own dequantized weights
+           (gguf.quants.dequantize), written independently of the C engine:
+           q/k rows un-permuted back to Hugging Face order, rotate-half RoPE
+
+and the argmax at each position compared pairwise. Near-ties flip under any
+rounding, so agreement with llama.cpp alone cannot separate our error from
+theirs: the exact reference does, and the positions where exact's top-2 margin
+is large show whether the disagreements are near-ties.
+
+    python scripts/fidelity.py [--model F.gguf] [--text FILE] [--tokens 2048] [--json OUT]
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import gzip
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_MODEL = os.path.expanduser("~/.cache/prosparse-cpu/SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def default_text_path() -> str | None:
+    """Ordinary English prose that ships with the machine: Python's LICENSE
+    (its history section and license terms), else pip's user guide."""
+    candidates = sorted(glob.glob("/usr/lib/python3*/LICENSE.txt"))
+    candidates += ["/usr/share/doc/python3-pip/html/user_guide.rst.gz"]
+    for c in candidates:
+        if os.path.exists(c):
+            return c
+    return None
+
+
+def read_text(path: str) -> str:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+# ---- the exact float64 reference ------------------------------------------------
+
+class ExactLlama:
+    """A float64 numpy llama forward over a GGUF file's dequantized weights."""
+
+    def __init__(self, path: str):
+        import gguf
+
+        self.reader = gguf.GGUFReader(path)
+        f = self.reader.fields
+        arch = f["general.architecture"].contents()
+        if arch != "llama":
+            raise SystemExit(f"exact reference: architecture {arch!r} not handled (llama only)")
+        get = lambda k, d=None: f[f"llama.{k}"].contents() if f"llama.{k}" in f else d  # noqa: E731
+        self.n_layer = int(get("block_count"))
+        self.n_embd = int(get("embedding_length"))
+        self.n_head = int(get("attention.head_count"))
+        self.n_head_kv = int(get("attention.head_count_kv", self.n_head))
+        self.head_dim = int(get("attention.key_length", self.n_embd // self.n_head))
+        self.base = float(get("rope.freq_base", 10000.0))
+        self.eps = float(get("attention.layer_norm_rms_epsilon", 1e-5))
+        self.tensors = {t.name: t for t in self.reader.tensors}
+
+    def weight(self, name: str) -> np.ndarray:
+        """A tensor as float64 (rows, cols), dequantized with gguf-py."""
+        import gguf
+
+        t = self.tensors[name]
+        return np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float64)
+
+    def unpermute(self, w: np.ndarray, n_head: int) -> np.ndarray:
+        """Undo convert_hf_to_gguf's q/k permutation (back to rotate-half order)."""
+        d = w.shape[0] // n_head
+        return w.reshape(n_head, d // 2, 2, w.shape[1]).swapaxes(1, 2).reshape(w.shape)
+
+    def rmsnorm(self, x, w):
+        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * w
+
+    def rope(self, x, pos):
+        """Hugging Face rotate-half RoPE on (n, heads, head_dim)."""
+        hd = self.head_dim
+        inv = self.base ** (-np.arange(0, hd, 2, dtype=np.float64) / hd)
+        ang = pos[:, None] * inv[None, :]
+        cos = np.concatenate([np.cos(ang)] * 2, axis=-1)[:, None, :]
+        sin = np.concatenate([np.sin(ang)] * 2, axis=-1)[:, None, :]
+        rot = np.concatenate([-x[..., hd // 2:], x[..., :hd // 2]], axis=-1)
+        return x * cos + rot * sin
+
+    def final_hidden(self, tokens, progress=None) -> np.ndarray:
+        n, hd = len(tokens), self.head_dim
+        emb = self.weight("token_embd.weight")
+        x = emb[np.asarray(tokens)]
+        pos = np.arange(n, dtype=np.float64)
+        mask = np.triu(np.full((n, n), -np.inf), k=1)
+        group = self.n_head // self.n_head_kv
+        for il in range(self.n_layer):
+            W = lambda s: self.weight(f"blk.{il}.{s}.weight")  # noqa: E731
+            h = self.rmsnorm(x, W("attn_norm"))
+            q = (h @ self.unpermute(W("attn_q"), self.n_head).T).reshape(n, self.n_head, hd)
+            k = (h @ self.unpermute(W("attn_k"), self.n_head_kv).T).reshape(n, self.n_head_kv, hd)
+            v = (h @ W("attn_v").T).reshape(n, self.n_head_kv, hd)
+            q, k = self.rope(q, pos), self.rope(k, pos)
+            att = np.empty((n, self.n_head, hd))
+            for hh in range(self.n_head):
+                s = q[:, hh, :] @ k[:, hh // group, :].T / np.sqrt(hd) + mask
+                s = np.exp(s - s.max(axis=1, keepdims=True))
+                s /= s.sum(axis=1, keepdims=True)
+                att[:, hh, :] = s @ v[:, hh // group, :]
+            x = x + att.reshape(n, -1) @ W("attn_output").T
+            h = self.rmsnorm(x, W("ffn_norm"))
+            g, u = h @ W("ffn_gate").T, h @ W("ffn_up").T
+            x = x + (g / (1.0 + np.exp(-g)) * u) @ W("ffn_down").T
+            if progress:
+                progress(il + 1, self.n_layer)
+        self.out = self.weight("output.weight") if "output.weight" in self.tensors else emb
+        return self.rmsnorm(x, self.weight("output_norm.weight"))
+
+    def top2(self, tokens, chunk: int = 256, progress=None):
+        """(argmax, margin between the two largest logits) at every position."""
+        hid = self.final_hidden(tokens, progress)
+        top, margin = [], []
+        for i in range(0, len(tokens), chunk):
+            lg = hid[i:i + chunk] @ self.out.T
+            part = np.partition(lg, -2, axis=1)[:, -2:]
+            top.append(lg.argmax(axis=1))
+            margin.append(part[:, 1] - part[:, 0])
+        return np.concatenate(top), np.concatenate(margin)
+
+
+def write_f32_copy(src: str, dst: str) -> str:
+    """The same model with every tensor dequantized to F32 (gguf-py): our
+    engine runs it without activation quantization, so comparing it with the
+    exact reference isolates the forward pass from the kernels' rounding."""
+    import gguf
+
+    r = gguf.GGUFReader(src)
+    w = gguf.GGUFWriter(dst, r.fields["general.architecture"].contents())
+    for key, f in r.fields.items():
+        if key.startswith("GGUF.") or key in ("general.architecture", "general.file_type"):
+            continue
+        sub = f.types[1] if f.types[0] == gguf.GGUFValueType.ARRAY else None
+        w.add_key_value(key, f.contents(), f.types[0], sub)
+    for t in r.tensors:
+        w.add_tensor(t.name, np.ascontiguousarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return dst
+
+
+# ---- the engines ----------------------------------------------------------------
+
+def ours_top1(path, tokens, threads, n_batch=512):
+    from prosparse_cpu import Model
+
+    with Model(path, threads=threads, n_ctx=len(tokens), n_batch=n_batch) as m:
+        t0 = time.perf_counter()
+        logits = m.eval_all(tokens)
+        dt = time.perf_counter() - t0
+    return logits.argmax(axis=1), dt
+
+
+def llama_cpp_top1(path, tokens, threads):
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=path, n_ctx=len(tokens), n_batch=512, n_threads=threads,
+                n_threads_batch=threads, logits_all=True, verbose=False)
+    t0 = time.perf_counter()
+    llm.eval(tokens)
+    dt = time.perf_counter() - t0
+    top = np.asarray(llm.scores[:len(tokens)]).argmax(axis=1)
+    del llm
+    return top, dt
+
+
+def tokenize(path, text, n):
+    """The first n tokens of text, with llama.cpp's tokenizer if available."""
+    try:
+        from llama_cpp import Llama
+
+        llm = Llama(model_path=path, vocab_only=True, verbose=False)
+        ids = llm.tokenize(text.encode(), add_bos=True, special=False)
+        source = "llama.cpp"
+    except ImportError:
+        from prosparse_cpu import Model
+
+        with Model(path, threads=1, n_ctx=16) as m:
+            ids = m.tokenize(text, add_bos=m.add_bos, special=False)
+        source = "prosparse"
+    if len(ids) < n:
+        raise SystemExit(f"text has only {len(ids)} tokens, need {n}")
+    return list(ids[:n]), source
+
+
+def measure(model: str, text_path: str, n_tokens: int, threads: int, use_llama: bool = True,
+            log=print) -> dict:
+    text = read_text(text_path)
+    tokens, tok_source = tokenize(model, text, n_tokens)
+    log(f"{n_tokens} tokens of {text_path} (tokenized by {tok_source})")
+
+    ours, t_ours = ours_top1(model, tokens, threads)
+    log(f"ours: {t_ours:.1f} s")
+    res = {"model": model, "text": text_path, "positions": n_tokens, "tokenizer": tok_source,
+           "threads": threads}
+    if use_llama:
+        try:
+            llama, t_llama = llama_cpp_top1(model, tokens, threads)
+            log(f"llama.cpp: {t_llama:.1f} s")
+        except ImportError:
+            llama = None
+            log("llama-cpp-python is not installed: no llama.cpp comparison")
+    else:
+        llama = None
+
+    t0 = time.perf_counter()
+    exact, margin = ExactLlama(model).top2(
+        tokens, progress=lambda i, n: log(f"\rexact float64 reference: layer {i}/{n}", end="") if i < n else log(""))
+    log(f"exact: {time.perf_counter() - t0:.1f} s")
+
+    agree = lambda a, b: float(np.mean(a == b))  # noqa: E731
+    res["ours_vs_exact"] = agree(ours, exact)
+    clear = margin > 0.05  # exact top-2 gap wider than any engine's rounding
+    res["clear_positions"] = int(clear.sum())
+    res["ours_vs_exact_clear"] = agree(ours[clear], exact[clear])
+    if llama is not None:
+        res["ours_vs_llama"] = agree(ours, llama)
+        res["llama_vs_exact"] = agree(llama, exact)
+        res["llama_vs_exact_clear"] = agree(llama[clear], exact[clear])
+        res["ours_vs_llama_clear"] = agree(ours[clear], llama[clear])
+        res["ours_time_s"], res["llama_time_s"] = t_ours, t_llama
+    return res
+
+
+def greedy_samples(model: str, threads: int, prompts, max_tokens: int = 48, log=print):
+    """Greedy continuations of chat prompts from ours and (if present) llama.cpp."""
+    from prosparse_cpu import Model
+
+    with Model(model, threads=threads, n_ctx=512) as m:
+        for p in prompts:
+            out = m.chat([{"role": "user", "content": p}], max_tokens=max_tokens, temperature=0.0)
+            log(f"ours    | {p} -> {out!r}")
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return
+    llm = Llama(model_path=model, n_ctx=512, n_threads=threads, n_threads_batch=threads, verbose=False)
+    for p in prompts:
+        r = llm.create_chat_completion([{"role": "user", "content": p}], max_tokens=max_tokens, temperature=0.0)
+        log(f"llama   | {p} -> {r['choices'][0]['message']['content']!r}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=os.environ.get("PROSPARSE_SMOLLM2", DEFAULT_MODEL))
+    ap.add_argument("--text", default=default_text_path())
+    ap.add_argument("--tokens", type=int, default=2048)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-llama", action="store_true", help="skip llama.cpp")
+    ap.add_argument("--generate", action="store_true", help="also print greedy chat answers")
+    ap.add_argument("--json", help="write the numbers here")
+    a = ap.parse_args(argv)
+    if not a.text or not os.path.exists(a.text):
+        ap.error("no text file found; pass --text")
+    if not os.path.exists(a.model):
+        ap.error(f"model not found: {a.model}")
+    res = measure(a.model, a.text, a.tokens, a.threads, use_llama=not a.no_llama,
+                  log=lambda *s, end="\n": print(*s, end=end, file=sys.stderr, flush=True))
+    for k in ("ours_vs_llama", "ours_vs_exact", "llama_vs_exact"):
+        if k in res:
+            print(f"{k:16s} {100 * res[k]:6.2f}%  ({res['positions']} positions; on the "
+                  f"{res['clear_positions']} with exact top-2 margin > 0.05: {100 * res[k + '_clear']:.2f}%)")
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2))
+    if a.generate:
+        greedy_samples(a.model, a.threads, ["What is the capital of France?",
+                                             "Write a haiku about the sea.",
+                                             "In two sentences, why is the sky blue?"])
+
+
+if __name__ == "__main__":
+    main()
