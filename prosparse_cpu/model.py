@@ -116,11 +116,13 @@ class Model:
         self._model = handle
         raw = _lib.ps_model_info()
         check(L.ps_model_get_info(self._model, ctypes.byref(raw)), self.path)
-        self.info = ModelInfo(**{
-            name: (getattr(raw, name).decode("utf-8", "replace") if isinstance(getattr(raw, name), bytes)
-                   else getattr(raw, name))
-            for name, _ in _lib.ps_model_info._fields_
-        })
+        fields = {name: getattr(raw, name) for name, _ in _lib.ps_model_info._fields_}
+        for name, value in fields.items():
+            if isinstance(value, bytes):
+                fields[name] = value.decode("utf-8", "replace")
+        fields["tied_output"] = bool(fields["tied_output"])
+        fields["has_predictor"] = bool(fields["has_predictor"])
+        self.info = ModelInfo(**fields)
         params = L.ps_session_default_params()
         params.n_threads = int(threads)
         params.n_ctx = int(n_ctx)

@@ -166,7 +166,7 @@ def tiny_path(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def successor_path(tmp_path_factory) -> str:
     """A tiny model whose greedy chain is: 'A' -> 😀 (as the tokens ðŁ, 0x98, 0x80) -> 'B' -> 'C' -> <|im_end|>;
-    a newline -> 'A' (so a ChatML prompt is answered "😀BC"); every other token -> 'Z'."""
+    a newline -> 'A' (so a ChatML prompt is answered "A😀BC"); every other token -> 'Z'."""
     n_vocab = len(tiny_vocab())
     A, B, C, Z = (token_id(c.encode()) for c in "ABCZ")
     e1, e2, e3 = token_id(b"\xf0\x9f"), token_id(b"\x98"), token_id(b"\x80")

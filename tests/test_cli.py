@@ -48,19 +48,19 @@ def test_generate_exact_text(successor_path):
 
 def test_chat_one_question(successor_path):
     r = ok(run("chat", successor_path, "-p", "hi", "--temp", "0"))
-    assert r.stdout == "😀BC\n"
+    assert r.stdout == "A😀BC\n"
 
 
 def test_chat_script_reset_quit(successor_path):
     script = "hi\n\nsecond turn\n/reset\nafter reset\n/quit\nnever read\n"
     r = ok(run("chat", successor_path, "--temp", "0", "--system", "Be brief.", stdin=script))
-    assert r.stdout == "😀BC\n" * 3
+    assert r.stdout == "A😀BC\n" * 3
     assert "conversation cleared" in r.stderr
 
 
 def test_chat_eof_exits(successor_path):
     r = ok(run("chat", successor_path, "--temp", "0", stdin="hi\n"))
-    assert r.stdout == "😀BC\n"
+    assert r.stdout == "A😀BC\n"
 
 
 def test_inspect(tiny_path):
