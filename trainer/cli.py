@@ -79,13 +79,15 @@ def stages(config_file):
 @click.option("--batch", default=4, show_default=True)
 @click.option("--ppl-p", default=1.0, show_default=True, help="PPL-p%% sparsity: allowed perplexity rise in %%")
 @click.option("--cett-tokens", default=256, show_default=True, help="tokens used to calibrate CETT thresholds")
-@click.option("--no-cett", is_flag=True, help="skip the PPL-p% search")
-def profile(model, data, out, seq_len, max_tokens, batch, ppl_p, cett_tokens, no_cett):
+@click.option("--search-tokens", default=2048, show_default=True, help="tokens the PPL-p%% search evaluates on")
+@click.option("--no-cett", is_flag=True, help="skip the PPL-p%% search")
+def profile(model, data, out, seq_len, max_tokens, batch, ppl_p, cett_tokens, search_tokens, no_cett):
     """Per-layer sparsity, per-neuron activation counts, perplexity, PPL-p% sparsity."""
     from .profile import run_profile
 
     res = run_profile(model, list(data), out, seq_len=seq_len, max_tokens=max_tokens, batch=batch,
-                      ppl_p=None if no_cett else ppl_p, cett_tokens=cett_tokens)
+                      ppl_p=None if no_cett else ppl_p, cett_tokens=cett_tokens,
+                      search_tokens=search_tokens)
     click.echo(json.dumps({k: v for k, v in res.items() if k not in ("layer_sparsity", "cett")}, indent=2))
 
 
