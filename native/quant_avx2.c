@@ -118,6 +118,17 @@ INLINE __m256i rowsum8_epi32(const __m256i p[8]) {
                             _mm256_permute2x128_si256(h0, h1, 0x31));
 }
 
+/* The 8 rows of a tile are one contiguous stretch of 8*rb bytes, read as 8
+ * interleaved short streams the hardware prefetcher does not pick up well.
+ * While working on block b, fetch the same share of the tile PF_TILES ahead,
+ * so the whole next stretch is requested over the current tile's blocks.
+ * (Past the end of the matrix this is harmless: prefetches do not fault.) */
+#define PF_TILES 2
+INLINE void prefetch_ahead(const uint8_t *tile, size_t rb, size_t off, size_t bb) {
+    const uint8_t *p = tile + PF_TILES * 8 * rb + off * 8;
+    for (size_t k = 0; k < 8 * bb; k += 64) _mm_prefetch((const char *)(p + k), _MM_HINT_T0);
+}
+
 INLINE void store8(float *y, __m256 v, int64_t valid) {
     if (valid >= 8) {
         _mm256_storeu_ps(y, v);
@@ -146,6 +157,7 @@ INLINE void gemm_q4(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int
             for (int32_t t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
             for (int64_t b = 0; b < nb; b++) {
                 const size_t off = (size_t)b * bb;
+                prefetch_ahead(row[0], rb, off, bb);
                 __m256 d, c;
                 if (has_min) {
                     scales_dm(row, off, &d, &c);
@@ -188,6 +200,7 @@ static void gemm_q8_0(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, i
             for (int32_t t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
             for (int64_t b = 0; b < nb; b++) {
                 const size_t off = (size_t)b * sizeof(ps_block_q8_0);
+                prefetch_ahead(row[0], rb, off, sizeof(ps_block_q8_0));
                 const __m256 d = scales_d(row, off);
                 /* |w| in registers (w = -128 gives 128, fine as unsigned); the signs
                  * are re-read from L1 per token */
