@@ -217,10 +217,15 @@ static uint32_t pow2_at_least(uint64_t n) {
 
 /* Read an optional special-token id key: absent or out of range keeps *id. */
 static int read_id(const ps_gguf *g, const char *key, int32_t n_vocab, int32_t *id) {
-    uint32_t v;
-    int r = ps_gguf_get_u32(g, key, &v);
-    if (r < 0) return PS_ERR_FORMAT;
-    if (r == 1 && v < (uint32_t)n_vocab) *id = (int32_t)v;
+    int64_t i = ps_gguf_find_key(g, key);
+    if (i < 0) return PS_OK;
+    int type = ps_gguf_kv_type(g, i);
+    if (type == PS_GGUF_STRING || type == PS_GGUF_ARRAY || type == PS_GGUF_BOOL || type == PS_GGUF_FLOAT32 ||
+        type == PS_GGUF_FLOAT64)
+        return ps_fail(PS_ERR_FORMAT, "%s has value type %d, expected an integer token id", key, type);
+    int32_t v;
+    if (ps_gguf_get_i32(g, key, &v) == 1 && v >= 0 && v < n_vocab) *id = v;
+    ps_clear_error(); /* an id out of range (e.g. -1 or 2^32-1 for "none") is ignored */
     return PS_OK;
 }
 
