@@ -85,6 +85,12 @@ class GGUFSource:
                                "which gguf-py cannot dequantize") from None
         return np.asarray(x, dtype=np.float32).reshape(self.shapes[name])
 
+    def raw(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """The tensor's encoded bytes ([rows, bytes per row]), optionally with rows permuted."""
+        data = self.tensors[name].data
+        data = data if rows is None else data[rows]
+        return np.ascontiguousarray(data).view(np.uint8)
+
     def tensor_type(self, name: str) -> gguf.GGMLQuantizationType:
         return self.tensors[name].tensor_type
 

@@ -23,6 +23,12 @@ def _encode(t, x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(q).view(np.uint8).reshape(t.byte_shape)
 
 
+def _checked_raw(t) -> np.ndarray:
+    data = t.raw()
+    check_finite(t.name, gguf.quants.dequantize(data, t.qtype))
+    return data.reshape(t.byte_shape)
+
+
 def write_plan(plan: Plan, gw: gguf.GGUFWriter, out: Path, progress: bool = True) -> None:
     """gw: a GGUFWriter created on a temporary path, metadata already added."""
     out = Path(out)
@@ -39,7 +45,7 @@ def write_plan(plan: Plan, gw: gguf.GGUFWriter, out: Path, progress: bool = True
         bar = tqdm(plan.tensors, desc="converting", unit="tensor", disable=not progress, leave=False)
         for t in bar:
             bar.set_postfix_str(f"{t.name} {t.qtype.name}", refresh=False)
-            data = _encode(t, t.produce())
+            data = _encode(t, t.produce()) if t.raw is None else _checked_raw(t)
             try:
                 gw.write_tensor_data(data)
             except OSError as e:
