@@ -83,7 +83,10 @@ class GGUFSource:
         except NotImplementedError:
             raise ConvertError(f"{self.path}: tensor {name} has type {t.tensor_type.name}, "
                                "which gguf-py cannot dequantize") from None
-        return np.asarray(x, dtype=np.float32).reshape(self.shapes[name])
+        x = np.asarray(x, dtype=np.float32).reshape(self.shapes[name])
+        if not np.isfinite(x).all():
+            raise ConvertError(f"{self.path}: tensor {name} contains NaN or Inf values")
+        return x
 
     def raw(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
         """The tensor's encoded bytes ([rows, bytes per row]), optionally with rows permuted."""

@@ -143,7 +143,10 @@ class HFSource:
         f, hf = self._where[name]
         h = self._handle(f)
         t = h.get_tensor(hf) if f.endswith(".safetensors") else h[hf]
-        return t.to(self._torch.float32).numpy()
+        x = t.to(self._torch.float32).numpy()
+        if not np.isfinite(x).all():
+            raise ConvertError(f"{self.folder / f}: tensor {hf} contains NaN or Inf values")
+        return x
 
     def tokenizer_folder(self) -> Path:
         return self.folder

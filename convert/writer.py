@@ -42,16 +42,17 @@ def write_plan(plan: Plan, gw: gguf.GGUFWriter, out: Path, progress: bool = True
             raise ConvertError(f"cannot write {out}: {e.strerror or e}") from None
         gw.write_kv_data_to_file()
         gw.write_ti_data_to_file()
-        bar = tqdm(plan.tensors, desc="converting", unit="tensor", disable=not progress, leave=False)
-        for t in bar:
-            bar.set_postfix_str(f"{t.name} {t.qtype.name}", refresh=False)
-            data = _encode(t, t.produce()) if t.raw is None else _checked_raw(t)
-            try:
-                gw.write_tensor_data(data)
-            except OSError as e:
-                raise ConvertError(f"cannot write {out}: {e.strerror or e}") from None
-            del data
-        bar.close()
+        # disable=None: a bar on a terminal only, so logs and pipes get one clean error line
+        with tqdm(plan.tensors, desc="converting", unit="tensor", disable=None if progress else True,
+                  leave=False) as bar:
+            for t in bar:
+                bar.set_postfix_str(f"{t.name} {t.qtype.name}", refresh=False)
+                data = _encode(t, t.produce()) if t.raw is None else _checked_raw(t)
+                try:
+                    gw.write_tensor_data(data)
+                except OSError as e:
+                    raise ConvertError(f"cannot write {out}: {e.strerror or e}") from None
+                del data
         gw.close()
         os.replace(tmp, out)
     except BaseException:   # errors and KeyboardInterrupt alike: no partial file

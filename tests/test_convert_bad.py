@@ -1,0 +1,192 @@
+"""Bad input to prosparse-convert: one clear line on stderr, exit status 1 (130 on
+Ctrl-C), no traceback, and no file left behind (not even the temporary one).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file, save_file
+
+from prosparse_cpu.convert.cli import main
+from test_convert import hf_folder, tokenizers_dir  # noqa: F401
+from test_convert_fixtures import make_hf_model
+from test_convert_predictor import powerinfer_dirs
+
+
+def run_bad(args, out_dir, expect):
+    before = sorted(p.name for p in out_dir.iterdir())
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    assert r.exit_code == 1, (r.exit_code, r.output, r.exception)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("prosparse-convert: error: "), r.stderr
+    assert expect in lines[0], lines[0]
+    assert "Traceback" not in r.output
+    assert sorted(p.name for p in out_dir.iterdir()) == before, "a file was left behind"
+    return lines[0]
+
+
+@pytest.fixture
+def model(tmp_path, tokenizers_dir):  # noqa: F811
+    hf_folder(tmp_path / "hf", tokenizers_dir, "llama", "relu", shard=None)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    return tmp_path / "hf", out_dir
+
+
+def edit_weights(hf, fn):
+    sd = load_file(str(hf / "model.safetensors"))
+    fn(sd)
+    save_file(sd, str(hf / "model.safetensors"))
+
+
+def edit_config(hf, **kv):
+    cfg = json.loads((hf / "config.json").read_text())
+    for k, v in kv.items():
+        if v is None:
+            cfg.pop(k, None)
+        else:
+            cfg[k] = v
+    (hf / "config.json").write_text(json.dumps(cfg))
+
+
+def test_missing_tensor(model):
+    hf, out = model
+    edit_weights(hf, lambda sd: sd.pop("model.layers.1.mlp.up_proj.weight"))
+    run_bad([hf, "-o", out / "m.gguf"], out, "missing tensor blk.1.ffn_up.weight")
+
+
+def test_extra_tensor(model):
+    hf, out = model
+    edit_weights(hf, lambda sd: sd.__setitem__("model.layers.0.mlp.extra_proj.weight", torch.zeros(4, 4)))
+    run_bad([hf, "-o", out / "m.gguf"], out, "unexpected tensor model.layers.0.mlp.extra_proj.weight")
+
+
+def test_wrong_shape(model):
+    hf, out = model
+    edit_weights(hf, lambda sd: sd.__setitem__("model.layers.0.mlp.gate_proj.weight", torch.zeros(127, 64)))
+    run_bad([hf, "-o", out / "m.gguf"], out, "blk.0.ffn_gate.weight has shape [127, 64], expected [128, 64]")
+
+
+def test_unsupported_architecture(model):
+    hf, out = model
+    edit_config(hf, architectures=["GPT2LMHeadModel"])
+    run_bad([hf, "-o", out / "m.gguf"], out, "unsupported architecture")
+
+
+@pytest.mark.parametrize("act,param,expect", [("gelu", None, "unsupported activation hidden_act='gelu'"),
+                                              ("fatrelu", None, "hidden_act_param"),
+                                              ("fatrelu", "abc", "hidden_act_param")])
+def test_unsupported_activation(model, act, param, expect):
+    hf, out = model
+    edit_config(hf, hidden_act=act, hidden_act_param=param)
+    run_bad([hf, "-o", out / "m.gguf"], out, expect)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_inf_weights(model, bad):
+    """Found while streaming (late in the file): the partial temporary file is removed."""
+    hf, out = model
+
+    def poison(sd):
+        sd["model.layers.1.mlp.down_proj.weight"][3, 5] = float(bad)
+    edit_weights(hf, poison)
+    run_bad([hf, "-o", out / "m.gguf", "--outtype", "q8_0"], out,
+            "tensor model.layers.1.mlp.down_proj.weight contains NaN or Inf values")
+
+
+def test_vocab_size_mismatch_config_vs_embedding(model):
+    hf, out = model
+    cfg = json.loads((hf / "config.json").read_text())
+    edit_config(hf, vocab_size=cfg["vocab_size"] + 8)
+    run_bad([hf, "-o", out / "m.gguf"], out, "token_embd.weight has shape")
+
+
+def test_vocab_size_mismatch_tokenizer_vs_embedding(tmp_path, tokenizers_dir):  # noqa: F811
+    src, n = tokenizers_dir["bpe"]
+    import shutil
+    shutil.copytree(src, tmp_path / "hf")
+    make_hf_model(tmp_path / "hf", "llama", "relu", n - 10, shard=None)
+    (tmp_path / "out").mkdir()
+    run_bad([tmp_path / "hf", "-o", tmp_path / "out" / "m.gguf"], tmp_path / "out",
+            f"vocabulary size mismatch: the tokenizer has {n} tokens, the model's embedding has {n - 10} rows")
+
+
+def test_unreadable_predictor(model, tmp_path):
+    hf, out = model
+    pred, _ = powerinfer_dirs(tmp_path)
+    (pred / "model_1.pt").write_bytes(b"not a torch file")
+    run_bad([hf, "-o", out / "m.gguf", "--predictor", pred], out, "model_1.pt: unreadable")
+
+
+def test_mismatched_predictor(model, tmp_path):
+    hf, out = model
+    pred, _ = powerinfer_dirs(tmp_path)
+    torch.save({"fc1.weight": torch.zeros(16, 32), "fc2.weight": torch.zeros(128, 16)}, pred / "model_0.pt")
+    run_bad([hf, "-o", out / "m.gguf", "--predictor", pred], out, "do not fit the model")
+
+
+def test_predictor_missing_layer_and_bad_stats(model, tmp_path):
+    hf, out = model
+    pred, stats = powerinfer_dirs(tmp_path)
+    (pred / "model_1.pt").unlink()
+    run_bad([hf, "-o", out / "m.gguf", "--predictor", pred], out, "model_1.pt is missing")
+    torch.save(torch.ones(100), stats / "activation_1.pt")
+    run_bad([hf, "-o", out / "m.gguf", "--stats", stats], out, "layer 1 counts have shape [100], expected [128]")
+    run_bad([hf, "-o", out / "m.gguf", "--predictor", tmp_path / "nowhere"], out, "not a directory")
+
+
+def test_unwritable_output(model, tmp_path):
+    hf, out = model
+    run_bad([hf, "-o", out / "no-such-dir" / "m.gguf"], out, "cannot write")
+    run_bad([hf, "-o", out], out, "it is a directory")
+
+
+def test_bad_sources(tmp_path, model):
+    hf, out = model
+    run_bad([tmp_path / "nothing-here", "-o", out / "m.gguf"], out, "no such file or folder")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run_bad([empty, "-o", out / "m.gguf"], out, "no config.json")
+    (hf / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+    run_bad([hf, "-o", out / "m.gguf"], out, "unreadable weights")
+
+
+def test_conflicting_options(model, tmp_path):
+    hf, out = model
+    pred, _ = powerinfer_dirs(tmp_path)
+    run_bad([hf, "-o", out / "m.gguf", "--llama-compat", "--predictor", pred], out, "--llama-compat")
+
+
+def test_keyboard_interrupt_leaves_nothing(model, monkeypatch):
+    hf, out = model
+    import gguf
+    calls = {"n": 0}
+    real = gguf.quants.quantize
+
+    def interrupted(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+    monkeypatch.setattr(gguf.quants, "quantize", interrupted)
+    r = CliRunner().invoke(main, [str(hf), "-o", str(out / "m.gguf"), "--no-progress"])
+    assert r.exit_code == 130 and "interrupted" in r.stderr
+    assert calls["n"] == 6
+    assert list(out.iterdir()) == []
+
+
+def test_console_script_exit_status(model):
+    """The real entry point: status 1, one line, no traceback."""
+    hf, out = model
+    edit_config(hf, hidden_act="gelu")
+    p = subprocess.run([sys.executable, "-m", "prosparse_cpu.convert.cli", str(hf), "-o", str(out / "m.gguf")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1
+    assert p.stderr.strip().count("\n") == 0 and "unsupported activation" in p.stderr
+    assert list(out.iterdir()) == []
