@@ -20,13 +20,14 @@ def read_log(path):
 
 
 @pytest.mark.slow
-def test_gloo_two_processes_match_one(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_gloo_two_processes_match_one(tmp_path, strategy):
     model = make_tiny_model_dir(tmp_path / "model")
     data = write_corpus(tmp_path / "data")
     one = write_config(tmp_path / "one.toml", model, data, tmp_path / "one",
                        optim={"micro_batch": 2, "grad_accum": 4})
     two = write_config(tmp_path / "two.toml", model, data, tmp_path / "two",
-                       optim={"micro_batch": 2, "grad_accum": 2})
+                       optim={"micro_batch": 2, "grad_accum": 2}, train={"strategy": strategy, "progress": False})
     cli = ["-m", "prosparse_cpu.trainer.cli", "train"]
     subprocess.run([sys.executable, *cli, str(one)], check=True, capture_output=True)
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
@@ -40,5 +41,6 @@ def test_gloo_two_processes_match_one(tmp_path):
         assert x["lambda"] == y["lambda"] and x["lr"] == y["lr"]
         for key in ("loss", "lm_loss", "reg_loss", "sparsity"):
             assert x[key] == pytest.approx(y[key], rel=1e-4), (x["step"], key)
+    assert json.loads((tmp_path / "two" / "final" / "config.json").read_text())["hidden_act"] == "relu"
     # and the loss actually moved, so the comparison is not between two flat lines
     assert a[-1]["lm_loss"] < a[0]["lm_loss"] - 0.1

@@ -337,4 +337,4 @@ def train(cfg: Config, resume: bool = False) -> dict:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     D.barrier(d)
     D.teardown(d)
-    return summary
+    return summary if d.main else None
