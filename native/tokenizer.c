@@ -17,7 +17,7 @@
  */
 #include "tokenizer.h"
 #include "prosparse.h"
-#include "unicode_tables.h"
+#include "pretokenize.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -25,7 +25,6 @@
 #include <string.h>
 
 enum { KIND_BPE = 0, KIND_SPM = 1 };
-enum { PRE_DEFAULT = 0, PRE_GPT2, PRE_SMOLLM, PRE_LLAMA3 };
 
 /* token attributes (bits), from tokenizer.ggml.token_type */
 enum {
@@ -38,7 +37,7 @@ static const uint8_t token_type_attr[7] = {
 
 struct ps_tokenizer {
     int kind;                /* KIND_BPE / KIND_SPM */
-    int pre;                 /* PRE_* (BPE only) */
+    int pre;                 /* enum ps_pre (BPE only) */
     int32_t n_vocab;
     char *text;              /* all token texts back to back */
     uint32_t *text_off;      /* [n_vocab+1]: token i is text[text_off[i] .. text_off[i+1]) */
@@ -65,20 +64,10 @@ struct ps_tokenizer {
 
 /* ---- small growable arrays ---------------------------------------------------- */
 
-typedef struct { int32_t *v; size_t n, cap; } ivec;
+typedef ps_ivec ivec;
 typedef struct { char *v; size_t n, cap; } cvec;
 
-static int ivec_push(ivec *a, int32_t x) {
-    if (a->n == a->cap) {
-        size_t cap = a->cap ? a->cap * 2 : 64;
-        int32_t *v = realloc(a->v, cap * sizeof *v);
-        if (!v) return -1;
-        a->v = v;
-        a->cap = cap;
-    }
-    a->v[a->n++] = x;
-    return 0;
-}
+#define ivec_push ps_ivec_push
 
 static int cvec_put(cvec *a, const void *p, size_t n) {
     if (a->n + n > a->cap) {
@@ -92,72 +81,6 @@ static int cvec_put(cvec *a, const void *p, size_t n) {
     memcpy(a->v + a->n, p, n);
     a->n += n;
     return 0;
-}
-
-/* ---- UTF-8 and Unicode classes -------------------------------------------------- */
-
-/* Byte length of a UTF-8 sequence from its lead byte (no validation). */
-static int utf8_len(unsigned char c) {
-    static const int len[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
-    return len[c >> 4];
-}
-
-static int utf8_put(uint32_t cp, char *out) {
-    if (cp < 0x80) { out[0] = (char)cp; return 1; }
-    if (cp < 0x800) { out[0] = (char)(0xC0 | (cp >> 6)); out[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12)); out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18)); out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
-/* Decode one code point at s[*i] the way llama.cpp does: a malformed
- * sequence consumes one byte and yields U+FFFD (overlong forms are
- * accepted and later re-encoded canonically). */
-static uint32_t utf8_next(const unsigned char *s, size_t n, size_t *i) {
-    unsigned char c = s[*i];
-    int len = c < 0x80 ? 1 : (c & 0x40) == 0 ? 0 : (c & 0x20) == 0 ? 2 : (c & 0x10) == 0 ? 3 : (c & 0x08) == 0 ? 4 : 0;
-    if (len == 1) { (*i)++; return c; }
-    if (len == 0 || *i + (size_t)len > n) { (*i)++; return 0xFFFD; }
-    for (int k = 1; k < len; k++)
-        if ((s[*i + k] & 0xC0) != 0x80) { (*i)++; return 0xFFFD; }
-    uint32_t cp = c & (0x7F >> len);
-    for (int k = 1; k < len; k++) cp = (cp << 6) | (s[*i + k] & 0x3F);
-    if (cp > 0x10FFFF) { (*i)++; return 0xFFFD; } /* llama.cpp cannot re-encode these either */
-    *i += (size_t)len;
-    return cp;
-}
-
-/* PS_UC_* flags of a code point, plus IN_RANGE so "any character" tests can
- * tell a real character from the end of a word. */
-#define UC_IN_RANGE 16
-static uint8_t uc_flags(uint32_t cp) {
-    if (cp < 128) {
-        if ((cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z')) return PS_UC_LETTER;
-        if (cp >= '0' && cp <= '9') return PS_UC_NUMBER;
-        if ((cp >= 9 && cp <= 13) || cp == ' ') return PS_UC_SPACE;
-    }
-    size_t lo = 0, hi = PS_UC_N_RANGES;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (ps_uc_ranges[mid].last < cp) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < PS_UC_N_RANGES && ps_uc_ranges[lo].first <= cp ? ps_uc_ranges[lo].flags : 0;
-}
-
-/* GPT-2 byte-level alphabet: printable Latin-1 bytes stand for themselves,
- * the other 68 bytes for U+0100.. in byte order. */
-static uint32_t byte_to_cp(int b) {
-    if ((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) return (uint32_t)b;
-    int n = 0;
-    for (int c = 0; c < b; c++)
-        if (!((c >= 0x21 && c <= 0x7E) || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE && c <= 0xFF))) n++;
-    return 256u + (uint32_t)n;
 }
 
 /* ---- hashing: token text -> id ------------------------------------------------- */
@@ -399,11 +322,11 @@ static int load_pre(ps_tokenizer *t, const ps_gguf *g) {
     ps_str pre = {"", 0};
     int r = ps_gguf_get_str(g, "tokenizer.ggml.pre", &pre);
     if (r < 0) return PS_ERR_FORMAT;
-    if (r == 0 || ps_str_eq(pre, "default")) t->pre = PRE_DEFAULT;
-    else if (ps_str_eq(pre, "gpt-2") || ps_str_eq(pre, "gpt2")) t->pre = PRE_GPT2;
-    else if (ps_str_eq(pre, "smollm") || ps_str_eq(pre, "starcoder")) t->pre = PRE_SMOLLM;
+    if (r == 0 || ps_str_eq(pre, "default")) t->pre = PS_PRE_DEFAULT;
+    else if (ps_str_eq(pre, "gpt-2") || ps_str_eq(pre, "gpt2")) t->pre = PS_PRE_GPT2;
+    else if (ps_str_eq(pre, "smollm") || ps_str_eq(pre, "starcoder")) t->pre = PS_PRE_SMOLLM;
     else if (ps_str_eq(pre, "llama-bpe") || ps_str_eq(pre, "llama3") || ps_str_eq(pre, "llama-v3")) {
-        t->pre = PRE_LLAMA3;
+        t->pre = PS_PRE_LLAMA3;
         t->ignore_merges = 1;
         t->add_bos = 1;
     } else {
@@ -439,14 +362,14 @@ static int decode_token(const ps_tokenizer *t, int32_t id, const int16_t *cp_byt
         }
         /* byte-level: each char stands for one byte */
         for (size_t i = 0; i < n;) {
-            uint32_t cp = utf8_next((const unsigned char *)s, n, &i);
+            uint32_t cp = ps_utf8_next((const unsigned char *)s, n, &i);
             int b = cp < 324 ? cp_byte[cp] : -1;
             if (b >= 0) {
                 char ch = (char)b;
                 if (cvec_put(out, &ch, 1)) return -1;
             } else { /* not a byte-level char: keep it as UTF-8 */
                 char u[4];
-                if (cvec_put(out, u, (size_t)utf8_put(cp, u))) return -1;
+                if (cvec_put(out, u, (size_t)ps_utf8_put(cp, u))) return -1;
             }
         }
         return 0;
@@ -465,7 +388,7 @@ static int build_pieces(ps_tokenizer *t) {
     if (!t->piece_off) return ps_fail(PS_ERR_MEMORY, "out of memory for token pieces");
     int16_t cp_byte[324];
     memset(cp_byte, 0xff, sizeof cp_byte);
-    for (int b = 0; b < 256; b++) cp_byte[byte_to_cp(b)] = (int16_t)b;
+    for (int b = 0; b < 256; b++) cp_byte[ps_byte_to_cp(b)] = (int16_t)b;
     for (int32_t i = 0; i < t->n_vocab; i++) {
         t->piece_off[i] = (uint32_t)out.n;
         if (decode_token(t, i, cp_byte, &out)) {
@@ -590,7 +513,7 @@ ps_tokenizer *ps_tokenizer_load(const ps_gguf *g) {
             char u[8];
             size_t n;
             if (t->kind == KIND_BPE) {
-                n = (size_t)utf8_put(byte_to_cp(b), u);
+                n = (size_t)ps_utf8_put(ps_byte_to_cp(b), u);
                 t->byte_id[b] = vocab_find(t, u, n);
             } else {
                 static const char hex[] = "0123456789ABCDEF";
@@ -637,203 +560,6 @@ int32_t ps_tokenizer_eot(const ps_tokenizer *t) { return t ? t->eot : -1; }
 int ps_tokenizer_add_bos(const ps_tokenizer *t) { return t ? t->add_bos : 0; }
 int ps_tokenizer_is_eog(const ps_tokenizer *t, int32_t id) {
     return t && id >= 0 && id < t->n_vocab && t->eog[id];
-}
-
-/* ---- pre-tokenizers ------------------------------------------------------------- *
- * A word list is an ivec of word lengths in code points. Each stage refines
- * every word of its input independently (a match never crosses a word
- * boundary), exactly as llama.cpp chains its regexes. cp/fl are the code
- * points and their flags; positions past the word's end read as "nothing". */
-
-typedef struct {
-    const uint32_t *cp;
-    const uint8_t *fl;   /* uc_flags | UC_IN_RANGE */
-    int32_t a, e;        /* current word [a, e) */
-    int32_t prev;        /* end of the last emitted piece */
-    ivec *out;
-} splitter;
-
-#define NOCP 0xFFFFFFFFu
-static uint32_t S_CP(const splitter *s, int32_t i) { return i < s->e ? s->cp[i] : NOCP; }
-static uint8_t S_FL(const splitter *s, int32_t i) { return i < s->e ? s->fl[i] : 0; }
-static int emit(splitter *s, int32_t end) {
-    int32_t len = end - s->prev;
-    s->prev = end;
-    return len > 0 ? ivec_push(s->out, len) : 0;
-}
-#define L_ PS_UC_LETTER
-#define N_ PS_UC_NUMBER
-#define W_ PS_UC_SPACE
-
-/* 's|'t|'re|'ve|'m|'ll|'d (case-folded when fold): length matched, 0 if none. */
-static int contraction(const splitter *s, int32_t pos, int fold) {
-    if (S_CP(s, pos) != '\'' || pos + 1 >= s->e) return 0;
-    uint32_t c1 = S_CP(s, pos + 1), c2 = pos + 2 < s->e ? S_CP(s, pos + 2) : NOCP;
-    if (fold) {
-        if (c1 >= 'A' && c1 <= 'Z') c1 += 32;
-        if (c2 >= 'A' && c2 <= 'Z') c2 += 32;
-    }
-    if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') return 2;
-    if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l')) return 3;
-    return 0;
-}
-
-/* Whitespace tail shared by both regexes: \s+(?!\S) | \s+ */
-static int split_spaces(splitter *s, int32_t *pos) {
-    int32_t n = 0;
-    while (S_FL(s, *pos + n) & W_) n++;
-    if (n > 1 && *pos + n < s->e) *pos += n - 1; /* leave the last space to the next word */
-    else if (n > 0) *pos += n;
-    else (*pos)++;                                /* no rule matched: one code point */
-    return emit(s, *pos);
-}
-
-/* GPT-2: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
-static int split_gpt2(splitter *s) {
-    for (int32_t pos = s->a; pos < s->e;) {
-        int k = contraction(s, pos, 0);
-        if (k) { pos += k; if (emit(s, pos)) return -1; continue; }
-        uint32_t c = S_CP(s, pos);
-        uint8_t f = c == ' ' ? S_FL(s, pos + 1) : S_FL(s, pos);
-        if (f & (L_ | N_)) {
-            uint8_t cls = (f & L_) ? L_ : N_;
-            pos += c == ' ';
-            while (S_FL(s, pos) & cls) pos++;
-            if (emit(s, pos)) return -1;
-            continue;
-        }
-        if (!(f & (W_ | L_ | N_)) && (f & UC_IN_RANGE)) {
-            pos += c == ' ';
-            while (!(S_FL(s, pos) & (W_ | L_ | N_)) && (S_FL(s, pos) & UC_IN_RANGE)) pos++;
-            if (emit(s, pos)) return -1;
-            continue;
-        }
-        if (split_spaces(s, &pos)) return -1;
-    }
-    return 0;
-}
-
-/* LLaMA-3: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
- *          ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
-static int split_llama3(splitter *s) {
-    for (int32_t pos = s->a; pos < s->e;) {
-        int k = contraction(s, pos, 1);
-        if (k) { pos += k; if (emit(s, pos)) return -1; continue; }
-        uint32_t c = S_CP(s, pos);
-        uint8_t f = S_FL(s, pos);
-        if (!(c == '\r' || c == '\n' || (f & N_)) && ((f & L_) || (S_FL(s, pos + 1) & L_))) {
-            pos++;
-            while (S_FL(s, pos) & L_) pos++;
-            if (emit(s, pos)) return -1;
-            continue;
-        }
-        if (f & N_) { /* digits in groups of three */
-            int32_t ini = pos;
-            while (S_FL(s, pos) & N_) {
-                if (++pos - ini >= 3) {
-                    if (emit(s, pos)) return -1;
-                    ini = pos;
-                }
-            }
-            if (emit(s, pos)) return -1;
-            continue;
-        }
-        uint8_t f2 = c == ' ' ? S_FL(s, pos + 1) : f;
-        if (!(f2 & (W_ | L_ | N_)) && (f & UC_IN_RANGE)) {
-            pos += c == ' ';
-            while (!(S_FL(s, pos) & (W_ | L_ | N_)) && (S_FL(s, pos) & UC_IN_RANGE)) pos++;
-            while (S_CP(s, pos) == '\r' || S_CP(s, pos) == '\n') pos++;
-            if (emit(s, pos)) return -1;
-            continue;
-        }
-        int32_t n = 0, last_nl = -1;
-        while (S_FL(s, pos + n) & W_) {
-            uint32_t c2 = S_CP(s, pos + n);
-            if (c2 == '\r' || c2 == '\n') last_nl = pos + n + 1;
-            n++;
-        }
-        if (last_nl >= 0) { /* \s*[\r\n]+ */
-            pos = last_nl;
-            if (emit(s, pos)) return -1;
-            continue;
-        }
-        if (split_spaces(s, &pos)) return -1;
-    }
-    return 0;
-}
-
-/* Runs (or single code points when single) of code points where is(i) holds
- * become words; the gaps between them stay words too. */
-static int split_class(splitter *s, int (*is)(const splitter *, int32_t), int single) {
-    for (int32_t pos = s->a; pos < s->e;) {
-        if (!is(s, pos)) { pos++; continue; }
-        if (emit(s, pos)) return -1;
-        pos++;
-        if (!single)
-            while (pos < s->e && is(s, pos)) pos++;
-        if (emit(s, pos)) return -1;
-    }
-    return emit(s, s->e);
-}
-
-static int is_number(const splitter *s, int32_t i) { return (s->fl[i] & N_) != 0; }
-
-/* [\p{P}\$\+<=>\^~\|] as llama.cpp evaluates it (ASCII punctuation but '`') */
-static int is_default_punct(const splitter *s, int32_t i) {
-    uint32_t c = s->cp[i];
-    if (c < 128) return c != '`' && ((c >= '!' && c <= '/') || (c >= ':' && c <= '@') ||
-                                     (c >= '[' && c <= '_') || (c >= '{' && c <= '~'));
-    return (s->fl[i] & PS_UC_PUNCT) && !(s->fl[i] & W_);
-}
-
-/* [0-9][0-9][0-9]: leftmost non-overlapping triples of ASCII digits */
-static int split_digit_triples(splitter *s) {
-    for (int32_t pos = s->a; pos + 3 <= s->e;) {
-        int ok = 1;
-        for (int k = 0; k < 3; k++) ok &= s->cp[pos + k] >= '0' && s->cp[pos + k] <= '9';
-        if (!ok) { pos++; continue; }
-        if (emit(s, pos) || emit(s, pos + 3)) return -1;
-        pos += 3;
-    }
-    return emit(s, s->e);
-}
-
-enum { ST_GPT2, ST_LLAMA3, ST_EACH_NUMBER, ST_NUMBER_RUNS, ST_PUNCT_RUNS, ST_DIGIT_TRIPLES };
-
-static int run_stage(int stage, const uint32_t *cp, const uint8_t *fl, const ivec *in, ivec *out) {
-    splitter s = {cp, fl, 0, 0, 0, out};
-    out->n = 0;
-    int32_t a = 0;
-    for (size_t w = 0; w < in->n; w++) {
-        s.a = s.prev = a;
-        s.e = a + in->v[w];
-        int rc;
-        switch (stage) {
-        case ST_GPT2: rc = split_gpt2(&s); break;
-        case ST_LLAMA3: rc = split_llama3(&s); break;
-        case ST_EACH_NUMBER: rc = split_class(&s, is_number, 1); break;
-        case ST_NUMBER_RUNS: rc = split_class(&s, is_number, 0); break;
-        case ST_PUNCT_RUNS: rc = split_class(&s, is_default_punct, 0); break;
-        default: rc = split_digit_triples(&s); break;
-        }
-        if (rc) return -1;
-        a = s.e;
-    }
-    return 0;
-}
-
-/* The stage chain of each pre-tokenizer (llama.cpp's regex_exprs). */
-static const int *pre_stages(int pre, int *n) {
-    static const int gpt2[] = {ST_GPT2};
-    static const int smollm[] = {ST_EACH_NUMBER, ST_GPT2};
-    static const int llama3[] = {ST_LLAMA3};
-    static const int dflt[] = {ST_PUNCT_RUNS, ST_GPT2, ST_NUMBER_RUNS, ST_DIGIT_TRIPLES};
-    switch (pre) {
-    case PRE_GPT2: *n = 1; return gpt2;
-    case PRE_SMOLLM: *n = 2; return smollm;
-    case PRE_LLAMA3: *n = 1; return llama3;
-    default: *n = 4; return dflt;
-    }
 }
 
 /* ---- merge loops --------------------------------------------------------------- */
@@ -912,7 +638,7 @@ static int bpe_word(const ps_tokenizer *t, scratch *sc, const unsigned char *w, 
         sc->buf.n = 0;
         for (int32_t i = 0; i < n; i++) {
             char u[4];
-            if (cvec_put(&sc->buf, u, (size_t)utf8_put(byte_to_cp(w[i]), u))) return -1;
+            if (cvec_put(&sc->buf, u, (size_t)ps_utf8_put(ps_byte_to_cp(w[i]), u))) return -1;
         }
         int32_t id = vocab_find(t, sc->buf.v, sc->buf.n);
         if (id >= 0) return ivec_push(&sc->out, id);
@@ -960,22 +686,9 @@ static int bpe_fragment(const ps_tokenizer *t, scratch *sc, const char *text, si
         sc->cp_cap = len + 1;
     }
     size_t n = 0;
-    for (size_t i = 0; i < len;) {
-        sc->cp[n] = utf8_next((const unsigned char *)text, len, &i);
-        sc->fl[n] = uc_flags(sc->cp[n]) | UC_IN_RANGE;
-        n++;
-    }
+    for (size_t i = 0; i < len;) sc->cp[n++] = ps_utf8_next((const unsigned char *)text, len, &i);
     if (n == 0) return 0;
-    int n_st;
-    const int *st = pre_stages(t->pre, &n_st);
-    sc->words.n = 0;
-    if (ivec_push(&sc->words, (int32_t)n)) return -1;
-    for (int k = 0; k < n_st; k++) {
-        if (run_stage(st[k], sc->cp, sc->fl, &sc->words, &sc->words2)) return -1;
-        ivec tmp = sc->words;
-        sc->words = sc->words2;
-        sc->words2 = tmp;
-    }
+    if (ps_pretokenize(t->pre, sc->cp, sc->fl, n, &sc->words, &sc->words2)) return -1;
     /* BPE each word over its canonical UTF-8 bytes */
     cvec wb = {0};
     size_t c = 0;
@@ -984,7 +697,7 @@ static int bpe_fragment(const ps_tokenizer *t, scratch *sc, const char *text, si
         wb.n = 0;
         for (int32_t k = 0; k < sc->words.v[w] && !rc; k++, c++) {
             char u[4];
-            rc = cvec_put(&wb, u, (size_t)utf8_put(sc->cp[c], u));
+            rc = cvec_put(&wb, u, (size_t)ps_utf8_put(sc->cp[c], u));
         }
         if (!rc) rc = bpe_word(t, sc, (const unsigned char *)wb.v, (int32_t)wb.n);
     }
@@ -1018,7 +731,7 @@ static int spm_fragment(const ps_tokenizer *t, scratch *sc, const char *text, si
     if (sym_reserve(sc, n)) return -1;
     int32_t ns = 0;
     for (size_t off = 0; off < n;) {
-        int32_t k = utf8_len(s[off]);
+        int32_t k = ps_utf8_len(s[off]);
         if ((size_t)k > n - off) k = (int32_t)(n - off);
         sc->sym[ns] = (symbol){(int32_t)off, k, ns - 1, -1, -1};
         if (ns > 0) sc->sym[ns - 1].next = ns;
