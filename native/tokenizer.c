@@ -191,8 +191,9 @@ static const char *const EOG_NAMES[] = {
     "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
     "<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>", "[e~[", NULL};
 
-/* Mark every existing token of a name list: control, and optionally EOG
- * (each FIM family contributes only its first present name, as llama.cpp). */
+/* Mark every existing token of a name list: control, and optionally EOG.
+ * (llama.cpp takes one token per FIM family; a vocabulary with two names of
+ * the same family would differ, none known does.) */
 static void mark_names(ps_tokenizer *t, const char *const *names, int eog) {
     for (; *names; names++) {
         int32_t id = find_text(t, *names);

@@ -309,7 +309,9 @@ def test_bpe_pretokenizers_match_llama_cpp(pre, smollm2_vocab, tmp_path):
 
 # ---- SentencePiece ("llama" vocabulary) ------------------------------------------------
 
+SPM_USER = ["<|user|>", "<sep>"]  # user-defined pieces: cut out of the text even as plain text
 SPM_EXTRA = [
+    "<|user|>hello<sep>world <|user|> x<sep><sep>",
     "Ünïcödé wörds: café, naïve, Straße; 中文 日本語 한국어 العربية",
     "numbers 12345 and 3.14159, emoji 😀 and symbols ∑ ≤ →",
     "code: def f(x):\n    return x * 2  # done\n",
@@ -328,14 +330,15 @@ def spm_model(tmp_path_factory):
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines), model_writer=buf, model_type="bpe", vocab_size=2000,
         byte_fallback=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
-        add_dummy_prefix=True, character_coverage=0.9995, minloglevel=2, num_threads=1)
+        add_dummy_prefix=True, character_coverage=0.9995, minloglevel=2, num_threads=1,
+        user_defined_symbols=SPM_USER)
     sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
     tokens, scores, types = [], [], []
     for i in range(sp.get_piece_size()):
         tokens.append(sp.id_to_piece(i))
         scores.append(sp.get_score(i))
         types.append(3 if sp.is_control(i) else 2 if sp.is_unknown(i) else 6 if sp.is_byte(i)
-                     else 5 if sp.is_unused(i) else 1)
+                     else 5 if sp.is_unused(i) else 4 if tokens[-1] in SPM_USER else 1)
     path = write_vocab_model(tmp_path_factory.mktemp("spm") / "spm.gguf", tokens, types, model="llama",
                              scores=scores, bos=sp.bos_id(), eos=sp.eos_id(), unk=sp.unk_id(),
                              add_bos=True, add_space_prefix=True)
@@ -349,12 +352,16 @@ SPM_TEXTS = [t for t in VARIED if "\x00" not in t] + SPM_EXTRA + [
 
 
 def test_spm_matches_sentencepiece(spm_model):
+    """User-defined pieces are left out here: llama.cpp (our reference) cuts
+    them out first and prefixes a space to the text after them, sentencepiece
+    does not; test_spm_matches_llama_cpp covers them."""
     sp, path = spm_model
     m = open_model(path)
     try:
         assert m.add_bos
         n_tok = 0
-        for text in SPM_TEXTS + [real_text()[:20000]]:
+        texts = [t for t in SPM_TEXTS if not any(u in t for u in SPM_USER)]
+        for text in texts + [real_text()[:20000]]:
             want = sp.encode(text)
             got = m.tokenize(text, add_bos=False, special=False)
             assert got == want, f"text {text[:60]!r}:\n ours {got}\n spm  {want}"
@@ -363,7 +370,7 @@ def test_spm_matches_sentencepiece(spm_model):
             # pieces: the dummy-prefix space comes back at the front
             if text:
                 assert m.detokenize(got) == " " + text
-        print(f"SentencePiece BPE: {len(SPM_TEXTS) + 1} texts, {n_tok} tokens identical to sentencepiece")
+        print(f"SentencePiece BPE: {len(texts) + 1} texts, {n_tok} tokens identical to sentencepiece")
         assert m.is_eog(sp.eos_id())
     finally:
         m.close()
