@@ -99,8 +99,7 @@ class HFSource:
         self.kind = kind
         for f in files:
             handle = self._handle(f)
-            names = handle.keys()
-            for hf in names:
+            for hf in handle.keys():
                 g = gguf_name(hf)
                 if g is None:
                     continue
@@ -116,13 +115,16 @@ class HFSource:
                 self.shapes[g] = tuple(int(s) for s in shape)
 
     def _handle(self, f: str):
+        """A safetensors file is opened afresh for every tensor, so its memory map (whose
+        touched pages count as resident memory) is released after each one; .bin
+        state dicts are loaded once (memory-mapped when the format allows)."""
         if f in self._open:
             return self._open[f]
         path = self.folder / f
         try:
             if f.endswith(".safetensors"):
                 from safetensors import safe_open
-                h = safe_open(str(path), framework="pt")
+                return safe_open(str(path), framework="pt")
             else:
                 try:
                     h = self._torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
@@ -141,9 +143,11 @@ class HFSource:
     def load(self, name: str) -> np.ndarray:
         """One tensor as float32 numpy, HF orientation."""
         f, hf = self._where[name]
-        h = self._handle(f)
-        t = h.get_tensor(hf) if f.endswith(".safetensors") else h[hf]
-        x = t.to(self._torch.float32).numpy()
+        if f.endswith(".safetensors"):
+            with self._handle(f) as h:
+                x = h.get_tensor(hf).to(self._torch.float32).numpy()
+        else:
+            x = self._handle(f)[hf].to(self._torch.float32).numpy()
         if not np.isfinite(x).all():
             raise ConvertError(f"{self.folder / f}: tensor {hf} contains NaN or Inf values")
         return x
