@@ -16,6 +16,7 @@
 
 #define MULTI_MAX 8      /* matrices per dispatch */
 #define TOK_CHUNK 64     /* tokens per unit in prompt processing (activations stay in L2) */
+#define ACC_PREFETCH 4   /* rows ahead that accum_rows prefetches */
 
 /* ---- activation quantization ---------------------------------------------- */
 typedef struct quant_task {
@@ -172,8 +173,14 @@ static void acc_range(void *ctx, int64_t u0, int64_t u1, int ith) {
     for (int32_t t = 0; t < a->n_tok; t++) memset(a->Y + (size_t)t * W->n_cols + c0, 0, (size_t)width * sizeof(float));
     if (a->n_tok == 1) {
         float *y = a->Y + c0;
+        const size_t seg_bytes = ps_row_bytes(W->type, width);
         for (int64_t j = 0; j < a->n_idx; j++) {
             const int64_t i = a->idx ? a->idx[j] : j;
+            /* rows come in index order, not memory order: fetch a few ahead */
+            if (j + ACC_PREFETCH < a->n_idx) {
+                const uint8_t *nx = base + (size_t)(a->idx ? a->idx[j + ACC_PREFETCH] : j + ACC_PREFETCH) * a->row_bytes;
+                for (size_t o = 0; o < seg_bytes; o += 64) __builtin_prefetch(nx + o);
+            }
             const float x = a->X[i];
             if (x != 0.0f) a->k->axpy(base + (size_t)i * a->row_bytes, x, y, width);
         }

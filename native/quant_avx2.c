@@ -259,7 +259,11 @@ INLINE void tile_float(const uint8_t *W, size_t rb, int64_t n, const float *X, f
     for (int i = 0; i < RM; i++)
         for (int j = 0; j < RN; j++) acc[i][j] = _mm256_setzero_ps();
     const int64_t n8 = n & ~(int64_t)7;
+    const size_t esize = ft == FT_F32 ? 4 : 2;
     for (int64_t k = 0; k < n8; k += 8) {
+        /* as prefetch_ahead: the RM rows are one stretch, fetch PF_TILES ahead */
+        for (size_t o = (size_t)k * esize * RM; o < (size_t)(k + 8) * esize * RM; o += 64)
+            _mm_prefetch((const char *)(W + PF_TILES * RM * rb + o), _MM_HINT_T0);
         __m256 w[4];
         for (int i = 0; i < RM; i++) w[i] = load8(W + (size_t)i * rb, k, ft);
         for (int j = 0; j < RN; j++) {
