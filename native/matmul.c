@@ -178,8 +178,10 @@ static void acc_range(void *ctx, int64_t u0, int64_t u1, int ith) {
             const int64_t i = a->idx ? a->idx[j] : j;
             /* rows come in index order, not memory order: fetch a few ahead */
             if (j + ACC_PREFETCH < a->n_idx) {
-                const uint8_t *nx = base + (size_t)(a->idx ? a->idx[j + ACC_PREFETCH] : j + ACC_PREFETCH) * a->row_bytes;
-                for (size_t o = 0; o < seg_bytes; o += 64) __builtin_prefetch(nx + o);
+                const int64_t nxi = a->idx ? a->idx[j + ACC_PREFETCH] : j + ACC_PREFETCH;
+                const uint8_t *nx = base + (size_t)nxi * a->row_bytes;
+                if (a->X[nxi] != 0.0f)
+                    for (size_t o = 0; o < seg_bytes; o += 64) __builtin_prefetch(nx + o);
             }
             const float x = a->X[i];
             if (x != 0.0f) a->k->axpy(base + (size_t)i * a->row_bytes, x, y, width);
