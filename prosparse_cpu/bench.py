@@ -108,7 +108,8 @@ class Series:
     """Timings of one (engine, test) pair over the repetitions."""
 
     n_tokens: int
-    seconds: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)      # wall time of each repetition
+    cpu_seconds: list[float] = field(default_factory=list)  # process CPU time (all threads): shows preemption
 
     @property
     def tps(self) -> list[float]:
@@ -122,19 +123,21 @@ class Series:
                 "stdev": statistics.stdev(t) if len(t) > 1 else 0.0, "n": len(t)}
 
 
-def time_pp(engine, ids: np.ndarray) -> float:
+def time_pp(engine, ids: np.ndarray) -> tuple[float, float]:
+    """(wall, cpu) seconds of one prompt of len(ids) tokens from an empty cache."""
     engine.reset()
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     engine.decode(ids)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
-def time_tg(engine, ids: np.ndarray) -> float:
+def time_tg(engine, ids: np.ndarray) -> tuple[float, float]:
+    """(wall, cpu) seconds of len(ids) single-token decodes from an empty cache."""
     engine.reset()
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     for i in range(len(ids)):
         engine.decode(ids[i:i + 1])
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def machine_info() -> dict:
@@ -246,7 +249,9 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
             for r in range(reps):
                 for t, fn, ids in tests:
                     for e in (engines if r % 2 == 0 else engines[::-1]):  # alternate who goes first
-                        series[(e.name, t)].seconds.append(fn(e, ids))
+                        wall, cpu = fn(e, ids)
+                        series[(e.name, t)].seconds.append(wall)
+                        series[(e.name, t)].cpu_seconds.append(cpu)
                         if fn is time_tg:
                             c = e.counters()
                             if c is not None:
@@ -267,7 +272,8 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
         entry = {"name": e.name, "kind": e.kind, "mode": e.mode, "file": os.path.abspath(e.path), "tests": {}}
         for t, _, _ in tests:
             s = series[(e.name, t)]
-            entry["tests"][t] = {"n_tokens": s.n_tokens, "seconds": s.seconds, "tps": s.tps} | s.summary()
+            entry["tests"][t] = {"n_tokens": s.n_tokens, "seconds": s.seconds, "cpu_seconds": s.cpu_seconds,
+                                 "tps": s.tps} | s.summary()
         if counters[e.name]:
             entry["counters"] = counters[e.name][-1]  # counters of the last tg run
         result["engines"].append(entry)
@@ -312,8 +318,8 @@ def print_table(result: dict, file=None) -> None:
     from rich.table import Table
 
     cfg, mach = result["config"], result["machine"]
-    table = Table(title=f"{os.path.basename(cfg['model'])}: {cfg['threads']} threads, {cfg['reps']} reps "
-                        f"(median t/s, min-max), engines interleaved")
+    table = Table(title=f"{os.path.basename(cfg['model'])}, {cfg['threads']} threads",
+                  caption=f"median of {cfg['reps']} reps, engines interleaved, after a warm-up")
     for col, just in (("engine", "left"), ("test", "left"), ("t/s", "right"), ("min-max", "right"),
                       ("stdev", "right"), ("vs llama.cpp", "right"), ("sparsity", "right"), ("recall", "right")):
         table.add_column(col, justify=just)
