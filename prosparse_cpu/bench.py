@@ -205,7 +205,7 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
     from .model import Model
 
     console = Console(stderr=True)
-    say = log or (lambda msg: console.print(msg, highlight=False))
+    say = log or (lambda msg: console.print(msg, highlight=False, soft_wrap=True))
     n_ctx = n_pp + n_tg + 8
     n_batch = max(n_pp, 1)
     load_before = os.getloadavg()
@@ -331,8 +331,8 @@ def print_table(result: dict, file=None) -> None:
             ratio = s.get("ratio_vs_llama_cpp")
             table.add_row(e["name"], t, f"{s['median']:.1f}", f"{s['min']:.1f}-{s['max']:.1f}", f"{s['stdev']:.1f}",
                           "-" if ratio is None else f"{ratio:.2f}x",
-                          _fmt_pct(c.get("sparsity")) if e["kind"] != "llama.cpp" else "-",
-                          _fmt_pct(c.get("recall")) if e["kind"] != "llama.cpp" else "-")
+                          _fmt_pct(c.get("sparsity")) if t.startswith("tg") else "-",  # counters of tg runs
+                          _fmt_pct(c.get("recall")) if t.startswith("tg") else "-")
     console = Console(file=file or sys.stdout, width=120)
     console.print(table)
     la, lb = mach.get("loadavg_before"), mach.get("loadavg_after")
