@@ -146,6 +146,34 @@ def test_smollm2_long_real_text_matches_llama_cpp(smollm2, llama_smollm2):
     print(f"SmolLM2 long text: {len(text)} chars, {len(want)} tokens identical to llama.cpp")
 
 
+# pieces for random strings: whitespace of every kind, format characters,
+# contractions, letters/marks/digits/numbers of several scripts, punctuation,
+# emoji, private-use and unassigned code points, special-token text and halves
+FUZZ_PIECES = [
+    " ", "  ", "\t", "\n", "\r\n", "\u00a0", "\u0085", "\u2028", "\u3000", "\u200d", "\u200b", "\ufeff",
+    "'s", "'S", "'ll", "'LL", "'re", "'", "''", "a", "Z", "é", "ß", "ǅ", "ʰ", "中", "の", "한", "ا", "ह", "ि",
+    "\u0301", "\u0670", "0", "7", "²", "½", "٣", "Ⅻ", "①", "!", "?", ".", ",", "-", "_", "`", "~", "$", "+", "<",
+    "=", "|", "^", "€", "©", "😀", "👍🏽", "🇫🇷", "\ue000", "\U000f0000", "\u0378", "\U0001fbf9", "\U00030000",
+    "\x00", "\x7f", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<reponame>", "<|im_", "|>",
+]
+FUZZ_WORDS = ["hello", "World", "the", "DON'T", "it's", "x1", "123456", "3.14", "foo_bar", "über", "naïve",
+              "日本語", "مرحبا", "def", "return"]
+
+
+def random_strings(n, seed):
+    import random
+    rng = random.Random(seed)
+    return ["".join(rng.choice(FUZZ_PIECES) if rng.random() < 0.6 else rng.choice(FUZZ_WORDS)
+                    for _ in range(rng.randint(1, 25))) for _ in range(n)]
+
+
+@pytest.mark.real
+@pytest.mark.llamacpp
+def test_smollm2_random_strings_match_llama_cpp(smollm2, llama_smollm2):
+    n, n_tok = compare(smollm2, llama_smollm2, random_strings(500, seed=1))
+    print(f"SmolLM2 random strings: {n} tokenizations, {n_tok} tokens identical to llama.cpp")
+
+
 @pytest.mark.real
 @pytest.mark.llamacpp
 def test_smollm2_invalid_utf8_matches_llama_cpp(smollm2, llama_smollm2):
@@ -301,7 +329,7 @@ def test_bpe_pretokenizers_match_llama_cpp(pre, smollm2_vocab, tmp_path):
     ref = llama_vocab(path)
     m = open_model(path)
     try:
-        n, n_tok = compare(m, ref, VARIED + [real_text()[:30000]])
+        n, n_tok = compare(m, ref, VARIED + [real_text()[:30000]] + random_strings(300, seed=2))
         print(f"pre-tokenizer {pre}: {n} tokenizations, {n_tok} tokens identical to llama.cpp")
     finally:
         m.close()
@@ -382,7 +410,7 @@ def test_spm_matches_llama_cpp(spm_model):
     ref = llama_vocab(path)
     m = open_model(path)
     try:
-        n, n_tok = compare(m, ref, SPM_TEXTS + [real_text()[:20000]])
+        n, n_tok = compare(m, ref, SPM_TEXTS + [real_text()[:20000]] + random_strings(300, seed=3))
         print(f"SentencePiece vocab: {n} tokenizations, {n_tok} tokens identical to llama.cpp")
     finally:
         m.close()
