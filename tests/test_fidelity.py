@@ -1,0 +1,69 @@
+"""Fidelity on the real SmolLM2-135M-Instruct Q4_1 (scripts/fidelity.py).
+
+Teacher-forced top-1 over 2,048 positions of ordinary English text, against
+llama.cpp and against an exact float64 forward over the file's dequantized
+weights. Both engines round activations to 8 bits, so their logits differ from
+the exact ones by ~0.25 rms and near-tied positions flip either way; the
+engine must be as faithful to the exact reference as llama.cpp is, and agree
+with it wherever the exact top-2 gap is clear.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOLLM2 = os.environ.get("PROSPARSE_SMOLLM2",
+                         os.path.expanduser("~/.cache/prosparse-cpu/SmolLM2-135M-Instruct.Q4_1.gguf"))
+
+
+def _fidelity():
+    spec = importlib.util.spec_from_file_location("fidelity", ROOT / "scripts" / "fidelity.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _need_model():
+    if not os.path.exists(SMOLLM2):
+        pytest.skip(f"{SMOLLM2} not present (make model)")
+
+
+@pytest.mark.real
+@pytest.mark.llamacpp
+@pytest.mark.slow
+def test_teacher_forced_top1_vs_llama_cpp_and_exact():
+    _need_model()
+    pytest.importorskip("llama_cpp")
+    F = _fidelity()
+    text = F.default_text_path()
+    if text is None:
+        pytest.skip("no ordinary text file on this machine")
+    res = F.measure(SMOLLM2, text, 2048, threads=2)
+    print({k: v for k, v in res.items() if isinstance(v, (int, float))})
+    assert res["positions"] >= 2000
+    assert res["ours_vs_llama"] >= 0.95
+    # as faithful to the exact computation as llama.cpp (within a few positions)
+    assert res["ours_vs_exact"] >= res["llama_vs_exact"] - 0.01
+    # disagreements are near-ties: where the exact top-2 gap is clear, we agree
+    assert res["clear_positions"] >= 1000
+    assert res["ours_vs_exact_clear"] >= 0.995
+
+
+@pytest.mark.real
+def test_greedy_chat_answers_read_sensibly():
+    _need_model()
+    F = _fidelity()
+    answers = {}
+    for prompt in F.PROMPTS:
+        _, ours, text, theirs, their_text = F.greedy_pair(SMOLLM2, prompt, max_tokens=40)
+        print(f"{prompt} -> {text!r}" + ("" if theirs is None else f"\n  llama.cpp: {their_text!r}"))
+        assert len(ours) > 3
+        answers[prompt] = text
+    # (the France answer is not checked: its first token is a near-tie, exact
+    # logits "The" 25.325 vs "L" 25.243, and llama.cpp takes the other branch)
+    assert "sea" in answers[F.PROMPTS[1]].lower()
+    assert "scatter" in answers[F.PROMPTS[2]].lower()
