@@ -190,3 +190,22 @@ def test_console_script_exit_status(model):
     assert p.returncode == 1
     assert p.stderr.strip().count("\n") == 0 and "unsupported activation" in p.stderr
     assert list(out.iterdir()) == []
+
+
+def test_nan_in_gguf_input(model):
+    """A GGUF source is checked too, also on the byte-copy path (the type stays)."""
+    import gguf
+    hf, out = model
+    src_dir = out.parent / "src"
+    src_dir.mkdir()
+    edit_config(hf, hidden_act="silu")
+    src = src_dir / "llama.gguf"
+    assert CliRunner().invoke(main, [str(hf), "-o", str(src), "--outtype", "f32"]).exit_code == 0
+    r = gguf.GGUFReader(str(src), "r+")
+    t = next(t for t in r.tensors if t.name == "blk.1.attn_v.weight")
+    t.data[2, 3] = np.inf
+    r.data.flush()
+    del r, t
+    run_bad([src, "-o", out / "same-type.gguf"], out, "tensor blk.1.attn_v.weight contains NaN or Inf values")
+    run_bad([src, "-o", out / "q8.gguf", "--outtype", "q8_0"], out,
+            "tensor blk.1.attn_v.weight contains NaN or Inf values")
