@@ -1,10 +1,11 @@
 /* sampler.c: pick the next token from logits.
  *
  * Greedy when temperature <= 0; otherwise, in llama.cpp's order: keep the
- * top_k logits, keep the smallest prefix of those (by probability at
- * temperature 1) whose mass reaches top_p, scale by 1/temperature, and draw
- * from the softmax with a seeded xoshiro256** generator, so a seed gives
- * the same tokens on every platform.
+ * top_k logits, keep the smallest best-first prefix of those (by probability
+ * at temperature 1) whose mass reaches top_p, scale by 1/temperature, and
+ * draw from the softmax with a seeded xoshiro256** generator, so a seed
+ * gives the same tokens on every platform. Without top_k the vocabulary is
+ * never fully sorted (bucketed top_p), so a flat distribution stays cheap.
  */
 #include "prosparse.h"
 #include "util.h"
@@ -136,6 +137,70 @@ static int32_t top_k(ps_sampler *r, const float *logits, int32_t n, int32_t k) {
     return m;
 }
 
+/* Sort m (value, id) pairs best first (ties: lower id first). */
+static void sort_desc(float *v, int32_t *id, int32_t m) {
+    for (int32_t j = m / 2 - 1; j >= 0; j--) sift_down(v, id, m, j);
+    for (int32_t end = m - 1; end > 0; end--) {
+        float tv = v[0]; v[0] = v[end]; v[end] = tv;
+        int32_t ti = id[0]; id[0] = id[end]; id[end] = ti;
+        sift_down(v, id, end, 0);
+    }
+}
+
+/* top_p over m candidates already sorted best first: the length of the
+ * shortest prefix whose probability mass (temperature 1) reaches top_p. */
+static int32_t top_p_prefix(const float *v, int32_t m, float mx, float top_p) {
+    double z = 0, cum = 0;
+    for (int32_t i = 0; i < m; i++) z += exp((double)v[i] - mx);
+    for (int32_t i = 0; i < m; i++) {
+        cum += exp((double)v[i] - mx);
+        if (cum >= top_p * z) return i + 1;
+    }
+    return m;
+}
+
+/* top_p over the whole vocabulary without sorting it: logits are bucketed by
+ * their distance below the max, whole buckets are kept while the mass stays
+ * under top_p, and only the bucket where it crosses is sorted. Kept ids go
+ * to r->idx/val (that bucket's best first, at the end); returns the count. */
+enum { TOP_P_BUCKETS = 1024 };
+#define TOP_P_SPAN 32.0 /* nats below the max; further logits share the last bucket */
+
+static int bucket_of(float mx, float x) {
+    double d = (double)mx - x;
+    if (!(d < TOP_P_SPAN)) return TOP_P_BUCKETS - 1;
+    int b = (int)(d * (TOP_P_BUCKETS / TOP_P_SPAN));
+    return b < TOP_P_BUCKETS ? b : TOP_P_BUCKETS - 1;
+}
+
+static int32_t top_p_all(ps_sampler *r, const float *x, int32_t n, float mx, float top_p) {
+    double mass[TOP_P_BUCKETS] = {0}, z = 0;
+    for (int32_t i = 0; i < n; i++) {
+        if (!(x[i] > -INFINITY)) continue;
+        double e = exp((double)x[i] - mx);
+        z += e;
+        mass[bucket_of(mx, x[i])] += e;
+    }
+    double target = top_p * z, cum = 0;
+    int edge = TOP_P_BUCKETS - 1;
+    for (int b = 0; b < TOP_P_BUCKETS; b++) {
+        if (cum + mass[b] >= target) { edge = b; break; }
+        cum += mass[b];
+    }
+    int32_t m = 0;
+    for (int32_t i = 0; i < n; i++) /* whole buckets above the edge, in id order */
+        if (x[i] > -INFINITY && bucket_of(mx, x[i]) < edge) { r->idx[m] = i; r->val[m] = x[i]; m++; }
+    int32_t m0 = m;
+    for (int32_t i = 0; i < n; i++)
+        if (x[i] > -INFINITY && bucket_of(mx, x[i]) == edge) { r->idx[m] = i; r->val[m] = x[i]; m++; }
+    sort_desc(r->val + m0, r->idx + m0, m - m0);
+    for (int32_t i = m0; i < m; i++) {
+        cum += exp((double)r->val[i] - mx);
+        if (cum >= target) return i + 1;
+    }
+    return m;
+}
+
 int32_t ps_sampler_sample(ps_sampler *r, const float *logits, int32_t n_vocab) {
     if (!r || !logits || n_vocab <= 0) return ps_fail(PS_ERR_ARG, "sample: bad arguments (n_vocab %d)", n_vocab);
     const ps_sampler_params *p = &r->p;
@@ -154,30 +219,11 @@ int32_t ps_sampler_sample(ps_sampler *r, const float *logits, int32_t n_vocab) {
     int32_t k = (p->top_k > 0 && p->top_k < n_vocab) ? p->top_k : n_vocab;
     float mx = logits[best];
     int32_t m;
-    if (p->top_p < 1.0f) {
-        /* top_p needs the candidates best first: sort a window of the best w
-         * and widen it only while the mass top_p is not reached */
-        double z = 0;
-        if (k == n_vocab) {
-            for (int32_t i = 0; i < n_vocab; i++)
-                if (logits[i] > -INFINITY) z += exp((double)logits[i] - mx);
-        } else {
-            m = top_k(r, logits, n_vocab, k);
-            for (int32_t i = 0; i < m; i++) z += exp((double)r->val[i] - mx);
-        }
-        for (int32_t w = k < 64 ? k : 64;; w = (w > k / 8) ? k : w * 8) {
-            m = top_k(r, logits, n_vocab, w);
-            double cum = 0;
-            int32_t keep = -1;
-            for (int32_t i = 0; i < m; i++) {
-                cum += exp((double)r->val[i] - mx) / z;
-                if (cum >= p->top_p) { keep = i + 1; break; }
-            }
-            if (keep > 0) { m = keep; break; }
-            if (w == k) break; /* rounding: keep the whole set */
-        }
-    } else if (k < n_vocab) {
+    if (k < n_vocab) {
         m = top_k(r, logits, n_vocab, k);
+        if (p->top_p < 1.0f) m = top_p_prefix(r->val, m, mx, p->top_p);
+    } else if (p->top_p < 1.0f) {
+        m = top_p_all(r, logits, n_vocab, mx, p->top_p);
     } else { /* every finite logit, in id order */
         m = 0;
         for (int32_t i = 0; i < n_vocab; i++)

@@ -128,6 +128,61 @@ TEST(top_p_on_a_large_flat_vocab) {
     free(x);
 }
 
+static const float *sort_keys;
+static int by_logit_desc(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    if (sort_keys[x] != sort_keys[y]) return sort_keys[x] > sort_keys[y] ? -1 : 1;
+    return (x > y) - (x < y);
+}
+
+TEST(top_p_matches_a_full_sort) {
+    /* random logits, from nearly flat to peaked, with ties: every draw must
+     * lie in the top_p prefix a full sort gives, and much of that set is hit */
+    enum { N = 8000 };
+    float *x = malloc(N * sizeof *x);
+    int32_t *order = malloc(N * sizeof *order);
+    char *in = malloc(N), *seen = calloc(N, 1);
+    uint32_t st = 12345;
+    for (int trial = 0; trial < 4; trial++) {
+        for (int i = 0; i < N; i++) {
+            st = st * 1664525u + 1013904223u;
+            double u = (st >> 8) / (double)(1u << 24);
+            static const double scale[4] = {1.0, 4.0, 12.0, 40.0}; /* nearly flat .. peaked */
+            x[i] = (float)(floor(u * scale[trial] * 64.0) / 64.0); /* steps of 1/64: ties */
+            if (i % 97 == 0) x[i] = -INFINITY;
+            order[i] = i;
+        }
+        sort_keys = x;
+        qsort(order, N, sizeof *order, by_logit_desc);
+        float top_p = 0.5f + 0.15f * (float)trial;
+        double z = 0, cum = 0;
+        for (int i = 0; i < N; i++) if (x[order[i]] > -INFINITY) z += exp((double)x[order[i]] - x[order[0]]);
+        memset(in, 0, N);
+        int keep = 0;
+        for (int i = 0; i < N; i++) {
+            in[order[i]] = 1;
+            keep++;
+            cum += exp((double)x[order[i]] - x[order[0]]);
+            if (cum >= top_p * z) break;
+        }
+        ps_sampler *s = make(1.0f, 0, top_p, (uint64_t)trial);
+        int out = 0;
+        memset(seen, 0, N);
+        for (int d = 0; d < 1500; d++) {
+            int32_t t = ps_sampler_sample(s, x, N);
+            if (t < 0 || t >= N || !in[t]) out++;
+            else seen[t] = 1;
+        }
+        CHECK(out == 0);
+        int hit = 0;
+        for (int i = 0; i < N; i++) hit += seen[i];
+        if (!(hit > (keep < 600 ? keep / 2 : 300))) fprintf(stderr, "keep %d hit %d\n", keep, hit);
+        CHECK(hit > (keep < 600 ? keep / 2 : 300));
+        ps_sampler_free(s);
+    }
+    free(x); free(order); free(in); free(seen);
+}
+
 TEST(seeded_and_reproducible) {
     float x[1000];
     for (int i = 0; i < 1000; i++) x[i] = 0.0f;
@@ -163,6 +218,7 @@ int main(void) {
     RUN(distribution_matches_softmax);
     RUN(top_k_and_top_p_cut);
     RUN(top_p_on_a_large_flat_vocab);
+    RUN(top_p_matches_a_full_sort);
     RUN(seeded_and_reproducible);
     return CHECK_DONE();
 }
