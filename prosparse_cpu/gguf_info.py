@@ -157,6 +157,9 @@ def describe(path: str) -> "OrderedDict[str, list[str]]":
     n_down_t = sum(1 for t in reader.tensors if t.name.endswith("ffn_down_t.weight"))
     if n_down_t or n_pred or ps:
         ps.append(f"  ffn_down_t tensors: {n_down_t}; predictor tensors: {n_pred}")
+        pred_in = next((t for t in reader.tensors if t.name == "blk.0.ffn_pred_in.weight"), None)
+        if pred_in is not None:  # ggml order [n_embd, rank]
+            ps.append(f"  predictor rank: {int(pred_in.shape[-1])} ({pred_in.tensor_type.name})")
         ps.extend(_freq_summary(reader))
         out["prosparse"] = ps
 
