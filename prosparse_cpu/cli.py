@@ -187,7 +187,8 @@ def inspect(model, no_engine):
 
         with Model(model, threads=1, n_ctx=16) as m:  # validates every tensor's type, shape and bounds
             i = m.info
-            engine_line = (f"  loads: yes; {i.n_params / 1e6:.1f} M parameters, bulk type {i.weight_type_name}, "
+            params = f"{i.n_params / 1e6:.1f} M" if i.n_params >= 1e6 else f"{i.n_params / 1e3:.1f} K"
+            engine_line = (f"  loads: yes; {params} parameters, bulk type {i.weight_type_name}, "
                            f"activation {i.activation}"
                            + (f" (threshold {i.activation_threshold:g})" if i.activation == "fatrelu" else "")
                            + (f", predictor rank {i.predictor_rank}" if i.has_predictor else "")

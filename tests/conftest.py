@@ -57,9 +57,12 @@ def token_id(text_bytes: bytes) -> int:
 def write_tiny_llama(path, *, n_embd: int = 32, n_ff: int = 64, n_layer: int = 2, n_head: int = 4,
                      n_head_kv: int = 2, seed: int = 0, successor: dict[int, int] | None = None,
                      tied: bool = False, chat_template: str | None = CHATML, drop: tuple = (),
-                     shapes: dict | None = None, scale: float = 0.3) -> Path:
+                     shapes: dict | None = None, scale: float = 0.3, activation: str | None = None,
+                     predictor_rank: int = 0) -> Path:
     """Write a tiny `llama` GGUF (all F32). drop: tensor names to leave out;
-    shapes: tensor name -> numpy shape to use instead of the right one."""
+    shapes: tensor name -> numpy shape to use instead of the right one.
+    activation (relu, fatrelu, ...): a `prosparse` file instead, with ffn_down_t,
+    ffn_freq and, with predictor_rank, predictor tensors."""
     import gguf
 
     tokens = tiny_vocab()
@@ -101,11 +104,24 @@ def write_tiny_llama(path, *, n_embd: int = 32, n_ff: int = 64, n_layer: int = 2
         tensors[b + "ffn_norm.weight"] = np.ones(n_embd, np.float32)
         tensors[b + "ffn_gate.weight"] = proj(n_ff, n_embd)
         tensors[b + "ffn_up.weight"] = proj(n_ff, n_embd)
-        tensors[b + "ffn_down.weight"] = proj(n_embd, n_ff)
+        if activation is None:
+            tensors[b + "ffn_down.weight"] = proj(n_embd, n_ff)
+        else:
+            tensors[b + "ffn_down_t.weight"] = proj(n_ff, n_embd)  # one row per neuron
+            tensors[b + "ffn_freq"] = rng.uniform(0, 1, n_ff).astype(np.float32)
+            if predictor_rank:
+                tensors[b + "ffn_pred_in.weight"] = rand(predictor_rank, n_embd)
+                tensors[b + "ffn_pred_out.weight"] = rand(n_ff, predictor_rank)
     for name, shape in (shapes or {}).items():
         tensors[name] = rand(*shape)
 
-    w = gguf.GGUFWriter(str(path), "llama")
+    w = gguf.GGUFWriter(str(path), "llama" if activation is None else "prosparse")
+    if activation is not None:
+        w.add_string("prosparse.ffn.activation", activation)
+        w.add_float32("prosparse.ffn.activation_threshold", 0.1 if activation == "fatrelu" else 0.0)
+        if predictor_rank:
+            w.add_float32("prosparse.predictor.threshold", 0.0)
+            w.add_string("prosparse.predictor.input", "residual")
     w.add_name("tiny-test")
     w.add_block_count(n_layer)
     w.add_context_length(256)

@@ -260,3 +260,21 @@ def test_smollm2_greedy_reads_sensibly(smol):
                       temperature=0, max_tokens=32)
     assert "Paris" in reply, reply
     assert smol.last_generation.stop_reason == "eog"
+
+
+def test_relu_file_counters_and_bench_modes(tmp_path):
+    from conftest import write_tiny_llama
+    from prosparse_cpu.bench import default_modes
+
+    path = write_tiny_llama(tmp_path / "relu.gguf", activation="relu", predictor_rank=8)
+    with Model(path, threads=2, n_ctx=64) as m:
+        assert m.info.arch == "prosparse" and m.info.activation == "relu" and m.info.has_predictor
+        assert m.info.predictor_rank == 8
+        m.eval(m.tokenize("hello world, some text", add_bos=True))
+        s = m.stats()
+        # random weights: roughly half the ReLU outputs are zero, in every layer
+        assert 0.2 < s["sparsity"] < 0.8
+        assert all(0.1 < layer["sparsity"] < 0.9 for layer in s["layers"])
+        assert default_modes(m) == ["dense", "sparse", "predict"]
+    with Model(write_tiny_llama(tmp_path / "silu.gguf"), threads=1, n_ctx=16) as m:
+        assert default_modes(m) == ["dense"]

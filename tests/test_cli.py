@@ -107,3 +107,13 @@ def test_smollm2_chat_and_inspect(smollm2_path):
     assert "Paris" in r.stdout, r.stdout
     r = ok(run("inspect", smollm2_path))
     assert "pre: smollm" in r.stdout and "Q4_1" in r.stdout and "vocabulary: 49152 tokens" in r.stdout
+
+
+def test_inspect_prosparse_file(tmp_path):
+    from conftest import write_tiny_llama
+
+    path = write_tiny_llama(tmp_path / "ps.gguf", activation="relu", predictor_rank=8)
+    out = ok(run("inspect", path)).stdout
+    for needle in ("architecture: prosparse", "prosparse.ffn.activation: 'relu'", "ffn_down_t tensors: 2",
+                   "predictor rank: 8", "layer   1: mean activation frequency", "activation relu, predictor rank 8"):
+        assert needle in out, needle
