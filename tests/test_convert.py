@@ -248,3 +248,21 @@ def test_metadata_and_chat_template(tmp_path, tokenizers_dir):
     assert toks[m.kv("tokenizer.ggml.bos_token_id")] == "<|im_start|>"
     assert toks[m.kv("tokenizer.ggml.eos_token_id")] == "<|im_end|>"
     assert m.kv("tokenizer.ggml.token_type")[m.kv("tokenizer.ggml.eos_token_id")] == 3   # CONTROL
+
+
+def test_streaming_holds_one_tensor_at_a_time(tmp_path, tokenizers_dir):
+    """Peak Python-side memory while converting stays near the largest tensor, far below the model."""
+    import tracemalloc
+    n = hf_folder(tmp_path / "hf", tokenizers_dir, "llama", "relu", shard="1MB", hidden_size=256,
+                  intermediate_size=1024, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4)
+    model_bytes = 4 * (6 * (2 * 256 * 256 + 2 * 128 * 256 + 3 * 256 * 1024) + 2 * n * 256)   # as float32
+    largest = 4 * 1024 * 256
+    tracemalloc.start()
+    try:
+        convert(tmp_path / "hf", tmp_path / "m.gguf", "q8_0", progress=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    print(f"model {model_bytes / 2**20:.1f} MiB as f32, largest tensor {largest / 2**20:.1f} MiB, "
+          f"peak traced {peak / 2**20:.1f} MiB")
+    assert peak < 4 * largest < model_bytes / 5
