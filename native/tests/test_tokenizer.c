@@ -9,6 +9,7 @@
 #include "tokenizer.h"
 #include "util.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -286,6 +287,51 @@ TEST(bpe_round_trip_random_text) {
     ps_gguf_close(g);
 }
 
+/* One tokenizer shared by several threads gives each the same ids as a
+ * single thread (encode keeps all its state on the caller's side). */
+typedef struct { const ps_tokenizer *t; int seed, bad; uint64_t sum; } worker;
+
+static void *tokenize_worker(void *arg) {
+    worker *w = arg;
+    uint64_t s = (uint64_t)w->seed;
+    char text[400];
+    int32_t a[512], b[512];
+    for (int r = 0; r < 60; r++) {
+        size_t n = random_utf8(&s, text, sizeof text);
+        int na = ps_tokenizer_encode(w->t, text, (int32_t)n, a, 512, 0, 1);
+        int nb = ps_tokenizer_encode(w->t, text, (int32_t)n, b, 512, 0, 1);
+        if (na < 0 || na != nb || memcmp(a, b, (size_t)na * sizeof *a) != 0) w->bad++;
+        for (int i = 0; i < na && i < 512; i++) w->sum = w->sum * 1000003u + (uint64_t)a[i]; /* all ids, in order */
+    }
+    return NULL;
+}
+
+TEST(shared_between_threads) {
+    ps_gguf *g;
+    buf b = bpe_vocab("smollm", 1);
+    ps_tokenizer *t = load(&b, &g);
+    CHECK(t != NULL);
+    if (!t) { ps_gguf_close(g); return; }
+    /* reference ids, one thread at a time */
+    worker ref[2] = {{t, 7, 0, 0}, {t, 8, 0, 0}};
+    tokenize_worker(&ref[0]);
+    tokenize_worker(&ref[1]);
+    CHECK(ref[0].bad == 0 && ref[1].bad == 0 && ref[0].sum != ref[1].sum);
+    pthread_t th[4];
+    worker w[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (worker){t, 7 + (i % 2), 0, 0}; /* two threads on each text stream */
+        pthread_create(&th[i], NULL, tokenize_worker, &w[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(w[i].bad == 0);
+        CHECK(w[i].sum == ref[i % 2].sum);
+    }
+    ps_tokenizer_free(t);
+    ps_gguf_close(g);
+}
+
 /* ---- a SentencePiece-style vocabulary ------------------------------------------- */
 
 #define SP "\xe2\x96\x81" /* U+2581 */
@@ -449,6 +495,7 @@ int main(void) {
     RUN(bpe_merges_by_rank);
     RUN(bpe_pretokenizers_and_specials);
     RUN(bpe_round_trip_random_text);
+    RUN(shared_between_threads);
     RUN(spm_scores_prefix_and_bytes);
     RUN(bad_vocabularies);
     RUN(smollm2_random_text);
