@@ -109,6 +109,10 @@ def chat(model, question, system, n, verbose, mode, threads, n_ctx, temp, top_k,
             return
         interactive = sys.stdin.isatty()
         if interactive:
+            try:
+                import readline  # noqa: F401  (line editing and history for input())
+            except ImportError:
+                pass
             click.echo("Chatting with {} ({} mode, {} threads). /reset clears the conversation, /quit exits."
                        .format(os.path.basename(model), mode, threads), err=True)
         while True:
@@ -125,7 +129,13 @@ def chat(model, question, system, n, verbose, mode, threads, n_ctx, temp, top_k,
                 session.reset()
                 click.echo("(conversation cleared)", err=True)
                 continue
-            session.answer(text)
+            try:
+                session.answer(text)
+            except KeyboardInterrupt:
+                if not interactive:
+                    raise
+                click.echo("\n(interrupted)", err=True)
+                continue
             if verbose:
                 _print_speed(m.last_generation)
 
@@ -161,15 +171,16 @@ class _ChatSession:
         self.messages.append({"role": "user", "content": text})
         self._fit()
         pieces = []
-        for piece in self.model.chat(self.messages, stream=True, **self.gen):
-            pieces.append(piece)
-            sys.stdout.write(piece)
-            sys.stdout.flush()
+        try:
+            for piece in self.model.chat(self.messages, stream=True, **self.gen):
+                pieces.append(piece)
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        finally:  # an interrupted answer stays in the history as far as it got
+            self.messages.append({"role": "assistant", "content": "".join(pieces)})
         sys.stdout.write("\n")
         sys.stdout.flush()
-        reply = "".join(pieces)
-        self.messages.append({"role": "assistant", "content": reply})
-        return reply
+        return self.messages[-1]["content"]
 
 
 # ---- inspect ------------------------------------------------------------------
