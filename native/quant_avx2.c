@@ -139,19 +139,49 @@ INLINE void store8(float *y, __m256 v, int64_t valid) {
     }
 }
 
-/* Q4_0 / Q4_1: acc += dw*dx * sum(q*x) + c*s with c = m or -8*dw (quant.h). */
+/* Lanes of the Q4 kernel's accumulator hold rows in this order (see below);
+ * ROW_UNPERM puts them back in natural order for the store. */
+static const int ROW_ORDER[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+#define ROW_UNPERM _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)
+
+/* 4 rows' nibbles of one block, regrouped so that 64-bit slot s of v[k]
+ * holds elements 8k..8k+7 of row (0, 2, 1, 3)[s]: then each v[k] meets
+ * the same 8 activation bytes in every slot, and the sum over k is a plain
+ * vertical add (rows stay in their lanes). */
+INLINE void q4_regroup(const uint8_t *a0, const uint8_t *a1, const uint8_t *a2, const uint8_t *a3,
+                       __m256i v[4]) {
+    const __m256i m = _mm256_set1_epi8(0x0f);
+    const __m256i u = _mm256_loadu2_m128i((const __m128i *)a1, (const __m128i *)a0);
+    const __m256i u2 = _mm256_loadu2_m128i((const __m128i *)a3, (const __m128i *)a2);
+    const __m256i lo = _mm256_unpacklo_epi64(u, u2); /* bytes 0..7: elements 0..7 and 16..23 */
+    const __m256i hi = _mm256_unpackhi_epi64(u, u2); /* bytes 8..15: elements 8..15 and 24..31 */
+    v[0] = _mm256_and_si256(lo, m);
+    v[1] = _mm256_and_si256(hi, m);
+    v[2] = _mm256_and_si256(_mm256_srli_epi16(lo, 4), m);
+    v[3] = _mm256_and_si256(_mm256_srli_epi16(hi, 4), m);
+}
+
+INLINE __m256i bcast8(const int8_t *p) {
+    int64_t v;
+    memcpy(&v, p, 8);
+    return _mm256_set1_epi64x(v);
+}
+
+/* Q4_0 / Q4_1: acc += dw*dx * sum(q*x) + c*s with c = m or -8*dw (quant.h).
+ * Per token and block: 8 maddubs, int16 adds over the 4 element groups
+ * (|sum| <= 4*2*15*128 < 2^15), one madd per 4 rows, one hadd for all 8. */
 INLINE void gemm_q4(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int64_t r1,
                     const void *Xv, int32_t n_tok, float *Y, int64_t ldy, const int has_min) {
     const int64_t nb = n_cols / PS_QK;
     const size_t bb = has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0);
     const size_t qoff = has_min ? 4 : 2;
-    const __m256i mask = _mm256_set1_epi8(0x0f);
-    const __m256i shift = _mm256_setr_epi64x(0, 0, 4, 4);
+    const __m256i ones16 = _mm256_set1_epi16(1);
     const ps_block_q8a *X = Xv;
     __m256 acc[TOK_TILE];
     for (int64_t r = r0; r < r1; r += 8) {
-        const uint8_t *row[8];
+        const uint8_t *row[8], *prow[8];
         rows8(W, rb, r, r1, row);
+        for (int i = 0; i < 8; i++) prow[i] = row[ROW_ORDER[i]];
         for (int32_t t0 = 0; t0 < n_tok; t0 += TOK_TILE) {
             const int32_t nt = n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE;
             for (int32_t t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
@@ -160,27 +190,32 @@ INLINE void gemm_q4(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int
                 prefetch_ahead(row[0], rb, off, bb);
                 __m256 d, c;
                 if (has_min) {
-                    scales_dm(row, off, &d, &c);
+                    scales_dm(prow, off, &d, &c);
                 } else {
-                    d = scales_d(row, off);
+                    d = scales_d(prow, off);
                     c = _mm256_mul_ps(d, _mm256_set1_ps(-8.0f));
                 }
-                __m256i q[8];
-                for (int i = 0; i < 8; i++) {
-                    const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(row[i] + off + qoff)));
-                    q[i] = _mm256_and_si256(_mm256_srlv_epi64(v, shift), mask);
-                }
+                __m256i v[4], w[4];
+                q4_regroup(row[0] + off + qoff, row[1] + off + qoff, row[2] + off + qoff, row[3] + off + qoff, v);
+                q4_regroup(row[4] + off + qoff, row[5] + off + qoff, row[6] + off + qoff, row[7] + off + qoff, w);
                 const ps_block_q8a *xb = X + (size_t)t0 * nb + b;
                 for (int32_t t = 0; t < nt; t++, xb += nb) {
-                    const __m256i y = _mm256_loadu_si256((const __m256i *)xb->qs);
-                    __m256i p[8];
-                    for (int i = 0; i < 8; i++) p[i] = _mm256_maddubs_epi16(q[i], y);
-                    const __m256 isum = _mm256_cvtepi32_ps(rowsum8_epi16(p));
-                    acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(xb->d)), isum, acc[t]);
+                    const __m256i x0 = bcast8(xb->qs), x1 = bcast8(xb->qs + 8);
+                    const __m256i x2 = bcast8(xb->qs + 16), x3 = bcast8(xb->qs + 24);
+                    const __m256i sa = _mm256_add_epi16(
+                        _mm256_add_epi16(_mm256_maddubs_epi16(v[0], x0), _mm256_maddubs_epi16(v[1], x1)),
+                        _mm256_add_epi16(_mm256_maddubs_epi16(v[2], x2), _mm256_maddubs_epi16(v[3], x3)));
+                    const __m256i sb = _mm256_add_epi16(
+                        _mm256_add_epi16(_mm256_maddubs_epi16(w[0], x0), _mm256_maddubs_epi16(w[1], x1)),
+                        _mm256_add_epi16(_mm256_maddubs_epi16(w[2], x2), _mm256_maddubs_epi16(w[3], x3)));
+                    /* lanes: rows 0 2 4 6 | 1 3 5 7 */
+                    const __m256i isum = _mm256_hadd_epi32(_mm256_madd_epi16(sa, ones16), _mm256_madd_epi16(sb, ones16));
+                    acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(xb->d)), _mm256_cvtepi32_ps(isum), acc[t]);
                     acc[t] = _mm256_fmadd_ps(c, _mm256_set1_ps(xb->s), acc[t]);
                 }
             }
-            for (int32_t t = 0; t < nt; t++) store8(Y + (size_t)(t0 + t) * ldy + r, acc[t], r1 - r);
+            for (int32_t t = 0; t < nt; t++)
+                store8(Y + (size_t)(t0 + t) * ldy + r, _mm256_permutevar8x32_ps(acc[t], ROW_UNPERM), r1 - r);
         }
     }
 }
