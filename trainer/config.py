@@ -62,6 +62,7 @@ class DataConfig:
     heldout_max_seqs: int = 64     # cap, so evaluation stays cheap
     add_eos: bool = True           # an EOS token between documents
     max_tokens: int = 0            # 0 = no limit; else stop reading data after this many tokens
+    cache_dir: str = ""            # tokenized-stream cache; "" = <out_dir>/cache
 
 
 @dataclass

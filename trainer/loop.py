@@ -196,11 +196,12 @@ def train(cfg: Config, resume: bool = False) -> dict:
 
     # Data first: a too-short corpus must fail before any weights are loaded.
     tok = load_tokenizer(cfg.model.path)
-    if d.main:
-        stream = tokenize_files(cfg.data.train, tok, cfg.data.add_eos, cfg.data.max_tokens, cache_dir=out / "cache")
+    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else out / "cache"
+    if d.main:  # rank 0 tokenizes and fills the cache; the others then read it
+        stream = tokenize_files(cfg.data.train, tok, cfg.data.add_eos, cfg.data.max_tokens, cache_dir=cache)
     D.barrier(d)
     if not d.main:
-        stream = tokenize_files(cfg.data.train, tok, cfg.data.add_eos, cfg.data.max_tokens, cache_dir=out / "cache")
+        stream = tokenize_files(cfg.data.train, tok, cfg.data.add_eos, cfg.data.max_tokens, cache_dir=cache)
     data = pack(stream, cfg.data.seq_len, cfg.data.heldout_fraction, cfg.data.heldout_max_seqs,
                 min_train=global_batch, seed=cfg.train.seed)
 

@@ -92,11 +92,11 @@ def write_corpus(folder, n_docs: int = 40, seed: int = 0) -> Path:
     return folder
 
 
-def write_config(path, model_path: str, data, out: str, **sections) -> Path:
+def write_config(path, model_path: str, data_path, out: str, **sections) -> Path:
     """A TOML config for a tiny run; `sections` = {"optim": {"lr": 1e-3}, ...} overrides the defaults."""
     base = {
         "model": {"path": str(model_path), "activation": "relu"},
-        "data": {"train": [str(d) for d in (data if isinstance(data, (list, tuple)) else [data])],
+        "data": {"train": [str(d) for d in (data_path if isinstance(data_path, (list, tuple)) else [data_path])],
                  "seq_len": 32, "heldout_max_seqs": 4},
         "sparsity": {"stages": [[0.0, 2], [0.01, 4], [0.05, 8], [0.05, 10]]},
         "optim": {"lr": 1e-3, "warmup_steps": 2, "micro_batch": 2, "grad_accum": 2},
@@ -116,5 +116,6 @@ def write_config(path, model_path: str, data, out: str, **sections) -> Path:
 
     text = "".join(f"[{name}]\n" + "".join(f"{k} = {fmt(v)}\n" for k, v in vals.items()) + "\n"
                    for name, vals in base.items())
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(text)
     return Path(path)
