@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 import gguf
-from gguf.vocab import BpeVocab, LlamaHfVocab, SentencePieceVocab, SpecialVocab
+from gguf.vocab import BpeVocab, SentencePieceVocab, SpecialVocab
 
 from .errors import ConvertError
 
@@ -62,6 +62,47 @@ def _spm_normalizer(model_path: Path) -> tuple[bool, bool]:
     return bool(m.normalizer_spec.add_dummy_prefix), bool(m.normalizer_spec.remove_extra_whitespaces)
 
 
+def _bytefallback_bpe(tj: dict) -> tuple[list, list, list]:
+    """LLaMA-style BPE with byte fallback (tokenizer.json only) as SentencePiece-style
+    pieces: llama.cpp's SPM tokenizer merges the pair with the highest score, HF's BPE
+    the merge of lowest rank, so a merge's result scores -rank."""
+    m = tj["model"]
+    ids = dict(m["vocab"])
+    for at in tj.get("added_tokens", []):
+        ids.setdefault(at["content"], at["id"])
+    n = max(ids.values()) + 1
+    tokens: list = [None] * n
+    for t, i in ids.items():
+        tokens[i] = t
+    if any(t is None for t in tokens):
+        raise ConvertError("tokenizer.json: token ids are not contiguous")
+    scores = [0.0] * n
+    for rank, merge in enumerate(m.get("merges", [])):
+        a, b = merge.split(" ", 1) if isinstance(merge, str) else merge
+        i = ids.get(a + b)
+        if i is not None and scores[i] == 0.0:
+            scores[i] = -float(rank + 1)
+    types = [gguf.TokenType.NORMAL] * n
+    for i, t in enumerate(tokens):
+        if len(t) == 6 and t.startswith("<0x") and t.endswith(">"):
+            types[i] = gguf.TokenType.BYTE
+    if m.get("unk_token") in ids:
+        types[ids[m["unk_token"]]] = gguf.TokenType.UNKNOWN
+    for at in tj.get("added_tokens", []):
+        types[at["id"]] = gguf.TokenType.CONTROL if at.get("special") else gguf.TokenType.USER_DEFINED
+    return [t.encode("utf-8") for t in tokens], scores, types
+
+
+def _metaspace_prefix(tj: dict) -> bool:
+    """Whether the tokenizer prepends '▁' to the text (SentencePiece's dummy prefix)."""
+    pre = tj.get("pre_tokenizer") or {}
+    if pre.get("type") == "Metaspace":
+        return pre.get("prepend_scheme", "always") != "never" and pre.get("add_prefix_space", True)
+    norm = tj.get("normalizer") or {}
+    steps = norm.get("normalizers", [norm])
+    return any(s.get("type") == "Prepend" and s.get("prepend") == "\u2581" or s.get("prepend") == "▁" for s in steps)
+
+
 def add_hf_tokenizer(gw: gguf.GGUFWriter, folder: Path, n_vocab: int, notes: list[str]) -> str:
     """Write tokenizer.ggml.* for the tokenizer in `folder`; returns a one-word kind."""
     folder = Path(folder)
@@ -78,17 +119,20 @@ def add_hf_tokenizer(gw: gguf.GGUFWriter, folder: Path, n_vocab: int, notes: lis
                 vocab = BpeVocab(folder)
                 kind, model, pre = "bpe", "gpt2", bpe_pre_tokenizer(tj)
             elif m.get("type") == "BPE" and m.get("byte_fallback"):
-                vocab = LlamaHfVocab(folder)
+                vocab = None
                 kind, model, pre = "bpe-bytefallback", "llama", "default"
             else:
                 raise ConvertError(f"{json_path}: unsupported tokenizer model {m.get('type')!r}")
         else:
             raise ConvertError(f"{folder}: no tokenizer (tokenizer.model or tokenizer.json)")
-        tokens, scores, types = [], [], []
-        for text, score, ttype in vocab.all_tokens():
-            tokens.append(text)
-            scores.append(float(score))
-            types.append(ttype)
+        if vocab is None:
+            tokens, scores, types = _bytefallback_bpe(tj)
+        else:
+            tokens, scores, types = [], [], []
+            for text, score, ttype in vocab.all_tokens():
+                tokens.append(text)
+                scores.append(float(score))
+                types.append(ttype)
     except ConvertError:
         raise
     except Exception as e:  # malformed files surface as many exception types
@@ -120,5 +164,9 @@ def add_hf_tokenizer(gw: gguf.GGUFWriter, folder: Path, n_vocab: int, notes: lis
         prefix, squeeze = _spm_normalizer(spm_path)
         gw.add_add_space_prefix(prefix)
         gw.add_remove_extra_whitespaces(squeeze)
+    if kind == "bpe-bytefallback":
+        special.add_special_token.setdefault("bos", True)
+        gw.add_add_space_prefix(_metaspace_prefix(tj))
+        gw.add_remove_extra_whitespaces(False)
     special.add_to_gguf(gw, quiet=True)
     return kind

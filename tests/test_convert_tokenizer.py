@@ -78,3 +78,33 @@ def test_engine_tokenizes_like_hf(converted):
             assert m.tokenize(text, add_bos=False) == hf_ids(hf, kind, text), text[:40]
         if kind == "bpe":
             assert m.tokenize("<|im_start|>user", add_bos=False, special=True)[0] == 1
+
+
+def test_bytefallback_bpe_tokenizer_json(tmp_path, tokenizers_dir):  # noqa: F811
+    """A LLaMA-style tokenizer.json (BPE + byte fallback) without tokenizer.model: merges
+    become SentencePiece scores. Known difference, as in llama.cpp: HF's Metaspace adds no
+    '▁' before text that already starts with a space; SentencePiece (and so llama.cpp) does."""
+    from transformers import AutoTokenizer
+    src, _ = tokenizers_dir["spm"]
+    hf = tmp_path / "hf"
+    AutoTokenizer.from_pretrained(src).save_pretrained(hf)
+    (hf / "tokenizer.model").unlink(missing_ok=True)
+    tok = AutoTokenizer.from_pretrained(hf)
+    from test_convert_fixtures import make_hf_model
+    make_hf_model(hf, "llama", "silu", len(tok), shard=None)
+    out = tmp_path / "m.gguf"
+    convert(hf, out, "f16", progress=False)
+    m = GGUFModel(out)
+    assert m.kv("tokenizer.ggml.model") == "llama" and m.kv("tokenizer.ggml.add_space_prefix") is True
+    texts = [t for t in TEXTS if not t[0].isspace()]
+    want = [tok.encode(t, add_special_tokens=False) for t in texts]
+    Model, ProSparseError = engine()
+    try:
+        with Model(str(out), threads=1, n_ctx=64) as em:
+            assert [em.tokenize(t, add_bos=False) for t in texts] == want
+    except ProSparseError as e:
+        if "cannot load native library" not in str(e):
+            raise
+    llama_cpp = pytest.importorskip("llama_cpp")
+    llm = llama_cpp.Llama(model_path=str(out), vocab_only=True, verbose=False, n_threads=2, n_threads_batch=2)
+    assert [llm.tokenize(t.encode(), add_bos=False) for t in texts] == want
