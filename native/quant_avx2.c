@@ -221,8 +221,9 @@ INLINE void gemm_q4(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int
 }
 
 /* Q8_0: acc += dw*dx * sum(w*x); maddubs takes |w| and x with w's sign. */
-static void gemm_q8_0(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int64_t r1,
-                      const void *Xv, int32_t n_tok, float *Y, int64_t ldy) {
+/* Q8_0 for one token: each row's products reduced by a horizontal-add tree. */
+static void gemm_q8_0_vec(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int64_t r1,
+                          const void *Xv, int32_t n_tok, float *Y, int64_t ldy) {
     const int64_t nb = n_cols / PS_QK;
     const __m256i ones16 = _mm256_set1_epi16(1);
     const ps_block_q8a *X = Xv;
@@ -256,6 +257,77 @@ static void gemm_q8_0(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, i
             for (int32_t t = 0; t < nt; t++) store8(Y + (size_t)(t0 + t) * ldy + r, acc[t], r1 - r);
         }
     }
+}
+
+/* 4 rows' 32-byte blocks transposed in 64-bit pieces: slot s of v[k] holds
+ * bytes 8k..8k+7 of row s (as q4_regroup, natural row order). */
+INLINE void q8_regroup(const uint8_t *a0, const uint8_t *a1, const uint8_t *a2, const uint8_t *a3,
+                       __m256i v[4]) {
+    const __m256i A0 = _mm256_loadu_si256((const __m256i *)a0), A1 = _mm256_loadu_si256((const __m256i *)a1);
+    const __m256i A2 = _mm256_loadu_si256((const __m256i *)a2), A3 = _mm256_loadu_si256((const __m256i *)a3);
+    const __m256i t0 = _mm256_unpacklo_epi64(A0, A1), t1 = _mm256_unpackhi_epi64(A0, A1);
+    const __m256i t2 = _mm256_unpacklo_epi64(A2, A3), t3 = _mm256_unpackhi_epi64(A2, A3);
+    v[0] = _mm256_permute2x128_si256(t0, t2, 0x20);
+    v[1] = _mm256_permute2x128_si256(t1, t3, 0x20);
+    v[2] = _mm256_permute2x128_si256(t0, t2, 0x31);
+    v[3] = _mm256_permute2x128_si256(t1, t3, 0x31);
+}
+
+/* Q8_0 for several tokens: rows regrouped once per block (as the Q4 kernel),
+ * then per token 8 sign+maddubs+madd, vertical adds and one hadd. The integer
+ * sums are exact, and the float steps per lane are those of gemm_q8_0_vec,
+ * so both give identical results. Lanes hold rows 0 1 4 5 | 2 3 6 7. */
+static void gemm_q8_0_mat(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int64_t r1,
+                          const void *Xv, int32_t n_tok, float *Y, int64_t ldy) {
+    static const int order[8] = {0, 1, 4, 5, 2, 3, 6, 7};
+    const __m256i unperm = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    const int64_t nb = n_cols / PS_QK;
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    const ps_block_q8a *X = Xv;
+    __m256 acc[TOK_TILE];
+    __m256i sw[8]; /* regrouped signed weights, re-read per token for the signs */
+    for (int64_t r = r0; r < r1; r += 8) {
+        const uint8_t *row[8], *prow[8];
+        rows8(W, rb, r, r1, row);
+        for (int i = 0; i < 8; i++) prow[i] = row[order[i]];
+        for (int32_t t0 = 0; t0 < n_tok; t0 += TOK_TILE) {
+            const int32_t nt = n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE;
+            for (int32_t t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+            for (int64_t b = 0; b < nb; b++) {
+                const size_t off = (size_t)b * sizeof(ps_block_q8_0);
+                prefetch_ahead(row[0], rb, off, sizeof(ps_block_q8_0));
+                const __m256 d = scales_d(prow, off);
+                q8_regroup(row[0] + off + 2, row[1] + off + 2, row[2] + off + 2, row[3] + off + 2, sw);
+                q8_regroup(row[4] + off + 2, row[5] + off + 2, row[6] + off + 2, row[7] + off + 2, sw + 4);
+                __m256i aw[8];
+                for (int i = 0; i < 8; i++) aw[i] = _mm256_abs_epi8(sw[i]);
+                const ps_block_q8a *xb = X + (size_t)t0 * nb + b;
+                for (int32_t t = 0; t < nt; t++, xb += nb) {
+                    __m256i x[4], s2[2];
+                    for (int k = 0; k < 4; k++) x[k] = bcast8(xb->qs + 8 * k);
+                    for (int g = 0; g < 2; g++) {
+                        __m256i p[4];
+                        for (int k = 0; k < 4; k++)
+                            p[k] = _mm256_madd_epi16(
+                                _mm256_maddubs_epi16(aw[4 * g + k], _mm256_sign_epi8(x[k], sw[4 * g + k])), ones16);
+                        s2[g] = _mm256_add_epi32(_mm256_add_epi32(p[0], p[1]), _mm256_add_epi32(p[2], p[3]));
+                    }
+                    const __m256i isum = _mm256_hadd_epi32(s2[0], s2[1]);
+                    acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(xb->d)), _mm256_cvtepi32_ps(isum), acc[t]);
+                }
+            }
+            for (int32_t t = 0; t < nt; t++)
+                store8(Y + (size_t)(t0 + t) * ldy + r, _mm256_permutevar8x32_ps(acc[t], unperm), r1 - r);
+        }
+    }
+}
+
+static void gemm_q8_0(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int64_t r1,
+                      const void *X, int32_t n_tok, float *Y, int64_t ldy) {
+    if (n_tok >= 2)
+        gemm_q8_0_mat(W, rb, n_cols, r0, r1, X, n_tok, Y, ldy);
+    else
+        gemm_q8_0_vec(W, rb, n_cols, r0, r1, X, n_tok, Y, ldy);
 }
 
 static void gemm_q4_0(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int64_t r1,

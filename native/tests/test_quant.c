@@ -246,7 +246,7 @@ TEST(test_matmul_vs_float_input) {
 }
 
 /* Chunking never changes results: 1 vs 2 threads bit-identical, multi ==
- * separate calls bit-identical. */
+ * separate calls bit-identical, batched == one token at a time. */
 TEST(test_matmul_deterministic) {
     const int64_t nc = 576;
     const int32_t nt = 5;
@@ -276,6 +276,17 @@ TEST(test_matmul_deterministic) {
                 CHECK(memcmp(Ya[i], Yc[i], sizeof(float) * nr[i] * t) == 0);
             }
         }
+        /* batching does not change a token's result: token t of a 5-token product
+         * equals the 1-token product (both SIMD levels) */
+        for (int level = 0; level <= ps_simd_supported(); level++) {
+            ps_simd_set(level);
+            ps_matmul(c2, &M[0], X, nt, Ya[0]);
+            for (int t = 0; t < nt; t++) {
+                ps_matmul(c2, &M[0], X + (size_t)t * nc, 1, Yb[0]);
+                CHECK(memcmp(Ya[0] + (size_t)t * nr[0], Yb[0], sizeof(float) * nr[0]) == 0);
+            }
+        }
+        ps_simd_set(ps_simd_supported());
         for (int i = 0; i < 3; i++) free(W[i]), free(Ya[i]), free(Yb[i]), free(Yc[i]);
         free(X);
     }
