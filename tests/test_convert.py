@@ -17,8 +17,7 @@ from prosparse_cpu.convert.cli import convert
 from test_convert_fixtures import (GGUFModel, gguf_logits, make_bpe_tokenizer, make_hf_model,
                                    make_spm_tokenizer, rel_err, torch_logits)
 
-CASES = [("llama", a) for a in ("silu", "relu", "fatrelu", "relu2", "drelu")] + \
-        [("mistral", "silu"), ("mistral", "relu"), ("minicpm", "silu"), ("minicpm", "relu"), ("minicpm", "fatrelu")]
+CASES = [(f, a) for f in ("llama", "mistral", "minicpm") for a in ("silu", "relu", "fatrelu", "relu2", "drelu")]
 
 
 @pytest.fixture(scope="session")
