@@ -161,9 +161,10 @@ static int split_gpt2(splitter *s) {
     return 0;
 }
 
-/* LLaMA-3: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
+/* LLaMA-3 (max_digits 3; Qwen2 the same with 1):
+ *          (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
  *          ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
-static int split_llama3(splitter *s) {
+static int split_llama3(splitter *s, int max_digits) {
     for (int32_t pos = s->a; pos < s->e;) {
         int k = contraction(s, pos, 1);
         if (k) { pos += k; if (emit(s, pos)) return -1; continue; }
@@ -175,10 +176,10 @@ static int split_llama3(splitter *s) {
             if (emit(s, pos)) return -1;
             continue;
         }
-        if (f & N_) { /* digits in groups of three */
+        if (f & N_) { /* digits in groups of max_digits */
             int32_t ini = pos;
             while (S_FL(s, pos) & N_) {
-                if (++pos - ini >= 3) {
+                if (++pos - ini >= max_digits) {
                     if (emit(s, pos)) return -1;
                     ini = pos;
                 }
@@ -246,7 +247,7 @@ static int split_digit_triples(splitter *s) {
     return emit(s, s->e);
 }
 
-enum { ST_GPT2, ST_LLAMA3, ST_EACH_NUMBER, ST_NUMBER_RUNS, ST_PUNCT_RUNS, ST_DIGIT_TRIPLES };
+enum { ST_GPT2, ST_LLAMA3, ST_QWEN2, ST_EACH_NUMBER, ST_NUMBER_RUNS, ST_PUNCT_RUNS, ST_DIGIT_TRIPLES };
 
 static int run_stage(int stage, const uint32_t *cp, const uint8_t *fl, const ps_ivec *in, ps_ivec *out) {
     splitter s = {cp, fl, 0, 0, 0, out};
@@ -258,7 +259,8 @@ static int run_stage(int stage, const uint32_t *cp, const uint8_t *fl, const ps_
         int rc;
         switch (stage) {
         case ST_GPT2: rc = split_gpt2(&s); break;
-        case ST_LLAMA3: rc = split_llama3(&s); break;
+        case ST_LLAMA3: rc = split_llama3(&s, 3); break;
+        case ST_QWEN2: rc = split_llama3(&s, 1); break;
         case ST_EACH_NUMBER: rc = split_class(&s, is_number, 1); break;
         case ST_NUMBER_RUNS: rc = split_class(&s, is_number, 0); break;
         case ST_PUNCT_RUNS: rc = split_class(&s, is_default_punct, 0); break;
@@ -275,11 +277,13 @@ static const int *pre_stages(int pre, int *n) {
     static const int gpt2[] = {ST_GPT2};
     static const int smollm[] = {ST_EACH_NUMBER, ST_GPT2};
     static const int llama3[] = {ST_LLAMA3};
+    static const int qwen2[] = {ST_QWEN2};
     static const int dflt[] = {ST_PUNCT_RUNS, ST_GPT2, ST_NUMBER_RUNS, ST_DIGIT_TRIPLES};
     switch (pre) {
     case PS_PRE_GPT2: *n = 1; return gpt2;
     case PS_PRE_SMOLLM: *n = 2; return smollm;
     case PS_PRE_LLAMA3: *n = 1; return llama3;
+    case PS_PRE_QWEN2: *n = 1; return qwen2;
     default: *n = 4; return dflt;
     }
 }

@@ -26,6 +26,7 @@ enum ps_pre {
     PS_PRE_GPT2,        /* "gpt-2": the GPT-2 regex */
     PS_PRE_SMOLLM,      /* "smollm": every digit alone, then the GPT-2 regex */
     PS_PRE_LLAMA3,      /* "llama-bpe": the LLaMA-3 regex */
+    PS_PRE_QWEN2,       /* "qwen2": the LLaMA-3 regex with single digits */
 };
 
 /* Split the n code points cp into words for pre-tokenizer pre. words gets

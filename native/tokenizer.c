@@ -218,26 +218,38 @@ static int load_merges(ps_tokenizer *t, const ps_gguf *g) {
     return PS_OK;
 }
 
+/* tokenizer.ggml.pre names, grouped as llama.cpp groups them by regex. */
+static const struct {
+    const char *name;
+    int pre, ignore_merges, add_bos;
+} PRE_NAMES[] = {
+    {"default", PS_PRE_DEFAULT, 0, 0},
+    {"gpt-2", PS_PRE_GPT2, 0, 0}, {"gpt2", PS_PRE_GPT2, 0, 0}, {"phi-2", PS_PRE_GPT2, 0, 0},
+    {"mpt", PS_PRE_GPT2, 0, 0}, {"olmo", PS_PRE_GPT2, 0, 0},
+    {"smollm", PS_PRE_SMOLLM, 0, 0}, {"starcoder", PS_PRE_SMOLLM, 0, 0}, {"refact", PS_PRE_SMOLLM, 0, 0},
+    {"command-r", PS_PRE_SMOLLM, 0, 0},
+    {"llama-bpe", PS_PRE_LLAMA3, 1, 1}, {"llama3", PS_PRE_LLAMA3, 1, 1}, {"llama-v3", PS_PRE_LLAMA3, 1, 1},
+    {"dbrx", PS_PRE_LLAMA3, 0, 0}, {"smaug-bpe", PS_PRE_LLAMA3, 0, 0},
+    {"qwen2", PS_PRE_QWEN2, 0, 0}, {"deepseek-r1-qwen", PS_PRE_QWEN2, 0, 0},
+};
+
 static int load_pre(ps_tokenizer *t, const ps_gguf *g) {
-    ps_str pre = {"", 0};
+    ps_str pre = {"default", 7}; /* llama.cpp's fallback when the key is absent */
     int r = ps_gguf_get_str(g, "tokenizer.ggml.pre", &pre);
     if (r < 0) return PS_ERR_FORMAT;
-    if (r == 0 || ps_str_eq(pre, "default")) t->pre = PS_PRE_DEFAULT;
-    else if (ps_str_eq(pre, "gpt-2") || ps_str_eq(pre, "gpt2")) t->pre = PS_PRE_GPT2;
-    else if (ps_str_eq(pre, "smollm") || ps_str_eq(pre, "starcoder")) t->pre = PS_PRE_SMOLLM;
-    else if (ps_str_eq(pre, "llama-bpe") || ps_str_eq(pre, "llama3") || ps_str_eq(pre, "llama-v3")) {
-        t->pre = PS_PRE_LLAMA3;
-        t->ignore_merges = 1;
-        t->add_bos = 1;
-    } else {
-        char nb[64];
-        size_t k = pre.n < sizeof nb - 1 ? (size_t)pre.n : sizeof nb - 1;
-        memcpy(nb, pre.p, k);
-        nb[k] = '\0';
-        return ps_fail(PS_ERR_UNSUPPORTED,
-                       "pre-tokenizer '%s' is not supported (smollm, llama-bpe, gpt-2, default are)", nb);
+    for (size_t i = 0; i < sizeof PRE_NAMES / sizeof PRE_NAMES[0]; i++) {
+        if (!ps_str_eq(pre, PRE_NAMES[i].name)) continue;
+        t->pre = PRE_NAMES[i].pre;
+        t->ignore_merges = PRE_NAMES[i].ignore_merges;
+        t->add_bos = PRE_NAMES[i].add_bos;
+        return PS_OK;
     }
-    return PS_OK;
+    char nb[64];
+    size_t k = pre.n < sizeof nb - 1 ? (size_t)pre.n : sizeof nb - 1;
+    memcpy(nb, pre.p, k);
+    nb[k] = '\0';
+    return ps_fail(PS_ERR_UNSUPPORTED, "pre-tokenizer '%s' is not supported (smollm, llama-bpe, qwen2, gpt-2, "
+                   "default and their aliases are)", nb);
 }
 
 /* Decoded bytes of token id (as llama.cpp's token_to_piece with special=1).

@@ -321,7 +321,7 @@ def smollm2_vocab():
 
 @pytest.mark.real
 @pytest.mark.llamacpp
-@pytest.mark.parametrize("pre", ["llama-bpe", "gpt-2", "default"])
+@pytest.mark.parametrize("pre", ["llama-bpe", "gpt-2", "default", "qwen2", "dbrx", "command-r", "olmo"])
 def test_bpe_pretokenizers_match_llama_cpp(pre, smollm2_vocab, tmp_path):
     tokens, types, merges = smollm2_vocab
     path = write_vocab_model(tmp_path / f"{pre}.gguf", tokens, types, pre=pre, merges=merges,

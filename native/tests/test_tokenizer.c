@@ -427,8 +427,8 @@ TEST(bad_vocabularies) {
     kv_strs(&b, "tokenizer.ggml.tokens", (const char *const[]){"a"}, 1);
     CHECK(load_fails(&b, "tokenizer model 'bert' is not supported"));
 
-    b = bpe_vocab("qwen2", 1);
-    CHECK(load_fails(&b, "pre-tokenizer 'qwen2' is not supported"));
+    b = bpe_vocab("deepseek-coder", 1);
+    CHECK(load_fails(&b, "pre-tokenizer 'deepseek-coder' is not supported"));
     b = bpe_vocab("gpt-2", 0);
     CHECK(load_fails(&b, "tokenizer.ggml.merges is missing"));
 
