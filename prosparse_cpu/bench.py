@@ -13,11 +13,11 @@ llama_synchronize() after each decode, so a timing covers finished work.
 
 from __future__ import annotations
 
-import ctypes
 import datetime
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -29,6 +29,57 @@ import numpy as np
 from ._lib import ProSparseError
 
 RELU_FAMILY = ("relu", "fatrelu", "relu2", "drelu")
+
+
+# ---- bytes per token ----------------------------------------------------------
+def weight_bytes(path: str) -> dict[str, int]:
+    """Bytes of weights by role, from the file's tensor table (what a decode step may read)."""
+    from .gguf_info import open_reader
+
+    reader = open_reader(path)
+    roles = dict(attn=0, gate=0, up=0, down=0, pred=0, output=0, embd_row=0, norms=0)
+    names = {t.name for t in reader.tensors}
+    for t in reader.tensors:
+        n, name = int(t.n_bytes), t.name
+        if name == "token_embd.weight":
+            roles["embd_row"] = n // max(int(t.shape[-1]), 1)  # one row per token (ggml shape [n_embd, n_vocab])
+            if "output.weight" not in names:
+                roles["output"] += n  # tied: the whole matrix is the output projection
+        elif name == "output.weight":
+            roles["output"] += n
+        elif re.search(r"\.attn_(q|k|v|output)\.weight$", name):
+            roles["attn"] += n
+        elif name.endswith(".ffn_gate.weight"):
+            roles["gate"] += n
+        elif name.endswith(".ffn_up.weight"):
+            roles["up"] += n
+        elif name.endswith((".ffn_down.weight", ".ffn_down_t.weight")):
+            roles["down"] += n
+        elif ".ffn_pred_" in name:
+            roles["pred"] += n
+        elif name.endswith("norm.weight"):
+            roles["norms"] += n
+    return roles
+
+
+def bytes_per_token(roles: dict[str, int], mode: str, counters: dict | None) -> float | None:
+    """Weight bytes one decode step reads in a mode, given the measured shares of
+    active (non-zero) and kept (predicted / above threshold) FFN neurons.
+    KV-cache reads are not counted. None when a sparse mode lacks its counters."""
+    fixed = roles["attn"] + roles["output"] + roles["embd_row"] + roles["norms"]
+    ffn = roles["gate"] + roles["up"] + roles["down"]
+    if mode == "dense":
+        return float(fixed + ffn)
+    c = counters or {}
+    active = None if c.get("sparsity") is None else 1.0 - c["sparsity"]
+    kept = c.get("predicted_share")
+    if mode == "sparse" and active is not None:
+        return fixed + roles["gate"] + active * (roles["up"] + roles["down"])
+    if mode == "predict" and active is not None and kept is not None:
+        return fixed + roles["pred"] + kept * (roles["gate"] + roles["up"]) + active * roles["down"]
+    if mode == "threshold" and kept is not None:
+        return fixed + roles["gate"] + kept * (roles["up"] + roles["down"])
+    return None
 
 
 # ---- engines ----------------------------------------------------------------
@@ -276,6 +327,14 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
                                  "tps": s.tps} | s.summary()
         if counters[e.name]:
             entry["counters"] = counters[e.name][-1]  # counters of the last tg run
+        try:
+            bpt = bytes_per_token(weight_bytes(e.path), e.mode, entry.get("counters"))
+        except ProSparseError:
+            bpt = None
+        entry["weight_bytes_per_token"] = bpt
+        for t, s in entry["tests"].items():
+            if t.startswith("tg") and bpt and s.get("median"):
+                s["implied_gb_per_s"] = bpt * s["median"] / 1e9
         result["engines"].append(entry)
     _add_ratios(result)
     return result
@@ -321,21 +380,28 @@ def print_table(result: dict, file=None) -> None:
     table = Table(title=f"{os.path.basename(cfg['model'])}, {cfg['threads']} threads",
                   caption=f"median of {cfg['reps']} reps, engines interleaved, after a warm-up")
     for col, just in (("engine", "left"), ("test", "left"), ("t/s", "right"), ("min-max", "right"),
-                      ("stdev", "right"), ("vs llama.cpp", "right"), ("sparsity", "right"), ("recall", "right")):
+                      ("stdev", "right"), ("vs llama.cpp", "right"), ("sparsity", "right"), ("recall", "right"),
+                      ("MB/token", "right"), ("GB/s", "right")):
         table.add_column(col, justify=just)
     for e in result["engines"]:
         c = e.get("counters") or {}
+        bpt = e.get("weight_bytes_per_token")
         for t, s in e["tests"].items():
             if not s.get("n"):
                 continue
             ratio = s.get("ratio_vs_llama_cpp")
+            tg = t.startswith("tg")  # counters and bytes describe decode steps
             table.add_row(e["name"], t, f"{s['median']:.1f}", f"{s['min']:.1f}-{s['max']:.1f}", f"{s['stdev']:.1f}",
                           "-" if ratio is None else f"{ratio:.2f}x",
-                          _fmt_pct(c.get("sparsity")) if t.startswith("tg") else "-",  # counters of tg runs
-                          _fmt_pct(c.get("recall")) if t.startswith("tg") else "-")
+                          _fmt_pct(c.get("sparsity")) if tg else "-",
+                          _fmt_pct(c.get("recall")) if tg else "-",
+                          f"{bpt / 1e6:.1f}" if tg and bpt else "-",
+                          f"{s['implied_gb_per_s']:.1f}" if tg and s.get("implied_gb_per_s") else "-")
     console = Console(file=file or sys.stdout, width=120)
     console.print(table)
     la, lb = mach.get("loadavg_before"), mach.get("loadavg_after")
+    console.print("MB/token: weight bytes a decode step reads (KV cache not counted); GB/s: that times tg t/s",
+                  highlight=False)
     console.print(f"machine: {mach.get('cpu', '?')}, {mach.get('cpu_count')} cores; load average "
                   f"{la[0]:.2f} before, {lb[0]:.2f} after (a busy machine makes every number noisy)", highlight=False)
 
