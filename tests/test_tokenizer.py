@@ -55,6 +55,7 @@ VARIED = [
     "\t",
     "a" * 300 + " " + " " * 100 + "b",
     "9" * 301,
+    "12345 123 99912 1234567 xyzzy xyzzyxyzzy plugh",
     "vertical\x0btab\x0cform\x1funit\x00nul\x7fdel",
     # special-token text
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n"
@@ -324,6 +325,11 @@ def smollm2_vocab():
 @pytest.mark.parametrize("pre", ["llama-bpe", "gpt-2", "default", "qwen2", "dbrx", "command-r", "olmo"])
 def test_bpe_pretokenizers_match_llama_cpp(pre, smollm2_vocab, tmp_path):
     tokens, types, merges = smollm2_vocab
+    # extra tokens so digit grouping (llama-bpe: 3, qwen2: 1) and whole-word
+    # lookups before merging (llama-bpe only) change the ids
+    tokens = tokens + ["12", "123", "xyzzy", "\u0120xyzzy"]
+    types = types + [1, 1, 1, 1]
+    merges = merges + ["1 2", "12 3"]
     path = write_vocab_model(tmp_path / f"{pre}.gguf", tokens, types, pre=pre, merges=merges,
                              bos=1, eos=2, add_bos=False)
     ref = llama_vocab(path)
