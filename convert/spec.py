@@ -15,6 +15,7 @@ from .errors import ConvertError
 ACTIVATIONS = ("silu", "relu", "fatrelu", "relu2", "drelu")
 FAMILIES = {  # config.json "architectures" entry -> family
     "LlamaForCausalLM": "llama",
+    "SparseLlamaForCausalLM": "llama",   # ProSparse's own class name (custom code, llama weights)
     "MistralForCausalLM": "mistral",
     "MiniCPMForCausalLM": "minicpm",
 }
