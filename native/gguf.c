@@ -343,6 +343,8 @@ static int parse(ps_gguf *g, const char *path) {
     c.pos = 4;
     int rc;
     if ((rc = rd_u32(&c, &g->version, "version"))) return rc;
+    if (g->version == 0x02000000u || g->version == 0x03000000u)
+        return ps_fail(PS_ERR_UNSUPPORTED, "%s: big-endian GGUF files are not supported", path);
     if (g->version != 2 && g->version != 3)
         return ps_fail(PS_ERR_UNSUPPORTED, "%s: GGUF version %u is not supported (2 and 3 are)", path, g->version);
     uint64_t nt, nkv;

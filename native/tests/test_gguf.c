@@ -263,6 +263,9 @@ TEST(bad_magic_and_version) {
     b = valid_file();
     b.p[4] = 4;
     CHECK(fails_with(&b, "version 4"));
+    b = valid_file();
+    b.p[4] = 0; b.p[7] = 3; /* version 3 written big-endian */
+    CHECK(fails_with(&b, "big-endian"));
     /* v2 has the same layout as v3 for little-endian files */
     b = valid_file();
     b.p[4] = 2;
