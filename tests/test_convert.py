@@ -265,3 +265,16 @@ def test_streaming_holds_one_tensor_at_a_time(tmp_path, tokenizers_dir):
     print(f"model {model_bytes / 2**20:.1f} MiB as f32, largest tensor {largest / 2**20:.1f} MiB, "
           f"peak traced {peak / 2**20:.1f} MiB")
     assert peak < 4 * largest < model_bytes / 5
+
+
+def test_prosparse_checkpoint_class_name(tmp_path, tokenizers_dir):
+    """The published ProSparse LLaMA checkpoints name a custom class; their weights are llama's."""
+    n = hf_folder(tmp_path / "hf", tokenizers_dir, "llama", "fatrelu")
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    cfg.update(architectures=["SparseLlamaForCausalLM"], model_type="sparsellama",
+               auto_map={"AutoModelForCausalLM": "modeling_sparsellama.SparseLlamaForCausalLM"})
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "m.gguf"
+    assert convert(tmp_path / "hf", out, "f32", progress=False)["arch"] == "prosparse"
+    ids = random_sequences(n, 1, 16)[0]
+    assert rel_err(gguf_logits(out, ids), torch_logits(tmp_path / "hf", ids)) <= 1e-4
