@@ -15,7 +15,7 @@ CC ?= cc
 # Baseline x86-64 (or the host's default) for everything; only *_avx2.c files get
 # AVX2/FMA/F16C and are called after a cpuid check, so the library runs anywhere.
 CFLAGS ?= -O3
-CFLAGS += -std=c11 -g -fPIC -Wall -Wextra -Wshadow -Wno-unused-parameter \
+override CFLAGS += -std=c11 -g -fPIC -Wall -Wextra -Wshadow -Wno-unused-parameter \
           -fvisibility=hidden -D_GNU_SOURCE -pthread
 AVX2_FLAGS := -mavx2 -mfma -mf16c
 LDLIBS := -lm -pthread
