@@ -267,6 +267,7 @@ def main(argv=None) -> int:
     warnings.formatwarning = _warning_line
     try:
         cli.main(args=argv, prog_name="prosparse", standalone_mode=False)
+        sys.stdout.flush()  # a closed pipe shows up here, inside the handlers below
     except _NO_ARGS_IS_HELP as e:  # `prosparse` alone (click >= 8.2): show help
         click.echo(e.ctx.get_help() if e.ctx else str(e))
         return 0
@@ -281,11 +282,9 @@ def main(argv=None) -> int:
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("", err=True)
         return 130
-    except BrokenPipeError:  # e.g. `prosparse inspect X | head`
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
+    except BrokenPipeError:  # e.g. `prosparse inspect X | head`: the reader left, not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not fail again
         return 0
     return 0
 
