@@ -136,6 +136,11 @@ def chat(model, question, system, n, verbose, mode, threads, n_ctx, temp, top_k,
                     raise
                 click.echo("\n(interrupted)", err=True)
                 continue
+            except ProSparseError as e:
+                if not interactive:
+                    raise
+                click.echo(f"error: {e}", err=True)  # e.g. a message longer than the context; go on
+                continue
             if verbose:
                 _print_speed(m.last_generation)
 
@@ -169,7 +174,11 @@ class _ChatSession:
 
     def answer(self, text: str) -> str:
         self.messages.append({"role": "user", "content": text})
-        self._fit()
+        try:
+            self._fit()
+        except ProSparseError:
+            self.messages.pop()
+            raise
         pieces = []
         try:
             for piece in self.model.chat(self.messages, stream=True, **self.gen):

@@ -117,3 +117,14 @@ def test_inspect_prosparse_file(tmp_path):
     for needle in ("architecture: prosparse", "prosparse.ffn.activation: 'relu'", "ffn_down_t tensors: 2",
                    "predictor rank: 8", "layer   1: mean activation frequency", "activation relu, predictor rank 8"):
         assert needle in out, needle
+
+
+def test_chat_history_is_trimmed_to_the_context(successor_path):
+    r = ok(run("chat", successor_path, "--temp", "0", "--ctx", "64", "-n", "8", stdin="hi\n" * 6))
+    assert r.stdout == "A😀BC\n" * 6
+    assert "dropped the oldest turn" in r.stderr
+
+
+def test_chat_message_longer_than_context(successor_path):
+    r = run("chat", successor_path, "--temp", "0", "--ctx", "32", "-n", "4", "-p", "word " * 40)
+    assert r.returncode != 0 and r.stderr.startswith("error: ") and "context" in r.stderr
