@@ -13,6 +13,7 @@ Errors are one line on stderr with exit status 1; nothing is left behind.
 """
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -107,6 +108,10 @@ def main(src, out, outtype, predictor, predictor_threshold, predictor_input, pre
     """Convert a Hugging Face model folder or a llama GGUF file into a (sparse-ready) GGUF file."""
     def warn(msg):
         click.echo(f"prosparse-convert: note: {msg}", err=True)
+
+    def terminated(signum, frame):   # `kill` cleans up like Ctrl-C: no partial file
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, terminated)
     try:
         r = convert(src, out, outtype, predictor, stats, llama_compat, force_prosparse,
                     predictor_threshold, predictor_input, predictor_hidden_act, stats_tokens,

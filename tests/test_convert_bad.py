@@ -209,3 +209,23 @@ def test_nan_in_gguf_input(model):
     run_bad([src, "-o", out / "same-type.gguf"], out, "tensor blk.1.attn_v.weight contains NaN or Inf values")
     run_bad([src, "-o", out / "q8.gguf", "--outtype", "q8_0"], out,
             "tensor blk.1.attn_v.weight contains NaN or Inf values")
+
+
+def test_sigterm_leaves_nothing(tmp_path, tokenizers_dir):  # noqa: F811
+    """`kill` during a conversion: the temporary file is removed, status 130."""
+    import signal
+    import time
+    hf_folder(tmp_path / "hf", tokenizers_dir, "llama", "relu", shard="4MB", hidden_size=256,
+              intermediate_size=1024, num_hidden_layers=12, num_attention_heads=8, num_key_value_heads=4)
+    out = tmp_path / "out"
+    out.mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "prosparse_cpu.convert.cli", str(tmp_path / "hf"), "-o",
+                          str(out / "m.gguf"), "--outtype", "q4_0"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(out.iterdir()) and p.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert p.poll() is None, "conversion ended before it could be interrupted"
+    p.send_signal(signal.SIGTERM)
+    err = p.communicate(timeout=60)[1]
+    assert p.returncode == 130 and "interrupted" in err
+    assert list(out.iterdir()) == []
