@@ -229,3 +229,24 @@ def test_sigterm_leaves_nothing(tmp_path, tokenizers_dir):  # noqa: F811
     err = p.communicate(timeout=60)[1]
     assert p.returncode == 130 and "interrupted" in err
     assert list(out.iterdir()) == []
+
+
+class _Evil:
+    """Unpickling this would run code; torch.load(weights_only=True) must refuse it."""
+    def __reduce__(self):
+        return (exec, ("open(__import__('os').environ['PS_EVIL_MARK'], 'w').write('ran')",))
+
+
+def test_pickled_code_is_never_run(model, tmp_path, monkeypatch):
+    hf, out = model
+    mark = tmp_path / "evil-ran"
+    monkeypatch.setenv("PS_EVIL_MARK", str(mark))
+    sd = load_file(str(hf / "model.safetensors"))
+    (hf / "model.safetensors").unlink()
+    torch.save({**sd, "model.layers.0.mlp.evil": _Evil()}, hf / "pytorch_model.bin")
+    run_bad([hf, "-o", out / "m.gguf"], out, "pytorch_model.bin: unreadable weights")
+    pred, _ = powerinfer_dirs(tmp_path)
+    torch.save({"fc1.weight": _Evil(), "fc2.weight": torch.zeros(128, 16)}, pred / "model_0.pt")
+    torch.save(sd, hf / "pytorch_model.bin")
+    run_bad([hf, "-o", out / "m.gguf", "--predictor", pred], out, "model_0.pt: unreadable")
+    assert not mark.exists()
