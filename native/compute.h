@@ -73,4 +73,15 @@ void ps_matmul_multi(ps_compute *c, int n_w, const ps_matrix *const *W,
 void ps_accum_rows(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_tok,
                    const int32_t *idx, int64_t n_idx, float *Y);
 
+/* Sparse rows (activation-sparse FFN, issue 4): as ps_matmul_multi, but only
+ * the rows idx[0..n_idx) of every W[i] (each idx[j] < W[i].n_rows) are
+ * computed: Y[i][t * W[i].n_rows + idx[j]] = W[i] row idx[j] . X_t; all other
+ * entries of Y[i] are left untouched. One activation quantization and one
+ * dispatch for all matrices; each computed value equals, bit for bit, the
+ * one ps_matmul_multi gives. idx == NULL computes nothing. */
+void ps_matmul_rows_multi(ps_compute *c, int n_w, const ps_matrix *const *W, const float *X,
+                          int32_t n_tok, const int32_t *idx, int64_t n_idx, float *const *Y);
+void ps_matmul_rows(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_tok,
+                    const int32_t *idx, int64_t n_idx, float *Y);
+
 #endif

@@ -53,7 +53,8 @@ typedef struct mm_task {
     const ps_matrix *W[MULTI_MAX];
     const ps_kernels *k[MULTI_MAX];
     float *Y[MULTI_MAX];
-    int64_t first_row[MULTI_MAX + 1]; /* prefix sums of n_rows */
+    int64_t first_row[MULTI_MAX + 1]; /* prefix sums of rows computed per matrix */
+    const int32_t *idx;               /* row list shared by all matrices, or NULL */
     const float *X;                   /* n_tok x n_cols floats */
     const ps_block_q8a *Xq;           /* n_tok x n_cols/32 blocks, or NULL */
     int64_t n_cols;
@@ -80,19 +81,20 @@ static void mm_range(void *ctx, int64_t u0, int64_t u1, int ith) {
             const void *X = m->k[w]->quantized
                                 ? (const void *)(m->Xq + (size_t)t0 * (m->n_cols / PS_QK))
                                 : (const void *)(m->X + (size_t)t0 * m->n_cols);
-            m->k[w]->gemm(W->data, ps_row_bytes(W->type, W->n_cols), W->n_cols, g0 - lo, r1, X,
-                          nt, m->Y[w] + (size_t)t0 * W->n_rows, W->n_rows);
+            m->k[w]->gemm(W->data, ps_row_bytes(W->type, W->n_cols), W->n_cols, m->idx, g0 - lo, r1,
+                          X, nt, m->Y[w] + (size_t)t0 * W->n_rows, W->n_rows);
             g0 = hi;
         }
     }
 }
 
 static void matmul_batch(ps_compute *c, int n_w, const ps_matrix *const *W, const float *X,
-                         int32_t n_tok, float *const *Y) {
+                         int32_t n_tok, const int32_t *idx, int64_t n_idx, float *const *Y) {
     const int level = ps_simd_level();
     mm_task m;
     memset(&m, 0, sizeof m);
     m.n_w = n_w;
+    m.idx = idx;
     m.X = X;
     m.n_tok = n_tok;
     m.n_cols = W[0]->n_cols;
@@ -106,7 +108,7 @@ static void matmul_batch(ps_compute *c, int n_w, const ps_matrix *const *W, cons
             return;
         }
         need_q |= m.k[w]->quantized;
-        m.first_row[w + 1] = m.first_row[w] + W[w]->n_rows;
+        m.first_row[w + 1] = m.first_row[w] + (idx ? n_idx : W[w]->n_rows);
     }
     if (need_q) {
         m.Xq = quantize_activations(c, X, m.n_cols, n_tok, level);
@@ -117,6 +119,7 @@ static void matmul_batch(ps_compute *c, int n_w, const ps_matrix *const *W, cons
     }
     const int nth = ps_compute_n_threads(c);
     const int64_t rows = m.first_row[n_w];
+    if (rows == 0) return;
     const int64_t n_tok_units = (n_tok + TOK_CHUNK - 1) / TOK_CHUNK;
     /* ~8 units per thread so dynamic claiming evens out; row chunks of 8k rows */
     int64_t row_units = (int64_t)nth * 8 / n_tok_units;
@@ -133,11 +136,23 @@ static void matmul_batch(ps_compute *c, int n_w, const ps_matrix *const *W, cons
 void ps_matmul_multi(ps_compute *c, int n_w, const ps_matrix *const *W, const float *X,
                      int32_t n_tok, float *const *Y) {
     for (int i = 0; i < n_w; i += MULTI_MAX)
-        matmul_batch(c, n_w - i < MULTI_MAX ? n_w - i : MULTI_MAX, W + i, X, n_tok, Y + i);
+        matmul_batch(c, n_w - i < MULTI_MAX ? n_w - i : MULTI_MAX, W + i, X, n_tok, NULL, 0, Y + i);
 }
 
 void ps_matmul(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_tok, float *Y) {
-    matmul_batch(c, 1, &W, X, n_tok, &Y);
+    matmul_batch(c, 1, &W, X, n_tok, NULL, 0, &Y);
+}
+
+void ps_matmul_rows_multi(ps_compute *c, int n_w, const ps_matrix *const *W, const float *X,
+                          int32_t n_tok, const int32_t *idx, int64_t n_idx, float *const *Y) {
+    if (!idx) n_idx = 0; /* no list: nothing to compute (use ps_matmul_multi for all rows) */
+    for (int i = 0; i < n_w; i += MULTI_MAX)
+        matmul_batch(c, n_w - i < MULTI_MAX ? n_w - i : MULTI_MAX, W + i, X, n_tok, idx, n_idx, Y + i);
+}
+
+void ps_matmul_rows(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_tok,
+                    const int32_t *idx, int64_t n_idx, float *Y) {
+    ps_matmul_rows_multi(c, 1, &W, X, n_tok, idx, n_idx, &Y);
 }
 
 void ps_dequant_row(const ps_matrix *W, int64_t r, float *out) {

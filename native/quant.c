@@ -189,11 +189,13 @@ AXPY_VIA_DEQUANT(axpy_q4_1, dequant_q4_1, 256)
 /* ---- float-weight products ----------------------------------------------- */
 /* One row at a time through a dequantized chunk; activations stay float. */
 #define GEMM_FLOAT(name, dq, esize)                                                  \
-    static void name(const uint8_t *W, size_t row_bytes, int64_t n_cols, int64_t r0, \
-                     int64_t r1, const void *Xv, int32_t n_tok, float *Y, int64_t ldy) { \
+    static void name(const uint8_t *W, size_t row_bytes, int64_t n_cols,             \
+                     const int32_t *idx, int64_t r0, int64_t r1, const void *Xv,     \
+                     int32_t n_tok, float *Y, int64_t ldy) {                         \
         const float *X = Xv;                                                         \
         float buf[256];                                                              \
-        for (int64_t r = r0; r < r1; r++) {                                          \
+        for (int64_t pos = r0; pos < r1; pos++) {                                    \
+            const int64_t r = idx ? idx[pos] : pos;                                  \
             const uint8_t *row = W + (size_t)r * row_bytes;                          \
             for (int32_t t = 0; t < n_tok; t++) {                                    \
                 const float *x = X + (size_t)t * n_cols;                             \
@@ -212,10 +214,11 @@ GEMM_FLOAT(gemm_f16, dequant_f16, 2)
 GEMM_FLOAT(gemm_bf16, dequant_bf16, 2)
 
 /* ---- integer products against q8a activations ---------------------------- */
-static void gemm_q8_0(const uint8_t *W, size_t row_bytes, int64_t n_cols, int64_t r0,
-                      int64_t r1, const void *Xv, int32_t n_tok, float *Y, int64_t ldy) {
+static void gemm_q8_0(const uint8_t *W, size_t row_bytes, int64_t n_cols, const int32_t *idx,
+                      int64_t r0, int64_t r1, const void *Xv, int32_t n_tok, float *Y, int64_t ldy) {
     const int64_t nb = n_cols / PS_QK;
-    for (int64_t r = r0; r < r1; r++) {
+    for (int64_t pos = r0; pos < r1; pos++) {
+        const int64_t r = idx ? idx[pos] : pos;
         const ps_block_q8_0 *w = (const void *)(W + (size_t)r * row_bytes);
         for (int32_t t = 0; t < n_tok; t++) {
             const ps_block_q8a *x = (const ps_block_q8a *)Xv + (size_t)t * nb;
@@ -231,12 +234,13 @@ static void gemm_q8_0(const uint8_t *W, size_t row_bytes, int64_t n_cols, int64_
 }
 
 /* Q4_0 and Q4_1 share one loop: dw*dx*sum(q*x) + c*s, c = -8*dw or m. */
-static inline void gemm_q4(const uint8_t *W, size_t row_bytes, int64_t n_cols, int64_t r0,
-                           int64_t r1, const void *Xv, int32_t n_tok, float *Y, int64_t ldy,
-                           int has_min) {
+static inline void gemm_q4(const uint8_t *W, size_t row_bytes, int64_t n_cols, const int32_t *idx,
+                           int64_t r0, int64_t r1, const void *Xv, int32_t n_tok, float *Y,
+                           int64_t ldy, int has_min) {
     const int64_t nb = n_cols / PS_QK;
     const size_t bbytes = has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0);
-    for (int64_t r = r0; r < r1; r++) {
+    for (int64_t pos = r0; pos < r1; pos++) {
+        const int64_t r = idx ? idx[pos] : pos;
         const uint8_t *row = W + (size_t)r * row_bytes;
         for (int32_t t = 0; t < n_tok; t++) {
             const ps_block_q8a *x = (const ps_block_q8a *)Xv + (size_t)t * nb;
@@ -260,14 +264,14 @@ static inline void gemm_q4(const uint8_t *W, size_t row_bytes, int64_t n_cols, i
     }
 }
 
-static void gemm_q4_0(const uint8_t *W, size_t row_bytes, int64_t n_cols, int64_t r0,
-                      int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_q4(W, row_bytes, n_cols, r0, r1, X, n_tok, Y, ldy, 0);
+static void gemm_q4_0(const uint8_t *W, size_t row_bytes, int64_t n_cols, const int32_t *idx,
+                      int64_t r0, int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
+    gemm_q4(W, row_bytes, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 0);
 }
 
-static void gemm_q4_1(const uint8_t *W, size_t row_bytes, int64_t n_cols, int64_t r0,
-                      int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_q4(W, row_bytes, n_cols, r0, r1, X, n_tok, Y, ldy, 1);
+static void gemm_q4_1(const uint8_t *W, size_t row_bytes, int64_t n_cols, const int32_t *idx,
+                      int64_t r0, int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
+    gemm_q4(W, row_bytes, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
 }
 
 static const ps_kernels k_f32 = {gemm_f32, dequant_f32, axpy_f32, 0};

@@ -32,13 +32,15 @@ _Static_assert(sizeof(ps_block_q4_0) == 18, "q4_0 block");
 _Static_assert(sizeof(ps_block_q4_1) == 20, "q4_1 block");
 _Static_assert(sizeof(ps_block_q8a) == 40, "q8a block");
 
-/* Y[t*ldy + r] = row r of W . activation t, for r in [r0, r1), t < n_tok.
+/* For list positions j in [r0, r1) and tokens t < n_tok, with row R = idx[j]
+ * (R = j when idx is NULL): Y[t*ldy + R] = row R of W . activation t.
  * W: row_bytes per row. X: for quantized W the q8a blocks of each token
  * (n_cols/32 per token, contiguous); for float W the raw floats (n_cols per
- * token). The kernel tiles rows x tokens itself. */
+ * token). The kernel tiles rows x tokens itself; a row's result never
+ * depends on the tiling (nor on n_tok). */
 typedef void (*ps_gemm_fn)(const uint8_t *W, size_t row_bytes, int64_t n_cols,
-                           int64_t r0, int64_t r1, const void *X, int32_t n_tok,
-                           float *Y, int64_t ldy);
+                           const int32_t *idx, int64_t r0, int64_t r1, const void *X,
+                           int32_t n_tok, float *Y, int64_t ldy);
 /* dst[0..n) = dequantized src (n a multiple of the block size; src points at
  * the first element's block). Bit-exact with gguf-py's dequantize. */
 typedef void (*ps_dequant_fn)(const void *src, float *dst, int64_t n);

@@ -97,8 +97,13 @@ INLINE void scales_dm(const uint8_t *const row[8], size_t off, __m256 *d, __m256
     *m = _mm256_cvtph_ps(_mm256_extracti128_si256(v, 1));
 }
 
-INLINE void rows8(const uint8_t *W, size_t rb, int64_t r, int64_t r1, const uint8_t *row[8]) {
-    for (int i = 0; i < 8; i++) row[i] = W + (size_t)(r + i < r1 ? r + i : r1 - 1) * rb;
+/* Row list convention (quant.h): list position j is matrix row idx[j], or j
+ * itself when idx is NULL; its result goes to output column of the same number. */
+INLINE int64_t row_at(const int32_t *idx, int64_t j) { return idx ? idx[j] : j; }
+
+INLINE void rows8(const uint8_t *W, size_t rb, const int32_t *idx, int64_t r, int64_t r1,
+                  const uint8_t *row[8]) {
+    for (int i = 0; i < 8; i++) row[i] = W + (size_t)row_at(idx, r + i < r1 ? r + i : r1 - 1) * rb;
 }
 
 /* Sums of 16-bit lanes of 8 vectors (each |sum| < 2^15 after 3 levels). */
@@ -129,14 +134,28 @@ INLINE void prefetch_ahead(const uint8_t *tile, size_t rb, size_t off, size_t bb
     for (size_t k = 0; k < 8 * bb; k += 64) _mm_prefetch((const char *)(p + k), _MM_HINT_T0);
 }
 
-INLINE void store8(float *y, __m256 v, int64_t valid) {
-    if (valid >= 8) {
-        _mm256_storeu_ps(y, v);
-    } else {
-        float tmp[8];
-        _mm256_storeu_ps(tmp, v);
-        for (int64_t i = 0; i < valid; i++) y[i] = tmp[i];
+/* For a row list the next tiles are anywhere: fetch block b of each row of
+ * the tile PF_TILES ahead. */
+INLINE void prefetch_tile(const uint8_t *W, size_t rb, const int32_t *idx, int64_t r, int64_t r1,
+                          const uint8_t *tile, size_t off, size_t bb) {
+    if (!idx) {
+        prefetch_ahead(tile, rb, off, bb);
+        return;
     }
+    const int64_t n = r + (PF_TILES + 1) * 8 < r1 ? r + (PF_TILES + 1) * 8 : r1;
+    for (int64_t j = r + PF_TILES * 8; j < n; j++)
+        _mm_prefetch((const char *)(W + (size_t)idx[j] * rb + off), _MM_HINT_T0);
+}
+
+/* Lanes 0..7 = list positions r..r+7 (the first `valid` are real) of token row y. */
+INLINE void store8(float *y, const int32_t *idx, int64_t r, __m256 v, int64_t valid) {
+    if (!idx && valid >= 8) {
+        _mm256_storeu_ps(y + r, v);
+        return;
+    }
+    float tmp[8];
+    _mm256_storeu_ps(tmp, v);
+    for (int64_t i = 0; i < valid && i < 8; i++) y[row_at(idx, r + i)] = tmp[i];
 }
 
 /* Lanes of the Q4 kernel's accumulator hold rows in this order (see below);
@@ -170,7 +189,7 @@ INLINE __m256i bcast8(const int8_t *p) {
 /* Q4_0 / Q4_1: acc += dw*dx * sum(q*x) + c*s with c = m or -8*dw (quant.h).
  * Per token and block: 8 maddubs, int16 adds over the 4 element groups
  * (|sum| <= 4*2*15*128 < 2^15), one madd per 4 rows, one hadd for all 8. */
-INLINE void gemm_q4(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int64_t r1,
+INLINE void gemm_q4(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, int64_t r1,
                     const void *Xv, int32_t n_tok, float *Y, int64_t ldy, const int has_min) {
     const int64_t nb = n_cols / PS_QK;
     const size_t bb = has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0);
@@ -180,14 +199,14 @@ INLINE void gemm_q4(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int
     __m256 acc[TOK_TILE];
     for (int64_t r = r0; r < r1; r += 8) {
         const uint8_t *row[8], *prow[8];
-        rows8(W, rb, r, r1, row);
+        rows8(W, rb, idx, r, r1, row);
         for (int i = 0; i < 8; i++) prow[i] = row[ROW_ORDER[i]];
         for (int32_t t0 = 0; t0 < n_tok; t0 += TOK_TILE) {
             const int32_t nt = n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE;
             for (int32_t t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
             for (int64_t b = 0; b < nb; b++) {
                 const size_t off = (size_t)b * bb;
-                prefetch_ahead(row[0], rb, off, bb);
+                prefetch_tile(W, rb, idx, r, r1, row[0], off, bb);
                 __m256 d, c;
                 if (has_min) {
                     scales_dm(prow, off, &d, &c);
@@ -215,14 +234,14 @@ INLINE void gemm_q4(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int
                 }
             }
             for (int32_t t = 0; t < nt; t++)
-                store8(Y + (size_t)(t0 + t) * ldy + r, _mm256_permutevar8x32_ps(acc[t], ROW_UNPERM), r1 - r);
+                store8(Y + (size_t)(t0 + t) * ldy, idx, r, _mm256_permutevar8x32_ps(acc[t], ROW_UNPERM), r1 - r);
         }
     }
 }
 
 /* Q8_0: acc += dw*dx * sum(w*x); maddubs takes |w| and x with w's sign. */
 /* Q8_0 for one token: each row's products reduced by a horizontal-add tree. */
-static void gemm_q8_0_vec(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int64_t r1,
+static void gemm_q8_0_vec(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, int64_t r1,
                           const void *Xv, int32_t n_tok, float *Y, int64_t ldy) {
     const int64_t nb = n_cols / PS_QK;
     const __m256i ones16 = _mm256_set1_epi16(1);
@@ -230,13 +249,13 @@ static void gemm_q8_0_vec(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r
     __m256 acc[TOK_TILE];
     for (int64_t r = r0; r < r1; r += 8) {
         const uint8_t *row[8];
-        rows8(W, rb, r, r1, row);
+        rows8(W, rb, idx, r, r1, row);
         for (int32_t t0 = 0; t0 < n_tok; t0 += TOK_TILE) {
             const int32_t nt = n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE;
             for (int32_t t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
             for (int64_t b = 0; b < nb; b++) {
                 const size_t off = (size_t)b * sizeof(ps_block_q8_0);
-                prefetch_ahead(row[0], rb, off, sizeof(ps_block_q8_0));
+                prefetch_tile(W, rb, idx, r, r1, row[0], off, sizeof(ps_block_q8_0));
                 const __m256 d = scales_d(row, off);
                 /* |w| in registers (w = -128 gives 128, fine as unsigned); the signs
                  * are re-read from L1 per token */
@@ -254,7 +273,7 @@ static void gemm_q8_0_vec(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r
                     acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(xb->d)), isum, acc[t]);
                 }
             }
-            for (int32_t t = 0; t < nt; t++) store8(Y + (size_t)(t0 + t) * ldy + r, acc[t], r1 - r);
+            for (int32_t t = 0; t < nt; t++) store8(Y + (size_t)(t0 + t) * ldy, idx, r, acc[t], r1 - r);
         }
     }
 }
@@ -277,7 +296,7 @@ INLINE void q8_regroup(const uint8_t *a0, const uint8_t *a1, const uint8_t *a2, 
  * then per token 8 sign+maddubs+madd, vertical adds and one hadd. The integer
  * sums are exact, and the float steps per lane are those of gemm_q8_0_vec,
  * so both give identical results. Lanes hold rows 0 1 4 5 | 2 3 6 7. */
-static void gemm_q8_0_mat(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int64_t r1,
+static void gemm_q8_0_mat(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, int64_t r1,
                           const void *Xv, int32_t n_tok, float *Y, int64_t ldy) {
     static const int order[8] = {0, 1, 4, 5, 2, 3, 6, 7};
     const __m256i unperm = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
@@ -288,14 +307,14 @@ static void gemm_q8_0_mat(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r
     __m256i sw[8]; /* regrouped signed weights, re-read per token for the signs */
     for (int64_t r = r0; r < r1; r += 8) {
         const uint8_t *row[8], *prow[8];
-        rows8(W, rb, r, r1, row);
+        rows8(W, rb, idx, r, r1, row);
         for (int i = 0; i < 8; i++) prow[i] = row[order[i]];
         for (int32_t t0 = 0; t0 < n_tok; t0 += TOK_TILE) {
             const int32_t nt = n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE;
             for (int32_t t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
             for (int64_t b = 0; b < nb; b++) {
                 const size_t off = (size_t)b * sizeof(ps_block_q8_0);
-                prefetch_ahead(row[0], rb, off, sizeof(ps_block_q8_0));
+                prefetch_tile(W, rb, idx, r, r1, row[0], off, sizeof(ps_block_q8_0));
                 const __m256 d = scales_d(prow, off);
                 q8_regroup(row[0] + off + 2, row[1] + off + 2, row[2] + off + 2, row[3] + off + 2, sw);
                 q8_regroup(row[4] + off + 2, row[5] + off + 2, row[6] + off + 2, row[7] + off + 2, sw + 4);
@@ -317,27 +336,27 @@ static void gemm_q8_0_mat(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r
                 }
             }
             for (int32_t t = 0; t < nt; t++)
-                store8(Y + (size_t)(t0 + t) * ldy + r, _mm256_permutevar8x32_ps(acc[t], unperm), r1 - r);
+                store8(Y + (size_t)(t0 + t) * ldy, idx, r, _mm256_permutevar8x32_ps(acc[t], unperm), r1 - r);
         }
     }
 }
 
-static void gemm_q8_0(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int64_t r1,
+static void gemm_q8_0(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, int64_t r1,
                       const void *X, int32_t n_tok, float *Y, int64_t ldy) {
     if (n_tok >= 2)
-        gemm_q8_0_mat(W, rb, n_cols, r0, r1, X, n_tok, Y, ldy);
+        gemm_q8_0_mat(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy);
     else
-        gemm_q8_0_vec(W, rb, n_cols, r0, r1, X, n_tok, Y, ldy);
+        gemm_q8_0_vec(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy);
 }
 
-static void gemm_q4_0(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int64_t r1,
+static void gemm_q4_0(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, int64_t r1,
                       const void *X, int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_q4(W, rb, n_cols, r0, r1, X, n_tok, Y, ldy, 0);
+    gemm_q4(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 0);
 }
 
-static void gemm_q4_1(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int64_t r1,
+static void gemm_q4_1(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, int64_t r1,
                       const void *X, int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_q4(W, rb, n_cols, r0, r1, X, n_tok, Y, ldy, 1);
+    gemm_q4(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
 }
 
 /* ---- float kernels (activations stay fp32) ---------------------------------- */
@@ -360,19 +379,21 @@ INLINE float load1(const uint8_t *row, int64_t k, const int ft) {
     return f;
 }
 
-INLINE void tile_float(const uint8_t *W, size_t rb, int64_t n, const float *X, float *Y,
-                       int64_t ldy, const int RM, const int RN, const int ft) {
+/* RM rows (pointers) x RN tokens; pf: the contiguous stretch PF_TILES tiles
+ * ahead to prefetch (NULL for row lists: the driver prefetches). */
+INLINE void tile_float(const uint8_t *const *row, const uint8_t *pf, int64_t n, const float *X,
+                       float *const *yout /* [RN] */, const int RM, const int RN, const int ft) {
     __m256 acc[4][4];
     for (int i = 0; i < RM; i++)
         for (int j = 0; j < RN; j++) acc[i][j] = _mm256_setzero_ps();
     const int64_t n8 = n & ~(int64_t)7;
     const size_t esize = ft == FT_F32 ? 4 : 2;
     for (int64_t k = 0; k < n8; k += 8) {
-        /* as prefetch_ahead: the RM rows are one stretch, fetch PF_TILES ahead */
-        for (size_t o = (size_t)k * esize * RM; o < (size_t)(k + 8) * esize * RM; o += 64)
-            _mm_prefetch((const char *)(W + PF_TILES * RM * rb + o), _MM_HINT_T0);
+        if (pf) /* as prefetch_ahead: the RM rows are one stretch */
+            for (size_t o = (size_t)k * esize * RM; o < (size_t)(k + 8) * esize * RM; o += 64)
+                _mm_prefetch((const char *)(pf + o), _MM_HINT_T0);
         __m256 w[4];
-        for (int i = 0; i < RM; i++) w[i] = load8(W + (size_t)i * rb, k, ft);
+        for (int i = 0; i < RM; i++) w[i] = load8(row[i], k, ft);
         for (int j = 0; j < RN; j++) {
             const __m256 x = _mm256_loadu_ps(X + (size_t)j * n + k);
             for (int i = 0; i < RM; i++) acc[i][j] = _mm256_fmadd_ps(w[i], x, acc[i][j]);
@@ -381,37 +402,68 @@ INLINE void tile_float(const uint8_t *W, size_t rb, int64_t n, const float *X, f
     for (int i = 0; i < RM; i++)
         for (int j = 0; j < RN; j++) {
             float s = hsum(acc[i][j]);
-            for (int64_t k = n8; k < n; k++) s += load1(W + (size_t)i * rb, k, ft) * X[(size_t)j * n + k];
-            Y[(size_t)j * ldy + i] = s;
+            for (int64_t k = n8; k < n; k++) s += load1(row[i], k, ft) * X[(size_t)j * n + k];
+            yout[j][i] = s; /* yout[j]: token j's output, already offset to this tile's rows */
         }
 }
 
-/* ---- drivers: walk rows x tokens in tiles, remainders with smaller tiles --- */
-/* TILE(RM, RN) must compute rows r..r+RM-1 x tokens t..t+RN-1. */
-#define GEMM_DRIVER(name, TILE)                                                             \
-    static void name(const uint8_t *W, size_t rb, int64_t n_cols, int64_t r0, int64_t r1,  \
-                     const void *X, int32_t n_tok, float *Y, int64_t ldy) {                  \
-        int64_t r = r0;                                                                     \
-        for (; r + 4 <= r1; r += 4) {                                                       \
-            int32_t t = 0;                                                                  \
-            for (; t + 2 <= n_tok; t += 2) TILE(4, 2);                                      \
-            for (; t < n_tok; t++) TILE(4, 1);                                              \
-        }                                                                                   \
-        for (; r < r1; r++) {                                                               \
-            int32_t t = 0;                                                                  \
-            for (; t + 2 <= n_tok; t += 2) TILE(1, 2);                                      \
-            for (; t < n_tok; t++) TILE(1, 1);                                              \
-        }                                                                                   \
+/* ---- float driver: rows x tokens in tiles, remainders with smaller tiles ---- */
+INLINE void gemm_float(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
+                       int64_t r1, const void *Xv, int32_t n_tok, float *Y, int64_t ldy, const int ft) {
+    const float *X = Xv;
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const uint8_t *row[4];
+        for (int i = 0; i < 4; i++) row[i] = W + (size_t)row_at(idx, r + i) * rb;
+        const uint8_t *pf = idx ? NULL : row[0] + PF_TILES * 4 * rb;
+        if (idx) /* row list: fetch the rows two tiles ahead */
+            for (int64_t j = r + 8; j < r + 12 && j < r1; j++)
+                for (size_t o = 0; o < rb; o += 64) _mm_prefetch((const char *)(W + (size_t)idx[j] * rb + o), _MM_HINT_T0);
+        int32_t t = 0;
+        for (; t + 2 <= n_tok; t += 2) {
+            float *yo[2] = {Y + (size_t)t * ldy, Y + (size_t)(t + 1) * ldy};
+            if (idx) {
+                float tmp[2][4];
+                float *yt[2] = {tmp[0], tmp[1]};
+                tile_float(row, pf, n_cols, X + (size_t)t * n_cols, yt, 4, 2, ft);
+                for (int j = 0; j < 2; j++)
+                    for (int i = 0; i < 4; i++) yo[j][idx[r + i]] = tmp[j][i];
+            } else {
+                yo[0] += r, yo[1] += r;
+                tile_float(row, pf, n_cols, X + (size_t)t * n_cols, yo, 4, 2, ft);
+            }
+        }
+        for (; t < n_tok; t++) {
+            float tmp[4];
+            float *yo[1] = {idx ? tmp : Y + (size_t)t * ldy + r};
+            tile_float(row, pf, n_cols, X + (size_t)t * n_cols, yo, 4, 1, ft);
+            if (idx)
+                for (int i = 0; i < 4; i++) Y[(size_t)t * ldy + idx[r + i]] = tmp[i];
+        }
     }
+    for (; r < r1; r++) {
+        const uint8_t *row[1] = {W + (size_t)row_at(idx, r) * rb};
+        for (int32_t t = 0; t < n_tok; t++) {
+            float *yo[1] = {Y + (size_t)t * ldy + row_at(idx, r)};
+            tile_float(row, NULL, n_cols, X + (size_t)t * n_cols, yo, 1, 1, ft);
+        }
+    }
+}
 
-#define FX(t) ((const float *)X + (size_t)(t) * n_cols)
-#define TILE_F32(RM, RN) tile_float(W + (size_t)r * rb, rb, n_cols, FX(t), Y + (size_t)t * ldy + r, ldy, RM, RN, FT_F32)
-#define TILE_F16(RM, RN) tile_float(W + (size_t)r * rb, rb, n_cols, FX(t), Y + (size_t)t * ldy + r, ldy, RM, RN, FT_F16)
-#define TILE_BF16(RM, RN) tile_float(W + (size_t)r * rb, rb, n_cols, FX(t), Y + (size_t)t * ldy + r, ldy, RM, RN, FT_BF16)
+static void gemm_f32(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
+                     int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
+    gemm_float(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, FT_F32);
+}
 
-GEMM_DRIVER(gemm_f32, TILE_F32)
-GEMM_DRIVER(gemm_f16, TILE_F16)
-GEMM_DRIVER(gemm_bf16, TILE_BF16)
+static void gemm_f16(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
+                     int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
+    gemm_float(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, FT_F16);
+}
+
+static void gemm_bf16(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
+                      int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
+    gemm_float(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, FT_BF16);
+}
 
 /* ---- dequantization (bit-exact with the scalar path and gguf-py) ------------ */
 INLINE __m256 q8_to_f32(const int8_t *q) {

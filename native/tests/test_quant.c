@@ -294,6 +294,50 @@ TEST(test_matmul_deterministic) {
     ps_compute_free(c2);
 }
 
+/* matmul_rows(_multi): listed rows equal the dense product bit for bit, the
+ * other outputs stay untouched; every type, both SIMD levels. */
+TEST(test_matmul_rows) {
+    const int64_t nc = 96, nr = 77;
+    ps_compute *c = ps_compute_new(2, nc, 5);
+    int32_t idx[37];
+    for (int j = 0; j < 37; j++) idx[j] = (int32_t)((j * 29 + 5) % nr); /* unsorted, distinct */
+    for (int ti = 0; ti < N_TYPES; ti++)
+        for (int level = 0; level <= ps_simd_supported(); level++) {
+            ps_simd_set(level);
+            void *W1 = random_matrix(TYPES[ti], nr, nc), *W2 = random_matrix(TYPES[ti], nr + 3, nc);
+            ps_matrix M[2] = {{W1, TYPES[ti], nc, nr}, {W2, TYPES[ti], nc, nr + 3}};
+            const ps_matrix *Mp[2] = {&M[0], &M[1]};
+            float *X = random_floats(nc * 5);
+            for (int32_t nt = 1; nt <= 5; nt += 4)
+                for (int64_t n_idx = 0; n_idx <= 37; n_idx += 37) {
+                    float *D[2], *S[2];
+                    for (int i = 0; i < 2; i++) {
+                        D[i] = malloc(sizeof(float) * (nr + 3) * nt);
+                        S[i] = malloc(sizeof(float) * (nr + 3) * nt);
+                        for (int64_t e = 0; e < (nr + 3) * nt; e++) S[i][e] = -12345.0f;
+                    }
+                    ps_matmul_multi(c, 2, Mp, X, nt, D);
+                    ps_matmul_rows_multi(c, 2, Mp, X, nt, idx, n_idx, S);
+                    for (int i = 0; i < 2; i++) {
+                        const int64_t rows = M[i].n_rows;
+                        int bad = 0;
+                        for (int32_t t = 0; t < nt; t++)
+                            for (int64_t r = 0; r < rows; r++) {
+                                int listed = 0;
+                                for (int64_t j = 0; j < n_idx; j++) listed |= idx[j] == r;
+                                const float got = S[i][t * rows + r];
+                                if (listed ? memcmp(&got, &D[i][t * rows + r], 4) != 0 : got != -12345.0f) bad++;
+                            }
+                        CHECK(bad == 0);
+                        free(D[i]), free(S[i]);
+                    }
+                }
+            free(W1), free(W2), free(X);
+        }
+    ps_simd_set(ps_simd_supported());
+    ps_compute_free(c);
+}
+
 /* accum_rows: float64 reference, index lists, determinism across threads. */
 TEST(test_accum_rows) {
     const int64_t n_ff = 200, n_embd = 96;
@@ -379,6 +423,7 @@ int main(void) {
     RUN(test_matmul_vs_reference);
     RUN(test_matmul_vs_float_input);
     RUN(test_matmul_deterministic);
+    RUN(test_matmul_rows);
     RUN(test_accum_rows);
     RUN(test_parallel_for);
     return CHECK_DONE();
