@@ -84,15 +84,9 @@ void ps_matmul_rows_multi(ps_compute *c, int n_w, const ps_matrix *const *W, con
 void ps_matmul_rows(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_tok,
                     const int32_t *idx, int64_t n_idx, float *Y);
 
-/* ---- attention and activation helpers (AVX2 with a scalar reference) ---- */
-/* One query head over n_keys cached positions (fp32):
- *   out[d] = sum_j softmax_j(scale * q . k_j) * v_j[d],  d < head_dim,
- * with k_j = k + j*kv_stride and v_j = v + j*kv_stride (floats). att is
- * scratch of n_keys floats (left holding the unnormalised weights).
- * Vectorised exp (~2 ulp); head_dim not a multiple of 8 runs the scalar path. */
-void ps_attention_head(const float *q, const float *k, const float *v, int64_t kv_stride,
-                       int64_t n_keys, int32_t head_dim, float scale, float *att, float *out);
-/* SwiGLU: g[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i]. */
+/* ---- activation helper (AVX2 with a scalar reference) -------------------- */
+/* SwiGLU: g[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i]
+ * (vectorised exp, ~2 ulp, in the AVX2 path). */
 void ps_silu_mul(float *g, const float *u, int64_t n);
 
 #endif

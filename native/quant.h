@@ -69,9 +69,7 @@ void ps_quantize_q8a_avx2(const float *x, ps_block_q8a *y, int64_t n);
  * thread only, before a dispatch. NULL if the allocation fails. */
 void *ps_compute_scratch(ps_compute *c, int slot, size_t bytes);
 
-/* AVX2 versions of compute.h's ps_attention_head (head_dim % 8 == 0) and ps_silu_mul. */
-void ps_attention_head_avx2(const float *q, const float *k, const float *v, int64_t kv_stride,
-                            int64_t n_keys, int32_t head_dim, float scale, float *att, float *out);
+/* AVX2 version of compute.h's ps_silu_mul. */
 void ps_silu_mul_avx2(float *g, const float *u, int64_t n);
 
 /* The level in force (PS_SIMD_*), cheap to call. */

@@ -382,42 +382,6 @@ TEST(test_accum_rows) {
     ps_simd_set(ps_simd_supported());
 }
 
-/* Attention for one head against float64, both SIMD levels, odd key counts. */
-TEST(test_attention_head) {
-    static const int64_t keys[] = {1, 7, 8, 100, 513};
-    static const int32_t dims[] = {64, 12, 128};
-    for (int level = 0; level <= ps_simd_supported(); level++) {
-        ps_simd_set(level);
-        for (int di = 0; di < 3; di++)
-            for (int ki = 0; ki < 5; ki++) {
-                const int32_t hd = dims[di];
-                const int64_t nk = keys[ki], stride = hd * 3 + 8;
-                float *q = random_floats(hd), *kv = random_floats(stride * nk + hd * 2);
-                for (int32_t d = 0; d < hd; d++) q[d] *= 4.0f; /* peaked softmax */
-                const float *k = kv, *v = kv + hd;
-                float *att = malloc(sizeof(float) * nk), out[128];
-                ps_attention_head(q, k, v, stride, nk, hd, 0.125f, att, out);
-                double *s = malloc(sizeof(double) * nk), mx = -INFINITY, sum = 0;
-                for (int64_t j = 0; j < nk; j++) {
-                    s[j] = 0;
-                    for (int32_t d = 0; d < hd; d++) s[j] += (double)q[d] * k[j * stride + d];
-                    s[j] *= 0.125;
-                    mx = s[j] > mx ? s[j] : mx;
-                }
-                for (int64_t j = 0; j < nk; j++) sum += (s[j] = exp(s[j] - mx));
-                int bad = 0;
-                for (int32_t d = 0; d < hd; d++) {
-                    double o = 0;
-                    for (int64_t j = 0; j < nk; j++) o += s[j] / sum * v[j * stride + d];
-                    if (fabs(out[d] - o) > 1e-5) bad++;
-                }
-                CHECK(bad == 0);
-                free(q), free(kv), free(att), free(s);
-            }
-    }
-    ps_simd_set(ps_simd_supported());
-}
-
 TEST(test_silu_mul) {
     enum { N = 2003 };
     float g[N], u[N], ref[N];
@@ -483,7 +447,6 @@ int main(void) {
     RUN(test_matmul_deterministic);
     RUN(test_matmul_rows);
     RUN(test_accum_rows);
-    RUN(test_attention_head);
     RUN(test_silu_mul);
     RUN(test_parallel_for);
     return CHECK_DONE();
