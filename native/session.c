@@ -119,6 +119,8 @@ static void attention_items(void *vc, int64_t i0, int64_t i1, int ith) {
     const float *v_layer = s->v_cache + (int64_t)c->layer * s->n_ctx * kv_dim;
     float *att = s->att + (int64_t)ith * s->n_ctx;
 
+    const int use_avx2 = ps_simd_get() >= PS_SIMD_AVX2 && hd % 8 == 0;
+
     for (int64_t item = i0; item < i1; item++) {
         const int64_t t = item / hp->n_head;
         const int h = (int)(item % hp->n_head);
@@ -126,8 +128,15 @@ static void attention_items(void *vc, int64_t i0, int64_t i1, int ith) {
         const float *q = s->q + t * q_dim + (int64_t)h * hd;
         const float *k = k_layer + (int64_t)(h / group) * hd;
         const float *v = v_layer + (int64_t)(h / group) * hd;
+        float *out = s->att_out + t * q_dim + (int64_t)h * hd;
 
-        /* scores and a numerically safe softmax */
+        if (use_avx2) {
+            float mx = ps_attn_scores_avx2(q, k, kv_dim, n_keys, hd, scale, att);
+            float sum = ps_attn_softmax_avx2(att, n_keys, mx);
+            ps_attn_values_avx2(att, 1.0f / sum, v, kv_dim, n_keys, hd, out);
+            continue;
+        }
+        /* scalar reference: scores, a numerically safe softmax, weighted values */
         float mx = -INFINITY;
         for (int64_t j = 0; j < n_keys; j++) {
             att[j] = dot_f32(q, k + j * kv_dim, hd) * scale;
@@ -139,9 +148,6 @@ static void attention_items(void *vc, int64_t i0, int64_t i1, int ith) {
             sum += att[j];
         }
         const float inv = 1.0f / sum;
-
-        /* weighted sum of values */
-        float *out = s->att_out + t * q_dim + (int64_t)h * hd;
         memset(out, 0, sizeof(float) * hd);
         for (int64_t j = 0; j < n_keys; j++) {
             const float p = att[j] * inv;
@@ -232,7 +238,7 @@ static void forward_batch(ps_session *s, const int32_t *tokens, int32_t n_tok,
         float *qkv_out[3] = {s->q, kc, vc};
         ps_matmul_multi(s->pool, 3, qkv, s->xb, n_tok, qkv_out);
         for_tokens(s, &c, rope_rows);
-        ps_parallel_for(s->pool, (int64_t)n_tok * hp->n_head, 1, attention_items, &c);
+        ps_parallel_for(s->pool, (int64_t)n_tok * hp->n_head, n_tok > 1 ? 4 : 1, attention_items, &c);
         ps_matmul(s->pool, &L->wo, s->att_out, n_tok, s->xb2);
 
         /* 4. FFN block: xb = norm(x + attn), gate/up in one dispatch,

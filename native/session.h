@@ -51,4 +51,14 @@ void ps_session_destroy(struct ps_session *s);
 /* Run n (<= the free context) already validated tokens; see ps_session_eval. */
 int ps_session_forward(struct ps_session *s, const int32_t *tokens, int32_t n, float *all_logits);
 
+/* AVX2 kernels for one query head's attention (attention_avx2.c; head_dim
+ * a multiple of 8). scores: att[j] = scale * q.k_j, returns the max;
+ * softmax: att[j] = exp(att[j] - mx), returns the sum; values:
+ * out = inv * sum_j att[j] * v_j. Rows k_j, v_j are stride floats apart. */
+float ps_attn_scores_avx2(const float *q, const float *k, int64_t stride, int64_t n, int hd,
+                          float scale, float *att);
+float ps_attn_softmax_avx2(float *att, int64_t n, float mx);
+void ps_attn_values_avx2(const float *att, float inv, const float *v, int64_t stride, int64_t n, int hd,
+                         float *out);
+
 #endif

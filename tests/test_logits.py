@@ -210,3 +210,39 @@ def test_bad_eval_arguments(tmp_path):
         assert m.n_past == 5
         m.eval([1, 2, 3])  # exactly full is fine
         assert m.n_past == 8
+
+
+@pytest.fixture
+def scalar_kernels():
+    """Force the scalar reference kernels (matmuls and attention) for one test."""
+    from prosparse_cpu._lib import lib
+
+    before = lib().ps_simd_get()
+    lib().ps_simd_set(0)
+    yield
+    lib().ps_simd_set(before)
+
+
+@pytest.mark.parametrize("activation", ["silu", "relu2"])
+def test_scalar_path_matches_transformers(tmp_path, scalar_kernels, activation):
+    model = tm.make_hf_llama(seed=13, n_head=4, n_head_kv=2)
+    path = tm.write_gguf(model, tmp_path / "m.gguf", arch="prosparse", activation=activation)
+    tokens = random_tokens(40, seed=9)
+    ref = tm.reference_logits(model, tokens, activation=activation)
+    assert rel_err(engine_all(path, tokens, n_batch=16), ref) <= REL_TOL
+    assert rel_err(engine_one_by_one(path, tokens[:8]), ref[:8]) <= REL_TOL
+
+
+def test_long_context_attention(tmp_path):
+    """Positions up to 300 (many 4-key groups plus a remainder, several batches)."""
+    model = tm.make_hf_llama(seed=14, n_embd=128, n_head=2, n_head_kv=1, max_pos=512)  # head_dim 64
+    path = tm.write_gguf(model, tmp_path / "m.gguf")
+    tokens = random_tokens(301, seed=10)
+    ref = tm.reference_logits(model, tokens)
+    with Model(path, threads=2, n_ctx=512, n_batch=128) as m:
+        out = m.eval_all(tokens[:290])
+        rows = [out]
+        for t in tokens[290:]:
+            m.eval([t])
+            rows.append(m.logits()[None])
+    assert rel_err(np.concatenate(rows), ref) <= REL_TOL
