@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 
-def run(*args, stdin: str | None = None, timeout: int = 300):
+def run(*args, stdin: str | None = None, timeout: int = 300, env: dict | None = None):
     return subprocess.run([sys.executable, "-m", "prosparse_cpu.cli", *map(str, args)], input=stdin,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def ok(r):
@@ -88,6 +89,32 @@ def test_bench_bad_options(tiny_path, tmp_path):
     for args in (["--modes", "dense,fastest"], ["--pp", "0", "--tg", "0"], ["--json", tmp_path / "no" / "x.json"]):
         r = run("bench", tiny_path, "--no-llama", *args)
         assert r.returncode != 0 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bench_without_llama_cpp(tiny_path, tmp_path):
+    # a llama_cpp package that fails to import stands for one that is not installed
+    fake = tmp_path / "site" / "llama_cpp"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('not installed (test)')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")]))
+    r = ok(run("bench", tiny_path, "--threads", "1", "--reps", "1", "--pp", "8", "--tg", "2", env=env))
+    notes = [line for line in r.stderr.splitlines() if "llama_cpp" in line]
+    assert len(notes) == 1 and "measuring ours alone" in notes[0]
+    assert "ours dense" in r.stdout and "│ llama.cpp" not in r.stdout
+
+
+@pytest.mark.llamacpp
+def test_bench_baseline_file(tiny_path, tmp_path, llama_cpp):
+    from conftest import write_tiny_llama
+
+    relu = write_tiny_llama(tmp_path / "relu.gguf", activation="relu")  # llama.cpp cannot run a prosparse file
+    js = tmp_path / "b.json"
+    ok(run("bench", relu, "--baseline", tiny_path, "--modes", "dense", "--threads", "1", "--reps", "1",
+           "--pp", "8", "--tg", "2", "--json", js))
+    data = json.loads(js.read_text())
+    assert [(e["name"], os.path.basename(e["file"])) for e in data["engines"]] == [
+        ("llama.cpp", os.path.basename(tiny_path)), ("ours dense", "relu.gguf")]
+    assert data["engines"][1]["counters"]["sparsity"] > 0.1  # ReLU zeros, measured while timing tg
 
 
 @pytest.mark.llamacpp
