@@ -170,7 +170,7 @@ static void activation_rows(void *vc, int64_t t0, int64_t t1, int ith) {
         const float *u = s->hb2 + t * n;
         switch (hp->act) {
         case PS_ACT_SILU:
-            for (int i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+            ps_silu_mul(g, u, n); /* vectorised exp in the AVX2 path */
             break;
         case PS_ACT_RELU:
             for (int i = 0; i < n; i++) g[i] = g[i] > 0.0f ? g[i] * u[i] : 0.0f;
