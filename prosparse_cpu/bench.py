@@ -82,6 +82,25 @@ def bytes_per_token(roles: dict[str, int], mode: str, counters: dict | None) -> 
     return None
 
 
+def measure_read_bandwidth(threads: int, mib: int = 256, rounds: int = 3) -> float:
+    """Main-memory read bandwidth in GB/s: `threads` threads OR-reduce their slices
+    of a buffer 8x the L3 size (numpy releases the GIL); the best of `rounds`."""
+    import threading
+
+    buf = np.ones(mib * 2**20 // 8, dtype=np.uint64)
+    parts = np.array_split(buf, threads)
+    best = 0.0
+    for _ in range(rounds):
+        workers = [threading.Thread(target=np.bitwise_or.reduce, args=(p,)) for p in parts]
+        t0 = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        best = max(best, buf.nbytes / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
 # ---- engines ----------------------------------------------------------------
 class LlamaCppEngine:
     """Dense llama.cpp on a file, timed through the low-level decode API."""
@@ -249,7 +268,7 @@ def default_modes(model) -> list[str]:
 
 def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: int = 5, n_pp: int = 512,
               n_tg: int = 128, modes: list[str] | None = None, llama: bool = True, seed: int = 1234,
-              log=None) -> dict:
+              measure_bandwidth: bool = True, log=None) -> dict:
     """Measure and return everything as one JSON-ready dict (see write_json)."""
     from rich.console import Console
 
@@ -312,11 +331,13 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
         for e in engines:
             e.close()
         model.close()
+    bandwidth = measure_read_bandwidth(threads) if measure_bandwidth else None
 
     result = {
         "config": {"model": os.path.abspath(path), "baseline": os.path.abspath(baseline or path), "threads": threads,
                    "reps": reps, "n_pp": n_pp, "n_tg": n_tg, "n_ctx": n_ctx, "token_seed": seed},
-        "machine": machine_info() | {"loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "machine": machine_info() | {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+                                     "read_bandwidth_gb_s": bandwidth},
         "engines": [],
     }
     for e in engines:
@@ -335,6 +356,8 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
         for t, s in entry["tests"].items():
             if t.startswith("tg") and bpt and s.get("median"):
                 s["implied_gb_per_s"] = bpt * s["median"] / 1e9
+                if bandwidth:
+                    s["share_of_bandwidth"] = s["implied_gb_per_s"] / bandwidth
         result["engines"].append(entry)
     _add_ratios(result)
     return result
@@ -381,7 +404,7 @@ def print_table(result: dict, file=None) -> None:
                   caption=f"median of {cfg['reps']} reps, engines interleaved, after a warm-up")
     for col, just in (("engine", "left"), ("test", "left"), ("t/s", "right"), ("min-max", "right"),
                       ("stdev", "right"), ("vs llama.cpp", "right"), ("sparsity", "right"), ("recall", "right"),
-                      ("MB/token", "right"), ("GB/s", "right")):
+                      ("MB/token", "right"), ("GB/s", "right"), ("of bw", "right")):
         table.add_column(col, justify=just)
     for e in result["engines"]:
         c = e.get("counters") or {}
@@ -396,12 +419,15 @@ def print_table(result: dict, file=None) -> None:
                           _fmt_pct(c.get("sparsity")) if tg else "-",
                           _fmt_pct(c.get("recall")) if tg else "-",
                           f"{bpt / 1e6:.1f}" if tg and bpt else "-",
-                          f"{s['implied_gb_per_s']:.1f}" if tg and s.get("implied_gb_per_s") else "-")
+                          f"{s['implied_gb_per_s']:.1f}" if tg and s.get("implied_gb_per_s") else "-",
+                          _fmt_pct(s.get("share_of_bandwidth")) if tg else "-")
     console = Console(file=file or sys.stdout, width=120)
     console.print(table)
     la, lb = mach.get("loadavg_before"), mach.get("loadavg_after")
-    console.print("MB/token: weight bytes a decode step reads (KV cache not counted); GB/s: that times tg t/s",
-                  highlight=False)
+    bw = mach.get("read_bandwidth_gb_s")
+    console.print("MB/token: weight bytes a decode step reads (KV cache not counted); GB/s: that times tg t/s"
+                  + (f"; of bw: share of the measured read bandwidth, {bw:.1f} GB/s with {cfg['threads']} threads"
+                     if bw else ""), highlight=False)
     console.print(f"machine: {mach.get('cpu', '?')}, {mach.get('cpu_count')} cores; load average "
                   f"{la[0]:.2f} before, {lb[0]:.2f} after (a busy machine makes every number noisy)", highlight=False)
 
