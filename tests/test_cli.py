@@ -155,3 +155,22 @@ def test_chat_history_is_trimmed_to_the_context(successor_path):
 def test_chat_message_longer_than_context(successor_path):
     r = run("chat", successor_path, "--temp", "0", "--ctx", "32", "-n", "4", "-p", "word " * 40)
     assert r.returncode != 0 and r.stderr.startswith("error: ") and "context" in r.stderr
+
+
+def test_bytes_per_token_by_mode(tmp_path):
+    from conftest import write_tiny_llama
+    from prosparse_cpu.bench import bytes_per_token, weight_bytes
+
+    path = write_tiny_llama(tmp_path / "p.gguf", activation="relu", predictor_rank=8)
+    w = weight_bytes(str(path))
+    e, f, kv, r, v = 32, 64, 16, 8, 265  # n_embd, n_ff, kv dim, rank, vocab; all F32
+    assert w["attn"] == 2 * 4 * (e * e + 2 * kv * e + e * e)
+    assert (w["gate"], w["up"], w["down"]) == (2 * 4 * f * e,) * 3
+    assert w["pred"] == 2 * 4 * (r * e + f * r) and w["output"] == 4 * v * e and w["embd_row"] == 4 * e
+    fixed = w["attn"] + w["output"] + w["embd_row"] + w["norms"]
+    c = {"sparsity": 0.75, "predicted_share": 0.5}
+    assert bytes_per_token(w, "dense", None) == fixed + 3 * w["gate"]
+    assert bytes_per_token(w, "sparse", c) == fixed + w["gate"] + 0.25 * 2 * w["gate"]
+    assert bytes_per_token(w, "predict", c) == fixed + w["pred"] + 0.5 * 2 * w["gate"] + 0.25 * w["gate"]
+    assert bytes_per_token(w, "threshold", c) == fixed + w["gate"] + 0.5 * 2 * w["gate"]
+    assert bytes_per_token(w, "sparse", None) is None
