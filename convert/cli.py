@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 import gguf
 
+from .calibrate import calibrate_cutoffs, read_text, text_tokens
 from .errors import ConvertError
 from .gguf_source import GGUFSource
 from .hf_source import HFSource
@@ -42,6 +43,7 @@ def convert(src: Path, out: Path, outtype: str = "auto", predictor: Path | None 
             stats: Path | None = None, llama_compat: bool = False, prosparse: bool = False,
             predictor_threshold: float | None = None, predictor_input: str | None = None,
             predictor_hidden_act: str | None = None, stats_tokens: int | None = None,
+            calibrate: Path | None = None, target_sparsity: float | None = None, calibrate_tokens: int = 1024,
             progress: bool = True, warn=lambda msg: None) -> dict:
     """Convert SRC into OUT; returns a small summary. Raises ConvertError."""
     src, out = Path(src), Path(out)
@@ -49,8 +51,12 @@ def convert(src: Path, out: Path, outtype: str = "auto", predictor: Path | None 
         raise ConvertError(f"cannot write {out}: it is a directory")
     if src.is_file() and out.exists() and out.resolve() == src.resolve():
         raise ConvertError("the output would overwrite the input")
-    if llama_compat and (predictor or stats or prosparse):
-        raise ConvertError("--llama-compat writes a plain llama file: --predictor, --stats and --prosparse do not apply")
+    if llama_compat and (predictor or stats or prosparse or calibrate):
+        raise ConvertError("--llama-compat writes a plain llama file: --predictor, --stats, --calibrate "
+                           "and --prosparse do not apply")
+    if (calibrate is None) != (target_sparsity is None):
+        raise ConvertError("--calibrate TEXT and --target-sparsity S go together")
+    text = read_text(calibrate) if calibrate else None
     source = open_source(src)
     try:
         spec = source.spec
@@ -65,11 +71,15 @@ def convert(src: Path, out: Path, outtype: str = "auto", predictor: Path | None 
             if spec.activation != "silu":
                 warn(f"--llama-compat: this {spec.activation} model will run as SiLU in llama.cpp; "
                      "its tokens are wrong there (a speed baseline only)")
-        elif spec.activation != "silu" or spec.has_scalings or preds or st or prosparse:
+        elif spec.activation != "silu" or spec.has_scalings or preds or st or prosparse or calibrate:
             arch = "prosparse"
         else:
             arch = "llama"
         plan = build_plan(source, arch, outtype, llama_compat, preds, st)
+        if calibrate:
+            ids = text_tokens(source, text)[:calibrate_tokens]
+            plan.cutoffs = calibrate_cutoffs(source, spec, ids, target_sparsity)
+            plan.cutoff_sparsity = float(target_sparsity)
 
         gw = gguf.GGUFWriter(temp_path_for(out), arch)
         if isinstance(source, GGUFSource):
@@ -100,11 +110,17 @@ def convert(src: Path, out: Path, outtype: str = "auto", predictor: Path | None 
 @click.option("--predictor-hidden-act", type=click.Choice(["none", "relu"]), help="between the predictor's layers")
 @click.option("--stats", type=click.Path(path_type=Path), help="per-neuron activation counts: reorder hot-first")
 @click.option("--stats-tokens", type=click.IntRange(min=1), help="tokens the counts were measured over")
+@click.option("--calibrate", type=click.Path(path_type=Path), help="text file: per-layer cut-offs for threshold mode (SiLU)")
+@click.option("--target-sparsity", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="share of neurons threshold mode skips (with --calibrate)")
+@click.option("--calibrate-tokens", type=click.IntRange(min=16), default=1024, show_default=True,
+              help="calibration text tokens used")
 @click.option("--llama-compat", is_flag=True, help="plain llama file for stock llama.cpp (speed baseline)")
 @click.option("--prosparse", "force_prosparse", is_flag=True, help="write `prosparse` even for a SiLU model")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
 def main(src, out, outtype, predictor, predictor_threshold, predictor_input, predictor_hidden_act,
-         stats, stats_tokens, llama_compat, force_prosparse, no_progress):
+         stats, stats_tokens, calibrate, target_sparsity, calibrate_tokens, llama_compat, force_prosparse,
+         no_progress):
     """Convert a Hugging Face model folder or a llama GGUF file into a (sparse-ready) GGUF file."""
     def warn(msg):
         click.echo(f"prosparse-convert: note: {msg}", err=True)
@@ -115,7 +131,7 @@ def main(src, out, outtype, predictor, predictor_threshold, predictor_input, pre
     try:
         r = convert(src, out, outtype, predictor, stats, llama_compat, force_prosparse,
                     predictor_threshold, predictor_input, predictor_hidden_act, stats_tokens,
-                    progress=not no_progress, warn=warn)
+                    calibrate, target_sparsity, calibrate_tokens, progress=not no_progress, warn=warn)
     except ConvertError as e:
         click.echo(f"prosparse-convert: error: {e}", err=True)
         sys.exit(1)

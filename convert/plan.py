@@ -59,6 +59,8 @@ class Plan:
     tensors: list[OutTensor]
     kv: list[Callable[[gguf.GGUFWriter], None]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    cutoffs: np.ndarray | None = None        # threshold-mode cut-offs per layer (--calibrate)
+    cutoff_sparsity: float = 0.0
 
 
 def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -207,6 +209,9 @@ def _arch_keys(gw: gguf.GGUFWriter, plan: Plan, llama_compat: bool,
     gw.add_float32(a + "embedding_scale", s.embedding_scale)
     gw.add_float32(a + "residual_scale", s.residual_scale)
     gw.add_float32(a + "logit_scale", s.logit_scale)
+    if plan.cutoffs is not None:
+        gw.add_array(a + "ffn.cutoffs", [float(c) for c in plan.cutoffs])
+        gw.add_float32(a + "ffn.cutoff_sparsity", plan.cutoff_sparsity)
     if predictors is not None:
         gw.add_float32(a + "predictor.threshold", predictors.threshold)
         gw.add_string(a + "predictor.input", predictors.input)

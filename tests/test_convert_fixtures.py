@@ -173,8 +173,9 @@ def _act(act: str, g: torch.Tensor, u: torch.Tensor, t: float) -> torch.Tensor:
     raise ValueError(act)
 
 
-def torch_logits(folder: Path, ids: list[int]) -> np.ndarray:
-    """float64 PyTorch reference of a tiny HF folder: [len(ids), n_vocab]."""
+def torch_logits(folder: Path, ids: list[int], gate_acts: list | None = None) -> np.ndarray:
+    """float64 PyTorch reference of a tiny HF folder: [len(ids), n_vocab].
+    gate_acts: if a list, receives each layer's act(gate) [len(ids), n_ff]."""
     c = json.loads((folder / "config.json").read_text())
     W = load_hf_state(folder)
     E, H, L = c["hidden_size"], c["num_attention_heads"], c["num_hidden_layers"]
@@ -217,7 +218,10 @@ def torch_logits(folder: Path, ids: list[int]) -> np.ndarray:
         o = torch.einsum("hts,shd->thd", att.softmax(-1), v).reshape(T, E)
         h = h + rs * (o @ W[p + "self_attn.o_proj.weight"].T)
         x = norm(h, W[p + "post_attention_layernorm.weight"])
-        a = _act(act, x @ W[p + "mlp.gate_proj.weight"].T, x @ W[p + "mlp.up_proj.weight"].T, t)
+        g = x @ W[p + "mlp.gate_proj.weight"].T
+        if gate_acts is not None:
+            gate_acts.append(_act(act, g, torch.ones_like(g), t).numpy())
+        a = _act(act, g, x @ W[p + "mlp.up_proj.weight"].T, t)
         h = h + rs * (a @ W[p + "mlp.down_proj.weight"].T)
     h = norm(h, W["model.norm.weight"])
     out = W.get("lm_head.weight", W["model.embed_tokens.weight"])
@@ -252,7 +256,8 @@ class GGUFModel:
         return self.t[name].tensor_type
 
 
-def gguf_logits(path: Path, ids: list[int]) -> np.ndarray:
+def gguf_logits(path: Path, ids: list[int], gate_acts: list | None = None) -> np.ndarray:
+    """float64 forward of a GGUF file; gate_acts: if a list, receives each layer's act(gate)."""
     m = GGUFModel(path)
     E, L, H = m.hp("embedding_length"), m.hp("block_count"), m.hp("attention.head_count")
     KV, eps = m.hp("attention.head_count_kv"), m.hp("attention.layer_norm_rms_epsilon")
@@ -296,8 +301,10 @@ def gguf_logits(path: Path, ids: list[int]) -> np.ndarray:
         o = np.einsum("hts,shd->thd", att, v).reshape(T, E)
         h = h + rs * (o @ m.w(b + "attn_output.weight").T)
         x = norm(h, m.w(b + "ffn_norm.weight"))
-        a = _act(act, torch.from_numpy(x @ m.w(b + "ffn_gate.weight").T),
-                 torch.from_numpy(x @ m.w(b + "ffn_up.weight").T), t).numpy()
+        g = torch.from_numpy(x @ m.w(b + "ffn_gate.weight").T)
+        if gate_acts is not None:
+            gate_acts.append(_act(act, g, torch.ones_like(g), t).numpy())
+        a = _act(act, g, torch.from_numpy(x @ m.w(b + "ffn_up.weight").T), t).numpy()
         if sparse:
             h = h + rs * (a @ m.w(b + "ffn_down_t.weight"))
         else:

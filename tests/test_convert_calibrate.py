@@ -1,0 +1,89 @@
+"""--calibrate TEXT --target-sparsity S: per-layer cut-offs on |silu(gate)| for the
+engine's threshold mode, checked against the PyTorch reference's own gate values.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from prosparse_cpu.convert.cli import convert
+from prosparse_cpu.convert.errors import ConvertError
+from test_convert import hf_folder, tokenizers_dir  # noqa: F401
+from test_convert_fixtures import GGUFModel, SAMPLE_TEXTS, corpus_text, torch_logits
+
+
+@pytest.fixture
+def silu_model(tmp_path, tokenizers_dir):  # noqa: F811
+    hf_folder(tmp_path / "hf", tokenizers_dir, "llama", "silu")
+    text = tmp_path / "calib.txt"
+    text.write_text(corpus_text()[:20000])
+    return tmp_path / "hf", text
+
+
+@pytest.mark.parametrize("target", [0.3, 0.7])
+def test_cutoffs_give_the_target_sparsity(tmp_path, silu_model, target):
+    hf, text = silu_model
+    out = tmp_path / "m.gguf"
+    r = convert(hf, out, "f16", calibrate=text, target_sparsity=target, calibrate_tokens=512, progress=False)
+    assert r["arch"] == "prosparse"
+    m = GGUFModel(out)
+    cut = np.array(m.kv("prosparse.ffn.cutoffs"))
+    assert m.hp("ffn.activation") == "silu" and m.hp("ffn.cutoff_sparsity") == pytest.approx(target)
+    assert cut.shape == (2,) and (cut > 0).all()
+    # The reference's |silu(gate)| on the same tokens (same 256-token chunks) falls below the
+    # cut-off for the target share of neurons.
+    from transformers import AutoTokenizer
+    ids = AutoTokenizer.from_pretrained(str(hf)).encode(text.read_text())[:512]
+    acts = [[], []]
+    for i in range(0, len(ids), 256):
+        per_layer = []
+        torch_logits(hf, ids[i:i + 256], gate_acts=per_layer)
+        for L in range(2):
+            acts[L].append(np.abs(per_layer[L]).ravel())
+    for L in range(2):
+        a = np.concatenate(acts[L])
+        assert abs(float((a < cut[L]).mean()) - target) < 0.005, L
+    # Held-out text: near the target (a different distribution, so loosely).
+    held = []
+    torch_logits(hf, AutoTokenizer.from_pretrained(str(hf)).encode(" ".join(SAMPLE_TEXTS)), gate_acts=held)
+    for L in range(2):
+        assert abs(float((np.abs(held[L]) < cut[L]).mean()) - target) < 0.15
+
+
+def test_calibrate_errors(tmp_path, silu_model, tokenizers_dir):  # noqa: F811
+    hf, text = silu_model
+    with pytest.raises(ConvertError, match="go together"):
+        convert(hf, tmp_path / "m.gguf", calibrate=text, progress=False)
+    with pytest.raises(ConvertError, match="do not apply"):
+        convert(hf, tmp_path / "m.gguf", calibrate=text, target_sparsity=0.5, llama_compat=True, progress=False)
+    hf_folder(tmp_path / "relu", tokenizers_dir, "llama", "relu")
+    with pytest.raises(ConvertError, match="for SiLU models"):
+        convert(tmp_path / "relu", tmp_path / "m.gguf", calibrate=text, target_sparsity=0.5, progress=False)
+    with pytest.raises(ConvertError, match="unreadable"):
+        convert(hf, tmp_path / "m.gguf", calibrate=tmp_path / "missing.txt", target_sparsity=0.5, progress=False)
+    assert not (tmp_path / "m.gguf").exists()
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_smollm2_calibration(tmp_path):
+    """SmolLM2 (GGUF input, tokenized by the engine): cut-offs at 50% reproduce 50% on the
+    calibration tokens under an independent float64 forward of the same file."""
+    from test_convert_gguf import SMOLLM2
+    if not SMOLLM2.is_file():
+        pytest.skip(f"{SMOLLM2} not present (make model)")
+    text = tmp_path / "calib.txt"
+    text.write_text(corpus_text()[:4000])
+    out = tmp_path / "smol.gguf"
+    convert(SMOLLM2, out, "auto", calibrate=text, target_sparsity=0.5, calibrate_tokens=200, progress=False)
+    cut = np.array(GGUFModel(out).kv("prosparse.ffn.cutoffs"))
+    assert cut.shape == (30,) and (cut > 0).all()
+    from prosparse_cpu import Model
+    from test_convert_fixtures import gguf_logits
+    with Model(str(SMOLLM2), threads=2, n_ctx=512) as m:
+        ids = m.tokenize(text.read_text(), add_bos=True)[:200]
+    acts = []
+    gguf_logits(SMOLLM2, ids, gate_acts=acts)
+    share = [float((np.abs(a) < c).mean()) for a, c in zip(acts, cut)]
+    print("SmolLM2 cut-offs at 50%:", np.round(cut, 4).tolist(), "measured", np.round(share, 4).tolist())
+    assert all(abs(s - 0.5) < 0.01 for s in share)
