@@ -17,6 +17,8 @@
 #define MULTI_MAX 8      /* matrices per dispatch */
 #define TOK_CHUNK 64     /* tokens per unit in prompt processing (activations stay in L2) */
 #define ACC_PREFETCH 4   /* rows ahead that accum_rows prefetches */
+#define ACC_ROWS 64      /* rows decoded at a time by accum_rows for several tokens */
+#define ACC_TOK 64       /* tokens per small GEMM there */
 
 /* ---- activation quantization ---------------------------------------------- */
 typedef struct quant_task {
@@ -174,13 +176,14 @@ typedef struct acc_task {
     float *Y;        /* n_tok x W.n_cols */
     int64_t col_unit; /* columns per unit, a multiple of the block size */
     ps_compute *c;
+    ps_gemm_acc_fn gemm_acc;
 } acc_task;
 
-static void acc_range(void *ctx, int64_t u0, int64_t u1, int ith) {
-    acc_task *a = ctx;
+/* One unit: output columns [u * col_unit, (u+1) * col_unit) for every token. */
+static void acc_unit(acc_task *a, int64_t u, int ith) {
     const ps_matrix *W = a->W;
     const int64_t n_rows = W->n_rows;
-    int64_t c0 = u0 * a->col_unit, c1 = u1 * a->col_unit;
+    int64_t c0 = u * a->col_unit, c1 = (u + 1) * a->col_unit;
     if (c1 > W->n_cols) c1 = W->n_cols;
     const int64_t width = c1 - c0;
     const size_t off = ps_row_bytes(W->type, c0);
@@ -203,25 +206,29 @@ static void acc_range(void *ctx, int64_t u0, int64_t u1, int ith) {
         }
         return;
     }
-    /* Several tokens: decode each row segment once, then reuse it for every token. */
+    /* Several tokens: decode ACC_ROWS row segments once, gather the matching
+     * activations, and multiply them as a small float GEMM. */
     float *seg = ps_compute_scratch(a->c, 1 + ith, 0); /* sized by the caller */
-    for (int64_t j0 = 0; j0 < a->n_idx; j0 += 64) {
-        const int64_t nj = a->n_idx - j0 < 64 ? a->n_idx - j0 : 64;
+    float *xa = seg + (size_t)ACC_ROWS * a->col_unit;  /* ACC_TOK x ACC_ROWS */
+    for (int64_t j0 = 0; j0 < a->n_idx; j0 += ACC_ROWS) {
+        const int64_t nj = a->n_idx - j0 < ACC_ROWS ? a->n_idx - j0 : ACC_ROWS;
         for (int64_t j = 0; j < nj; j++) {
             const int64_t i = a->idx ? a->idx[j0 + j] : j0 + j;
             a->k->dequant(base + (size_t)i * a->row_bytes, seg + j * width, width);
         }
-        for (int32_t t = 0; t < a->n_tok; t++) {
-            const float *x = a->X + (size_t)t * n_rows;
-            float *y = a->Y + (size_t)t * W->n_cols + c0;
-            for (int64_t j = 0; j < nj; j++) {
-                const float xv = x[a->idx ? a->idx[j0 + j] : j0 + j];
-                if (xv == 0.0f) continue;
-                const float *s = seg + j * width;
-                for (int64_t col = 0; col < width; col++) y[col] += xv * s[col];
+        for (int32_t t0 = 0; t0 < a->n_tok; t0 += ACC_TOK) {
+            const int32_t mt = a->n_tok - t0 < ACC_TOK ? a->n_tok - t0 : ACC_TOK;
+            for (int32_t t = 0; t < mt; t++) {
+                const float *x = a->X + (size_t)(t0 + t) * n_rows;
+                for (int64_t j = 0; j < nj; j++) xa[t * ACC_ROWS + j] = x[a->idx ? a->idx[j0 + j] : j0 + j];
             }
+            a->gemm_acc(xa, ACC_ROWS, seg, width, a->Y + (size_t)t0 * W->n_cols + c0, W->n_cols, mt, nj, width);
         }
     }
+}
+
+static void acc_range(void *ctx, int64_t u0, int64_t u1, int ith) {
+    for (int64_t u = u0; u < u1; u++) acc_unit(ctx, u, ith);
 }
 
 void ps_accum_rows(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_tok,
@@ -240,10 +247,12 @@ void ps_accum_rows(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_
     int64_t per = (n_units_min + nth - 1) / nth;
     if (n_tok > 1 && per > 8) per = 8;
     if (per < 1) per = 1;
-    acc_task a = {W, k, ps_row_bytes(W->type, W->n_cols), X, n_tok, idx, n_idx, Y, per * bs, c};
+    acc_task a = {W, k, ps_row_bytes(W->type, W->n_cols), X, n_tok, idx, n_idx, Y, per * bs, c,
+                  ps_simd_level() >= PS_SIMD_AVX2 ? ps_gemm_acc_avx2 : ps_gemm_acc_scalar};
     if (n_tok > 1) {
+        const size_t floats = (size_t)ACC_ROWS * per * bs + (size_t)ACC_TOK * ACC_ROWS;
         for (int i = 0; i < nth; i++)
-            if (!ps_compute_scratch(c, 1 + i, (size_t)64 * per * bs * sizeof(float))) {
+            if (!ps_compute_scratch(c, 1 + i, floats * sizeof(float))) {
                 ps_fail(PS_ERR_MEMORY, "accum_rows: out of memory");
                 return;
             }

@@ -115,6 +115,17 @@ void ps_quantize_q8a_scalar(const float *x, ps_block_q8a *y, int64_t n) {
     }
 }
 
+/* ---- small float GEMM for accum_rows --------------------------------------- */
+void ps_gemm_acc_scalar(const float *A, int64_t lda, const float *B, int64_t ldb, float *Y,
+                        int64_t ldy, int64_t m, int64_t k, int64_t n) {
+    for (int64_t t = 0; t < m; t++)
+        for (int64_t c = 0; c < n; c++) {
+            float acc = 0.0f;
+            for (int64_t j = 0; j < k; j++) acc += A[t * lda + j] * B[j * ldb + c];
+            Y[t * ldy + c] += acc;
+        }
+}
+
 /* ---- dequantization (bit-exact with gguf-py) ------------------------------ */
 static void dequant_f32(const void *src, float *dst, int64_t n) {
     memcpy(dst, src, (size_t)n * sizeof(float));

@@ -69,6 +69,16 @@ void ps_quantize_q8a_avx2(const float *x, ps_block_q8a *y, int64_t n);
  * thread only, before a dispatch. NULL if the allocation fails. */
 void *ps_compute_scratch(ps_compute *c, int slot, size_t bytes);
 
+/* Y[t*ldy + c] += sum_j A[t*lda + j] * B[j*ldb + c] for t < m, j < k, c < n
+ * (small float GEMM of accum_rows over decoded rows). Each output element's
+ * terms are summed in order of j, whatever its position in the tiling. */
+typedef void (*ps_gemm_acc_fn)(const float *A, int64_t lda, const float *B, int64_t ldb, float *Y,
+                               int64_t ldy, int64_t m, int64_t k, int64_t n);
+void ps_gemm_acc_scalar(const float *A, int64_t lda, const float *B, int64_t ldb, float *Y,
+                        int64_t ldy, int64_t m, int64_t k, int64_t n);
+void ps_gemm_acc_avx2(const float *A, int64_t lda, const float *B, int64_t ldb, float *Y,
+                      int64_t ldy, int64_t m, int64_t k, int64_t n);
+
 /* AVX2 version of compute.h's ps_silu_mul. */
 void ps_silu_mul_avx2(float *g, const float *u, int64_t n);
 

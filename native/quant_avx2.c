@@ -5,6 +5,7 @@
  * the same operations in the same order whatever tile it is computed in, so
  * results do not depend on how rows and tokens were split among threads. */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "quant.h"
@@ -463,6 +464,42 @@ static void gemm_f16(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t 
 static void gemm_bf16(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
                       int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
     gemm_float(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, FT_BF16);
+}
+
+/* ---- small float GEMM for accum_rows: 6 tokens x 16 columns per tile -------- */
+INLINE void gemm_acc_tile(const float *A, int64_t lda, const float *B, int64_t ldb, float *Y,
+                          int64_t ldy, int64_t k, const int RN) {
+    __m256 acc[6][2];
+    for (int t = 0; t < RN; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (int64_t j = 0; j < k; j++) {
+        const __m256 b0 = _mm256_loadu_ps(B + j * ldb), b1 = _mm256_loadu_ps(B + j * ldb + 8);
+        for (int t = 0; t < RN; t++) {
+            const __m256 a = _mm256_broadcast_ss(A + t * lda + j);
+            acc[t][0] = _mm256_fmadd_ps(a, b0, acc[t][0]);
+            acc[t][1] = _mm256_fmadd_ps(a, b1, acc[t][1]);
+        }
+    }
+    for (int t = 0; t < RN; t++) {
+        _mm256_storeu_ps(Y + t * ldy, _mm256_add_ps(_mm256_loadu_ps(Y + t * ldy), acc[t][0]));
+        _mm256_storeu_ps(Y + t * ldy + 8, _mm256_add_ps(_mm256_loadu_ps(Y + t * ldy + 8), acc[t][1]));
+    }
+}
+
+void ps_gemm_acc_avx2(const float *A, int64_t lda, const float *B, int64_t ldb, float *Y,
+                      int64_t ldy, int64_t m, int64_t k, int64_t n) {
+    int64_t c = 0;
+    for (; c + 16 <= n; c += 16) {
+        int64_t t = 0;
+        for (; t + 6 <= m; t += 6) gemm_acc_tile(A + t * lda, lda, B + c, ldb, Y + t * ldy + c, ldy, k, 6);
+        for (; t < m; t++) gemm_acc_tile(A + t * lda, lda, B + c, ldb, Y + t * ldy + c, ldy, k, 1);
+    }
+    /* leftover columns: the same per-element steps (fused multiply-add chain, then add) */
+    for (; c < n; c++)
+        for (int64_t t = 0; t < m; t++) {
+            float acc = 0.0f;
+            for (int64_t j = 0; j < k; j++) acc = fmaf(A[t * lda + j], B[j * ldb + c], acc);
+            Y[t * ldy + c] += acc;
+        }
 }
 
 /* ---- dequantization (bit-exact with the scalar path and gguf-py) ------------ */

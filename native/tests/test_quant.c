@@ -340,7 +340,7 @@ TEST(test_matmul_rows) {
 
 /* accum_rows: float64 reference, index lists, determinism across threads. */
 TEST(test_accum_rows) {
-    const int64_t n_ff = 200, n_embd = 96;
+    const int64_t n_ff = 200, n_embd = 352; /* 11 blocks: several column units per thread */
     for (int ti = 0; ti < N_TYPES; ti++)
         for (int level = 0; level <= ps_simd_supported(); level++) {
             ps_simd_set(level);
