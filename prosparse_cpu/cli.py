@@ -221,6 +221,51 @@ def inspect(model, no_engine):
         click.echo(engine_line)
 
 
+# ---- perplexity -----------------------------------------------------------------
+@cli.command()
+@model_arg
+@click.argument("text_file", metavar="TEXT", type=click.Path(exists=True, dir_okay=False))
+@mode_opt
+@threads_opt
+@click.option("--ctx", "n_ctx", type=click.IntRange(min=4), default=512, show_default=True,
+              help="Window length in tokens (the second half of each window is scored).")
+@click.option("--chunks", type=click.IntRange(min=1), default=None, help="Score at most this many windows.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the result here.")
+def perplexity(model, text_file, mode, threads, n_ctx, chunks, json_out):
+    """Perplexity of a text file (llama-perplexity's convention: non-overlapping windows)."""
+    import dataclasses
+    import json
+
+    from rich.progress import Progress
+
+    from .model import Model
+    from .perplexity import perplexity as run_ppl
+
+    try:
+        with open(text_file, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ProSparseError(f"{text_file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if json_out and not os.path.isdir(os.path.dirname(os.path.abspath(json_out))):
+        raise click.BadParameter(f"{json_out}: its folder does not exist", param_hint="--json")
+    with Model(model, threads=threads, n_ctx=n_ctx, mode=mode, n_batch=min(n_ctx, 512)) as m:
+        with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
+            task = bar.add_task("perplexity", total=None)
+            res = run_ppl(m, text, n_ctx=n_ctx, max_windows=chunks,
+                          progress=lambda i, n: bar.update(task, completed=i, total=n))
+        click.echo(f"PPL = {res.ppl:.4f} +/- {res.ppl_stderr:.4f} over {res.n_tokens_scored} tokens "
+                   f"({res.n_windows} windows of {res.n_ctx}, mode {mode})")
+        click.echo("per window: " + " ".join(f"{x:.2f}" for x in res.chunk_ppl))
+        if json_out:
+            record = dataclasses.asdict(res) | {"model": os.path.abspath(model), "text": os.path.abspath(text_file),
+                                                "mode": mode, "threads": threads}
+            tmp = f"{json_out}.tmp{os.getpid()}"
+            with open(tmp, "w") as f:
+                json.dump(record, f, indent=2)
+            os.replace(tmp, json_out)
+
+
 # ---- bench ----------------------------------------------------------------------
 @cli.command()
 @model_arg

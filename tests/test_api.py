@@ -278,3 +278,49 @@ def test_relu_file_counters_and_bench_modes(tmp_path):
         assert default_modes(m) == ["dense", "sparse", "predict"]
     with Model(write_tiny_llama(tmp_path / "silu.gguf"), threads=1, n_ctx=16) as m:
         assert default_modes(m) == ["dense"]
+
+
+# ---- perplexity ------------------------------------------------------------------------------------
+def test_perplexity_matches_a_direct_computation(tiny):
+    from prosparse_cpu.perplexity import perplexity
+
+    text = TEXT * 4
+    ids = tiny.tokenize(text, add_bos=False)
+    res = perplexity(tiny, text, n_ctx=32, max_windows=2)
+    assert (res.n_windows, res.n_tokens_scored) == (2, 2 * 15)
+    nll = []
+    for w in range(2):
+        win = ids[w * 32:(w + 1) * 32]  # the tiny file does not ask for BOS
+        tiny.reset()
+        logits = tiny.eval_all(win).astype(np.float64)
+        for i in range(16, 31):
+            row = logits[i]
+            nll.append(np.log(np.exp(row - row.max()).sum()) + row.max() - row[win[i + 1]])
+    assert res.ppl == pytest.approx(float(np.exp(np.mean(nll))), rel=1e-9)
+    assert res.ppl_stderr > 0
+    with pytest.raises(ProSparseError, match="window"):
+        perplexity(tiny, "too short", n_ctx=32)
+
+
+@pytest.mark.real
+@pytest.mark.llamacpp
+@pytest.mark.slow
+def test_smollm2_perplexity_matches_llama_cpp(smol, llama_cpp, smollm2_path):
+    from prosparse_cpu.perplexity import perplexity, token_nll
+
+    text = open(__file__, encoding="utf-8").read()  # ordinary English and code, ~3k tokens
+    res = perplexity(smol, text, n_ctx=256, max_windows=2)
+    llm = llama_cpp.Llama(model_path=smollm2_path, n_ctx=256, n_threads=2, n_threads_batch=2, logits_all=True,
+                          verbose=False)
+    ids = smol.tokenize(text, add_bos=False)
+    nll = []
+    for w in range(2):
+        win = ids[w * 256:(w + 1) * 256]
+        llm.reset()
+        llm._ctx.kv_cache_clear()
+        llm.eval(win)
+        logits = np.array(llm.scores[:256])
+        nll.append(token_nll(logits[128:255], np.array(win[129:])))
+    ref = float(np.exp(np.concatenate(nll).mean()))
+    llm.close()
+    assert res.ppl == pytest.approx(ref, rel=0.02)

@@ -174,3 +174,17 @@ def test_bytes_per_token_by_mode(tmp_path):
     assert bytes_per_token(w, "predict", c) == fixed + w["pred"] + 0.5 * 2 * w["gate"] + 0.25 * w["gate"]
     assert bytes_per_token(w, "threshold", c) == fixed + w["gate"] + 0.5 * 2 * w["gate"]
     assert bytes_per_token(w, "sparse", None) is None
+
+
+def test_perplexity_command(tiny_path, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 40)
+    js = tmp_path / "p.json"
+    r = ok(run("perplexity", tiny_path, text, "--ctx", "64", "--chunks", "3", "--json", js))
+    assert r.stdout.startswith("PPL = ") and "3 windows of 64" in r.stdout
+    data = json.loads(js.read_text())
+    assert data["n_windows"] == 3 and data["ppl"] > 1 and len(data["chunk_ppl"]) == 3
+    short = tmp_path / "s.txt"
+    short.write_text("too short")
+    r = run("perplexity", tiny_path, short, "--ctx", "64")
+    assert r.returncode != 0 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
