@@ -300,7 +300,9 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
                 say(f"llama.cpp: llama_cpp is not importable ({type(e).__name__}: {e}); measuring ours alone")
             else:
                 try:
-                    engines.insert(0, LlamaCppEngine(baseline or path, threads, n_ctx, min(n_batch, 512)))
+                    # n_batch bounds one llama_decode call; llama.cpp splits it into micro-batches of
+                    # 512 (n_ubatch), as our engine splits a long prompt into batches of 512
+                    engines.insert(0, LlamaCppEngine(baseline or path, threads, n_ctx, max(n_batch, 512)))
                 except ProSparseError as e:
                     say(f"{e}; measuring ours alone (give a --baseline file llama.cpp can run)")
         n_vocab = min(e.n_vocab for e in engines)
