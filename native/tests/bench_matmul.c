@@ -8,6 +8,7 @@
  *   cc -O3 -std=c11 -D_GNU_SOURCE -pthread -Inative native/tests/bench_matmul.c \
  *      build/quant.o build/quant_avx2.o build/matmul.o build/threads.o build/util.o -lm -o /tmp/bench
  *   /tmp/bench [types=q4_1,q4_0,q8_0,f16] [reps=7] [pp_tokens=128] [simd=1] [hot=0]
+ *   /tmp/bench sparse [keep=0.11] [reps=7]     (LLaMA-2-7B-shaped FFN, dense vs exact-sparse)
  * hot=1 reuses one layer's matrices (cache-resident) and drops the output
  * matrix: kernel compute speed without the memory bound.
  */
@@ -76,7 +77,58 @@ static void step(ps_compute *c, layer *L, ps_matrix *out, float *x, float *xf, i
     if (with_output) ps_matmul(c, out, x, 1, y[2]);
 }
 
+/* A LLaMA-2-7B-shaped FFN (4096 -> 11008 -> 4096), one token: dense
+ * gate+up+down against exact-sparse (full gate, listed rows of up, accum_rows
+ * of down_t over the same rows), stated as bandwidth of the bytes each reads. */
+static void bench_sparse(int32_t type, double keep, int reps) {
+    enum { E = 4096, F = 11008 };
+    size_t bytes = 0;
+    ps_matrix gate = make(type, F, E, &bytes), up = make(type, F, E, &bytes);
+    ps_matrix down = make(type, E, F, &bytes), down_t = make(type, F, E, &bytes);
+    const size_t mat = ps_row_bytes(type, E) * F;
+    int32_t *idx = malloc(sizeof(int32_t) * F);
+    int64_t n_idx = 0;
+    for (int i = 0; i < F; i++)
+        if ((double)((i * 2654435761u) % 1000003u) / 1000003.0 < keep) idx[n_idx++] = i;
+    float *x = malloc(sizeof(float) * F), *g = malloc(sizeof(float) * F), *u = malloc(sizeof(float) * F);
+    float *y = malloc(sizeof(float) * E);
+    for (int i = 0; i < F; i++) x[i] = (float)((i * 7919) % 2001 - 1000) / 1000.0f;
+    for (int nth = 1; nth <= 2; nth++) {
+        ps_compute *c = ps_compute_new(nth, F, 1);
+        double td[64], ts[64];
+        for (int r = -1; r < reps && r < 64; r++) {
+            double t0 = now();
+            const ps_matrix *gu[2] = {&gate, &up};
+            float *gy[2] = {g, u};
+            ps_matmul_multi(c, 2, gu, x, 1, gy);
+            ps_matmul(c, &down, x, 1, y);
+            double t1 = now();
+            ps_matmul(c, &gate, x, 1, g);
+            ps_matmul_rows(c, &up, x, 1, idx, n_idx, u);
+            ps_accum_rows(c, &down_t, x, 1, idx, n_idx, y);
+            double t2 = now();
+            if (r >= 0) td[r] = t1 - t0, ts[r] = t2 - t1;
+        }
+        qsort(td, reps, sizeof(double), cmp_double);
+        qsort(ts, reps, sizeof(double), cmp_double);
+        const double sb = mat + 2.0 * mat * n_idx / F;
+        printf("7B FFN %s thr=%d keep=%.0f%%: dense %.2f ms (%.1f GB/s), sparse %.2f ms (%.1f GB/s), speed-up %.2fx\n",
+               ps_type_get(type)->name, nth, 100.0 * n_idx / F, td[0] * 1e3, 3.0 * mat / td[0] / 1e9,
+               ts[0] * 1e3, sb / ts[0] / 1e9, td[0] / ts[0]);
+        ps_compute_free(c);
+    }
+    ps_free((void *)gate.data), ps_free((void *)up.data), ps_free((void *)down.data), ps_free((void *)down_t.data);
+    free(idx), free(x), free(g), free(u), free(y);
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "sparse") == 0) { /* bench sparse [keep=0.11] [reps=7] */
+        const double keep = argc > 2 ? atof(argv[2]) : 0.11;
+        const int reps = argc > 3 ? atoi(argv[3]) : 7;
+        const int32_t types[] = {PS_TYPE_Q4_0, PS_TYPE_Q8_0, PS_TYPE_F16};
+        for (int i = 0; i < 3; i++) bench_sparse(types[i], keep, reps);
+        return 0;
+    }
     const char *types = argc > 1 ? argv[1] : "q4_1,q4_0,q8_0,f16";
     const int reps = argc > 2 ? atoi(argv[2]) : 7;
     const int32_t pp = argc > 3 ? atoi(argv[3]) : 128;
