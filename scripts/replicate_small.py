@@ -99,7 +99,12 @@ def main(argv=None) -> int:
                            optim={"lr": args.pretrain_lr, "min_lr": args.pretrain_lr / 10, "warmup_steps": pre_steps // 20,
                                   "micro_batch": P["batch"], "grad_accum": 1, "weight_decay": 0.1}, **common)
     results = {"preset": args.preset, "corpus": str(corpus), "tokens_per_step": tokens_per_step}
-    results["dense_silu"] = run(pre_cfg, f"dense SiLU pre-training: {pre_steps} steps")
+    done = out / "pretrain" / "summary.json"
+    if done.is_file() and (out / "pretrain" / "final" / "config.json").is_file():
+        print(f"== dense SiLU pre-training: reusing {out / 'pretrain'}")   # delete it to retrain
+        results["dense_silu"] = json.loads(done.read_text())
+    else:
+        results["dense_silu"] = run(pre_cfg, f"dense SiLU pre-training: {pre_steps} steps")
     dense = out / "pretrain" / "final"
 
     steps = max(6, P["variant_tokens"] // tokens_per_step)

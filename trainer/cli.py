@@ -127,6 +127,9 @@ def plot(log, out):
 
 
 def main(argv=None):
+    if not (sys.argv[1:] if argv is None else argv):
+        click.echo(cli.get_help(click.Context(cli, info_name="prosparse-train")), err=True)
+        return 2
     try:
         return cli.main(args=argv, prog_name="prosparse-train", standalone_mode=False) or 0
     except click.exceptions.Abort:

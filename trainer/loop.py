@@ -237,8 +237,13 @@ def train(cfg: Config, resume: bool = False) -> dict:
     summary = {"start_step": start, "total_steps": total, "global_batch": global_batch,
                "seq_len": cfg.data.seq_len, "world": d.world, "reg_norm": cfg.sparsity.norm,
                "activation": cfg.model.activation}
+    summary_path = out / "summary.json"
     if start == 0:
         summary["eval_start"] = evaluate(base, data.heldout, o.micro_batch, d.device, amp)
+        if d.main:  # on disk now, so a resumed run still reports the start
+            summary_path.write_text(json.dumps(summary, indent=2))
+    elif summary_path.is_file():
+        summary["eval_start"] = json.loads(summary_path.read_text()).get("eval_start")
 
     rec = Recorder(n_layers, want_reg=True)
     attach(base, rec)
@@ -335,7 +340,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
         save_prosparse(final_model, tok, str(out / "final"), kind, t,
                        extra={"reg_norm": cfg.sparsity.norm, "stages": cfg.sparsity.stages,
                               "steps": total, "tokens": total * tokens_per_step})
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        summary_path.write_text(json.dumps(summary, indent=2))
     D.barrier(d)
     D.teardown(d)
     return summary if d.main else None

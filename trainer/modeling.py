@@ -66,6 +66,11 @@ def load_model(path: str, dtype: str = "float32"):
     kw = dict(config=cfg, dtype=_dtype(dtype))
     if p.suffix == ".gguf":
         model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, **kw)
+        # The GGUF loader dequantizes into plain tensors but leaves the model marked as
+        # "quantized with gguf", which save_pretrained refuses; the weights are ordinary now.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     else:
         model = AutoModelForCausalLM.from_pretrained(str(p), **kw)
     if kind != "silu":
