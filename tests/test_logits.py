@@ -183,6 +183,7 @@ def test_quantized_vs_dequantized_reference(tmp_path, wtype, min_top1, max_err):
         assert m.info.weight_type == int(tm.WEIGHT_TYPES[wtype])
 
 
+@pytest.mark.asan
 def test_sparse_modes_are_refused_not_faked(tmp_path):
     model = tm.make_hf_llama(seed=11)
     path = tm.write_gguf(model, tmp_path / "m.gguf", arch="prosparse", activation="relu")
@@ -195,6 +196,7 @@ def test_sparse_modes_are_refused_not_faked(tmp_path):
         Model(path, threads=1, n_ctx=32, mode="sparse")
 
 
+@pytest.mark.asan
 def test_bad_eval_arguments(tmp_path):
     model = tm.make_hf_llama(seed=12)
     path = tm.write_gguf(model, tmp_path / "m.gguf")

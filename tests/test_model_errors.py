@@ -229,3 +229,54 @@ def test_predictor_wrong_shape(good_sparse, tmp_path):
 def test_freq_wrong_shape(good_sparse, tmp_path):
     p = rewrite(good_sparse, tmp_path / "x.gguf", tensors={"blk.0.ffn_freq": np.ones(95, np.float32)})
     assert "blk.0.ffn_freq" in load_error(p)
+
+
+def test_session_argument_checks(good_llama):
+    """Raw C calls with bad arguments: error codes, no crash."""
+    import ctypes
+
+    from prosparse_cpu._lib import lib, ps_session_params
+
+    L = lib()
+    m = L.ps_model_load(str(good_llama).encode())
+    assert m
+    try:
+        p = L.ps_session_default_params()
+        for field, value in (("n_ctx", 1 << 24), ("n_threads", 100000), ("mode", 17)):
+            bad = ps_session_params(p.n_threads, p.n_ctx, p.n_batch, p.mode)
+            setattr(bad, field, value)
+            assert not L.ps_session_new(m, ctypes.byref(bad))
+            assert L.ps_last_error()
+        p.n_threads, p.n_ctx, p.n_batch = 1, 16, 4
+        s = L.ps_session_new(m, ctypes.byref(p))
+        assert s
+        try:
+            toks = (ctypes.c_int32 * 4)(1, 2, 3, 4)
+            assert L.ps_session_eval(s, toks, -1, None) == -4          # PS_ERR_ARG
+            assert L.ps_session_eval(s, None, 3, None) == -4
+            assert L.ps_session_eval(s, toks, 0, None) == 0            # nothing to do
+            assert not L.ps_session_logits(s)                          # no logits before an eval
+            assert L.ps_session_eval(s, toks, 4, None) == 0
+            assert L.ps_session_logits(s)
+            assert L.ps_session_truncate(s, 5) == -4
+            assert L.ps_session_truncate(s, -1) == -4
+            assert L.ps_session_truncate(s, 2) == 0
+            assert L.ps_session_n_past(s) == 2
+            assert L.ps_session_set_mode(s, 42) == -4
+            assert L.ps_session_set_mode(s, 1) == -3                   # PS_ERR_UNSUPPORTED
+            assert L.ps_session_layer_stats(s, None, 4) == -4
+            assert L.ps_session_layer_stats(s, None, 0) == 2           # n_layer
+            big = (ctypes.c_int32 * 15)(*range(15))
+            assert L.ps_session_eval(s, big, 15, None) == -6           # PS_ERR_CONTEXT
+            assert L.ps_session_n_past(s) == 2
+        finally:
+            L.ps_session_free(s)
+        buf = ctypes.create_string_buffer(8)
+        assert L.ps_token_to_piece(m, tm.N_VOCAB, buf, 8, 0) == -4
+        assert L.ps_token_to_piece(m, -5, buf, 8, 0) == -4
+        assert L.ps_tokenize(m, b"hi", -2, None, 0, 0, 0) == -4
+        assert L.ps_model_meta_str(m, b"no.such.key", buf, 8) < 0
+        n = L.ps_model_meta_str(m, b"general.architecture", buf, 4)
+        assert n == 5 and buf.value == b"lla"                        # truncated, NUL-terminated
+    finally:
+        L.ps_model_free(m)
