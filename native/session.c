@@ -325,10 +325,17 @@ ps_session *ps_session_create(const ps_model *m, const ps_session_params *p) {
         return NULL;
     }
     s->model = m;
-    s->n_threads = p->n_threads;
     s->n_ctx = p->n_ctx;
     s->n_batch = p->n_batch;
     s->mode = p->mode;
+
+    /* the pool first: per-thread buffers are sized by the threads it really runs */
+    s->pool = ps_compute_new(p->n_threads, ps_model_max_cols(m), s->n_batch);
+    if (!s->pool) {
+        ps_session_destroy(s);
+        return NULL;
+    }
+    s->n_threads = ps_compute_n_threads(s->pool);
 
     const int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
     const int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
@@ -360,10 +367,5 @@ ps_session *ps_session_create(const ps_model *m, const ps_session_params *p) {
     for (int64_t i = 0; i < half; i++)
         s->inv_freq[i] = pow((double)hp->rope_freq_base, -2.0 * (double)i / hp->n_rot) *
                          hp->rope_freq_scale;
-    s->pool = ps_compute_new(s->n_threads, ps_model_max_cols(m), s->n_batch);
-    if (!s->pool) {
-        ps_session_destroy(s);
-        return NULL;
-    }
     return s;
 }
