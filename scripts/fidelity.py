@@ -16,7 +16,11 @@ rounding, so agreement with llama.cpp alone cannot separate our error from
 theirs: the exact reference does, and the positions where exact's top-2 margin
 is large show whether the disagreements are near-ties.
 
-    python scripts/fidelity.py [--model F.gguf] [--text FILE] [--tokens 2048] [--json OUT]
+--f32-check also runs a copy of the file dequantized to F32, where our kernels
+round nothing: against the exact reference it isolates the forward pass.
+
+    python scripts/fidelity.py [--model F.gguf] [--text FILE] [--tokens 2048]
+                               [--f32-check] [--generate] [--json OUT]
 """
 from __future__ import annotations
 
@@ -54,6 +58,8 @@ def read_text(path: str) -> str:
 # Positions whose exact top-2 logit gap exceeds this are not near-ties: both
 # engines' logits differ from the exact ones by ~0.25 rms on SmolLM2 Q4_1.
 CLEAR_MARGIN = 0.5
+# Positions whose full logits are compared (rms distance between engines).
+SAMPLE_ROWS = 256
 
 
 # ---- the exact float64 reference ------------------------------------------------
@@ -134,15 +140,18 @@ class ExactLlama:
         return self.rmsnorm(x, self.weight("output_norm.weight"))
 
     def top2(self, tokens, chunk: int = 256, progress=None):
-        """(argmax, margin between the two largest logits) at every position."""
+        """(argmax, margin between the two largest logits) at every position, and
+        the full logits of the first SAMPLE_ROWS positions."""
         hid = self.final_hidden(tokens, progress)
-        top, margin = [], []
+        top, margin, sample = [], [], None
         for i in range(0, len(tokens), chunk):
             lg = hid[i:i + chunk] @ self.out.T
             part = np.partition(lg, -2, axis=1)[:, -2:]
             top.append(lg.argmax(axis=1))
             margin.append(part[:, 1] - part[:, 0])
-        return np.concatenate(top), np.concatenate(margin)
+            if sample is None:
+                sample = lg[:SAMPLE_ROWS]
+        return np.concatenate(top), np.concatenate(margin), sample
 
 
 def write_f32_copy(src: str, dst: str) -> str:
@@ -176,7 +185,7 @@ def ours_top1(path, tokens, threads, n_batch=512):
         t0 = time.perf_counter()
         logits = m.eval_all(tokens)
         dt = time.perf_counter() - t0
-    return logits.argmax(axis=1), dt
+    return logits.argmax(axis=1), logits[:SAMPLE_ROWS].copy(), dt
 
 
 def llama_cpp_top1(path, tokens, threads):
@@ -187,9 +196,10 @@ def llama_cpp_top1(path, tokens, threads):
     t0 = time.perf_counter()
     llm.eval(tokens)
     dt = time.perf_counter() - t0
-    top = np.asarray(llm.scores[:len(tokens)]).argmax(axis=1)
+    scores = np.asarray(llm.scores[:len(tokens)])
+    top, sample = scores.argmax(axis=1), scores[:SAMPLE_ROWS].copy()
     del llm
-    return top, dt
+    return top, sample, dt
 
 
 def tokenize(path, text, n):
@@ -212,27 +222,33 @@ def tokenize(path, text, n):
 
 
 def measure(model: str, text_path: str, n_tokens: int, threads: int, use_llama: bool = True,
-            log=print) -> dict:
+            f32_check: bool = False, log=print) -> dict:
     text = read_text(text_path)
     tokens, tok_source = tokenize(model, text, n_tokens)
     log(f"{n_tokens} tokens of {text_path} (tokenized by {tok_source})")
 
-    ours, t_ours = ours_top1(model, tokens, threads)
+    ours, ours_lg, t_ours = ours_top1(model, tokens, threads)
     log(f"ours: {t_ours:.1f} s")
     res = {"model": model, "text": text_path, "positions": n_tokens, "tokenizer": tok_source,
            "threads": threads}
     if use_llama:
         try:
-            llama, t_llama = llama_cpp_top1(model, tokens, threads)
+            llama, llama_lg, t_llama = llama_cpp_top1(model, tokens, threads)
             log(f"llama.cpp: {t_llama:.1f} s")
         except ImportError:
             llama = None
             log("llama-cpp-python is not installed: no llama.cpp comparison")
     else:
         llama = None
+    ours_f32 = None
+    if f32_check:  # the same weights in F32: no activation rounding in our kernels
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            ours_f32, _, _ = ours_top1(write_f32_copy(model, os.path.join(tmp, "f32.gguf")), tokens, threads)
 
     t0 = time.perf_counter()
-    exact, margin = ExactLlama(model).top2(
+    exact, margin, exact_lg = ExactLlama(model).top2(
         tokens, progress=lambda i, n: log(f"\rexact float64 reference: layer {i}/{n}", end="") if i < n else log(""))
     log(f"exact: {time.perf_counter() - t0:.1f} s")
 
@@ -241,11 +257,18 @@ def measure(model: str, text_path: str, n_tokens: int, threads: int, use_llama: 
     clear = margin > CLEAR_MARGIN
     res["clear_positions"] = int(clear.sum())
     res["ours_vs_exact_clear"] = agree(ours[clear], exact[clear])
+    if ours_f32 is not None:
+        res["ours_f32_copy_vs_exact"] = agree(ours_f32, exact)
+    rms = lambda a, b: float(np.sqrt(np.mean((np.asarray(a, np.float64) - b) ** 2)))  # noqa: E731
+    res["logit_rms_rows"] = len(exact_lg)
+    res["logit_rms_ours_vs_exact"] = rms(ours_lg, exact_lg)
     if llama is not None:
         res["ours_vs_llama"] = agree(ours, llama)
         res["llama_vs_exact"] = agree(llama, exact)
         res["llama_vs_exact_clear"] = agree(llama[clear], exact[clear])
         res["ours_vs_llama_clear"] = agree(ours[clear], llama[clear])
+        res["logit_rms_llama_vs_exact"] = rms(llama_lg, exact_lg)
+        res["logit_rms_ours_vs_llama"] = rms(ours_lg, llama_lg)
         res["ours_time_s"], res["llama_time_s"] = t_ours, t_llama
     return res
 
@@ -297,18 +320,25 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-llama", action="store_true", help="skip llama.cpp")
     ap.add_argument("--generate", action="store_true", help="also print greedy chat answers")
+    ap.add_argument("--f32-check", action="store_true",
+                    help="also run a dequantized F32 copy of the model (isolates the forward pass)")
     ap.add_argument("--json", help="write the numbers here")
     a = ap.parse_args(argv)
     if not a.text or not os.path.exists(a.text):
         ap.error("no text file found; pass --text")
     if not os.path.exists(a.model):
         ap.error(f"model not found: {a.model}")
-    res = measure(a.model, a.text, a.tokens, a.threads, use_llama=not a.no_llama,
+    res = measure(a.model, a.text, a.tokens, a.threads, use_llama=not a.no_llama, f32_check=a.f32_check,
                   log=lambda *s, end="\n": print(*s, end=end, file=sys.stderr, flush=True))
     for k in ("ours_vs_llama", "ours_vs_exact", "llama_vs_exact"):
         if k in res:
             print(f"{k:16s} {100 * res[k]:6.2f}%  ({res['positions']} positions; on the "
                   f"{res['clear_positions']} with exact top-2 margin > {CLEAR_MARGIN}: {100 * res[k + '_clear']:.2f}%)")
+    if "ours_f32_copy_vs_exact" in res:
+        print(f"dequantized F32 copy, ours vs exact: {100 * res['ours_f32_copy_vs_exact']:.2f}%")
+    for k in ("ours_vs_exact", "llama_vs_exact", "ours_vs_llama"):
+        if f"logit_rms_{k}" in res:
+            print(f"logit rms {k:16s} {res[f'logit_rms_{k}']:.4f}  (first {res['logit_rms_rows']} positions)")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))
     if a.generate:
