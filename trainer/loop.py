@@ -210,6 +210,10 @@ def train(cfg: Config, resume: bool = False) -> dict:
     if cfg.kd.weight > 0:  # the frozen original, before the activation is swapped
         teacher = load_model(cfg.model.path, cfg.model.dtype)[0].to(d.device).eval().requires_grad_(False)
     t_act = cfg.fatrelu.threshold if cfg.model.activation == "fatrelu" else 0.0
+    eval_original = None
+    if not resume or latest_checkpoint(cfg) is None:  # the model as given, before the swap
+        eval_original = evaluate(model.to(d.device), data.heldout, o.micro_batch, d.device, autocast_ctx(
+            cfg.train.precision, d.device))
     sparsify(model, cfg.model.activation, t_act)
     model.config.use_cache = False
     if cfg.model.gradient_checkpointing:
@@ -239,11 +243,13 @@ def train(cfg: Config, resume: bool = False) -> dict:
                "activation": cfg.model.activation}
     summary_path = out / "summary.json"
     if start == 0:
+        summary["eval_original"] = eval_original
         summary["eval_start"] = evaluate(base, data.heldout, o.micro_batch, d.device, amp)
         if d.main:  # on disk now, so a resumed run still reports the start
             summary_path.write_text(json.dumps(summary, indent=2))
     elif summary_path.is_file():
-        summary["eval_start"] = json.loads(summary_path.read_text()).get("eval_start")
+        before = json.loads(summary_path.read_text())
+        summary["eval_original"], summary["eval_start"] = before.get("eval_original"), before.get("eval_start")
 
     rec = Recorder(n_layers, want_reg=True)
     attach(base, rec)
