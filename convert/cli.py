@@ -127,7 +127,7 @@ def main(src, out, outtype, predictor, predictor_threshold, predictor_input, pre
 
     def terminated(signum, frame):   # `kill` cleans up like Ctrl-C: no partial file
         raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, terminated)
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
         r = convert(src, out, outtype, predictor, stats, llama_compat, force_prosparse,
                     predictor_threshold, predictor_input, predictor_hidden_act, stats_tokens,
@@ -141,6 +141,8 @@ def main(src, out, outtype, predictor, predictor_threshold, predictor_input, pre
     except (OSError, MemoryError) as e:
         click.echo(f"prosparse-convert: error: {type(e).__name__}: {e}", err=True)
         sys.exit(1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     click.echo(f"wrote {out}: {r['arch']}, {r['tensors']} tensors, {r['type']}, "
                f"{r['bytes'] / 2**20:.1f} MiB in {r['seconds']:.1f} s")
 

