@@ -105,8 +105,11 @@ static void matmul_batch(ps_compute *c, int n_w, const ps_matrix *const *W, cons
         m.W[w] = W[w];
         m.Y[w] = Y[w];
         m.k[w] = ps_kernels_get(W[w]->type, level);
-        if (!m.k[w] || W[w]->n_cols != m.n_cols) { /* caller validated shapes and types */
-            ps_fail(PS_ERR_UNSUPPORTED, "matmul: unsupported weight type %d", W[w]->type);
+        /* the model loader validates shapes and types; this only keeps a bad
+         * call from reading out of bounds */
+        if (!m.k[w] || W[w]->n_cols != m.n_cols || ps_row_bytes(W[w]->type, W[w]->n_cols) == 0) {
+            ps_fail(PS_ERR_UNSUPPORTED, "matmul: weight type %d with %lld columns not supported",
+                    W[w]->type, (long long)W[w]->n_cols);
             return;
         }
         need_q |= m.k[w]->quantized;
@@ -159,7 +162,7 @@ void ps_matmul_rows(ps_compute *c, const ps_matrix *W, const float *X, int32_t n
 
 void ps_dequant_row(const ps_matrix *W, int64_t r, float *out) {
     const ps_kernels *k = ps_kernels_get(W->type, ps_simd_level());
-    if (!k || r < 0 || r >= W->n_rows) return;
+    if (!k || r < 0 || r >= W->n_rows || ps_row_bytes(W->type, W->n_cols) == 0) return;
     const size_t rb = ps_row_bytes(W->type, W->n_cols);
     k->dequant((const uint8_t *)W->data + (size_t)r * rb, out, W->n_cols);
 }
@@ -235,7 +238,7 @@ void ps_accum_rows(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_
                    const int32_t *idx, int64_t n_idx, float *Y) {
     const ps_kernels *k = ps_kernels_get(W->type, ps_simd_level());
     const ps_type_traits *tr = ps_type_get(W->type);
-    if (!k || !tr) {
+    if (!k || !tr || ps_row_bytes(W->type, W->n_cols) == 0) {
         ps_fail(PS_ERR_UNSUPPORTED, "accum_rows: unsupported weight type %d", W->type);
         return;
     }

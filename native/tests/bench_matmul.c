@@ -9,6 +9,7 @@
  *      build/quant.o build/quant_avx2.o build/matmul.o build/threads.o build/util.o -lm -o /tmp/bench
  *   /tmp/bench [types=q4_1,q4_0,q8_0,f16] [reps=7] [pp_tokens=128] [simd=1] [hot=0]
  *   /tmp/bench sparse [keep=0.11] [reps=7]     (LLaMA-2-7B-shaped FFN, dense vs exact-sparse)
+ *   /tmp/bench dispatch                        (thread-pool round trip)
  * hot=1 reuses one layer's matrices (cache-resident) and drops the output
  * matrix: kernel compute speed without the memory bound.
  */
@@ -121,7 +122,23 @@ static void bench_sparse(int32_t type, double keep, int reps) {
     free(idx), free(x), free(g), free(u), free(y);
 }
 
+static void noop_range(void *ctx, int64_t i0, int64_t i1, int ith) {
+    volatile int64_t *sink = ctx;
+    sink[ith * 8] += i1 - i0;
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "dispatch") == 0) { /* cost of one parallel_for, 2 threads */
+        ps_compute *c = ps_compute_new(2, 64, 1);
+        int64_t sink[16] = {0};
+        for (int rep = 0; rep < 3; rep++) {
+            double t0 = now();
+            for (int i = 0; i < 100000; i++) ps_parallel_for(c, 16, 1, noop_range, sink);
+            printf("parallel_for (16 chunks, 2 threads): %.2f us per dispatch\n", (now() - t0) * 10);
+        }
+        ps_compute_free(c);
+        return 0;
+    }
     if (argc > 1 && strcmp(argv[1], "sparse") == 0) { /* bench sparse [keep=0.11] [reps=7] */
         const double keep = argc > 2 ? atof(argv[2]) : 0.11;
         const int reps = argc > 3 ? atoi(argv[3]) : 7;
