@@ -16,6 +16,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
@@ -25,7 +26,31 @@
 #include "util.h"
 
 #define MAX_THREADS 64
-#define SPIN_ITERS 20000 /* ~0.1-0.5 ms of pause loops before sleeping */
+static void cpu_relax_(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Waiting, in three stages: poll with pause (~50 us: the next op of a decode
+ * step usually arrives within that), then poll with sched_yield (on a busy
+ * machine this hands the core to whoever holds it up, often our other
+ * thread), then sleep on the futex. */
+#define SPIN_PAUSE 2000
+#define SPIN_YIELD 300
+
+static int wait_step(int *spins) {
+    ++*spins;
+    if (*spins < SPIN_PAUSE) {
+        cpu_relax_();
+        return 0;
+    }
+    if (*spins < SPIN_PAUSE + SPIN_YIELD) {
+        sched_yield();
+        return 0;
+    }
+    return 1; /* time to sleep */
+}
 
 typedef struct job {
     _Atomic(ps_range_fn) fn;
@@ -57,11 +82,6 @@ struct ps_compute {
     size_t *scratch_cap;
 };
 
-static void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
 
 static void futex_wait(atomic_uint *addr, unsigned expected) {
     syscall(SYS_futex, (unsigned *)addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
@@ -102,10 +122,7 @@ static void *worker_main(void *arg) {
         unsigned g;
         int spins = 0;
         while ((g = atomic_load_explicit(&c->gen, memory_order_acquire)) == seen) {
-            if (++spins < SPIN_ITERS) {
-                cpu_relax();
-                continue;
-            }
+            if (!wait_step(&spins)) continue;
             atomic_fetch_add(&c->sleepers, 1);
             futex_wait(&c->gen, seen); /* returns at once if gen already moved */
             atomic_fetch_sub(&c->sleepers, 1);
@@ -213,10 +230,7 @@ void ps_parallel_for(ps_compute *c, int64_t n, int64_t chunk, ps_range_fn fn, vo
     int spins = 0;
     unsigned d;
     while ((d = atomic_load_explicit(&j->done, memory_order_acquire)) < n_chunks) {
-        if (++spins < SPIN_ITERS) {
-            cpu_relax();
-            continue;
-        }
+        if (!wait_step(&spins)) continue;
         atomic_store(&c->caller_sleeping, 1);
         d = atomic_load(&j->done);
         if (d < n_chunks) futex_wait(&j->done, d);
