@@ -28,7 +28,7 @@ from .hf_source import HFSource
 from .plan import OUTTYPES, build_plan
 from .predictor import load_stats, open_predictors
 from .tokenizer_meta import add_hf_tokenizer
-from .writer import temp_path_for, write_plan
+from .writer import STOP, temp_path_for, write_plan
 
 
 def open_source(src: Path):
@@ -125,9 +125,10 @@ def main(src, out, outtype, predictor, predictor_threshold, predictor_input, pre
     def warn(msg):
         click.echo(f"prosparse-convert: note: {msg}", err=True)
 
-    def terminated(signum, frame):   # `kill` cleans up like Ctrl-C: no partial file
+    def interrupted(signum, frame):   # Ctrl-C and `kill`: no partial file, status 130
+        STOP.set()
         raise KeyboardInterrupt
-    previous = signal.signal(signal.SIGTERM, terminated)
+    previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         r = convert(src, out, outtype, predictor, stats, llama_compat, force_prosparse,
                     predictor_threshold, predictor_input, predictor_hidden_act, stats_tokens,
@@ -139,10 +140,19 @@ def main(src, out, outtype, predictor, predictor_threshold, predictor_input, pre
         click.echo("prosparse-convert: interrupted; no output written", err=True)
         sys.exit(130)
     except (OSError, MemoryError) as e:
+        if STOP.is_set():
+            click.echo("prosparse-convert: interrupted; no output written", err=True)
+            sys.exit(130)
         click.echo(f"prosparse-convert: error: {type(e).__name__}: {e}", err=True)
         sys.exit(1)
+    except Exception:
+        if STOP.is_set():   # the interrupt surfaced as another error inside a library
+            click.echo("prosparse-convert: interrupted; no output written", err=True)
+            sys.exit(130)
+        raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     click.echo(f"wrote {out}: {r['arch']}, {r['tensors']} tensors, {r['type']}, "
                f"{r['bytes'] / 2**20:.1f} MiB in {r['seconds']:.1f} s")
 

@@ -5,6 +5,7 @@ Ctrl-C, removes the temporary file: never a partial output.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import gguf
@@ -13,6 +14,11 @@ from tqdm import tqdm
 
 from .errors import ConvertError
 from .plan import Plan, check_finite
+
+# Set by the CLI's SIGTERM handler. Checked between tensors as well, because an
+# exception raised by a signal handler inside library code (safetensors' tensor
+# construction) can be swallowed or turned into another error there.
+STOP = threading.Event()
 
 
 def _encode(t, x: np.ndarray) -> np.ndarray:
@@ -46,6 +52,8 @@ def write_plan(plan: Plan, gw: gguf.GGUFWriter, out: Path, progress: bool = True
         with tqdm(plan.tensors, desc="converting", unit="tensor", disable=None if progress else True,
                   leave=False) as bar:
             for t in bar:
+                if STOP.is_set():
+                    raise KeyboardInterrupt
                 bar.set_postfix_str(f"{t.name} {t.qtype.name}", refresh=False)
                 data = _encode(t, t.produce()) if t.raw is None else _checked_raw(t)
                 try:

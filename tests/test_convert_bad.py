@@ -211,8 +211,9 @@ def test_nan_in_gguf_input(model):
             "tensor blk.1.attn_v.weight contains NaN or Inf values")
 
 
-def test_sigterm_leaves_nothing(tmp_path, tokenizers_dir):  # noqa: F811
-    """`kill` during a conversion: the temporary file is removed, status 130."""
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_leaves_nothing(tmp_path, tokenizers_dir, sig):  # noqa: F811
+    """`kill` or Ctrl-C during a conversion: the temporary file is removed, status 130."""
     import signal
     import time
     hf_folder(tmp_path / "hf", tokenizers_dir, "llama", "relu", shard="4MB", hidden_size=256,
@@ -231,7 +232,7 @@ def test_sigterm_leaves_nothing(tmp_path, tokenizers_dir):  # noqa: F811
         if p.poll() is not None:
             p.communicate()
             continue
-        p.send_signal(signal.SIGTERM)
+        p.send_signal(getattr(signal, sig))
         err = p.communicate(timeout=60)[1]
         if [f.name for f in out.iterdir()] == ["m.gguf"]:   # the signal came after the rename
             continue
