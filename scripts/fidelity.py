@@ -308,6 +308,17 @@ def greedy_pair(model: str, prompt: str, threads: int = 2, max_tokens: int = 48)
     return tuple(res)
 
 
+def greedy_gaps(model: str, prompt_ids, generated) -> np.ndarray:
+    """For each generated token, how far its exact logit is below the exact
+    maximum at that step (0 where the engine picked the exact top-1): one
+    exact forward over prompt + generation, teacher-forced on our choices."""
+    ex = ExactLlama(model)
+    seq = list(prompt_ids) + list(generated)
+    hid = ex.final_hidden(seq[:-1])[len(prompt_ids) - 1:]
+    lg = hid @ ex.out.T
+    return lg.max(axis=1) - lg[np.arange(len(generated)), generated]
+
+
 PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.",
            "In two sentences, why is the sky blue?"]
 

@@ -13,6 +13,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,16 +55,17 @@ def test_teacher_forced_top1_vs_llama_cpp_and_exact():
 
 
 @pytest.mark.real
-def test_greedy_chat_answers_read_sensibly():
+@pytest.mark.slow
+def test_greedy_chat_answers_are_faithful():
+    """Each token our greedy decoding picks is the exact reference's top-1, or
+    within a near-tie of it (the exact logit gap below CLEAR_MARGIN): a
+    generation never takes a clearly wrong turn. The answers are printed."""
     _need_model()
     F = _fidelity()
-    answers = {}
     for prompt in F.PROMPTS:
-        _, ours, text, theirs, their_text = F.greedy_pair(SMOLLM2, prompt, max_tokens=40)
+        ids, ours, text, theirs, their_text = F.greedy_pair(SMOLLM2, prompt, max_tokens=32)
         print(f"{prompt} -> {text!r}" + ("" if theirs is None else f"\n  llama.cpp: {their_text!r}"))
-        assert len(ours) > 3
-        answers[prompt] = text
-    # (the France answer is not checked: its first token is a near-tie, exact
-    # logits "The" 25.325 vs "L" 25.243, and llama.cpp takes the other branch)
-    assert "sea" in answers[F.PROMPTS[1]].lower()
-    assert "scatter" in answers[F.PROMPTS[2]].lower()
+        assert len(ours) > 3 and text.strip()
+        gaps = F.greedy_gaps(SMOLLM2, ids, ours)
+        print(f"  exact top-1 at {np.mean(gaps == 0):.0%} of steps, largest gap {gaps.max():.3f}")
+        assert gaps.max() < F.CLEAR_MARGIN
