@@ -96,7 +96,7 @@ static void bench_sparse(int32_t type, double keep, int reps) {
     for (int i = 0; i < F; i++) x[i] = (float)((i * 7919) % 2001 - 1000) / 1000.0f;
     for (int nth = 1; nth <= 2; nth++) {
         ps_compute *c = ps_compute_new(nth, F, 1);
-        double td[64], ts[64];
+        double td[64], ts[64], tgate[64], tup[64], tdn[64];
         for (int r = -1; r < reps && r < 64; r++) {
             double t0 = now();
             const ps_matrix *gu[2] = {&gate, &up};
@@ -105,14 +105,21 @@ static void bench_sparse(int32_t type, double keep, int reps) {
             ps_matmul(c, &down, x, 1, y);
             double t1 = now();
             ps_matmul(c, &gate, x, 1, g);
+            double tg = now();
             ps_matmul_rows(c, &up, x, 1, idx, n_idx, u);
+            double tu = now();
             ps_accum_rows(c, &down_t, x, 1, idx, n_idx, y);
             double t2 = now();
-            if (r >= 0) td[r] = t1 - t0, ts[r] = t2 - t1;
+            if (r >= 0) td[r] = t1 - t0, ts[r] = t2 - t1, tgate[r] = tg - t1, tup[r] = tu - tg, tdn[r] = t2 - tu;
         }
         qsort(td, reps, sizeof(double), cmp_double);
         qsort(ts, reps, sizeof(double), cmp_double);
-        const double sb = mat + 2.0 * mat * n_idx / F;
+        qsort(tgate, reps, sizeof(double), cmp_double);
+        qsort(tup, reps, sizeof(double), cmp_double);
+        qsort(tdn, reps, sizeof(double), cmp_double);
+        const double sb = mat + 2.0 * mat * n_idx / F, part = (double)mat * n_idx / F;
+        printf("   parts: gate %.1f GB/s, up rows %.1f GB/s, down_t rows %.1f GB/s\n", mat / tgate[0] / 1e9,
+               part / tup[0] / 1e9, part / tdn[0] / 1e9);
         printf("7B FFN %s thr=%d keep=%.0f%%: dense %.2f ms (%.1f GB/s), sparse %.2f ms (%.1f GB/s), speed-up %.2fx\n",
                ps_type_get(type)->name, nth, 100.0 * n_idx / F, td[0] * 1e3, 3.0 * mat / td[0] / 1e9,
                ts[0] * 1e3, sb / ts[0] / 1e9, td[0] / ts[0]);
