@@ -134,6 +134,9 @@ def main(src, out, outtype, predictor, predictor_threshold, predictor_input, pre
                     predictor_threshold, predictor_input, predictor_hidden_act, stats_tokens,
                     calibrate, target_sparsity, calibrate_tokens, progress=not no_progress, warn=warn)
     except ConvertError as e:
+        if STOP.is_set():   # an interrupt inside a reader can come back as a read error
+            click.echo("prosparse-convert: interrupted; no output written", err=True)
+            sys.exit(130)
         click.echo(f"prosparse-convert: error: {e}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:

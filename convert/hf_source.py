@@ -143,17 +143,19 @@ class HFSource:
     def load(self, name: str) -> np.ndarray:
         """One tensor as float32 numpy, HF orientation."""
         f, hf = self._where[name]
-        if f.endswith(".safetensors"):
-            with self._handle(f) as h:
-                x = h.get_tensor(hf).to(self._torch.float32).numpy()
-        else:
-            x = self._handle(f)[hf].to(self._torch.float32).numpy()
+        try:
+            if f.endswith(".safetensors"):
+                with self._handle(f) as h:
+                    x = h.get_tensor(hf).to(self._torch.float32).numpy()
+            else:
+                x = self._handle(f)[hf].to(self._torch.float32).numpy()
+        except ConvertError:
+            raise
+        except Exception as e:  # a truncated or corrupt file shows up only when the tensor is read
+            raise ConvertError(f"{self.folder / f}: cannot read tensor {hf} ({type(e).__name__}: {e})") from None
         if not np.isfinite(x).all():
             raise ConvertError(f"{self.folder / f}: tensor {hf} contains NaN or Inf values")
         return x
-
-    def tokenizer_folder(self) -> Path:
-        return self.folder
 
     def close(self) -> None:
         self._open.clear()

@@ -240,3 +240,12 @@ def test_signal_leaves_nothing(tmp_path, tokenizers_dir, sig):  # noqa: F811
         assert list(out.iterdir()) == []
         return
     pytest.fail("the conversion always ended before it could be interrupted")
+
+
+def test_truncated_shard(model):
+    """Damage found only when the tensor is read (the header is intact)."""
+    hf, out = model
+    data = (hf / "model.safetensors").read_bytes()
+    (hf / "model.safetensors").write_bytes(data[: len(data) - 1000])
+    msg = run_bad([hf, "-o", out / "m.gguf"], out, "model.safetensors")
+    assert "unreadable weights" in msg or "cannot read tensor" in msg
