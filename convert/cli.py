@@ -27,6 +27,7 @@ from .gguf_source import GGUFSource
 from .hf_source import HFSource
 from .plan import OUTTYPES, build_plan
 from .predictor import load_stats, open_predictors
+from .spec import check_tensor_table
 from .tokenizer_meta import add_hf_tokenizer
 from .writer import STOP, temp_path_for, write_plan
 
@@ -60,9 +61,7 @@ def convert(src: Path, out: Path, outtype: str = "auto", predictor: Path | None 
     source = open_source(src)
     try:
         spec = source.spec
-        shapes_where = str(src)
-        from .spec import check_tensor_table
-        check_tensor_table(spec, source.shapes, shapes_where)
+        check_tensor_table(spec, source.shapes, str(src))
         preds = open_predictors(predictor, spec, predictor_threshold, predictor_input,
                                 predictor_hidden_act) if predictor else None
         st = load_stats(stats, spec, stats_tokens) if stats else None
