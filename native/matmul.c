@@ -195,6 +195,9 @@ static void acc_unit(acc_task *a, int64_t u, int ith) {
     if (a->n_tok == 1) {
         float *y = a->Y + c0;
         const size_t seg_bytes = ps_row_bytes(W->type, width);
+        const void *pend[4]; /* active rows waiting to be added four at a time */
+        float pend_x[4];
+        int n_pend = 0;
         for (int64_t j = 0; j < a->n_idx; j++) {
             const int64_t i = a->idx ? a->idx[j] : j;
             /* rows come in index order, not memory order: fetch a few ahead */
@@ -205,8 +208,15 @@ static void acc_unit(acc_task *a, int64_t u, int ith) {
                     for (size_t o = 0; o < seg_bytes; o += 64) __builtin_prefetch(nx + o);
             }
             const float x = a->X[i];
-            if (x != 0.0f) a->k->axpy(base + (size_t)i * a->row_bytes, x, y, width);
+            if (x == 0.0f) continue;
+            pend[n_pend] = base + (size_t)i * a->row_bytes;
+            pend_x[n_pend++] = x;
+            if (n_pend == 4) {
+                a->k->axpy4(pend, pend_x, y, width);
+                n_pend = 0;
+            }
         }
+        for (int q = 0; q < n_pend; q++) a->k->axpy(pend[q], pend_x[q], y, width);
         return;
     }
     /* Several tokens: decode ACC_ROWS row segments once, gather the matching

@@ -197,6 +197,17 @@ AXPY_VIA_DEQUANT(axpy_q8_0, dequant_q8_0, 256)
 AXPY_VIA_DEQUANT(axpy_q4_0, dequant_q4_0, 256)
 AXPY_VIA_DEQUANT(axpy_q4_1, dequant_q4_1, 256)
 
+#define AXPY4_VIA_AXPY(name, one)                                                    \
+    static void name(const void *const src[4], const float a[4], float *y, int64_t n) { \
+        for (int r = 0; r < 4; r++) one(src[r], a[r], y, n);                             \
+    }
+AXPY4_VIA_AXPY(axpy4_f32, axpy_f32)
+AXPY4_VIA_AXPY(axpy4_f16, axpy_f16)
+AXPY4_VIA_AXPY(axpy4_bf16, axpy_bf16)
+AXPY4_VIA_AXPY(axpy4_q8_0, axpy_q8_0)
+AXPY4_VIA_AXPY(axpy4_q4_0, axpy_q4_0)
+AXPY4_VIA_AXPY(axpy4_q4_1, axpy_q4_1)
+
 /* ---- float-weight products ----------------------------------------------- */
 /* One row at a time through a dequantized chunk; activations stay float. */
 #define GEMM_FLOAT(name, dq, esize)                                                  \
@@ -285,12 +296,12 @@ static void gemm_q4_1(const uint8_t *W, size_t row_bytes, int64_t n_cols, const 
     gemm_q4(W, row_bytes, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
 }
 
-static const ps_kernels k_f32 = {gemm_f32, dequant_f32, axpy_f32, 0};
-static const ps_kernels k_f16 = {gemm_f16, dequant_f16, axpy_f16, 0};
-static const ps_kernels k_bf16 = {gemm_bf16, dequant_bf16, axpy_bf16, 0};
-static const ps_kernels k_q8_0 = {gemm_q8_0, dequant_q8_0, axpy_q8_0, 1};
-static const ps_kernels k_q4_0 = {gemm_q4_0, dequant_q4_0, axpy_q4_0, 1};
-static const ps_kernels k_q4_1 = {gemm_q4_1, dequant_q4_1, axpy_q4_1, 1};
+static const ps_kernels k_f32 = {gemm_f32, dequant_f32, axpy_f32, axpy4_f32, 0};
+static const ps_kernels k_f16 = {gemm_f16, dequant_f16, axpy_f16, axpy4_f16, 0};
+static const ps_kernels k_bf16 = {gemm_bf16, dequant_bf16, axpy_bf16, axpy4_bf16, 0};
+static const ps_kernels k_q8_0 = {gemm_q8_0, dequant_q8_0, axpy_q8_0, axpy4_q8_0, 1};
+static const ps_kernels k_q4_0 = {gemm_q4_0, dequant_q4_0, axpy_q4_0, axpy4_q4_0, 1};
+static const ps_kernels k_q4_1 = {gemm_q4_1, dequant_q4_1, axpy_q4_1, axpy4_q4_1, 1};
 
 const ps_kernels *ps_kernels_scalar(int32_t type) {
     switch (type) {

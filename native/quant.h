@@ -46,6 +46,9 @@ typedef void (*ps_gemm_fn)(const uint8_t *W, size_t row_bytes, int64_t n_cols,
 typedef void (*ps_dequant_fn)(const void *src, float *dst, int64_t n);
 /* y[c] += a * dequant(src)[c] for c < n (one weight row segment, axpy). */
 typedef void (*ps_axpy_fn)(const void *src, float a, float *y, int64_t n);
+/* y[c] += a[r] * dequant(src[r])[c] for r = 0..3 in order, c < n: exactly
+ * four ps_axpy_fn calls, with y's block kept in registers. */
+typedef void (*ps_axpy4_fn)(const void *const src[4], const float a[4], float *y, int64_t n);
 /* Quantize n floats (a multiple of 32) into n/32 q8a blocks. */
 typedef void (*ps_quantize_fn)(const float *x, ps_block_q8a *y, int64_t n);
 
@@ -53,6 +56,7 @@ typedef struct ps_kernels {
     ps_gemm_fn gemm;
     ps_dequant_fn dequant;
     ps_axpy_fn axpy;
+    ps_axpy4_fn axpy4;
     int32_t quantized; /* 1: gemm takes q8a activations */
 } ps_kernels;
 

@@ -562,56 +562,89 @@ static void dequant_bf16(const void *src, float *dst, int64_t n) {
     for (; k < n; k++) dst[k] = load1(src, k, FT_BF16);
 }
 
-/* ---- axpy: y += a * row segment (the down projection over active neurons) --- */
-static void axpy_q8_0(const void *src, float a, float *y, int64_t n) {
-    const ps_block_q8_0 *b = src;
+/* ---- axpy: y += a * row segment (the down projection over active neurons) ---
+ * NR rows at a time keep y's block in registers (axpy4); each row adds into
+ * y with the same operation as the one-row version, in row order, so grouping
+ * never changes a result. */
+
+/* The 32 nibbles of a Q4 block as int32, in groups of 8 elements
+ * (0..7 = low nibbles of bytes 0..7, 8..15, 16..23 = high nibbles, 24..31). */
+INLINE void q4_groups(const uint8_t *qs, __m256i g[4]) {
+    const __m256i lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)qs));
+    const __m256i hi = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qs + 8)));
+    const __m256i m = _mm256_set1_epi32(0x0f);
+    g[0] = _mm256_and_si256(lo, m);
+    g[1] = _mm256_and_si256(hi, m);
+    g[2] = _mm256_srli_epi32(lo, 4);
+    g[3] = _mm256_srli_epi32(hi, 4);
+}
+
+/* type: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0 */
+INLINE void axpy_rows_q(const void *const *src, const float *a, const int NR, float *y, int64_t n,
+                        const int type) {
+    const size_t bb = type == 0 ? sizeof(ps_block_q4_0) : type == 1 ? sizeof(ps_block_q4_1) : sizeof(ps_block_q8_0);
     for (int64_t i = 0; i < n / PS_QK; i++, y += PS_QK) {
-        const __m256 d = _mm256_set1_ps(fp16(b[i].d) * a);
-        for (int k = 0; k < 4; k++)
-            _mm256_storeu_ps(y + 8 * k, _mm256_fmadd_ps(d, q8_to_f32(b[i].qs + 8 * k), _mm256_loadu_ps(y + 8 * k)));
+        __m256 acc[4];
+        for (int k = 0; k < 4; k++) acc[k] = _mm256_loadu_ps(y + 8 * k);
+        for (int r = 0; r < NR; r++) {
+            const uint8_t *blk = (const uint8_t *)src[r] + (size_t)i * bb;
+            uint16_t h[2];
+            memcpy(h, blk, type == 1 ? 4 : 2);
+            const __m256 d = _mm256_set1_ps(fp16(h[0]) * a[r]);
+            if (type == 2) {
+                for (int k = 0; k < 4; k++)
+                    acc[k] = _mm256_fmadd_ps(d, q8_to_f32((const int8_t *)blk + 2 + 8 * k), acc[k]);
+                continue;
+            }
+            __m256i g[4];
+            q4_groups(blk + (type == 1 ? 4 : 2), g);
+            if (type == 1) {
+                const __m256 m = _mm256_set1_ps(fp16(h[1]) * a[r]);
+                for (int k = 0; k < 4; k++)
+                    acc[k] = _mm256_add_ps(_mm256_fmadd_ps(d, _mm256_cvtepi32_ps(g[k]), m), acc[k]);
+            } else {
+                const __m256i eight = _mm256_set1_epi32(8);
+                for (int k = 0; k < 4; k++)
+                    acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(g[k], eight)), acc[k]);
+            }
+        }
+        for (int k = 0; k < 4; k++) _mm256_storeu_ps(y + 8 * k, acc[k]);
     }
 }
 
-static void axpy_q4_0(const void *src, float a, float *y, int64_t n) {
-    const ps_block_q4_0 *b = src;
-    for (int64_t i = 0; i < n / PS_QK; i++, y += PS_QK) {
-        const __m256 d = _mm256_set1_ps(fp16(b[i].d) * a);
-        __m256 v[4];
-        q4_to_f32(b[i].qs, v, 8);
-        for (int k = 0; k < 4; k++)
-            _mm256_storeu_ps(y + 8 * k, _mm256_fmadd_ps(d, v[k], _mm256_loadu_ps(y + 8 * k)));
+INLINE void axpy_rows_float(const void *const *src, const float *a, const int NR, float *y, int64_t n,
+                            const int ft) {
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256 acc = _mm256_loadu_ps(y + k);
+        for (int r = 0; r < NR; r++) acc = _mm256_fmadd_ps(_mm256_set1_ps(a[r]), load8(src[r], k, ft), acc);
+        _mm256_storeu_ps(y + k, acc);
     }
+    for (; k < n; k++)
+        for (int r = 0; r < NR; r++) y[k] += a[r] * load1(src[r], k, ft);
 }
 
-static void axpy_q4_1(const void *src, float a, float *y, int64_t n) {
-    const ps_block_q4_1 *b = src;
-    for (int64_t i = 0; i < n / PS_QK; i++, y += PS_QK) {
-        const __m256 d = _mm256_set1_ps(fp16(b[i].d) * a), m = _mm256_set1_ps(fp16(b[i].m) * a);
-        __m256 v[4];
-        q4_to_f32(b[i].qs, v, 0);
-        for (int k = 0; k < 4; k++)
-            _mm256_storeu_ps(y + 8 * k, _mm256_add_ps(_mm256_fmadd_ps(d, v[k], m), _mm256_loadu_ps(y + 8 * k)));
+#define AXPY_PAIR(name, body, arg)                                                               \
+    static void name(const void *src, float a, float *y, int64_t n) {                            \
+        const void *s1[1] = {src};                                                               \
+        body(s1, &a, 1, y, n, arg);                                                              \
+    }                                                                                            \
+    static void name##_4(const void *const src[4], const float a[4], float *y, int64_t n) {     \
+        body(src, a, 4, y, n, arg);                                                              \
     }
-}
+AXPY_PAIR(axpy_q4_0, axpy_rows_q, 0)
+AXPY_PAIR(axpy_q4_1, axpy_rows_q, 1)
+AXPY_PAIR(axpy_q8_0, axpy_rows_q, 2)
+AXPY_PAIR(axpy_f32, axpy_rows_float, FT_F32)
+AXPY_PAIR(axpy_f16, axpy_rows_float, FT_F16)
+AXPY_PAIR(axpy_bf16, axpy_rows_float, FT_BF16)
 
-#define AXPY_FLOAT(name, ft)                                                              \
-    static void name(const void *src, float a, float *y, int64_t n) {                     \
-        const __m256 av = _mm256_set1_ps(a);                                              \
-        int64_t k = 0;                                                                    \
-        for (; k + 8 <= n; k += 8)                                                        \
-            _mm256_storeu_ps(y + k, _mm256_fmadd_ps(av, load8(src, k, ft), _mm256_loadu_ps(y + k))); \
-        for (; k < n; k++) y[k] += a * load1(src, k, ft);                                 \
-    }
-AXPY_FLOAT(axpy_f32, FT_F32)
-AXPY_FLOAT(axpy_f16, FT_F16)
-AXPY_FLOAT(axpy_bf16, FT_BF16)
-
-static const ps_kernels k_f32 = {gemm_f32, dequant_f32, axpy_f32, 0};
-static const ps_kernels k_f16 = {gemm_f16, dequant_f16, axpy_f16, 0};
-static const ps_kernels k_bf16 = {gemm_bf16, dequant_bf16, axpy_bf16, 0};
-static const ps_kernels k_q8_0 = {gemm_q8_0, dequant_q8_0, axpy_q8_0, 1};
-static const ps_kernels k_q4_0 = {gemm_q4_0, dequant_q4_0, axpy_q4_0, 1};
-static const ps_kernels k_q4_1 = {gemm_q4_1, dequant_q4_1, axpy_q4_1, 1};
+static const ps_kernels k_f32 = {gemm_f32, dequant_f32, axpy_f32, axpy_f32_4, 0};
+static const ps_kernels k_f16 = {gemm_f16, dequant_f16, axpy_f16, axpy_f16_4, 0};
+static const ps_kernels k_bf16 = {gemm_bf16, dequant_bf16, axpy_bf16, axpy_bf16_4, 0};
+static const ps_kernels k_q8_0 = {gemm_q8_0, dequant_q8_0, axpy_q8_0, axpy_q8_0_4, 1};
+static const ps_kernels k_q4_0 = {gemm_q4_0, dequant_q4_0, axpy_q4_0, axpy_q4_0_4, 1};
+static const ps_kernels k_q4_1 = {gemm_q4_1, dequant_q4_1, axpy_q4_1, axpy_q4_1_4, 1};
 
 const ps_kernels *ps_kernels_avx2(int32_t type) {
     switch (type) {
