@@ -382,6 +382,25 @@ TEST(test_accum_rows) {
     ps_simd_set(ps_simd_supported());
 }
 
+/* axpy4 is exactly four axpy calls (grouping never changes accum_rows). */
+TEST(test_axpy4) {
+    const int64_t n = 96;
+    for (int ti = 0; ti < N_TYPES; ti++)
+        for (int level = 0; level <= ps_simd_supported(); level++) {
+            const ps_kernels *k = ps_kernels_get(TYPES[ti], level);
+            uint8_t *W = random_matrix(TYPES[ti], 4, n);
+            const size_t rb = ps_row_bytes(TYPES[ti], n);
+            const void *src[4] = {W, W + rb, W + 2 * rb, W + 3 * rb};
+            const float a[4] = {0.5f, -1.25f, 3.0f, 1e-3f};
+            float y1[96], y2[96];
+            for (int i = 0; i < n; i++) y1[i] = y2[i] = frand();
+            k->axpy4(src, a, y1, n);
+            for (int r = 0; r < 4; r++) k->axpy(src[r], a[r], y2, n);
+            CHECK(memcmp(y1, y2, sizeof y1) == 0);
+            free(W);
+        }
+}
+
 TEST(test_silu_mul) {
     enum { N = 2003 };
     float g[N], u[N], ref[N];
@@ -447,6 +466,7 @@ int main(void) {
     RUN(test_matmul_deterministic);
     RUN(test_matmul_rows);
     RUN(test_accum_rows);
+    RUN(test_axpy4);
     RUN(test_silu_mul);
     RUN(test_parallel_for);
     return CHECK_DONE();
