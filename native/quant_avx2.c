@@ -1,15 +1,20 @@
 /* quant_avx2.c: AVX2/FMA/F16C kernels (compiled with those flags only here;
  * called only after a cpuid check, see ps_simd_supported).
  *
- * Every (row, token) dot product owns one 8-lane accumulator and goes through
- * the same operations in the same order whatever tile it is computed in, so
- * results do not depend on how rows and tokens were split among threads. */
+ *   integer kernels (Q4_0, Q4_1, Q8_0 x q8a activations): 8 weight rows per
+ *     tile, one accumulator lane per row; exact integer block sums, then the
+ *     same float steps for every lane;
+ *   float kernels (F32, F16, BF16): 4 rows x 2 tokens, one 8-lane FMA chain
+ *     per (row, token), then a horizontal sum;
+ *   dequantization (bit-exact with gguf-py) and axpy for accum_rows.
+ * A (row, token) result goes through the same operations in the same order
+ * whatever tile, thread or batch size it is computed in, so results do not
+ * depend on how work was split. */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
 #include "quant.h"
-
 
 /* Same float operations as ps_quantize_q8a_scalar, so the bytes are identical. */
 void ps_quantize_q8a_avx2(const float *x, ps_block_q8a *y, int64_t n) {
@@ -45,7 +50,6 @@ void ps_quantize_q8a_avx2(const float *x, ps_block_q8a *y, int64_t n) {
     }
 }
 
-
 #define INLINE static inline __attribute__((always_inline))
 
 INLINE float hsum(__m256 v) {
@@ -65,13 +69,12 @@ INLINE __m256i q4_unpack(const uint8_t *qs) {
 }
 
 /* ---- integer kernels: 8 weight rows at a time ------------------------------
- * Per block, the 8 rows' integer sums are reduced with horizontal adds into
- * one vector (lane i = row i), so the scales are applied to 8 rows at once and
- * each accumulator lane is one (row, token) result: no horizontal sum at the
- * end, and a row's result does not depend on the tile it was computed in.
- * A tile past the end of the row range repeats the last row (never stored).
- * Per token the decoded weight blocks stay in registers, so prompt
- * processing reuses each of them for up to TOK_TILE tokens. */
+ * Per block, the 8 rows' integer sums end up in one vector (lane = row), so
+ * the scales are applied to 8 rows at once and each accumulator lane is one
+ * (row, token) result: no horizontal sum at the end, and a row's result does
+ * not depend on the tile it was computed in. A tile past the end of the row
+ * range repeats the last row (computed, never stored). Per block the decoded
+ * weights stay in registers while up to TOK_TILE tokens meet them. */
 #define TOK_TILE 64
 
 INLINE uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
@@ -105,15 +108,6 @@ INLINE int64_t row_at(const int32_t *idx, int64_t j) { return idx ? idx[j] : j; 
 INLINE void rows8(const uint8_t *W, size_t rb, const int32_t *idx, int64_t r, int64_t r1,
                   const uint8_t *row[8]) {
     for (int i = 0; i < 8; i++) row[i] = W + (size_t)row_at(idx, r + i < r1 ? r + i : r1 - 1) * rb;
-}
-
-/* Sums of 16-bit lanes of 8 vectors (each |sum| < 2^15 after 3 levels). */
-INLINE __m256i rowsum8_epi16(const __m256i p[8]) {
-    const __m256i h0 = _mm256_hadd_epi16(_mm256_hadd_epi16(p[0], p[1]), _mm256_hadd_epi16(p[2], p[3]));
-    const __m256i h1 = _mm256_hadd_epi16(_mm256_hadd_epi16(p[4], p[5]), _mm256_hadd_epi16(p[6], p[7]));
-    const __m256i h = _mm256_hadd_epi16(h0, h1); /* each 128-bit half: rows 0..7 */
-    return _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(h)),
-                            _mm256_cvtepi16_epi32(_mm256_extracti128_si256(h, 1)));
 }
 
 /* Sums of 32-bit lanes of 8 vectors. */
