@@ -55,7 +55,6 @@ static void rope(float *v, int n_heads, int head_dim, int n_rot, const float *cs
 /* What the per-token and per-head callbacks need to know about the batch. */
 typedef struct step_ctx {
     ps_session *s;
-    const ps_layer *L;
     int layer;
     int32_t n_tok, pos0;
     const float *norm_w; /* norm to apply after the optional residual add */
@@ -223,7 +222,6 @@ static void forward_batch(ps_session *s, const int32_t *tokens, int32_t n_tok,
 
     for (int il = 0; il < hp->n_layer; il++) {
         const ps_layer *L = &m->layers[il];
-        c.L = L;
         c.layer = il;
         /* This batch's rows of the layer's KV cache (contiguous in positions). */
         float *kc = s->k_cache + ((int64_t)il * s->n_ctx + pos0) * kv_dim;

