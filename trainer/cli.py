@@ -98,20 +98,22 @@ def profile(model, data, out, seq_len, max_tokens, batch, ppl_p, cett_tokens, se
 @click.option("--rank", default=64, show_default=True)
 @click.option("--tokens", default=8192, show_default=True, help="(input, label) pairs recorded per layer")
 @click.option("--seq-len", default=256, show_default=True)
-@click.option("--epochs", default=10, show_default=True)
+@click.option("--epochs", default=20, show_default=True)
+@click.option("--batch", default=256, show_default=True, help="pairs per predictor training step")
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--threshold", default=0.0, show_default=True, help="logit cut (0 = probability 0.5)")
 @click.option("--input", "input_kind", type=click.Choice(["residual", "ffn_norm"]), default="residual",
               show_default=True)
 @click.option("--hidden-act", type=click.Choice(["relu", "none"]), default="relu", show_default=True)
 @click.option("--layers", default="", help="comma list of layers (default: all)")
-def predictors(model, data, out, rank, tokens, seq_len, epochs, lr, threshold, input_kind, hidden_act, layers):
+def predictors(model, data, out, rank, tokens, seq_len, epochs, batch, lr, threshold, input_kind, hidden_act, layers):
     """Train per-layer activation predictors (weighted BCE, best-recall checkpoint)."""
     from .predictors import run_predictors
 
     only = [int(s) for s in layers.split(",") if s.strip()] if layers else None
     res = run_predictors(model, list(data), out, rank=rank, tokens=tokens, seq_len=seq_len, epochs=epochs,
-                         lr=lr, threshold=threshold, input_kind=input_kind, hidden_act=hidden_act, layers=only)
+                         lr=lr, threshold=threshold, input_kind=input_kind, hidden_act=hidden_act, layers=only,
+                         batch=batch)
     click.echo(json.dumps({k: v for k, v in res.items() if k != "layers"}, indent=2))
 
 

@@ -79,7 +79,7 @@ def metrics(logits, labels, threshold: float) -> tuple[float, float]:
 
 
 def train_layer(u, y, rank: int, hidden_act: str, threshold: float, epochs: int, lr: float,
-                batch: int = 512, seed: int = 0) -> dict:
+                batch: int = 256, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     n = u.shape[0]
     perm = torch.randperm(n, generator=g)
@@ -126,7 +126,7 @@ def write_predictors(out: Path, states: dict, threshold: float, input_kind: str,
 
 
 def run_predictors(model_path, data, out, rank=64, tokens=8192, seq_len=256, epochs=10, lr=1e-3, threshold=0.0,
-                   input_kind="residual", hidden_act="relu", layers=None, progress=True) -> dict:
+                   input_kind="residual", hidden_act="relu", layers=None, progress=True, batch=256) -> dict:
     if rank < 1:
         raise ConfigError("--rank must be >= 1")
     model, tok, kind, t = load_for_analysis(model_path)
@@ -149,7 +149,7 @@ def run_predictors(model_path, data, out, rank=64, tokens=8192, seq_len=256, epo
         it = tqdm(layers, desc="predictors", dynamic_ncols=True)
     for L in it:
         u, y = pairs.pop(L)
-        r = train_layer(u, y, rank, hidden_act, threshold, epochs, lr, seed=L)
+        r = train_layer(u, y, rank, hidden_act, threshold, epochs, lr, batch=batch, seed=L)
         states[L] = r.pop("state")
         results.append({"layer": L, **r})
     write_predictors(Path(out), states, threshold, input_kind, hidden_act, rank)
