@@ -39,6 +39,9 @@ enum {
 
 /* One line describing the last error on this thread ("" if none). */
 PS_API const char *ps_last_error(void);
+/* The PS_ERR_* code of that error (PS_OK if none): lets callers of functions
+ * that return NULL tell an unsupported file from a malformed one. */
+PS_API int ps_last_error_code(void);
 
 /* ---- engine modes (DESIGN.md contract names) ------------------------- */
 enum ps_mode {

@@ -9,13 +9,20 @@
 
 /* One line per thread, so concurrent sessions do not overwrite each other. */
 static _Thread_local char last_error[512];
+static _Thread_local int last_code;
 
 const char *ps_last_error(void) { return last_error; }
 
-void ps_clear_error(void) { last_error[0] = '\0'; }
+int ps_last_error_code(void) { return last_code; }
+
+void ps_clear_error(void) {
+    last_error[0] = '\0';
+    last_code = PS_OK;
+}
 
 int ps_fail(int code, const char *fmt, ...) {
     va_list ap;
+    last_code = code;
     va_start(ap, fmt);
     vsnprintf(last_error, sizeof last_error, fmt, ap);
     va_end(ap);

@@ -167,6 +167,8 @@ def _fn(dll: ctypes.CDLL, name: str, argtypes: list, restype) -> None:
 def _declare(dll: ctypes.CDLL) -> ctypes.CDLL:
     # const char *ps_last_error(void);
     _fn(dll, "ps_last_error", [], c_char_p)
+    # int ps_last_error_code(void);
+    _fn(dll, "ps_last_error_code", [], c_int)
 
     # int ps_simd_supported(void);
     _fn(dll, "ps_simd_supported", [], c_int)

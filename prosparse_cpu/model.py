@@ -112,7 +112,7 @@ class Model:
         self._lib = L  # keep a reference for close() during interpreter shutdown
         handle = L.ps_model_load(os.fsencode(self.path))
         if not handle:
-            raise fail(_lib.PS_ERR_FORMAT, self.path)
+            raise fail(L.ps_last_error_code() or _lib.PS_ERR_FORMAT, self.path)
         self._model = handle
         raw = _lib.ps_model_info()
         check(L.ps_model_get_info(self._model, ctypes.byref(raw)), self.path)
