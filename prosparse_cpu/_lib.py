@@ -258,7 +258,7 @@ class ProSparseError(RuntimeError):
 def fail(code: int | None = None, what: str = "") -> ProSparseError:
     """Build a ProSparseError from the engine's last error (call right after the failure)."""
     msg = last_error() or ERROR_NAMES.get(code, "unknown error")
-    if what:
+    if what and not msg.startswith(what):  # the engine often names the file itself
         msg = f"{what}: {msg}"
     return ProSparseError(msg, code)
 
