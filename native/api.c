@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ffn.h"
 #include "model.h"
 #include "prosparse.h"
 #include "session.h"
@@ -24,13 +25,10 @@ static const char *mode_name(int32_t mode) {
     return NULL;
 }
 
-/* PS_OK for modes this engine runs; only dense so far. */
-static int check_mode(int32_t mode) {
-    const char *name = mode_name(mode);
-    if (!name) return ps_fail(PS_ERR_ARG, "unknown mode %d", (int)mode);
-    if (mode != PS_MODE_DENSE)
-        return ps_fail(PS_ERR_UNSUPPORTED, "mode '%s' is not implemented yet", name);
-    return PS_OK;
+/* PS_OK for a mode this model can run (ffn.c says why not). */
+static int check_mode(const ps_model *m, int32_t mode) {
+    if (!mode_name(mode)) return ps_fail(PS_ERR_ARG, "unknown mode %d", (int)mode);
+    return ps_ffn_check_mode(m, mode);
 }
 
 /* ---- model ------------------------------------------------------------- */
@@ -149,7 +147,7 @@ ps_session *ps_session_new(const ps_model *m, const ps_session_params *params) {
     }
     if (p.n_batch <= 0) p.n_batch = 512;
     if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
-    if (check_mode(p.mode) != PS_OK) return NULL;
+    if (check_mode(m, p.mode) != PS_OK) return NULL;
     return ps_session_create(m, &p);
 }
 
@@ -195,10 +193,15 @@ int ps_session_truncate(ps_session *s, int32_t n_keep) {
 
 int ps_session_set_mode(ps_session *s, int32_t mode) {
     if (!s) return ps_fail(PS_ERR_ARG, "ps_session_set_mode: session is NULL");
-    int rc = check_mode(mode);
+    int rc = check_mode(s->model, mode);
     if (rc != PS_OK) return rc;
     s->mode = mode;
     return PS_OK;
+}
+
+int ps_session_set_measure(ps_session *s, int on) {
+    if (!s) return ps_fail(PS_ERR_ARG, "ps_session_set_measure: session is NULL");
+    return ps_session_measure(s, on);
 }
 
 int32_t ps_session_get_mode(const ps_session *s) { return s ? s->mode : -1; }

@@ -91,6 +91,55 @@ static int read_str(const ps_gguf *g, const char *key, char *buf, size_t n) {
     return 1;
 }
 
+/* The optional sparse-inference keys of prosparse files: predictor
+ * settings, hot-first flag, threshold-mode cut-offs (copied: GGUF arrays
+ * need not be 4-byte aligned). */
+static int read_sparse_keys(ps_model *m) {
+    const ps_gguf *g = m->gguf;
+    ps_hparams *hp = &m->hp;
+    char val[64];
+    int rc;
+    if ((rc = read_float(g, "prosparse", "predictor.threshold", 0.0f, &hp->pred_threshold))) return rc;
+    rc = read_str(g, "prosparse.predictor.input", val, sizeof val);
+    if (rc < 0) return PS_ERR_FORMAT;
+    hp->pred_on_normed = 0;
+    if (rc == 1) {
+        if (strcmp(val, "ffn_norm") == 0) hp->pred_on_normed = 1;
+        else if (strcmp(val, "residual") != 0)
+            return ps_fail(PS_ERR_FORMAT, "prosparse.predictor.input '%s' (expected residual or ffn_norm)", val);
+    }
+    rc = read_str(g, "prosparse.predictor.hidden_act", val, sizeof val);
+    if (rc < 0) return PS_ERR_FORMAT;
+    hp->pred_hidden_relu = 0;
+    if (rc == 1) {
+        if (strcmp(val, "relu") == 0) hp->pred_hidden_relu = 1;
+        else if (strcmp(val, "none") != 0)
+            return ps_fail(PS_ERR_FORMAT, "prosparse.predictor.hidden_act '%s' (expected none or relu)", val);
+    }
+    int b = 0;
+    rc = ps_gguf_get_bool(g, "prosparse.ffn.reordered", &b);
+    if (rc < 0) return key_error("prosparse.ffn.reordered");
+    hp->reordered = rc == 1 && b;
+
+    int et = 0;
+    uint64_t n = 0;
+    if (ps_gguf_find_key(g, "prosparse.ffn.cutoffs") >= 0) {
+        if (ps_gguf_arr_info(g, "prosparse.ffn.cutoffs", &et, &n) != 0 || et != PS_GGUF_FLOAT32)
+            return ps_fail(PS_ERR_FORMAT, "prosparse.ffn.cutoffs must be an array of float32");
+        if (n != (uint64_t)hp->n_layer)
+            return ps_fail(PS_ERR_FORMAT, "prosparse.ffn.cutoffs has %llu values for %d layers",
+                           (unsigned long long)n, hp->n_layer);
+        m->cutoffs = malloc(sizeof(float) * (size_t)n);
+        if (!m->cutoffs) return ps_fail(PS_ERR_MEMORY, "out of memory");
+        memcpy(m->cutoffs, ps_gguf_arr_data(g, "prosparse.ffn.cutoffs"), sizeof(float) * (size_t)n);
+        for (uint64_t i = 0; i < n; i++)
+            if (!isfinite(m->cutoffs[i]) || m->cutoffs[i] < 0.0f)
+                return ps_fail(PS_ERR_FORMAT, "prosparse.ffn.cutoffs[%llu] = %g is not a finite value >= 0",
+                               (unsigned long long)i, m->cutoffs[i]);
+    }
+    return PS_OK;
+}
+
 static int read_hparams(ps_model *m) {
     const ps_gguf *g = m->gguf;
     const char *a = m->arch;
@@ -169,6 +218,7 @@ static int read_hparams(ps_model *m) {
         if ((rc = read_float(g, a, "embedding_scale", 1.0f, &hp->embedding_scale))) return rc;
         if ((rc = read_float(g, a, "residual_scale", 1.0f, &hp->residual_scale))) return rc;
         if ((rc = read_float(g, a, "logit_scale", 1.0f, &hp->logit_scale))) return rc;
+        if ((rc = read_sparse_keys(m))) return rc;
     }
     return PS_OK;
 }
@@ -376,6 +426,7 @@ void ps_model_close(ps_model *m) {
     if (!m) return;
     ps_tokenizer_free(m->tok);
     free(m->layers);
+    free(m->cutoffs);
     ps_gguf_close(m->gguf);
     free(m);
 }

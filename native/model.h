@@ -46,6 +46,13 @@ typedef struct ps_hparams {
      * logits = output(norm(x) * logit_scale). */
     float embedding_scale, residual_scale, logit_scale;
     int32_t predictor_rank; /* 0 without predictor tensors */
+    /* predictor: logits = pred_out . hidden_act(pred_in . u); a neuron is a
+     * candidate when its logit > pred_threshold. u is the residual stream
+     * before the FFN norm (pred_on_normed 0, PowerInfer) or the normed input. */
+    float pred_threshold;
+    int32_t pred_on_normed;   /* prosparse.predictor.input: 0 "residual", 1 "ffn_norm" */
+    int32_t pred_hidden_relu; /* prosparse.predictor.hidden_act: 0 "none", 1 "relu" */
+    int32_t reordered;        /* prosparse.ffn.reordered: neurons stored hot-first */
 } ps_hparams;
 
 /* One transformer block's weights (q_dim = n_head*head_dim,
@@ -78,6 +85,8 @@ struct ps_model {
     ps_layer *layers;        /* (n_layer) */
     ps_tokenizer *tok;       /* owned */
     int64_t n_params;        /* elements over all tensors */
+    float *cutoffs;          /* (n_layer) threshold-mode cut-offs on |act(gate)|
+                              * (prosparse.ffn.cutoffs), owned; NULL when absent */
 };
 
 /* Map, validate and build a model. NULL on error (ps_last_error set). */

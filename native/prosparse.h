@@ -154,6 +154,11 @@ typedef struct ps_layer_stats {
     int64_t recall_total;    /* truly active neurons, when measured */
 } ps_layer_stats;
 
+/* Measure option (predict mode): also compute the dense gate of every layer
+ * to count recall_hits / recall_total (slower; off by default). on: 1 or 0.
+ * Kept across set_mode and reset. */
+PS_API int ps_session_set_measure(ps_session *session, int on);
+
 /* Copy up to max_layers per-layer counters into out; returns n_layer. */
 PS_API int ps_session_layer_stats(const ps_session *session, ps_layer_stats *out, int32_t max_layers);
 

@@ -1,4 +1,5 @@
-/* session.c: KV cache, scratch buffers and the dense forward pass.
+/* session.c: KV cache, scratch buffers and the forward pass (the FFN of
+ * every mode lives in ffn.c).
  *
  * forward_batch() is the whole transformer, step by step, for a batch of
  * consecutive tokens: matrix products go through compute.h (one dispatch for
@@ -7,6 +8,8 @@
  * allocated after ps_session_create.
  */
 #include "session.h"
+
+#include "ffn.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -156,39 +159,6 @@ static void attention_items(void *vc, int64_t i0, int64_t i1, int ith) {
     }
 }
 
-/* x1 = act(gate) * up into hb, counting non-zero x1 per thread. */
-static void activation_rows(void *vc, int64_t t0, int64_t t1, int ith) {
-    const step_ctx *c = vc;
-    ps_session *s = c->s;
-    const ps_hparams *hp = &s->model->hp;
-    const int n = hp->n_ff;
-    const float thr = hp->act_threshold;
-    int64_t active = 0;
-    for (int64_t t = t0; t < t1; t++) {
-        float *g = s->hb + t * n;
-        const float *u = s->hb2 + t * n;
-        switch (hp->act) {
-        case PS_ACT_SILU:
-            ps_silu_mul(g, u, n); /* vectorised exp in the AVX2 path */
-            break;
-        case PS_ACT_RELU:
-            for (int i = 0; i < n; i++) g[i] = g[i] > 0.0f ? g[i] * u[i] : 0.0f;
-            break;
-        case PS_ACT_FATRELU:
-            for (int i = 0; i < n; i++) g[i] = g[i] >= thr ? g[i] * u[i] : 0.0f;
-            break;
-        case PS_ACT_RELU2:
-            for (int i = 0; i < n; i++) g[i] = g[i] > 0.0f ? g[i] * g[i] * u[i] : 0.0f;
-            break;
-        case PS_ACT_DRELU:
-            for (int i = 0; i < n; i++) g[i] = (g[i] > 0.0f && u[i] > 0.0f) ? g[i] * u[i] : 0.0f;
-            break;
-        }
-        for (int i = 0; i < n; i++) active += g[i] != 0.0f;
-    }
-    s->active_by_thread[ith] += active;
-}
-
 /* ---- the forward pass -------------------------------------------------- */
 
 /* Run n_tok tokens at positions n_past.. through the model. Logits go to
@@ -239,25 +209,12 @@ static void forward_batch(ps_session *s, const int32_t *tokens, int32_t n_tok,
         ps_parallel_for(s->pool, (int64_t)n_tok * hp->n_head, n_tok > 1 ? 4 : 1, attention_items, &c);
         ps_matmul(s->pool, &L->wo, s->att_out, n_tok, s->xb2);
 
-        /* 4. FFN block: xb = norm(x + attn), gate/up in one dispatch,
-         *    x1 = act(gate) * up, down projection */
+        /* 4. FFN block: xb = norm(x + attn), then the FFN of the session's
+         *    mode (ffn.c) writes its output to xb2 and counts neurons */
         c.norm_w = L->ffn_norm;
         c.add_residual = 1;
         for_tokens(s, &c, residual_norm_rows);
-        const ps_matrix *gu[2] = {&L->gate, &L->up};
-        float *gu_out[2] = {s->hb, s->hb2};
-        ps_matmul_multi(s->pool, 2, gu, s->xb, n_tok, gu_out);
-        memset(s->active_by_thread, 0, sizeof(int64_t) * s->n_threads);
-        for_tokens(s, &c, activation_rows);
-        if (L->has_down_t)
-            ps_accum_rows(s->pool, &L->down_t, s->hb, n_tok, NULL, hp->n_ff, s->xb2);
-        else
-            ps_matmul(s->pool, &L->down, s->hb, n_tok, s->xb2);
-
-        ps_layer_stats *st = &s->stats[il];
-        st->tokens += n_tok;
-        st->neurons_total += (int64_t)n_tok * hp->n_ff;
-        for (int i = 0; i < s->n_threads; i++) st->neurons_active += s->active_by_thread[i];
+        ps_ffn_forward(s, il, n_tok);
     }
 
     /* 5. last residual add, final norm (times the logit scale), output matrix */
@@ -300,6 +257,12 @@ void ps_session_destroy(ps_session *s) {
                       &s->att, &s->hb, &s->hb2, &s->rope_cos, &s->rope_sin, &s->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ps_free(*bufs[i]);
     ps_free(s->inv_freq);
+    ps_free(s->pred_h);
+    ps_free(s->pred_l);
+    ps_free(s->ref_g);
+    ps_free(s->ref_u);
+    free(s->ffn_mask);
+    free(s->ffn_idx);
     free(s->stats);
     free(s->active_by_thread);
     free(s);
@@ -352,11 +315,19 @@ ps_session *ps_session_create(const ps_model *m, const ps_session_params *p) {
     s->rope_sin = alloc_floats(nb, half, 1);
     s->logits = alloc_floats(hp->n_vocab, 1, 1);
     s->inv_freq = ps_alloc(sizeof(double) * (size_t)half);
+    s->ffn_mask = malloc((size_t)hp->n_ff);
+    s->ffn_idx = malloc(sizeof(int32_t) * (size_t)hp->n_ff);
+    int pred_ok = 1;
+    if (hp->predictor_rank > 0) {
+        s->pred_h = alloc_floats(nb, hp->predictor_rank, 1);
+        s->pred_l = alloc_floats(nb, hp->n_ff, 1);
+        pred_ok = s->pred_h && s->pred_l;
+    }
     s->stats = calloc((size_t)hp->n_layer, sizeof *s->stats);
     s->active_by_thread = calloc((size_t)s->n_threads, sizeof(int64_t));
     if (!s->k_cache || !s->v_cache || !s->x || !s->xb || !s->xb2 || !s->q || !s->att_out ||
         !s->att || !s->hb || !s->hb2 || !s->rope_cos || !s->rope_sin || !s->logits ||
-        !s->inv_freq || !s->stats || !s->active_by_thread) {
+        !s->inv_freq || !s->stats || !s->active_by_thread || !s->ffn_mask || !s->ffn_idx || !pred_ok) {
         ps_fail(PS_ERR_MEMORY, "out of memory for a session of n_ctx %d, n_batch %d", s->n_ctx,
                 s->n_batch);
         ps_session_destroy(s);
@@ -366,4 +337,20 @@ ps_session *ps_session_create(const ps_model *m, const ps_session_params *p) {
         s->inv_freq[i] = pow((double)hp->rope_freq_base, -2.0 * (double)i / hp->n_rot) *
                          hp->rope_freq_scale;
     return s;
+}
+
+int ps_session_measure(ps_session *s, int on) {
+    const ps_hparams *hp = &s->model->hp;
+    if (on && !s->ref_g) {
+        s->ref_g = alloc_floats(s->n_batch, hp->n_ff, 1);
+        if (hp->act == PS_ACT_DRELU) s->ref_u = alloc_floats(s->n_batch, hp->n_ff, 1);
+        if (!s->ref_g || (hp->act == PS_ACT_DRELU && !s->ref_u)) {
+            ps_free(s->ref_g);
+            ps_free(s->ref_u);
+            s->ref_g = s->ref_u = NULL;
+            return ps_fail(PS_ERR_MEMORY, "out of memory for the measure buffers");
+        }
+    }
+    s->measure = on != 0;
+    return PS_OK;
 }

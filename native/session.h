@@ -39,6 +39,14 @@ struct ps_session {
     float *logits;   /* (n_vocab) last position */
     int has_logits;
 
+    /* sparse-mode scratch (ffn.c) */
+    uint8_t *ffn_mask;  /* (n_ff) 1: some token of the batch keeps the neuron */
+    int32_t *ffn_idx;   /* (n_ff) row list: kept neurons, then those with x1 != 0 */
+    float *pred_h;      /* (n_batch, rank) predictor hidden; NULL without predictor */
+    float *pred_l;      /* (n_batch, n_ff) predictor logits; NULL without predictor */
+    int measure;        /* 1: predict mode also runs the dense gate to count recall */
+    float *ref_g, *ref_u; /* (n_batch, n_ff) dense gate/up for the measure option */
+
     ps_layer_stats *stats;   /* (n_layer) counters since the last reset */
     int64_t *active_by_thread; /* (n_threads) scratch for counting non-zero x1 */
 };
@@ -50,6 +58,9 @@ void ps_session_destroy(struct ps_session *s);
 
 /* Run n (<= the free context) already validated tokens; see ps_session_eval. */
 int ps_session_forward(struct ps_session *s, const int32_t *tokens, int32_t n, float *all_logits);
+
+/* Turn the predictor-recall measurement on (allocating its buffers) or off. */
+int ps_session_measure(struct ps_session *s, int on);
 
 /* AVX2 kernels for one query head's attention (attention_avx2.c; head_dim
  * a multiple of 8). scores: att[j] = scale * q.k_j, returns the max;

@@ -184,16 +184,20 @@ def test_quantized_vs_dequantized_reference(tmp_path, wtype, min_top1, max_err):
 
 
 @pytest.mark.asan
-def test_sparse_modes_are_refused_not_faked(tmp_path):
+def test_modes_the_file_cannot_run_are_refused(tmp_path):
+    """relu file without predictor or cut-offs: sparse runs, predict and
+    threshold say what is missing (tests/test_sparse.py covers the modes)."""
     model = tm.make_hf_llama(seed=11)
     path = tm.write_gguf(model, tmp_path / "m.gguf", arch="prosparse", activation="relu")
     with Model(path, threads=1, n_ctx=32) as m:
-        for mode in ("sparse", "predict", "threshold"):
-            with pytest.raises(ProSparseError, match="not implemented yet"):
+        for mode, why in (("predict", "predictor"), ("threshold", "cut-offs")):
+            with pytest.raises(ProSparseError, match=why):
                 m.set_mode(mode)
         assert m.mode == "dense"
-    with pytest.raises(ProSparseError, match="not implemented yet"):
-        Model(path, threads=1, n_ctx=32, mode="sparse")
+        m.set_mode("sparse")
+        assert m.mode == "sparse"
+    with pytest.raises(ProSparseError, match="predictor"):
+        Model(path, threads=1, n_ctx=32, mode="predict")
 
 
 @pytest.mark.asan

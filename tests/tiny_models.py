@@ -115,9 +115,14 @@ def dequantized_copy(model, wtype: str):
 def write_gguf(model, path, wtype: str = "f32", arch: str = "llama", activation: str = "silu",
                threshold: float = 0.0, embedding_scale: float | None = None,
                residual_scale: float | None = None, logit_scale: float | None = None,
-               down_t: bool | None = None, n_ctx: int = 512) -> Path:
+               down_t: bool | None = None, n_ctx: int = 512, predictor=None,
+               predictor_threshold: float = 0.0, predictor_input: str = "residual",
+               predictor_hidden_act: str = "none", cutoffs=None) -> Path:
     """Write model as a GGUF file. arch "prosparse" uses ffn_down_t unless
-    down_t=False, and carries the activation and scale keys."""
+    down_t=False, and carries the activation and scale keys. predictor: a list
+    of per-layer (P_in [rank, n_embd], P_out [n_ff, rank]) float arrays
+    (ffn_pred_in/out, in wtype) with the predictor keys; cutoffs: per-layer
+    threshold-mode cut-offs (prosparse.ffn.cutoffs)."""
     cfg = model.config
     qtype = WEIGHT_TYPES[wtype]
     if down_t is None:
@@ -144,6 +149,12 @@ def write_gguf(model, path, wtype: str = "f32", arch: str = "llama", activation:
                          ("logit_scale", logit_scale)):
             if val is not None:
                 w.add_float32(f"prosparse.{key}", float(val))
+        if predictor is not None:
+            w.add_float32("prosparse.predictor.threshold", float(predictor_threshold))
+            w.add_string("prosparse.predictor.input", predictor_input)
+            w.add_string("prosparse.predictor.hidden_act", predictor_hidden_act)
+        if cutoffs is not None:
+            w.add_array("prosparse.ffn.cutoffs", [float(c) for c in cutoffs])
     tokens, types, merges = byte_vocab()
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("gpt2")
@@ -179,6 +190,9 @@ def write_gguf(model, path, wtype: str = "f32", arch: str = "llama", activation:
             put(f"blk.{i}.ffn_down_t.weight", mlp.down_proj.weight.t().contiguous())
         else:
             put(f"blk.{i}.ffn_down.weight", mlp.down_proj.weight)
+        if predictor is not None:
+            put(f"blk.{i}.ffn_pred_in.weight", torch.as_tensor(np.asarray(predictor[i][0], np.float32)))
+            put(f"blk.{i}.ffn_pred_out.weight", torch.as_tensor(np.asarray(predictor[i][1], np.float32)))
     put("output_norm.weight", m.norm.weight)
     if not model.config.tie_word_embeddings:
         put("output.weight", model.lm_head.weight)
