@@ -1,0 +1,233 @@
+"""Synthetic prosparse models for speed measurements (issue 4, must-show 2).
+
+Writes, streaming with gguf-py (one tensor in memory at a time):
+  OUT/prosparse-<shape>.gguf   `prosparse`, FATReLU, ffn_down_t, a low-rank
+                               predictor, Q4_0 weights;
+  OUT/llama-<shape>.gguf       its --llama-compat twin: a plain `llama` file of
+                               the same shapes and types (ffn_down, no
+                               predictor) that llama.cpp runs at dense cost.
+The weights are random (a speed model; its tokens mean nothing), built so the
+sparse structure is realistic:
+  - every matrix is random symmetric Q4_0 whose outputs have unit spread, so
+    the residual stream stays tame through the layers;
+  - the gate is W_g = P_out P_in (quantized to Q4_0), so the gate outputs of a
+    token are ~N(0, s_i^2) across neurons; the FATReLU threshold t is set so
+    that a share --active (default 11%) of neurons fire per token;
+  - the predictor is (P_in, P_out) themselves (input: the normed FFN input),
+    its logit cut t - margin chosen on sampled inputs so that its recall is
+    --recall (default 0.99): it keeps the truly active neurons plus some;
+  - --hot-skew S gives neuron i a spread s_i = exp(S z_i) (hot and cold
+    neurons, as in real ReLU LLMs); --hot-first stores them hottest first
+    (prosparse.ffn.reordered), for measuring locality.
+Layers share one gate/predictor (rows rolled per layer); other matrices are
+fresh random bytes per layer.
+
+    python scripts/synth_sparse_model.py --shape 7b --out /work/cache/synth
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import gguf
+import numpy as np
+from gguf import GGMLQuantizationType as Q
+from tqdm import tqdm
+
+SHAPES = {  # n_embd, n_ff, n_layer, n_head, n_head_kv, rank
+    "7b": (4096, 11008, 32, 32, 32, 1024),
+    "1b": (2048, 5632, 22, 32, 4, 512),
+    "tiny": (256, 704, 4, 8, 4, 64),
+}
+N_VOCAB = 32000
+QK = 32
+
+
+def vocab() -> tuple[list[str], list[int]]:
+    """GPT-2 byte-level tokens (tests/tiny_models.py's), padded with filler tokens."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    extra, toks = 0, []
+    for b in range(256):
+        if b in keep:
+            toks.append(chr(b))
+        else:
+            toks.append(chr(256 + extra))
+            extra += 1
+    toks += ["<|endoftext|>"] + [f"<f{i}>" for i in range(N_VOCAB - 257)]
+    types = [int(gguf.TokenType.NORMAL)] * N_VOCAB
+    types[256] = int(gguf.TokenType.CONTROL)
+    return toks, types
+
+
+# symmetric Q4_0 nibbles: value q-8 in -8..7, with -8 (q=0) mapped to 0 (q=8), so the mean is 0
+_FIX = np.array([((b & 15) or 8) | (((b >> 4) or 8) << 4) for b in range(256)], np.uint8)
+
+
+def random_q4(rng: np.random.Generator, rows: int, cols: int, gain: float = 1.0) -> np.ndarray:
+    """(rows, cols/32*18) uint8: Q4_0 blocks whose products with a unit-rms
+    input have spread `gain` (values d*(q-8), Var(q-8) = 17.5 after the fix)."""
+    nb = cols // QK
+    out = np.empty((rows, nb, 18), np.uint8)
+    d = np.float16(gain / np.sqrt(17.5 * cols))
+    out[:, :, 0:2] = np.frombuffer(d.tobytes(), np.uint8)
+    out[:, :, 2:] = _FIX[rng.integers(0, 256, size=(rows, nb, 16), dtype=np.uint8)]
+    return out.reshape(rows, nb * 18)
+
+
+def quant(a: np.ndarray, qt: Q) -> np.ndarray:
+    return gguf.quants.quantize(np.ascontiguousarray(a, dtype=np.float32), qt)
+
+
+def deq(b: np.ndarray, qt: Q) -> np.ndarray:
+    return gguf.quants.dequantize(b, qt).astype(np.float32)
+
+
+def build_gate(rng, n_embd, n_ff, rank, skew, pred_type, active, want_recall):
+    """Gate (Q4_0 bytes), predictor bytes, FATReLU t, predictor cut, stats."""
+    p_in = rng.standard_normal((rank, n_embd), dtype=np.float32) / np.sqrt(n_embd)
+    scale = np.exp(skew * rng.standard_normal(n_ff)).astype(np.float32)
+    p_out = rng.standard_normal((n_ff, rank), dtype=np.float32) / np.sqrt(rank) * scale[:, None]
+    gate_q = quant(p_out @ p_in, Q.Q4_0)
+    pin_q, pout_q = quant(p_in, pred_type), quant(p_out, pred_type)
+    # calibrate on random unit-rms inputs (what the normed FFN input looks like)
+    x = rng.standard_normal((64, n_embd), dtype=np.float32)
+    x *= np.sqrt(n_embd) / np.linalg.norm(x, axis=1, keepdims=True)
+    g = x @ deq(gate_q, Q.Q4_0).T
+    logit = (x @ deq(pin_q, pred_type).T) @ deq(pout_q, pred_type).T
+    t = float(np.quantile(g, 1.0 - active))
+    truly = g >= t
+    # the cut: the largest value keeping want_recall of the truly active neurons
+    cut = float(np.quantile(logit[truly], 1.0 - want_recall))
+    kept = logit > cut
+    stats = {"t": t, "cut": cut, "active": truly.mean(), "kept": kept.mean(),
+             "recall": (kept & truly).sum() / truly.sum(), "freq": truly.mean(axis=0)}
+    return gate_q, pin_q, pout_q, stats
+
+
+def write(args) -> None:
+    n_embd, n_ff, n_layer, n_head, n_head_kv, rank = SHAPES[args.shape]
+    if args.rank:
+        rank = args.rank
+    pred_type = Q[args.pred_type.upper()]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    gate_q, pin_q, pout_q, st = build_gate(rng, n_embd, n_ff, rank, args.hot_skew, pred_type,
+                                           args.active, args.recall)
+    print(f"gate: FATReLU t={st['t']:.4f}, active {st['active']:.3f}; predictor cut {st['cut']:.4f}: "
+          f"keeps {st['kept']:.3f}, recall {st['recall']:.4f} (on sampled inputs)")
+    if args.hot_first:  # hottest neurons first, consistently for gate, predictor rows (and all of up/down are random)
+        order = np.argsort(-st["freq"], kind="stable")
+        gate_q, pout_q = gate_q[order], pout_q[order]
+    kv_dim = n_embd // n_head * n_head_kv
+    tag = args.shape + (f"-skew{args.hot_skew:g}" if args.hot_skew else "") + ("-hot" if args.hot_first else "")
+    paths = {"prosparse": out / f"prosparse-{tag}.gguf"}
+    if not args.no_twin:
+        paths["llama"] = out / f"llama-{args.shape}.gguf"
+    writers = {}
+    toks, types = vocab()
+    for arch, path in paths.items():
+        w = gguf.GGUFWriter(str(path) + ".tmp", arch)
+        w.add_name(f"synthetic {args.shape} ({arch})")
+        w.add_context_length(4096)
+        w.add_embedding_length(n_embd)
+        w.add_block_count(n_layer)
+        w.add_feed_forward_length(n_ff)
+        w.add_head_count(n_head)
+        w.add_head_count_kv(n_head_kv)
+        w.add_rope_freq_base(10000.0)
+        w.add_rope_dimension_count(n_embd // n_head)
+        w.add_layer_norm_rms_eps(1e-5)
+        w.add_vocab_size(N_VOCAB)
+        w.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0)
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        if arch == "prosparse":
+            w.add_string("prosparse.ffn.activation", "fatrelu")
+            w.add_float32("prosparse.ffn.activation_threshold", st["t"])
+            w.add_bool("prosparse.ffn.reordered", bool(args.hot_first))
+            w.add_float32("prosparse.predictor.threshold", st["cut"])
+            w.add_string("prosparse.predictor.input", "ffn_norm")
+            w.add_string("prosparse.predictor.hidden_act", "none")
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("gpt2")
+        w.add_token_list(toks)
+        w.add_token_types(types)
+        w.add_token_merges(["Ġ t"])
+        w.add_bos_token_id(256)
+        w.add_eos_token_id(256)
+        w.add_add_bos_token(False)
+        writers[arch] = w
+
+    # the tensor list: (name, rows, cols, type, which files, producer)
+    ones = np.ones(n_embd, np.float32)
+    q4 = lambda rows, cols: (lambda: random_q4(rng, rows, cols))  # noqa: E731
+    roll = lambda a, il: np.roll(a, il * 337, axis=0)  # noqa: E731
+    both, sp, ll = ("prosparse", "llama"), ("prosparse",), ("llama",)
+    plan = [("token_embd.weight", N_VOCAB, n_embd, Q.Q4_0, both, q4(N_VOCAB, n_embd))]
+    for il in range(n_layer):
+        b = f"blk.{il}."
+        plan += [
+            (b + "attn_norm.weight", 1, n_embd, Q.F32, both, lambda: ones),
+            (b + "attn_q.weight", n_embd, n_embd, Q.Q4_0, both, q4(n_embd, n_embd)),
+            (b + "attn_k.weight", kv_dim, n_embd, Q.Q4_0, both, q4(kv_dim, n_embd)),
+            (b + "attn_v.weight", kv_dim, n_embd, Q.Q4_0, both, q4(kv_dim, n_embd)),
+            (b + "attn_output.weight", n_embd, n_embd, Q.Q4_0, both, q4(n_embd, n_embd)),
+            (b + "ffn_norm.weight", 1, n_embd, Q.F32, both, lambda: ones),
+            (b + "ffn_gate.weight", n_ff, n_embd, Q.Q4_0, both, lambda il=il: roll(gate_q, il)),
+            (b + "ffn_up.weight", n_ff, n_embd, Q.Q4_0, both, q4(n_ff, n_embd)),
+            (b + "ffn_down_t.weight", n_ff, n_embd, Q.Q4_0, sp, q4(n_ff, n_embd)),
+            (b + "ffn_down.weight", n_embd, n_ff, Q.Q4_0, ll, q4(n_embd, n_ff)),
+            (b + "ffn_pred_in.weight", rank, n_embd, pred_type, sp, lambda: pin_q),
+            (b + "ffn_pred_out.weight", n_ff, rank, pred_type, sp, lambda il=il: roll(pout_q, il)),
+        ]
+    plan += [("output_norm.weight", 1, n_embd, Q.F32, both, lambda: ones),
+             ("output.weight", N_VOCAB, n_embd, Q.Q4_0, both, q4(N_VOCAB, n_embd))]
+    plan = [p for p in plan if any(a in writers for a in p[4])]
+    for name, rows, cols, qt, files, _ in plan:
+        for a in files:
+            if a in writers:
+                if qt == Q.F32:
+                    writers[a].add_tensor_info(name, (cols,), np.dtype(np.float32), 4 * cols)
+                else:
+                    nbytes = rows * cols // gguf.GGML_QUANT_SIZES[qt][0] * gguf.GGML_QUANT_SIZES[qt][1]
+                    writers[a].add_tensor_info(name, (rows, nbytes // rows), np.dtype(np.uint8), nbytes,
+                                               raw_dtype=qt)
+    for w in writers.values():
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+    try:
+        for name, rows, cols, qt, files, produce in tqdm(plan, desc="writing", unit="tensor"):
+            data = produce()
+            for a in files:
+                if a in writers:
+                    writers[a].write_tensor_data(data)
+        for w in writers.values():
+            w.close()
+        for arch, path in paths.items():
+            os.replace(str(path) + ".tmp", path)
+            print(f"{path}: {path.stat().st_size / 1e9:.2f} GB")
+    except BaseException:
+        for path in paths.values():
+            Path(str(path) + ".tmp").unlink(missing_ok=True)
+        raise
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shape", choices=SHAPES, default="7b")
+    ap.add_argument("--out", default="/work/cache/synth")
+    ap.add_argument("--active", type=float, default=0.11, help="share of neurons active per token")
+    ap.add_argument("--recall", type=float, default=0.99, help="predictor recall the cut aims for")
+    ap.add_argument("--rank", type=int, default=0, help="predictor rank (default by shape)")
+    ap.add_argument("--pred-type", default="q4_0", choices=["q4_0", "q8_0", "f16"])
+    ap.add_argument("--hot-skew", type=float, default=0.0)
+    ap.add_argument("--hot-first", action="store_true")
+    ap.add_argument("--no-twin", action="store_true", help="skip the llama twin")
+    ap.add_argument("--seed", type=int, default=0)
+    write(ap.parse_args())
+
+
+if __name__ == "__main__":
+    main()
