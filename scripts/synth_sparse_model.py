@@ -150,7 +150,7 @@ def write(args) -> None:
             w.add_string("prosparse.predictor.input", "ffn_norm")
             w.add_string("prosparse.predictor.hidden_act", "none")
         w.add_tokenizer_model("gpt2")
-        w.add_tokenizer_pre("gpt2")
+        w.add_tokenizer_pre("default")
         w.add_token_list(toks)
         w.add_token_types(types)
         w.add_token_merges(["Ġ t"])
