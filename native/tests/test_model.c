@@ -40,6 +40,7 @@ TEST(session_calls_with_null_session) {
     CHECK(ps_session_n_past(NULL) == 0);
     CHECK(ps_session_truncate(NULL, 0) == PS_ERR_ARG);
     CHECK(ps_session_set_mode(NULL, PS_MODE_DENSE) == PS_ERR_ARG);
+    CHECK(ps_session_set_measure(NULL, 1) == PS_ERR_ARG);
     CHECK(ps_session_get_mode(NULL) == -1);
     CHECK(ps_session_layer_stats(NULL, &st, 1) == PS_ERR_ARG);
     ps_session_reset(NULL); /* no-ops */
