@@ -121,11 +121,18 @@ class PackedData:
         out, k = [], first
         while len(out) < count:
             epoch, offset = divmod(k, n)
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1000003 + epoch))
+            perm = self._perm(epoch)
             take = min(count - len(out), n - offset)
             out += perm[offset:offset + take].tolist()
             k += take
         return torch.tensor(out, dtype=torch.long)
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        cached = getattr(self, "_cache", None)
+        if cached is None or cached[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 1000003 + epoch)
+            self._cache = (epoch, torch.randperm(self.train.shape[0], generator=g))
+        return self._cache[1]
 
     def batch(self, first: int, count: int) -> torch.Tensor:
         return self.train[self.sample_ids(first, count)]

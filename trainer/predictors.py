@@ -44,17 +44,17 @@ class Predictor(nn.Module):
 
 @torch.no_grad()
 def record_pairs(model, seqs, tokens: int, input_kind: str, layers: list[int], batch: int = 4):
-    """-> {L: (u float16 [N, n_embd], active bool [N, n_ff])} for N = min(tokens, available) tokens."""
+    """-> {L: (u bfloat16 [N, n_embd] (float16 overflows on massive residual activations), active bool [N, n_ff])} for N = min(tokens, available) tokens."""
     mlps = {m.layer: m for m in sparse_mlps(model)}
     us, ys, handles = {L: [] for L in layers}, {L: [] for L in layers}, []
     for L in layers:
         norm = model.model.layers[L].post_attention_layernorm
         if input_kind == "residual":
             handles.append(norm.register_forward_pre_hook(lambda mod, args, L=L: us[L].append(
-                args[0].reshape(-1, args[0].shape[-1]).half())))
+                args[0].reshape(-1, args[0].shape[-1]).bfloat16())))
         else:
             handles.append(norm.register_forward_hook(lambda mod, args, out, L=L: us[L].append(
-                out.reshape(-1, out.shape[-1]).half())))
+                out.reshape(-1, out.shape[-1]).bfloat16())))
         mlps[L].capture = lambda layer, x1: ys[layer].append((x1 != 0).reshape(-1, x1.shape[-1])) \
             if layer in ys else None
     seen = 0
@@ -100,6 +100,9 @@ def train_layer(u, y, rank: int, hidden_act: str, threshold: float, epochs: int,
             loss = F.binary_cross_entropy_with_logits(net(u_tr[idx]), target, weight=weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            # residual inputs carry rare huge values (massive activations, ~1e4 in SmolLM2's late
+            # layers): clipping keeps one such token from throwing the predictor off
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             opt.step()
         with torch.no_grad():
             recall, pred_sp = metrics(net(u_val), y_val, threshold)
