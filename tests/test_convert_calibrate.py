@@ -87,3 +87,22 @@ def test_smollm2_calibration(tmp_path):
     share = [float((np.abs(a) < c).mean()) for a, c in zip(acts, cut)]
     print("SmolLM2 cut-offs at 50%:", np.round(cut, 4).tolist(), "measured", np.round(share, 4).tolist())
     assert all(abs(s - 0.5) < 0.01 for s in share)
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_smollm2_threshold_mode_in_engine(tmp_path):
+    """The engine's threshold mode, with the converter's cut-offs, skips about the target share."""
+    from test_convert_gguf import SMOLLM2
+    if not SMOLLM2.is_file():
+        pytest.skip(f"{SMOLLM2} not present (make model)")
+    from prosparse_cpu import Model
+    text = tmp_path / "calib.txt"
+    text.write_text(corpus_text()[:6000])
+    out = tmp_path / "smol.gguf"
+    convert(SMOLLM2, out, "auto", calibrate=text, target_sparsity=0.5, calibrate_tokens=512, progress=False)
+    with Model(str(out), threads=2, n_ctx=1024, mode="threshold") as m:
+        m.eval(m.tokenize(text.read_text())[:512])
+        st = m.stats()
+    print(f"SmolLM2 threshold mode, cut-offs for 50%: measured sparsity {st['sparsity']:.4f}")
+    assert abs(st["sparsity"] - 0.5) < 0.03
