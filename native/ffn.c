@@ -136,17 +136,6 @@ static void ffn_dense(ps_session *s, const ps_layer *L, int32_t n_tok, ps_layer_
 
 /* ---- sparse modes -------------------------------------------------------- */
 
-/* Does token t keep neuron i? (step 1; gate in hb for sparse/threshold,
- * predictor logits in pred_l for predict) */
-static inline int keeps(const ps_session *s, int64_t off, float cutoff) {
-    const ps_hparams *hp = &s->model->hp;
-    switch (s->mode) {
-    case PS_MODE_PREDICT: return s->pred_l[off] > hp->pred_threshold;
-    case PS_MODE_THRESHOLD: return fabsf(act_gate(hp->act, s->hb[off], hp->act_threshold)) >= cutoff;
-    default: return act_gate(hp->act, s->hb[off], hp->act_threshold) != 0.0f;
-    }
-}
-
 /* Predict mode, measure option: the dense gate (and up for drelu) in
  * ref_g/ref_u, to count how many truly active neurons the predictor kept. */
 static void measure_recall(ps_session *s, const ps_layer *L, int32_t n_tok, ps_layer_stats *st) {
@@ -171,15 +160,42 @@ static void measure_recall(ps_session *s, const ps_layer *L, int32_t n_tok, ps_l
     st->recall_total += total;
 }
 
+/* Step 1's decision for one token's row of n neurons: keep[i] = 1 when the
+ * token keeps neuron i; returns how many it keeps. v is the gate (sparse),
+ * silu(gate) (threshold on SiLU models), or the predictor logits (predict). */
+static int64_t decide_row(const ps_session *s, const float *v, float cutoff, int pre_act, uint8_t *keep) {
+    const ps_hparams *hp = &s->model->hp;
+    const int64_t n = hp->n_ff;
+    const float thr = hp->act_threshold;
+    int64_t kept = 0;
+    if (s->mode == PS_MODE_PREDICT) {
+        const float pt = hp->pred_threshold;
+        for (int64_t i = 0; i < n; i++) kept += keep[i] = v[i] > pt;
+    } else if (s->mode == PS_MODE_THRESHOLD) {
+        if (pre_act)
+            for (int64_t i = 0; i < n; i++) kept += keep[i] = fabsf(v[i]) >= cutoff;
+        else
+            for (int64_t i = 0; i < n; i++) kept += keep[i] = fabsf(act_gate(hp->act, v[i], thr)) >= cutoff;
+    } else if (hp->act == PS_ACT_FATRELU) {
+        for (int64_t i = 0; i < n; i++) kept += keep[i] = v[i] >= thr;
+    } else { /* relu, relu2, drelu: act(gate) != 0 exactly when gate > 0 */
+        for (int64_t i = 0; i < n; i++) kept += keep[i] = v[i] > 0.0f;
+    }
+    return kept;
+}
+
 static void ffn_sparse(ps_session *s, const ps_layer *L, int il, int32_t n_tok, ps_layer_stats *st) {
     const ps_model *m = s->model;
     const ps_hparams *hp = &m->hp;
     const int64_t n = hp->n_ff;
     const float cutoff = s->mode == PS_MODE_THRESHOLD ? m->cutoffs[il] : 0.0f;
+    /* threshold on SiLU: hb holds silu(gate) from step 1 on (vectorised once) */
+    const int pre_act = s->mode == PS_MODE_THRESHOLD && hp->act == PS_ACT_SILU;
     uint8_t *mask = s->ffn_mask;
     int32_t *idx = s->ffn_idx;
 
     /* 1. what decides: the full gate, or the predictor's two small products */
+    const float *decider = s->hb;
     if (s->mode == PS_MODE_PREDICT) {
         const int64_t r = hp->predictor_rank;
         ps_matmul(s->pool, &L->pred_in, hp->pred_on_normed ? s->xb : s->x, n_tok, s->pred_h);
@@ -188,22 +204,31 @@ static void ffn_sparse(ps_session *s, const ps_layer *L, int il, int32_t n_tok, 
                 if (s->pred_h[k] < 0.0f) s->pred_h[k] = 0.0f;
         ps_matmul(s->pool, &L->pred_out, s->pred_h, n_tok, s->pred_l);
         if (s->measure) measure_recall(s, L, n_tok, st);
+        decider = s->pred_l;
     } else {
         ps_matmul(s->pool, &L->gate, s->xb, n_tok, s->hb);
+        if (pre_act)
+            for (int32_t t = 0; t < n_tok; t++) ps_silu_mul(s->hb + (int64_t)t * n, s->ones, n);
     }
 
-    /* 2. union of the kept neurons over the batch, in index order */
+    /* 2. each token's decisions, and their union over the batch in index order */
     int64_t kept = 0;
-    memset(mask, 0, (size_t)n);
     for (int32_t t = 0; t < n_tok; t++)
-        for (int64_t i = 0; i < n; i++)
-            if (keeps(s, (int64_t)t * n + i, cutoff)) {
-                mask[i] = 1;
-                kept++;
-            }
+        kept += decide_row(s, decider + (int64_t)t * n, cutoff, pre_act, s->ffn_keep + (int64_t)t * n);
+    if (n_tok == 1) {
+        memcpy(mask, s->ffn_keep, (size_t)n);
+    } else {
+        memset(mask, 0, (size_t)n);
+        for (int32_t t = 0; t < n_tok; t++) {
+            const uint8_t *k = s->ffn_keep + (int64_t)t * n;
+            for (int64_t i = 0; i < n; i++) mask[i] |= k[i];
+        }
+    }
     int64_t n_idx = 0;
-    for (int64_t i = 0; i < n; i++)
-        if (mask[i]) idx[n_idx++] = (int32_t)i;
+    for (int64_t i = 0; i < n; i++) {
+        idx[n_idx] = (int32_t)i;
+        n_idx += mask[i];
+    }
     const int all_rows = n_idx >= (int64_t)(PS_FFN_DENSE_SHARE * (double)n);
 
     /* 3. the rows still missing, for the list only (or all of them) */
@@ -218,18 +243,25 @@ static void ffn_sparse(ps_session *s, const ps_layer *L, int il, int32_t n_tok, 
         ps_matmul_rows(s->pool, &L->up, s->xb, n_tok, idx, n_idx, s->hb2);
     }
 
-    /* 4. x1 per token: computed where the token keeps the neuron, 0 elsewhere
-     *    (entries outside the list hold stale values and are never read) */
+    /* 4. x1 per token on the list: computed where the token keeps the neuron,
+     *    0 where it does not; entries off the list are zeroed only when the
+     *    down projection reads them (llama files, or all rows) */
+    const int dense_down = !L->has_down_t;
     int64_t active = 0;
     for (int32_t t = 0; t < n_tok; t++) {
         float *g = s->hb + (int64_t)t * n;
         const float *u = s->hb2 + (int64_t)t * n;
-        for (int64_t i = 0; i < n; i++) {
+        const uint8_t *k = s->ffn_keep + (int64_t)t * n;
+        for (int64_t j = 0; j < n_idx; j++) {
+            const int32_t i = idx[j];
             float v = 0.0f;
-            if (mask[i] && keeps(s, (int64_t)t * n + i, cutoff)) v = x1_of(hp->act, g[i], u[i], hp->act_threshold);
+            if (k[i]) v = pre_act ? g[i] * u[i] : x1_of(hp->act, g[i], u[i], hp->act_threshold);
             g[i] = v;
             active += v != 0.0f;
         }
+        if (dense_down || all_rows)
+            for (int64_t i = 0; i < n; i++)
+                if (!mask[i]) g[i] = 0.0f;
     }
 
     /* 5. down only for neurons with a non-zero x1 in some token */
@@ -238,10 +270,13 @@ static void ffn_sparse(ps_session *s, const ps_layer *L, int il, int32_t n_tok, 
         const int32_t i = idx[j];
         int nz = 0;
         for (int32_t t = 0; t < n_tok && !nz; t++) nz = s->hb[(int64_t)t * n + i] != 0.0f;
-        if (nz) idx[n_down++] = i;
+        idx[n_down] = i;
+        n_down += nz;
     }
-    if (n_down == n) down_projection(s, L, n_tok, NULL, n);
-    else down_projection(s, L, n_tok, idx, n_down);
+    if (n_down == n || (all_rows && n_down >= (int64_t)(PS_FFN_DENSE_SHARE * (double)n)))
+        down_projection(s, L, n_tok, NULL, n);
+    else
+        down_projection(s, L, n_tok, idx, n_down);
 
     st->neurons_active += active;
     if (s->mode != PS_MODE_SPARSE) st->neurons_predicted += kept;

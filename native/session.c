@@ -263,6 +263,8 @@ void ps_session_destroy(ps_session *s) {
     ps_free(s->ref_u);
     free(s->ffn_mask);
     free(s->ffn_idx);
+    free(s->ffn_keep);
+    ps_free(s->ones);
     free(s->stats);
     free(s->active_by_thread);
     free(s);
@@ -317,6 +319,8 @@ ps_session *ps_session_create(const ps_model *m, const ps_session_params *p) {
     s->inv_freq = ps_alloc(sizeof(double) * (size_t)half);
     s->ffn_mask = malloc((size_t)hp->n_ff);
     s->ffn_idx = malloc(sizeof(int32_t) * (size_t)hp->n_ff);
+    s->ffn_keep = malloc((size_t)nb * (size_t)hp->n_ff);
+    s->ones = alloc_floats(hp->n_ff, 1, 1);
     int pred_ok = 1;
     if (hp->predictor_rank > 0) {
         s->pred_h = alloc_floats(nb, hp->predictor_rank, 1);
@@ -327,12 +331,14 @@ ps_session *ps_session_create(const ps_model *m, const ps_session_params *p) {
     s->active_by_thread = calloc((size_t)s->n_threads, sizeof(int64_t));
     if (!s->k_cache || !s->v_cache || !s->x || !s->xb || !s->xb2 || !s->q || !s->att_out ||
         !s->att || !s->hb || !s->hb2 || !s->rope_cos || !s->rope_sin || !s->logits ||
-        !s->inv_freq || !s->stats || !s->active_by_thread || !s->ffn_mask || !s->ffn_idx || !pred_ok) {
+        !s->inv_freq || !s->stats || !s->active_by_thread || !s->ffn_mask || !s->ffn_idx || !s->ffn_keep || !s->ones ||
+        !pred_ok) {
         ps_fail(PS_ERR_MEMORY, "out of memory for a session of n_ctx %d, n_batch %d", s->n_ctx,
                 s->n_batch);
         ps_session_destroy(s);
         return NULL;
     }
+    for (int64_t i = 0; i < hp->n_ff; i++) s->ones[i] = 1.0f;
     for (int64_t i = 0; i < half; i++)
         s->inv_freq[i] = pow((double)hp->rope_freq_base, -2.0 * (double)i / hp->n_rot) *
                          hp->rope_freq_scale;

@@ -42,6 +42,8 @@ struct ps_session {
     /* sparse-mode scratch (ffn.c) */
     uint8_t *ffn_mask;  /* (n_ff) 1: some token of the batch keeps the neuron */
     int32_t *ffn_idx;   /* (n_ff) row list: kept neurons, then those with x1 != 0 */
+    uint8_t *ffn_keep;  /* (n_batch, n_ff) 1: this token keeps the neuron */
+    float *ones;        /* (n_ff) 1.0f: silu(gate) through ps_silu_mul */
     float *pred_h;      /* (n_batch, rank) predictor hidden; NULL without predictor */
     float *pred_l;      /* (n_batch, n_ff) predictor logits; NULL without predictor */
     int measure;        /* 1: predict mode also runs the dense gate to count recall */
