@@ -163,15 +163,16 @@ static void measure_recall(ps_session *s, const ps_layer *L, int32_t n_tok, ps_l
 /* Step 1's decision for one token's row of n neurons: keep[i] = 1 when the
  * token keeps neuron i; returns how many it keeps. v is the gate (sparse),
  * silu(gate) (threshold on SiLU models), or the predictor logits (predict). */
-static int64_t decide_row(const ps_session *s, const float *v, float cutoff, int pre_act, uint8_t *keep) {
+static int64_t decide_row(const ps_session *s, int mode, const float *v, float cutoff, int pre_act,
+                          uint8_t *keep) {
     const ps_hparams *hp = &s->model->hp;
     const int64_t n = hp->n_ff;
     const float thr = hp->act_threshold;
     int64_t kept = 0;
-    if (s->mode == PS_MODE_PREDICT) {
+    if (mode == PS_MODE_PREDICT) {
         const float pt = hp->pred_threshold;
         for (int64_t i = 0; i < n; i++) kept += keep[i] = v[i] > pt;
-    } else if (s->mode == PS_MODE_THRESHOLD) {
+    } else if (mode == PS_MODE_THRESHOLD) {
         if (pre_act)
             for (int64_t i = 0; i < n; i++) kept += keep[i] = fabsf(v[i]) >= cutoff;
         else
@@ -184,19 +185,20 @@ static int64_t decide_row(const ps_session *s, const float *v, float cutoff, int
     return kept;
 }
 
-static void ffn_sparse(ps_session *s, const ps_layer *L, int il, int32_t n_tok, ps_layer_stats *st) {
+static void ffn_sparse(ps_session *s, int mode, const ps_layer *L, int il, int32_t n_tok,
+                       ps_layer_stats *st) {
     const ps_model *m = s->model;
     const ps_hparams *hp = &m->hp;
     const int64_t n = hp->n_ff;
-    const float cutoff = s->mode == PS_MODE_THRESHOLD ? m->cutoffs[il] : 0.0f;
+    const float cutoff = mode == PS_MODE_THRESHOLD ? m->cutoffs[il] : 0.0f;
     /* threshold on SiLU: hb holds silu(gate) from step 1 on (vectorised once) */
-    const int pre_act = s->mode == PS_MODE_THRESHOLD && hp->act == PS_ACT_SILU;
+    const int pre_act = mode == PS_MODE_THRESHOLD && hp->act == PS_ACT_SILU;
     uint8_t *mask = s->ffn_mask;
     int32_t *idx = s->ffn_idx;
 
     /* 1. what decides: the full gate, or the predictor's two small products */
     const float *decider = s->hb;
-    if (s->mode == PS_MODE_PREDICT) {
+    if (mode == PS_MODE_PREDICT) {
         const int64_t r = hp->predictor_rank;
         ps_matmul(s->pool, &L->pred_in, hp->pred_on_normed ? s->xb : s->x, n_tok, s->pred_h);
         if (hp->pred_hidden_relu)
@@ -214,7 +216,7 @@ static void ffn_sparse(ps_session *s, const ps_layer *L, int il, int32_t n_tok, 
     /* 2. each token's decisions, and their union over the batch in index order */
     int64_t kept = 0;
     for (int32_t t = 0; t < n_tok; t++)
-        kept += decide_row(s, decider + (int64_t)t * n, cutoff, pre_act, s->ffn_keep + (int64_t)t * n);
+        kept += decide_row(s, mode, decider + (int64_t)t * n, cutoff, pre_act, s->ffn_keep + (int64_t)t * n);
     if (n_tok == 1) {
         memcpy(mask, s->ffn_keep, (size_t)n);
     } else {
@@ -232,7 +234,7 @@ static void ffn_sparse(ps_session *s, const ps_layer *L, int il, int32_t n_tok, 
     const int all_rows = n_idx >= (int64_t)(PS_FFN_DENSE_SHARE * (double)n);
 
     /* 3. the rows still missing, for the list only (or all of them) */
-    if (s->mode == PS_MODE_PREDICT) {
+    if (mode == PS_MODE_PREDICT) {
         const ps_matrix *gu[2] = {&L->gate, &L->up};
         float *gu_out[2] = {s->hb, s->hb2};
         if (all_rows) ps_matmul_multi(s->pool, 2, gu, s->xb, n_tok, gu_out);
@@ -283,10 +285,21 @@ static void ffn_sparse(ps_session *s, const ps_layer *L, int il, int32_t n_tok, 
 }
 
 void ps_ffn_forward(ps_session *s, int il, int32_t n_tok) {
+    const ps_hparams *hp = &s->model->hp;
     const ps_layer *L = &s->model->layers[il];
     ps_layer_stats *st = &s->stats[il];
-    if (s->mode == PS_MODE_DENSE) ffn_dense(s, L, n_tok, st);
-    else ffn_sparse(s, L, il, n_tok, st);
+    int mode = s->mode;
+    /* Prompt batches in predict mode: the union of many tokens' candidates
+     * covers most rows, so the predictor's two products would only add to a
+     * dense cost. The exact union of the really active neurons (sparse mode's
+     * gate-driven path) is never slower than dense; SiLU models run dense.
+     * Decode (one token) is where the predictor pays. */
+    if (mode == PS_MODE_PREDICT && n_tok > 1) {
+        mode = hp->act == PS_ACT_SILU ? PS_MODE_DENSE : PS_MODE_SPARSE;
+        if (mode == PS_MODE_DENSE) st->neurons_predicted += (int64_t)n_tok * hp->n_ff;
+    }
+    if (mode == PS_MODE_DENSE) ffn_dense(s, L, n_tok, st);
+    else ffn_sparse(s, mode, L, il, n_tok, st);
     st->tokens += n_tok;
-    st->neurons_total += (int64_t)n_tok * s->model->hp.n_ff;
+    st->neurons_total += (int64_t)n_tok * hp->n_ff;
 }

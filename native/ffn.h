@@ -9,7 +9,9 @@
  *            the layer's cut-off (prosparse.ffn.cutoffs; CATS-style).
  * A batch of several tokens works on the union of their neurons (each
  * token's own x1 is still zero where it is not kept), or on all rows when
- * the union is large.
+ * the union is large. Batches in predict mode are decided by the gate, as in
+ * sparse mode (exact; dense for SiLU): there the predictor could only add
+ * cost, since many tokens' candidates cover most rows.
  */
 #ifndef PS_FFN_H
 #define PS_FFN_H

@@ -5,6 +5,7 @@
   a time and in batches (both the row-list path and the all-rows path);
 - `predict` with a predictor that keeps every neuron, or with an exact
   (full-rank) one, equals `dense`; a low-rank one gives sensible counters;
+  prompt batches in predict mode are exact (gate-driven union);
 - `threshold` with cut-offs 0 equals `dense`; with cut-offs at the median of
   |silu(gate)| it skips about half the neurons;
 - modes a file cannot run are refused with a clear error;
@@ -121,7 +122,24 @@ def test_predict_keep_all_equals_dense(tmp_path):
         for kw in ({}, {"one_by_one": True}, {"n_batch": 3}):
             pr, st = run(path, toks, "predict", **kw)
             assert rel_err(pr, dense) <= EXACT_TOL, (wtype, kw)
-            assert st["predicted_share"] == 1.0
+        assert st["predicted_share"] < 1.0  # batches are decided by the gate (exact) ...
+        _, st = run(path, toks, "predict", one_by_one=True)
+        assert st["predicted_share"] == 1.0  # ... single tokens by the predictor
+
+
+def test_predict_batches_are_exact(tmp_path):
+    """Prompt batches in predict mode use the gate-driven union (as sparse):
+    with a predictor that keeps too little, a batch is still exact while a
+    token-by-token run is not."""
+    model, _ = relu_model(tmp_path, "relu")
+    _, path = relu_model(tmp_path, "relu", predictor=gate_svd(model, 32), predictor_input="ffn_norm",
+                         predictor_threshold=0.5)
+    toks = tokens(20)
+    dense, _ = run(path, toks)
+    batch, _ = run(path, toks, "predict", n_batch=6)
+    single, _ = run(path, toks, "predict", one_by_one=True)
+    assert rel_err(batch, dense) <= EXACT_TOL
+    assert rel_err(single, dense) > 1e-3
 
 
 def gate_svd(model, rank):
@@ -239,3 +257,8 @@ def test_deterministic_and_thread_independent(tmp_path):
         assert np.array_equal(a, b), mode
         c, _ = run(path, toks, mode, n_batch=5, threads=1)
         assert rel_err(c, a) <= EXACT_TOL, mode
+    a, _ = run(path, toks[:10], "predict", one_by_one=True)
+    b, _ = run(path, toks[:10], "predict", one_by_one=True)
+    c, _ = run(path, toks[:10], "predict", one_by_one=True, threads=1)
+    assert np.array_equal(a, b)
+    assert rel_err(c, a) <= EXACT_TOL
