@@ -36,7 +36,7 @@ def test_gloo_two_processes_match_one(tmp_path, strategy):
     a, b = read_log(tmp_path / "one" / "log.jsonl"), read_log(tmp_path / "two" / "log.jsonl")
     assert len(a) == len(b) == 10
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
-    assert summary["world"] == 2 and summary["global_batch"] == 8
+    assert summary["world"] == 2 and summary["global_batch"] == 8 and summary["strategy"] == strategy
     for x, y in zip(a, b):
         assert x["lambda"] == y["lambda"] and x["lr"] == y["lr"]
         for key in ("loss", "lm_loss", "reg_loss", "sparsity"):

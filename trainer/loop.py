@@ -239,7 +239,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
             log_path.unlink()
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     summary = {"start_step": start, "total_steps": total, "global_batch": global_batch,
-               "seq_len": cfg.data.seq_len, "world": d.world, "reg_norm": cfg.sparsity.norm,
+               "seq_len": cfg.data.seq_len, "world": d.world, "strategy": d.strategy, "reg_norm": cfg.sparsity.norm,
                "activation": cfg.model.activation}
     summary_path = out / "summary.json"
     if start == 0:
