@@ -289,17 +289,31 @@ void ps_ffn_forward(ps_session *s, int il, int32_t n_tok) {
     const ps_layer *L = &s->model->layers[il];
     ps_layer_stats *st = &s->stats[il];
     int mode = s->mode;
-    /* Prompt batches in predict mode: the union of many tokens' candidates
-     * covers most rows, so the predictor's two products would only add to a
-     * dense cost. The exact union of the really active neurons (sparse mode's
-     * gate-driven path) is never slower than dense; SiLU models run dense.
-     * Decode (one token) is where the predictor pays. */
-    if (mode == PS_MODE_PREDICT && n_tok > 1) {
-        mode = hp->act == PS_ACT_SILU ? PS_MODE_DENSE : PS_MODE_SPARSE;
-        if (mode == PS_MODE_DENSE) st->neurons_predicted += (int64_t)n_tok * hp->n_ff;
+    if (mode == PS_MODE_PREDICT) {
+        /* Prompt batches: the union of many tokens' candidates covers most
+         * rows, so the predictor's two products would only add to a dense
+         * cost; the exact union of the really active neurons (sparse mode's
+         * gate-driven path) is never slower than dense. Likewise, when this
+         * layer's predictor kept nearly every neuron for a token (little
+         * sparsity in this model or text), the next PS_FFN_PRED_REST tokens
+         * of the layer take the exact path before the predictor is asked
+         * again. SiLU models have no exact sparse path: dense. */
+        int exact = n_tok > 1;
+        if (n_tok == 1 && s->pred_rest[il] > 0) {
+            s->pred_rest[il]--;
+            exact = 1;
+        }
+        if (exact) {
+            mode = hp->act == PS_ACT_SILU ? PS_MODE_DENSE : PS_MODE_SPARSE;
+            if (mode == PS_MODE_DENSE) st->neurons_predicted += (int64_t)n_tok * hp->n_ff;
+        }
     }
+    const int64_t predicted_before = st->neurons_predicted;
     if (mode == PS_MODE_DENSE) ffn_dense(s, L, n_tok, st);
     else ffn_sparse(s, mode, L, il, n_tok, st);
+    if (mode == PS_MODE_PREDICT &&
+        st->neurons_predicted - predicted_before >= (int64_t)(PS_FFN_DENSE_SHARE * (double)hp->n_ff))
+        s->pred_rest[il] = PS_FFN_PRED_REST;
     st->tokens += n_tok;
     st->neurons_total += (int64_t)n_tok * hp->n_ff;
 }

@@ -11,7 +11,8 @@
  * token's own x1 is still zero where it is not kept), or on all rows when
  * the union is large. Batches in predict mode are decided by the gate, as in
  * sparse mode (exact; dense for SiLU): there the predictor could only add
- * cost, since many tokens' candidates cover most rows.
+ * cost, since many tokens' candidates cover most rows; so are a layer's next
+ * PS_FFN_PRED_REST tokens after its predictor kept nearly all neurons.
  */
 #ifndef PS_FFN_H
 #define PS_FFN_H
@@ -38,5 +39,9 @@ void ps_ffn_forward(struct ps_session *s, int il, int32_t n_tok);
  * share x 1.05 of the dense product, so they cross near 0.95; 0.90 keeps
  * the list path below the dense cost with the machine's noise. */
 #define PS_FFN_DENSE_SHARE 0.90
+
+/* Decode tokens a layer runs exactly (no predictor) after its predictor
+ * kept PS_FFN_DENSE_SHARE or more of the neurons for a token. */
+#define PS_FFN_PRED_REST 16
 
 #endif

@@ -47,6 +47,8 @@ struct ps_session {
     float *pred_h;      /* (n_batch, rank) predictor hidden; NULL without predictor */
     float *pred_l;      /* (n_batch, n_ff) predictor logits; NULL without predictor */
     int measure;        /* 1: predict mode also runs the dense gate to count recall */
+    int32_t *pred_rest; /* (n_layer) decode tokens this layer still runs without
+                         * its predictor (it kept nearly every neuron); 0 normally */
     float *ref_g, *ref_u; /* (n_batch, n_ff) dense gate/up for the measure option */
 
     ps_layer_stats *stats;   /* (n_layer) counters since the last reset */
