@@ -192,6 +192,10 @@ PS_API int ps_debug_matmul(int32_t type, const void *W, int64_t n_rows, int64_t 
 PS_API int ps_debug_accum_rows(int32_t type, const void *W, int64_t n_rows, int64_t n_cols,
                                const float *X, int32_t n_tok, const int32_t *idx, int64_t n_idx,
                                float *Y, int32_t n_threads);
+/* Main-memory read bandwidth in GB/s (1e9 bytes/s): n_threads threads of the
+ * engine's pool stream a buffer of `bytes` (>= 1 MiB; use >= 1 GiB, well above
+ * the L3) `reps` times (1..64); the median pass. A negative PS_ERR_* on failure. */
+PS_API double ps_debug_read_bandwidth(int n_threads, int64_t bytes, int reps);
 
 #ifdef __cplusplus
 }
