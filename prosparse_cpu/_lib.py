@@ -226,6 +226,10 @@ def _declare(dll: ctypes.CDLL) -> ctypes.CDLL:
 
     # int ps_session_layer_stats(const ps_session *session, ps_layer_stats *out, int32_t max_layers);
     _fn(dll, "ps_session_layer_stats", [ps_session_p, POINTER(ps_layer_stats), c_int32], c_int)
+    # int ps_session_set_measure(ps_session *session, int on);
+    _fn(dll, "ps_session_set_measure", [ps_session_p, c_int], c_int)
+    # double ps_debug_read_bandwidth(int n_threads, int64_t bytes, int reps);
+    _fn(dll, "ps_debug_read_bandwidth", [c_int, c_int64, c_int], ctypes.c_double)
 
     # ps_sampler_params ps_sampler_default_params(void);
     _fn(dll, "ps_sampler_default_params", [], ps_sampler_params)
@@ -268,3 +272,12 @@ def check(rc: int, what: str = "") -> int:
     if rc < 0:
         raise fail(rc, what)
     return rc
+
+
+def read_bandwidth(threads: int, gib: float = 1.0, reps: int = 5) -> float:
+    """Main-memory read bandwidth in GB/s through the engine's thread pool with
+    `threads` threads: the median of `reps` passes over a `gib` GiB buffer."""
+    gbs = lib().ps_debug_read_bandwidth(int(threads), int(gib * 2**30), int(reps))
+    if gbs < 0:
+        raise fail(int(gbs), "read bandwidth")
+    return gbs

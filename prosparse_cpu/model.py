@@ -99,7 +99,7 @@ class Model:
     """A loaded GGUF model and one inference session over it."""
 
     def __init__(self, path: str | os.PathLike, threads: int = 2, n_ctx: int = 2048,
-                 mode: str = "dense", n_batch: int = 512):
+                 mode: str = "dense", n_batch: int = 512, measure: bool = False):
         self._model = None
         self._session = None
         self.path = os.fspath(path)
@@ -134,6 +134,8 @@ class Model:
             self.close()
             raise err
         self._session = session
+        if measure:
+            self.set_measure(True)
         self.threads = int(threads)
         self.n_ctx = int(n_ctx) if n_ctx > 0 else min(self.info.n_ctx_train, 4096)
         self.n_batch = int(n_batch)
@@ -301,6 +303,12 @@ class Model:
     def set_mode(self, mode: str) -> None:
         """Switch the engine mode (dense, sparse, predict, threshold) for what follows."""
         check(self._live().ps_session_set_mode(self._session, parse_mode(mode)), f"mode {mode}")
+
+    def set_measure(self, on: bool) -> None:
+        """Measure option: in predict mode also compute every layer's dense gate so
+        stats() reports predictor recall (slower; never time a measured run).
+        Kept across set_mode and reset."""
+        check(self._live().ps_session_set_measure(self._session, int(bool(on))), "measure")
 
     def stats(self) -> dict:
         """Per-layer counters since the last reset: measured sparsity (share of FFN

@@ -14,8 +14,6 @@
 """
 from __future__ import annotations
 
-import ctypes
-
 import numpy as np
 import pytest
 import torch
@@ -38,10 +36,8 @@ def tokens(n: int, seed: int = 0) -> list[int]:
 
 def run(path, toks, mode="dense", n_batch=512, threads=2, one_by_one=False, measure=False):
     """(logits n x n_vocab, stats dict) of a fresh session."""
-    with Model(path, threads=threads, n_ctx=128, n_batch=n_batch) as m:
+    with Model(path, threads=threads, n_ctx=128, n_batch=n_batch, measure=measure) as m:
         m.set_mode(mode)
-        if measure:
-            set_measure(m, True)
         if one_by_one:
             rows = []
             for t in toks:
@@ -51,14 +47,6 @@ def run(path, toks, mode="dense", n_batch=512, threads=2, one_by_one=False, meas
         else:
             out = m.eval_all(toks)
         return out, m.stats()
-
-
-def set_measure(m: Model, on: bool) -> None:
-    """ps_session_set_measure through ctypes (the binding may not have it yet)."""
-    fn = m._live().ps_session_set_measure
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    assert fn(m._session, int(on)) == 0
 
 
 def relu_model(tmp_path, act, wtype="f32", threshold=0.0, down_t=True, seed=1, **kw):
@@ -134,6 +122,31 @@ def test_predict_keep_all_equals_dense(tmp_path):
         steps = np.diff([0] + shares)
         assert steps[0] == 96 and steps[17] == 96  # the predictor: all 96 neurons
         assert (steps[1:17] < 96).all()             # the exact path: the active ones
+
+
+def test_keep_all_predictor_recall_is_one(tmp_path):
+    """Model(measure=True) / set_measure: a predictor that keeps every neuron
+    has recall 1.0 in every layer; measuring does not change the output; off
+    again, no recall is counted."""
+    rng = np.random.default_rng(0)
+    pred = [(rng.normal(size=(32, 64)), np.ones((96, 32))) for _ in range(2)]
+    _, path = relu_model(tmp_path, "relu", "q8_0", predictor=pred, predictor_threshold=-1.0,
+                         predictor_hidden_act="relu")
+    toks = tokens(12)
+    plain, _ = run(path, toks, "predict", one_by_one=True)
+    with Model(path, threads=2, n_ctx=128, mode="predict", measure=True) as m:
+        rows = []
+        for t in toks:
+            m.eval([t])
+            rows.append(m.logits())
+        st = m.stats()
+        assert st["recall"] == 1.0
+        assert all(layer["recall"] == 1.0 for layer in st["layers"])
+        np.testing.assert_array_equal(np.stack(rows), plain)
+        m.set_measure(False)
+        m.reset()
+        m.eval(toks[:3])
+        assert m.stats()["recall"] is None
 
 
 def test_predict_batches_are_exact(tmp_path):
