@@ -82,23 +82,13 @@ def bytes_per_token(roles: dict[str, int], mode: str, counters: dict | None) -> 
     return None
 
 
-def measure_read_bandwidth(threads: int, mib: int = 256, rounds: int = 3) -> float:
-    """Main-memory read bandwidth in GB/s: `threads` threads OR-reduce their slices
-    of a buffer 8x the L3 size (numpy releases the GIL); the best of `rounds`."""
-    import threading
+def measure_read_bandwidth(threads: int, gib: float = 1.0, reps: int = 5) -> float:
+    """Main-memory read bandwidth in GB/s with `threads` threads of the engine's own
+    pool (native ps_debug_read_bandwidth): the median of `reps` passes over a
+    `gib` GiB buffer, far above any L3. Repeated calls agree within a few percent."""
+    from ._lib import read_bandwidth
 
-    buf = np.ones(mib * 2**20 // 8, dtype=np.uint64)
-    parts = np.array_split(buf, threads)
-    best = 0.0
-    for _ in range(rounds):
-        workers = [threading.Thread(target=np.bitwise_or.reduce, args=(p,)) for p in parts]
-        t0 = time.perf_counter()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        best = max(best, buf.nbytes / (time.perf_counter() - t0) / 1e9)
-    return best
+    return read_bandwidth(threads, gib, reps)
 
 
 # ---- engines ----------------------------------------------------------------
@@ -329,11 +319,29 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
                             if c is not None:
                                 counters[e.name].append(c)
                         step(f"rep {r + 1}/{reps} {e.name} {t}")
+        # predictor recall needs the dense gate as well (the measure option): one
+        # separate, untimed pass per predict engine, never mixed into the timings
+        for e in engines:
+            if e.kind == "prosparse" and e.mode == "predict" and n_tg > 0:
+                model.set_measure(True)
+                try:
+                    time_tg(e, tg_ids)
+                    measured = e.counters()
+                finally:
+                    model.set_measure(False)
+                if counters[e.name]:
+                    counters[e.name][-1] |= {"recall": measured["recall"], "layer_recall": measured["layer_recall"],
+                                             "recall_from": "separate untimed measuring pass"}
     finally:
         for e in engines:
             e.close()
         model.close()
-    bandwidth = measure_read_bandwidth(threads) if measure_bandwidth else None
+    bandwidth = None
+    if measure_bandwidth:
+        try:
+            bandwidth = measure_read_bandwidth(threads)
+        except ProSparseError as e:
+            say(f"read bandwidth: {e}")
 
     result = {
         "config": {"model": os.path.abspath(path), "baseline": os.path.abspath(baseline or path), "threads": threads,
@@ -359,7 +367,9 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
             if t.startswith("tg") and bpt and s.get("median"):
                 s["implied_gb_per_s"] = bpt * s["median"] / 1e9
                 if bandwidth:
-                    s["share_of_bandwidth"] = s["implied_gb_per_s"] / bandwidth
+                    # the bound: every byte read at the machine's read bandwidth
+                    s["bound_tps"] = bandwidth * 1e9 / bpt
+                    s["share_of_bandwidth"] = s["median"] / s["bound_tps"]
         result["engines"].append(entry)
     _add_ratios(result)
     return result
@@ -406,7 +416,8 @@ def print_table(result: dict, file=None) -> None:
                   caption=f"median of {cfg['reps']} reps, engines interleaved, after a warm-up")
     for col, just in (("engine", "left"), ("test", "left"), ("t/s", "right"), ("min-max", "right"),
                       ("stdev", "right"), ("vs llama.cpp", "right"), ("sparsity", "right"), ("recall", "right"),
-                      ("MB/token", "right"), ("GB/s", "right"), ("of bw", "right")):
+                      ("MB/token", "right"), ("GB/s", "right"), ("bound t/s", "right"),
+                      ("of bound", "right")):
         table.add_column(col, justify=just)
     for e in result["engines"]:
         c = e.get("counters") or {}
@@ -422,14 +433,16 @@ def print_table(result: dict, file=None) -> None:
                           _fmt_pct(c.get("recall")) if tg else "-",
                           f"{bpt / 1e6:.1f}" if tg and bpt else "-",
                           f"{s['implied_gb_per_s']:.1f}" if tg and s.get("implied_gb_per_s") else "-",
+                          f"{s['bound_tps']:.1f}" if tg and s.get("bound_tps") else "-",
                           _fmt_pct(s.get("share_of_bandwidth")) if tg else "-")
     console = Console(file=file or sys.stdout, width=120)
     console.print(table)
     la, lb = mach.get("loadavg_before"), mach.get("loadavg_after")
     bw = mach.get("read_bandwidth_gb_s")
     console.print("MB/token: weight bytes a decode step reads (KV cache not counted); GB/s: that times tg t/s"
-                  + (f"; of bw: share of the measured read bandwidth, {bw:.1f} GB/s with {cfg['threads']} threads"
-                     if bw else ""), highlight=False)
+                  + (f"; bound t/s: read bandwidth / MB per token, with the measured read bandwidth {bw:.1f} GB/s "
+                     f"({cfg['threads']} threads); of bound: t/s / bound t/s" if bw else "")
+                  + "; recall of predict: from a separate untimed pass with the measure option", highlight=False)
     console.print(f"machine: {mach.get('cpu', '?')}, {mach.get('cpu_count')} cores; load average "
                   f"{la[0]:.2f} before, {lb[0]:.2f} after (a busy machine makes every number noisy)", highlight=False)
 
