@@ -1,108 +1,363 @@
-"""`make bench`: the README's speed tables, measured on this machine.
+"""`make bench`: the README's speed and quality tables, measured on this machine.
 
-For SmolLM2-135M-Instruct (the PyPI Q4_1 file) and its Q8_0 / Q4_0 variants
-(written once with scripts/make_quant_variants.py, next to the source), run
-`prosparse bench`'s measurement (llama.cpp vs ours, pp and tg, interleaved,
-same threads) and print one summary table of the ratios. Raw results go to
-OUT/bench_<file>.json, the summary to OUT/summary.md and OUT/summary.json.
+Sections (--sections, comma-separated; default all, in this order):
+  sparse7b   synthetic LLaMA-2-7B-shaped `prosparse` Q4_0 model (FATReLU, ~89%
+             inactive, rank-1024 predictor; scripts/synth_sparse_model.py, made
+             once into --synth-dir) vs llama.cpp on its --llama-compat twin:
+             tg in modes dense, sparse, predict; MB/token, share of the
+             bytes-per-token bound, measured sparsity, predictor recall;
+  sparse1b   the same for a ~1B shape;
+  threshold  SmolLM2-135M-Instruct (SiLU), Q4_0: converted with --calibrate on
+             --calib-text at each --targets sparsity; tg dense vs threshold vs
+             llama.cpp, and perplexity (dense and threshold) on --eval-text, a
+             text not used for calibration;
+  smollm2    SmolLM2-135M-Instruct in Q4_1 / Q8_0 / Q4_0: pp and tg vs llama.cpp.
 
-    python scripts/bench_all.py --threads 2 [--reps 3] [--types q4_1,q8_0,q4_0] [--out out/bench]
+Every measurement is `prosparse bench`'s (engines interleaved, same threads,
+median of --reps after a warm-up). Raw results: OUT/<section>_<file>.json;
+OUT/summary.md (markdown tables, each headed by the command that reproduces
+it), OUT/summary.json, OUT/summary.png.
+
+    python scripts/bench_all.py --threads 2 [--sections sparse1b,threshold] [--reps 3] [--out out/bench]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from prosparse_cpu import ProSparseError
 from prosparse_cpu.bench import print_table, run_bench, write_json
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_MODEL = Path.home() / ".cache" / "prosparse-cpu" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE = Path.home() / ".cache" / "prosparse-cpu"
+DEFAULT_MODEL = CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf"
+SECTIONS = ("sparse7b", "sparse1b", "threshold", "smollm2")
+SPARSE_TARGETS = {"sparse": 1.5, "predict": 1.8}  # issue 4: tg speed-up over llama.cpp dense
+BOUND_TARGET = 0.8                                 # issue 4: share of the bytes-per-token bound
+LOADS: list[float] = []  # 1-min load averages around each measurement: a busy machine spoils them
 
 
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def f(x, fmt: str) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def bench_cmd(path: Path, baseline: Path | None, a: argparse.Namespace, pp: int, tg: int, modes: list[str]) -> str:
+    """The `prosparse bench` command line that measures what run_bench is given."""
+    cmd = ["prosparse", "bench", str(path)] + (["--baseline", str(baseline)] if baseline else [])
+    cmd += ["--threads", str(a.threads), "--reps", str(a.reps), "--pp", str(pp), "--tg", str(tg),
+            "--modes", ",".join(modes)]
+    return shlex.join(cmd)
+
+
+# ---- files made once ---------------------------------------------------------------
 def variants(src: Path, types: list[str]) -> list[Path]:
     """The source file for its own type, quantized siblings (made once) for the others."""
     own = src.name.split(".")[1].lower() if src.name.count(".") >= 2 else None
-    others = [t for t in types if t != own]
-    if others:
-        subprocess.run([sys.executable, str(HERE / "make_quant_variants.py"), str(src), "--types", ",".join(others)],
-                       check=True, stdout=subprocess.DEVNULL)
     stem = src.name.split(".")[0]
-    return [src if t == own else src.parent / f"{stem}.{t.upper()}.gguf" for t in types]
+    out = [src if t == own else src.parent / f"{stem}.{t.upper()}.gguf" for t in types]
+    missing = [t for t, p in zip(types, out) if not p.is_file()]
+    if missing:
+        say(f"  making {', '.join(missing)} variants of {src.name} (once)")
+        subprocess.run([sys.executable, str(HERE / "make_quant_variants.py"), str(src), "--types", ",".join(missing)],
+                       check=True, stdout=subprocess.DEVNULL)
+    return out
 
 
-def summary_rows(results: list[dict]) -> list[dict]:
+def synth_files(shape: str, synth_dir: Path) -> tuple[Path, Path]:
+    """(prosparse model, llama twin) of a synthetic shape, generated once into synth_dir."""
+    model, twin = synth_dir / f"prosparse-{shape}.gguf", synth_dir / f"llama-{shape}.gguf"
+    if not (model.is_file() and twin.is_file()):
+        say(f"  generating the synthetic {shape} model and its twin into {synth_dir} (once)")
+        synth_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, str(HERE / "synth_sparse_model.py"), "--shape", shape, "--out", str(synth_dir)],
+                       check=True)
+    return model, twin
+
+
+def calibrated(src: Path, text: Path, target: float, tokens: int, cache: Path) -> tuple[Path, str]:
+    """src converted with threshold-mode cut-offs for `target` (made once into cache); and the command."""
+    out = cache / f"{src.stem}.thr{round(100 * target):02d}.{text.name}.{tokens}.gguf"
+    cmd = ["prosparse-convert", str(src), "-o", str(out), "--calibrate", str(text), "--target-sparsity",
+           str(target), "--calibrate-tokens", str(tokens)]
+    if not out.is_file():
+        say(f"  calibrating {src.name} at {target:.0%} on {text.name} (once)")
+        cache.mkdir(parents=True, exist_ok=True)
+        exe = Path(sys.executable).parent / "prosparse-convert"
+        subprocess.run([str(exe) if exe.exists() else "prosparse-convert"] + cmd[1:] + ["--no-progress"], check=True)
+    return out, shlex.join(cmd)
+
+
+# ---- sections ------------------------------------------------------------------------
+def engine_rows(res: dict) -> list[dict]:
+    """One flat row per engine of a run_bench result (its tg test, and pp when there)."""
     rows = []
-    for res in results:
-        for e in res["engines"]:
-            if e["kind"] == "llama.cpp":
-                continue
-            row = {"file": os.path.basename(res["config"]["model"]), "engine": e["name"]}
-            for t, s in e["tests"].items():
-                kind = "pp" if t.startswith("pp") else "tg"
-                row[f"{kind}_tps"] = s.get("median")
-                row[f"{kind}_ratio"] = s.get("ratio_vs_llama_cpp")
-                ref = next((x for x in res["engines"] if x["kind"] == "llama.cpp"), None)
-                row[f"{kind}_llama_tps"] = ref["tests"][t].get("median") if ref else None
-            rows.append(row)
+    for e in res["engines"]:
+        row = {"engine": e["name"], "kind": e["kind"], "mode": e["mode"], "file": os.path.basename(e["file"]),
+               "mb_per_token": None if e.get("weight_bytes_per_token") is None else e["weight_bytes_per_token"] / 1e6}
+        c = e.get("counters") or {}
+        row["sparsity"], row["recall"], row["kept"] = c.get("sparsity"), c.get("recall"), c.get("predicted_share")
+        for t, s in e["tests"].items():
+            k = "pp" if t.startswith("pp") else "tg"
+            row[f"{k}_tps"], row[f"{k}_ratio"] = s.get("median"), s.get("ratio_vs_llama_cpp")
+            row[f"{k}_min"], row[f"{k}_max"] = s.get("min"), s.get("max")
+            if k == "tg":
+                row["bound_tps"], row["bound_share"] = s.get("bound_tps"), s.get("share_of_bandwidth")
+        rows.append(row)
     return rows
 
 
-def markdown(rows: list[dict], threads: int, reps: int) -> str:
-    def f(x, fmt):
-        return "-" if x is None else format(x, fmt)
+def measure(label: str, path: Path, baseline: Path | None, a, pp: int, tg: int, modes: list[str], out: Path) -> dict:
+    res = run_bench(str(path), baseline=str(baseline) if baseline else None, threads=a.threads, reps=a.reps,
+                    n_pp=pp, n_tg=tg, modes=modes)
+    print_table(res)
+    write_json(res, str(out / f"{label}_{path.stem}.json"))
+    LOADS.append(max(res["machine"]["loadavg_before"][0], res["machine"]["loadavg_after"][0]))
+    return res
 
-    out = [f"{threads} threads, median of {reps} repetitions, engines interleaved (llama-bench convention).", "",
-           "| file | engine | pp t/s (llama.cpp) | pp ratio | tg t/s (llama.cpp) | tg ratio |",
-           "|---|---|---:|---:|---:|---:|"]
+
+def section_sparse(shape: str, a, out: Path) -> dict:
+    model, twin = synth_files(shape, a.synth_dir)
+    tg = a.tg_7b if shape == "7b" else a.tg_1b
+    modes = ["dense", "sparse", "predict"]
+    res = measure(f"sparse{shape}", model, twin, a, a.sparse_pp, tg, modes, out)
+    rows = engine_rows(res)
+    lines = [f"**Synthetic LLaMA-2-{shape.upper()}-shaped model** (`scripts/synth_sparse_model.py --shape {shape}`: "
+             "random Q4_0 weights, FATReLU at ~89% inactive, low-rank predictor) vs llama.cpp on its "
+             f"`--llama-compat` twin; {a.threads} threads, tg{tg}, median of {a.reps}. Read bandwidth "
+             f"{f(res['machine'].get('read_bandwidth_gb_s'), '.1f')} GB/s (engine thread pool, {a.threads} threads).",
+             "", "    " + bench_cmd(model, twin, a, a.sparse_pp, tg, modes), "",
+             "| engine | tg t/s (min-max) | vs llama.cpp | MB/token | bound t/s | of bound | sparsity | recall |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    checks = []
     for r in rows:
-        out.append(f"| {r['file']} | {r['engine']} | {f(r.get('pp_tps'), '.1f')} ({f(r.get('pp_llama_tps'), '.1f')}) "
-                   f"| {f(r.get('pp_ratio'), '.2f')}x | {f(r.get('tg_tps'), '.1f')} ({f(r.get('tg_llama_tps'), '.1f')}) "
-                   f"| {f(r.get('tg_ratio'), '.2f')}x |")
-    return "\n".join(out) + "\n"
+        lines.append(f"| {r['engine']} | {f(r.get('tg_tps'), '.2f')} ({f(r.get('tg_min'), '.2f')}-"
+                     f"{f(r.get('tg_max'), '.2f')}) | {f(r.get('tg_ratio'), '.2f')}x | {f(r['mb_per_token'], '.0f')} "
+                     f"| {f(r.get('bound_tps'), '.1f')} | {pct(r.get('bound_share'))} | {pct(r['sparsity'])} "
+                     f"| {pct(r['recall'])} |")
+        want = SPARSE_TARGETS.get(r["mode"]) if r["kind"] == "prosparse" else None
+        if want and r.get("tg_ratio") is not None:
+            checks.append(f"{r['mode']} {r['tg_ratio']:.2f}x llama.cpp (target >= {want}x: "
+                          f"{'met' if r['tg_ratio'] >= want else 'NOT met'})")
+        if r["kind"] == "prosparse" and r["mode"] != "dense" and r.get("bound_share") is not None:
+            checks.append(f"{r['mode']} at {pct(r['bound_share'])} of its bound (target >= {BOUND_TARGET:.0%}: "
+                          f"{'met' if r['bound_share'] >= BOUND_TARGET else 'NOT met'})")
+    if checks:
+        lines += ["", "Issue-4 targets: " + "; ".join(checks) + "."]
+    return {"section": f"sparse{shape}", "rows": rows, "markdown": "\n".join(lines) + "\n",
+            "read_bandwidth_gb_s": res["machine"].get("read_bandwidth_gb_s"), "command": bench_cmd(
+                model, twin, a, a.sparse_pp, tg, modes)}
+
+
+def perplexity_of(path: Path, mode: str, text: str, a) -> dict:
+    from prosparse_cpu import Model
+    from prosparse_cpu.perplexity import perplexity
+
+    with Model(path, threads=a.threads, n_ctx=a.ppl_ctx, mode=mode, n_batch=min(a.ppl_ctx, 512)) as m:
+        r = perplexity(m, text, n_ctx=a.ppl_ctx, max_windows=a.ppl_chunks)
+        st = m.stats()
+    return {"ppl": r.ppl, "ppl_stderr": r.ppl_stderr, "n_tokens_scored": r.n_tokens_scored,
+            "n_windows": r.n_windows, "kept": st.get("predicted_share")}
+
+
+def section_threshold(a, out: Path) -> dict:
+    src = variants(a.model, ["q4_0"])[0]  # Q4_0: a type the sparse kernels run; llama.cpp runs the same bytes
+    text = a.eval_text.read_text(encoding="utf-8")
+    def ppl_cmd(path: Path, mode: str) -> str:
+        return shlex.join(["prosparse", "perplexity", str(path), str(a.eval_text), "--mode", mode, "--threads",
+                           str(a.threads), "--ctx", str(a.ppl_ctx)]
+                          + (["--chunks", str(a.ppl_chunks)] if a.ppl_chunks else []))
+
+    rows, cmds, dense_ppl = [], [], None
+    for target in a.targets:
+        path, conv = calibrated(src, a.calib_text, target, a.calib_tokens, a.synth_dir.parent / "threshold")
+        cmds.append(conv)
+        res = measure(f"threshold{round(100 * target):02d}", path, src, a, 0, a.tg_threshold,
+                      ["dense", "threshold"], out)
+        cmds.append(bench_cmd(path, src, a, 0, a.tg_threshold, ["dense", "threshold"]))
+        say(f"  perplexity on {a.eval_text.name}")
+        if dense_ppl is None:  # the converted file's dense mode = the source's weights
+            dense_ppl = perplexity_of(path, "dense", text, a)
+            cmds.append(ppl_cmd(path, "dense"))
+        thr_ppl = perplexity_of(path, "threshold", text, a)
+        cmds.append(ppl_cmd(path, "threshold"))
+        eng = {r["mode"] if r["kind"] == "prosparse" else "llama.cpp": r for r in engine_rows(res)}
+        rows.append({"target": target, "file": path.name, "engines": eng, "ppl_dense": dense_ppl,
+                     "ppl_threshold": thr_ppl})
+    lines = [f"**SmolLM2-135M-Instruct (SiLU), threshold mode**: {src.name} converted with cut-offs calibrated on "
+             f"`{a.calib_text}` (first {a.calib_tokens} tokens); speed vs llama.cpp on {src.name}, "
+             f"{a.threads} threads, "
+             f"tg{a.tg_threshold}, median of {a.reps}; perplexity on `{a.eval_text}` (not used for calibration), "
+             f"windows of {a.ppl_ctx}.", "", *[f"    {c}" for c in cmds], "",
+             "| target | skipped (measured) | llama.cpp t/s | dense t/s | threshold t/s | threshold vs llama.cpp "
+             "| threshold vs dense | PPL dense | PPL threshold | PPL change |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        e = r["engines"]
+        lc, d, t = (e.get(k, {}) for k in ("llama.cpp", "dense", "threshold"))
+        kept = t.get("kept")
+        vs_dense = t["tg_tps"] / d["tg_tps"] if t.get("tg_tps") and d.get("tg_tps") else None
+        pd, pt = r["ppl_dense"], r["ppl_threshold"]
+        lines.append(f"| {r['target']:.0%} | {pct(None if kept is None else 1 - kept)} | {f(lc.get('tg_tps'), '.1f')} "
+                     f"| {f(d.get('tg_tps'), '.1f')} | {f(t.get('tg_tps'), '.1f')} | {f(t.get('tg_ratio'), '.2f')}x "
+                     f"| {f(vs_dense, '.2f')}x | {pd['ppl']:.3f} ± {pd['ppl_stderr']:.3f} "
+                     f"| {pt['ppl']:.3f} ± {pt['ppl_stderr']:.3f} | {100 * (pt['ppl'] / pd['ppl'] - 1):+.1f}% |")
+    return {"section": "threshold", "rows": rows, "markdown": "\n".join(lines) + "\n", "commands": cmds}
+
+
+def section_smollm2(a, out: Path) -> dict:
+    types = [t.strip().lower() for t in a.types.split(",") if t.strip()]
+    rows, cmds = [], []
+    for path in variants(a.model, types):
+        say(f"  {path.name}")
+        res = measure("smollm2", path, None, a, a.pp, a.tg, ["dense"], out)
+        cmds.append(bench_cmd(path, None, a, a.pp, a.tg, ["dense"]))
+        rows += [r for r in engine_rows(res) if r["kind"] == "prosparse"
+                 ] + [r | {"engine": "llama.cpp"} for r in engine_rows(res) if r["kind"] == "llama.cpp"]
+    lines = [f"**SmolLM2-135M-Instruct, dense**: {a.threads} threads, median of {a.reps}, engines interleaved "
+             "(llama-bench convention).", "", *[f"    {c}" for c in cmds], "",
+             "| file | pp t/s ours (llama.cpp) | pp ratio | tg t/s ours (llama.cpp) | tg ratio | tg of bound |",
+             "|---|---:|---:|---:|---:|---:|"]
+    ours = [r for r in rows if r["kind"] == "prosparse"]
+    for r in ours:
+        ref = next((x for x in rows if x["kind"] == "llama.cpp" and x["file"] == r["file"]), {})
+        lines.append(f"| {r['file']} | {f(r.get('pp_tps'), '.1f')} ({f(ref.get('pp_tps'), '.1f')}) "
+                     f"| {f(r.get('pp_ratio'), '.2f')}x | {f(r.get('tg_tps'), '.1f')} ({f(ref.get('tg_tps'), '.1f')}) "
+                     f"| {f(r.get('tg_ratio'), '.2f')}x | {pct(r.get('bound_share'))} |")
+    return {"section": "smollm2", "rows": rows, "markdown": "\n".join(lines) + "\n", "commands": cmds}
+
+
+# ---- plot ------------------------------------------------------------------------------
+def plot(results: list[dict], path: Path) -> None:
+    """tg t/s per engine and mode, one panel per section (threshold: one bar group per target)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for r in results:
+        if r["section"] == "threshold":
+            bars = []
+            for row in r["rows"]:
+                for k, e in row["engines"].items():
+                    bars.append((f"{k} @{row['target']:.0%}" if k == "threshold" else k, e.get("tg_tps"),
+                                 e["kind"]))
+            seen, uniq = set(), []
+            for b in bars:  # llama.cpp and dense repeat per target: keep the first of each
+                if b[0] not in seen:
+                    seen.add(b[0])
+                    uniq.append(b)
+            panels.append(("threshold (SmolLM2 Q4_0)", uniq))
+        else:
+            panels.append((r["section"], [(f"{x['engine']} {x['file'].split('.')[1]}" if r["section"] == "smollm2"
+                                           else x["engine"], x.get("tg_tps"), x["kind"]) for x in r["rows"]]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.2), squeeze=False)
+    for ax, (title, bars) in zip(axes[0], panels):
+        ax.bar([b[0] for b in bars], [b[1] or 0 for b in bars],
+               color=["tab:gray" if b[2] == "llama.cpp" else "tab:blue" for b in bars])
+        ax.set_title(title)
+        ax.set_ylabel("tg tokens/s")
+        ax.tick_params(axis="x", rotation=40, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", type=Path, default=Path(os.environ.get("PROSPARSE_SMOLLM2") or DEFAULT_MODEL))
-    ap.add_argument("--types", default="q4_1,q8_0,q4_0", help="weight types to measure (variants are made once)")
+    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--pp", type=int, default=512)
-    ap.add_argument("--tg", type=int, default=128)
     ap.add_argument("--out", type=Path, default=Path("out/bench"))
-    args = ap.parse_args()
-    if not args.model.is_file():
-        print(f"error: {args.model}: no such file (run `make model`)", file=sys.stderr)
+    ap.add_argument("--model", type=Path, default=Path(os.environ.get("PROSPARSE_SMOLLM2") or DEFAULT_MODEL),
+                    help="SmolLM2-135M-Instruct GGUF (smollm2, threshold)")
+    ap.add_argument("--synth-dir", type=Path, default=CACHE / "synth",
+                    help="synthetic models (made once); calibrated files go to its parent's threshold/")
+    ap.add_argument("--types", default="q4_1,q8_0,q4_0", help="smollm2: weight types (variants are made once)")
+    ap.add_argument("--pp", type=int, default=512, help="smollm2: prompt tokens")
+    ap.add_argument("--tg", type=int, default=128, help="smollm2: generated tokens")
+    ap.add_argument("--sparse-pp", type=int, default=0, help="sparse7b/1b: prompt tokens (0: skip)")
+    ap.add_argument("--tg-7b", type=int, default=32, help="sparse7b: generated tokens")
+    ap.add_argument("--tg-1b", type=int, default=64, help="sparse1b: generated tokens")
+    ap.add_argument("--targets", default="0.3,0.5,0.7", help="threshold: target sparsities")
+    ap.add_argument("--tg-threshold", type=int, default=128, help="threshold: generated tokens")
+    ap.add_argument("--calib-text", type=Path, default=Path("/usr/share/common-licenses/GPL-3"))
+    ap.add_argument("--calib-tokens", type=int, default=2048)
+    ap.add_argument("--eval-text", type=Path, default=Path("/usr/share/common-licenses/Apache-2.0"))
+    ap.add_argument("--ppl-ctx", type=int, default=512)
+    ap.add_argument("--ppl-chunks", type=int, default=None, help="threshold: at most this many perplexity windows")
+    a = ap.parse_args()
+    sections = [s.strip() for s in a.sections.split(",") if s.strip()]
+    bad = [s for s in sections if s not in SECTIONS]
+    if bad or not sections:
+        print(f"error: unknown section(s) {', '.join(bad) or '(none)'}; choose from {', '.join(SECTIONS)}",
+              file=sys.stderr)
         return 1
-    if args.threads < 1 or args.reps < 1:
+    if a.threads < 1 or a.reps < 1:
         print("error: --threads and --reps must be >= 1", file=sys.stderr)
         return 1
-    args.out.mkdir(parents=True, exist_ok=True)
-    types = [t.strip().lower() for t in args.types.split(",") if t.strip()]
-    results = []
     try:
-        for path in variants(args.model, types):
-            print(f"== {path.name}", flush=True)
-            res = run_bench(str(path), threads=args.threads, reps=args.reps, n_pp=args.pp, n_tg=args.tg)
-            print_table(res)
-            write_json(res, str(args.out / f"bench_{path.stem}.json"))
-            results.append(res)
-    except (ProSparseError, subprocess.CalledProcessError) as e:
+        a.targets = [float(x) for x in a.targets.split(",") if x.strip()]
+    except ValueError:
+        print(f"error: --targets: not a list of numbers: {a.targets}", file=sys.stderr)
+        return 1
+    if not all(0 < t < 1 for t in a.targets):
+        print("error: --targets must lie in (0, 1)", file=sys.stderr)
+        return 1
+    needs = [(a.model, "run `make model`")] * bool({"smollm2", "threshold"} & set(sections))
+    needs += [(a.calib_text, "pass --calib-text"), (a.eval_text, "pass --eval-text")] * ("threshold" in sections)
+    for p, hint in needs:
+        if not p.is_file():
+            print(f"error: {p}: no such file ({hint})", file=sys.stderr)
+            return 1
+    a.out.mkdir(parents=True, exist_ok=True)
+    command = shlex.join(["python", "scripts/bench_all.py", *sys.argv[1:]])
+    run = {"sparse7b": lambda: section_sparse("7b", a, a.out), "sparse1b": lambda: section_sparse("1b", a, a.out),
+           "threshold": lambda: section_threshold(a, a.out), "smollm2": lambda: section_smollm2(a, a.out)}
+    results, t_start = [], time.monotonic()
+    try:
+        for i, name in enumerate(sections):
+            t0 = time.monotonic()
+            say(f"== [{i + 1}/{len(sections)}] {name} (elapsed {time.monotonic() - t_start:.0f} s)")
+            results.append(run[name]())
+            results[-1]["seconds"] = time.monotonic() - t0
+            results[-1]["max_loadavg"] = max(LOADS, default=None)
+            if LOADS and max(LOADS) > a.threads + 0.5:
+                results[-1]["markdown"] += (f"\nWarning: 1-min load average up to {max(LOADS):.1f} on "
+                                            f"{os.cpu_count()} cores during this section: other work competed.\n")
+            LOADS.clear()
+            say(f"   {name} done in {results[-1]['seconds']:.0f} s")
+    except (ProSparseError, subprocess.CalledProcessError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    rows = summary_rows(results)
-    md = markdown(rows, args.threads, args.reps)
-    (args.out / "summary.md").write_text(md)
-    (args.out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    md = [f"Produced by `{command}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"{time.monotonic() - t_start:.0f} s). Each table's own commands reproduce it alone.", ""]
+    for r in results:
+        md += [f"### {r['section']}", "", f"    python scripts/bench_all.py --threads {a.threads} --reps {a.reps} "
+               f"--sections {r['section']}", "", r["markdown"]]
+    (a.out / "summary.md").write_text("\n".join(md))
+    (a.out / "summary.json").write_text(json.dumps({"command": command, "sections": results}, indent=2,
+                                                   default=str) + "\n")
+    plot(results, a.out / "summary.png")
     print()
-    print(md)
-    print(f"raw results in {args.out}/")
+    print("\n".join(md))
+    print(f"raw results, summary.md, summary.json and summary.png in {a.out}/")
     return 0
 
 
