@@ -37,7 +37,7 @@ def weight_bytes(path: str) -> dict[str, int]:
     from .gguf_info import open_reader
 
     reader = open_reader(path)
-    roles = dict(attn=0, gate=0, up=0, down=0, pred=0, output=0, embd_row=0, norms=0)
+    roles = dict(attn=0, gate=0, up=0, down=0, down_t=0, pred=0, output=0, embd_row=0, norms=0)
     names = {t.name for t in reader.tensors}
     for t in reader.tensors:
         n, name = int(t.n_bytes), t.name
@@ -55,6 +55,8 @@ def weight_bytes(path: str) -> dict[str, int]:
             roles["up"] += n
         elif name.endswith((".ffn_down.weight", ".ffn_down_t.weight")):
             roles["down"] += n
+            if name.endswith(".ffn_down_t.weight"):
+                roles["down_t"] += n  # row-major by neuron: the engine reads only rows with a non-zero input
         elif ".ffn_pred_" in name:
             roles["pred"] += n
         elif name.endswith("norm.weight"):
@@ -65,20 +67,31 @@ def weight_bytes(path: str) -> dict[str, int]:
 def bytes_per_token(roles: dict[str, int], mode: str, counters: dict | None) -> float | None:
     """Weight bytes one decode step reads in a mode, given the measured shares of
     active (non-zero) and kept (predicted / above threshold) FFN neurons.
-    KV-cache reads are not counted. None when a sparse mode lacks its counters."""
+    KV-cache reads are not counted. None when a sparse mode lacks its counters.
+
+    ffn_down_t (prosparse files) is read only at rows whose input is non-zero,
+    in every mode, dense included (the accumulate-rows kernel skips zeros); a
+    plain ffn_down is read whole whatever the mode."""
     fixed = roles["attn"] + roles["output"] + roles["embd_row"] + roles["norms"]
     ffn = roles["gate"] + roles["up"] + roles["down"]
-    if mode == "dense":
-        return float(fixed + ffn)
     c = counters or {}
     active = None if c.get("sparsity") is None else 1.0 - c["sparsity"]
     kept = c.get("predicted_share")
+    by_row = roles.get("down_t", 0) == roles["down"] > 0
+
+    def down(share):
+        return (share if by_row else 1.0) * roles["down"]
+
+    if mode == "dense":
+        if by_row and active is not None:
+            return fixed + roles["gate"] + roles["up"] + down(active)
+        return float(fixed + ffn)
     if mode == "sparse" and active is not None:
-        return fixed + roles["gate"] + active * (roles["up"] + roles["down"])
+        return fixed + roles["gate"] + active * roles["up"] + down(active)
     if mode == "predict" and active is not None and kept is not None:
-        return fixed + roles["pred"] + kept * (roles["gate"] + roles["up"]) + active * roles["down"]
+        return fixed + roles["pred"] + kept * (roles["gate"] + roles["up"]) + down(active)
     if mode == "threshold" and kept is not None:
-        return fixed + roles["gate"] + kept * (roles["up"] + roles["down"])
+        return fixed + roles["gate"] + kept * roles["up"] + down(kept)
     return None
 
 
@@ -418,7 +431,7 @@ def print_table(result: dict, file=None) -> None:
                       ("stdev", "right"), ("vs llama.cpp", "right"), ("sparsity", "right"), ("recall", "right"),
                       ("MB/token", "right"), ("GB/s", "right"), ("bound t/s", "right"),
                       ("of bound", "right")):
-        table.add_column(col, justify=just)
+        table.add_column(col, justify=just, no_wrap=col in ("engine", "test"))
     for e in result["engines"]:
         c = e.get("counters") or {}
         bpt = e.get("weight_bytes_per_token")
@@ -435,7 +448,7 @@ def print_table(result: dict, file=None) -> None:
                           f"{s['implied_gb_per_s']:.1f}" if tg and s.get("implied_gb_per_s") else "-",
                           f"{s['bound_tps']:.1f}" if tg and s.get("bound_tps") else "-",
                           _fmt_pct(s.get("share_of_bandwidth")) if tg else "-")
-    console = Console(file=file or sys.stdout, width=120)
+    console = Console(file=file or sys.stdout, width=140)
     console.print(table)
     la, lb = mach.get("loadavg_before"), mach.get("loadavg_after")
     bw = mach.get("read_bandwidth_gb_s")

@@ -176,6 +176,12 @@ def test_bytes_per_token_by_mode(tmp_path):
     assert bytes_per_token(w, "predict", c) == fixed + w["pred"] + 0.5 * 2 * w["gate"] + 0.25 * w["gate"]
     assert bytes_per_token(w, "threshold", c) == fixed + w["gate"] + 0.5 * 2 * w["gate"]
     assert bytes_per_token(w, "sparse", None) is None
+    # ffn_down_t is read by rows with a non-zero input even in dense mode; a plain ffn_down whole
+    assert w["down_t"] == w["down"]
+    assert bytes_per_token(w, "dense", c) == fixed + 2 * w["gate"] + 0.25 * w["gate"]
+    plain = w | {"down_t": 0}
+    assert bytes_per_token(plain, "dense", c) == fixed + 3 * w["gate"]
+    assert bytes_per_token(plain, "sparse", c) == fixed + w["gate"] + 0.25 * w["gate"] + w["gate"]
 
 
 def test_perplexity_command(tiny_path, tmp_path):
