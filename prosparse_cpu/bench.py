@@ -315,6 +315,7 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
         tests = [(f"pp{n_pp}", time_pp, pp_ids)] * (n_pp > 0) + [(f"tg{n_tg}", time_tg, tg_ids)] * (n_tg > 0)
         series = {(e.name, t): Series(len(ids)) for e in engines for t, _, ids in tests}
         counters: dict[str, list] = {e.name: [] for e in engines}
+        bw_samples: list[float] = []  # GB/s, one after each round of repetitions
 
         with _progress(console, len(engines) * len(tests) * (reps + 1)) as step:
             for e in engines:  # warm-up: one full prompt and a few decodes each, not recorded
@@ -332,6 +333,12 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
                             if c is not None:
                                 counters[e.name].append(c)
                         step(f"rep {r + 1}/{reps} {e.name} {t}")
+                if measure_bandwidth:  # interleaved too: the host's memory bandwidth drifts over minutes
+                    try:
+                        bw_samples.append(measure_read_bandwidth(threads, reps=3))
+                    except ProSparseError as e:
+                        say(f"read bandwidth: {e}")
+                        measure_bandwidth = False
         # predictor recall needs the dense gate as well (the measure option): one
         # separate, untimed pass per predict engine, never mixed into the timings
         for e in engines:
@@ -349,18 +356,13 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
         for e in engines:
             e.close()
         model.close()
-    bandwidth = None
-    if measure_bandwidth:
-        try:
-            bandwidth = measure_read_bandwidth(threads)
-        except ProSparseError as e:
-            say(f"read bandwidth: {e}")
+    bandwidth = statistics.median(bw_samples) if bw_samples else None
 
     result = {
         "config": {"model": os.path.abspath(path), "baseline": os.path.abspath(baseline or path), "threads": threads,
                    "reps": reps, "n_pp": n_pp, "n_tg": n_tg, "n_ctx": n_ctx, "token_seed": seed},
         "machine": machine_info() | {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-                                     "read_bandwidth_gb_s": bandwidth},
+                                     "read_bandwidth_gb_s": bandwidth, "read_bandwidth_samples_gb_s": bw_samples},
         "engines": [],
     }
     for e in engines:
@@ -452,9 +454,11 @@ def print_table(result: dict, file=None) -> None:
     console.print(table)
     la, lb = mach.get("loadavg_before"), mach.get("loadavg_after")
     bw = mach.get("read_bandwidth_gb_s")
+    bws = mach.get("read_bandwidth_samples_gb_s") or [bw]
     console.print("MB/token: weight bytes a decode step reads (KV cache not counted); GB/s: that times tg t/s"
                   + (f"; bound t/s: read bandwidth / MB per token, with the measured read bandwidth {bw:.1f} GB/s "
-                     f"({cfg['threads']} threads); of bound: t/s / bound t/s" if bw else "")
+                     f"({cfg['threads']} threads, engine pool; median of {len(bws)} measurements between the rounds, "
+                     f"{min(bws):.1f}-{max(bws):.1f}); of bound: t/s / bound t/s" if bw else "")
                   + "; recall of predict: from a separate untimed pass with the measure option", highlight=False)
     console.print(f"machine: {mach.get('cpu', '?')}, {mach.get('cpu_count')} cores; load average "
                   f"{la[0]:.2f} before, {lb[0]:.2f} after (a busy machine makes every number noisy)", highlight=False)
