@@ -324,3 +324,13 @@ def test_smollm2_perplexity_matches_llama_cpp(smol, llama_cpp, smollm2_path):
     ref = float(np.exp(np.concatenate(nll).mean()))
     llm.close()
     assert res.ppl == pytest.approx(ref, rel=0.02)
+
+
+def test_read_bandwidth_hook():
+    """ps_debug_read_bandwidth: a positive figure; bad arguments are refused, not crashed on."""
+    from prosparse_cpu._lib import read_bandwidth
+
+    assert read_bandwidth(2, gib=1 / 16, reps=3) > 0
+    for bad in ({"threads": 0}, {"threads": 1, "reps": 0}, {"threads": 1, "gib": 1 / 4096}):
+        with pytest.raises(ProSparseError, match="read bandwidth"):
+            read_bandwidth(**({"gib": 1 / 16, "reps": 1} | bad))
