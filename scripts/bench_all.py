@@ -11,7 +11,10 @@ Sections (--sections, comma-separated; default all, in this order):
              --calib-text at each --targets sparsity; tg dense vs threshold vs
              llama.cpp, and perplexity (dense and threshold) on --eval-text, a
              text not used for calibration;
-  smollm2    SmolLM2-135M-Instruct in Q4_1 / Q8_0 / Q4_0: pp and tg vs llama.cpp.
+  smollm2    SmolLM2-135M-Instruct in Q4_1 / Q8_0 / Q4_0: pp and tg vs llama.cpp;
+  dense0     the ~1B shape with 99.9% of neurons active: every mode's pp and tg
+             against our own dense, to show the sparse machinery costs little
+             when there is nothing to skip.
 
 Every measurement is `prosparse bench`'s (engines interleaved, same threads,
 median of --reps after a warm-up). Raw results: OUT/<section>_<file>.json;
@@ -39,7 +42,7 @@ from prosparse_cpu.bench import print_table, run_bench, write_json
 HERE = Path(__file__).resolve().parent
 CACHE = Path.home() / ".cache" / "prosparse-cpu"
 DEFAULT_MODEL = CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf"
-SECTIONS = ("sparse7b", "sparse1b", "threshold", "smollm2")
+SECTIONS = ("sparse7b", "sparse1b", "threshold", "smollm2", "dense0")
 SPARSE_TARGETS = {"sparse": 1.5, "predict": 1.8}  # issue 4: tg speed-up over llama.cpp dense
 BOUND_TARGET = 0.8                                 # issue 4: share of the bytes-per-token bound
 LOADS: list[float] = []  # 1-min load averages around each measurement: a busy machine spoils them
@@ -88,6 +91,18 @@ def synth_files(shape: str, synth_dir: Path) -> tuple[Path, Path]:
         subprocess.run([sys.executable, str(HERE / "synth_sparse_model.py"), "--shape", shape, "--out", str(synth_dir)],
                        check=True)
     return model, twin
+
+
+def dense0_file(synth_dir: Path) -> Path:
+    """The ~1B synthetic shape with (almost) every neuron active, generated once."""
+    out = synth_dir / "dense0"
+    model = out / "prosparse-1b.gguf"
+    if not model.is_file():
+        say(f"  generating the 0%-sparsity 1B model into {out} (once)")
+        out.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, str(HERE / "synth_sparse_model.py"), "--shape", "1b", "--active", "0.999",
+                        "--no-twin", "--out", str(out)], check=True)
+    return model
 
 
 def calibrated(src: Path, text: Path, target: float, tokens: int, cache: Path) -> tuple[Path, str]:
@@ -168,6 +183,31 @@ def section_sparse(shape: str, a, out: Path) -> dict:
     return {"section": f"sparse{shape}", "rows": rows, "markdown": "\n".join(lines) + "\n",
             "read_bandwidth_gb_s": res["machine"].get("read_bandwidth_gb_s"), "command": bench_cmd(
                 model, twin, a, a.sparse_pp, tg, modes)}
+
+
+def section_dense0(a, out: Path) -> dict:
+    """Issue 4, must-show 4: at 0% sparsity no mode is slower than dense by more than a few percent."""
+    model = dense0_file(a.synth_dir)
+    modes = ["dense", "sparse", "predict"]
+    res = run_bench(str(model), threads=a.threads, reps=a.reps, n_pp=a.dense0_pp, n_tg=a.tg_1b, modes=modes,
+                    llama=False)
+    print_table(res)
+    write_json(res, str(out / f"dense0_{model.stem}.json"))
+    LOADS.append(max(res["machine"]["loadavg_before"][0], res["machine"]["loadavg_after"][0]))
+    rows = engine_rows(res)
+    base = next(r for r in rows if r["mode"] == "dense")
+    cmd = bench_cmd(model, None, a, a.dense0_pp, a.tg_1b, modes) + " --no-llama"
+    lines = [f"**0% sparsity** (`scripts/synth_sparse_model.py --shape 1b --active 0.999 --no-twin`: the ~1B shape "
+             f"with 99.9% of neurons active per token); {a.threads} threads, pp{a.dense0_pp} and tg{a.tg_1b}, "
+             f"median of {a.reps}, each mode against our own dense.", "", "    " + cmd, "",
+             "| mode | pp t/s | pp vs dense | tg t/s | tg vs dense | sparsity |", "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        pp_rel = r.get("pp_tps") / base["pp_tps"] if r.get("pp_tps") and base.get("pp_tps") else None
+        tg_rel = r.get("tg_tps") / base["tg_tps"] if r.get("tg_tps") and base.get("tg_tps") else None
+        r["pp_vs_dense"], r["tg_vs_dense"] = pp_rel, tg_rel
+        lines.append(f"| {r['mode']} | {f(r.get('pp_tps'), '.1f')} | {f(pp_rel, '.3f')}x | {f(r.get('tg_tps'), '.1f')} "
+                     f"| {f(tg_rel, '.3f')}x | {pct(r['sparsity'])} |")
+    return {"section": "dense0", "rows": rows, "markdown": "\n".join(lines) + "\n", "command": cmd}
 
 
 def perplexity_of(path: Path, mode: str, text: str, a) -> dict:
@@ -300,7 +340,8 @@ def main() -> int:
     ap.add_argument("--tg", type=int, default=128, help="smollm2: generated tokens")
     ap.add_argument("--sparse-pp", type=int, default=0, help="sparse7b/1b: prompt tokens (0: skip)")
     ap.add_argument("--tg-7b", type=int, default=32, help="sparse7b: generated tokens")
-    ap.add_argument("--tg-1b", type=int, default=64, help="sparse1b: generated tokens")
+    ap.add_argument("--tg-1b", type=int, default=64, help="sparse1b, dense0: generated tokens")
+    ap.add_argument("--dense0-pp", type=int, default=64, help="dense0: prompt tokens")
     ap.add_argument("--targets", default="0.3,0.5,0.7", help="threshold: target sparsities")
     ap.add_argument("--tg-threshold", type=int, default=128, help="threshold: generated tokens")
     ap.add_argument("--calib-text", type=Path, default=Path("/usr/share/common-licenses/GPL-3"))
@@ -335,7 +376,7 @@ def main() -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "scripts/bench_all.py", *sys.argv[1:]])
     run = {"sparse7b": lambda: section_sparse("7b", a, a.out), "sparse1b": lambda: section_sparse("1b", a, a.out),
-           "threshold": lambda: section_threshold(a, a.out), "smollm2": lambda: section_smollm2(a, a.out)}
+           "threshold": lambda: section_threshold(a, a.out), "smollm2": lambda: section_smollm2(a, a.out), "dense0": lambda: section_dense0(a, a.out)}
     results, t_start = [], time.monotonic()
     try:
         for i, name in enumerate(sections):
