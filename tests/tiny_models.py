@@ -157,7 +157,7 @@ def write_gguf(model, path, wtype: str = "f32", arch: str = "llama", activation:
             w.add_array("prosparse.ffn.cutoffs", [float(c) for c in cutoffs])
     tokens, types, merges = byte_vocab()
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("gpt2")
+    w.add_tokenizer_pre("gpt-2")  # llama.cpp's name for the GPT-2 split
     w.add_token_list(tokens)
     w.add_token_types(types)
     w.add_token_merges(merges)
