@@ -45,7 +45,7 @@ $(BUILD)/%.o: native/%.c $(HDR) | $(BUILD)
 $(BUILD):
 	mkdir -p $(BUILD)/tests
 
-$(BUILD)/tests/%: native/tests/%.c native/tests/check.h $(OBJ) | $(BUILD)
+$(BUILD)/tests/%: native/tests/%.c $(wildcard native/tests/*.h) $(OBJ) | $(BUILD)
 	$(CC) $(CFLAGS) -Inative -o $@ $< $(OBJ) $(LDLIBS)
 
 test-c: $(TEST_BIN)

@@ -3,6 +3,7 @@
  * crash or an out-of-bounds read (run under `make asan` too). */
 #include "check.h"
 #include "gguf.h"
+#include "gguf_writer.h"
 #include "prosparse.h"
 #include "util.h"
 
@@ -11,23 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
-/* ---- a tiny GGUF writer into a growable buffer -------------------------------- */
+/* ---- GGUF building blocks on top of gguf_writer.h ------------------------------ */
 
-typedef struct buf { uint8_t *p; size_t n, cap; } buf;
-
-static void put(buf *b, const void *src, size_t n) {
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->n, src, n);
-    b->n += n;
-}
-static void put_u8(buf *b, uint8_t v) { put(b, &v, 1); }
-static void put_u32(buf *b, uint32_t v) { put(b, &v, 4); }
-static void put_u64(buf *b, uint64_t v) { put(b, &v, 8); }
-static void put_f32(buf *b, float v) { put(b, &v, 4); }
-static void put_str(buf *b, const char *s) { put_u64(b, strlen(s)); put(b, s, strlen(s)); }
 static void pad_to(buf *b, size_t align) { while (b->n % align) put_u8(b, 0); }
 
 static void header(buf *b, uint32_t version, uint64_t n_tensors, uint64_t n_kv) {
@@ -36,8 +22,6 @@ static void header(buf *b, uint32_t version, uint64_t n_tensors, uint64_t n_kv) 
     put_u64(b, n_tensors);
     put_u64(b, n_kv);
 }
-static void kv_u32(buf *b, const char *k, uint32_t v) { put_str(b, k); put_u32(b, PS_GGUF_UINT32); put_u32(b, v); }
-static void kv_str(buf *b, const char *k, const char *v) { put_str(b, k); put_u32(b, PS_GGUF_STRING); put_str(b, v); }
 static void tensor_info(buf *b, const char *name, uint32_t nd, const uint64_t *ne, uint32_t type, uint64_t off) {
     put_str(b, name);
     put_u32(b, nd);

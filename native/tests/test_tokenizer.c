@@ -5,6 +5,7 @@
  * tests/test_tokenizer.py. */
 #include "check.h"
 #include "gguf.h"
+#include "gguf_writer.h"
 #include "prosparse.h"
 #include "tokenizer.h"
 #include "util.h"
@@ -15,23 +16,8 @@
 #include <string.h>
 #include <unistd.h>
 
-/* ---- a small GGUF writer (keys only: the tokenizer needs no tensors) ------- */
+/* ---- vocabulary keys on top of gguf_writer.h (the tokenizer needs no tensors) */
 
-typedef struct buf { uint8_t *p; size_t n, cap; } buf;
-
-static void put(buf *b, const void *src, size_t n) {
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->n, src, n);
-    b->n += n;
-}
-static void put_u32(buf *b, uint32_t v) { put(b, &v, 4); }
-static void put_u64(buf *b, uint64_t v) { put(b, &v, 8); }
-static void put_str(buf *b, const char *s) { put_u64(b, strlen(s)); put(b, s, strlen(s)); }
-static void kv_str(buf *b, const char *k, const char *v) { put_str(b, k); put_u32(b, PS_GGUF_STRING); put_str(b, v); }
-static void kv_u32(buf *b, const char *k, uint32_t v) { put_str(b, k); put_u32(b, PS_GGUF_UINT32); put_u32(b, v); }
 static void kv_bool(buf *b, const char *k, int v) {
     put_str(b, k); put_u32(b, PS_GGUF_BOOL); uint8_t x = (uint8_t)v; put(b, &x, 1);
 }
