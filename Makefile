@@ -13,11 +13,13 @@ export PROSPARSE_SMOLLM2 := $(SMOLLM2)
 # ---- native library -------------------------------------------------------
 CC ?= cc
 # Baseline x86-64 (or the host's default) for everything; only *_avx2.c files get
-# AVX2/FMA/F16C and are called after a cpuid check, so the library runs anywhere.
+# AVX2/FMA/F16C (*_avx512.c: AVX-512 too) and are called after a cpuid check, so
+# the library runs anywhere.
 CFLAGS ?= -O3
 override CFLAGS += -std=c11 -g -fPIC -Wall -Wextra -Wshadow -Wno-unused-parameter \
           -fvisibility=hidden -D_GNU_SOURCE -pthread
 AVX2_FLAGS := -mavx2 -mfma -mf16c
+AVX512_FLAGS := $(AVX2_FLAGS) -mavx512f -mavx512bw -mavx512vl -mavx512vnni
 LDLIBS := -lm -pthread
 BUILD ?= build
 LIB := prosparse_cpu/libprosparse.so
@@ -38,6 +40,10 @@ $(LIB): $(OBJ)
 
 $(BUILD)/%_avx2.o: native/%_avx2.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) $(AVX2_FLAGS) -c $< -o $@
+
+# quant_avx512.c includes quant_avx2.c
+$(BUILD)/%_avx512.o: native/%_avx512.c native/%_avx2.c $(HDR) | $(BUILD)
+	$(CC) $(CFLAGS) $(AVX512_FLAGS) -c $< -o $@
 
 $(BUILD)/%.o: native/%.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) -c $< -o $@

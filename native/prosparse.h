@@ -52,7 +52,9 @@ enum ps_mode {
 };
 
 /* ---- SIMD dispatch ---------------------------------------------------- */
-enum { PS_SIMD_SCALAR = 0, PS_SIMD_AVX2 = 1 };
+/* Each level includes the ones below it; AVX512 needs F, BW, VL and VNNI
+ * and gives the same results as AVX2 (same float steps, exact integer sums). */
+enum { PS_SIMD_SCALAR = 0, PS_SIMD_AVX2 = 1, PS_SIMD_AVX512 = 2 };
 /* Best level this CPU supports (from cpuid). */
 PS_API int ps_simd_supported(void);
 /* Select the kernel level used from now on, process-wide (tests force

@@ -64,9 +64,14 @@ static atomic_int simd_level = -1; /* -1: not chosen yet */
 int ps_simd_supported(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
-        return PS_SIMD_AVX2;
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
+        !__builtin_cpu_supports("f16c"))
+        return PS_SIMD_SCALAR;
+    /* (the cpuid check includes the OS saving the AVX-512 registers) */
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
+        return PS_SIMD_AVX512;
+    return PS_SIMD_AVX2;
 #endif
     return PS_SIMD_SCALAR;
 }
@@ -89,7 +94,8 @@ int ps_simd_level(void) {
 
 const ps_kernels *ps_kernels_get(int32_t type, int level) {
     const ps_kernels *k = NULL;
-    if (level >= PS_SIMD_AVX2) k = ps_kernels_avx2(type);
+    if (level >= PS_SIMD_AVX512) k = ps_kernels_avx512(type);
+    else if (level >= PS_SIMD_AVX2) k = ps_kernels_avx2(type);
     return k ? k : ps_kernels_scalar(type);
 }
 

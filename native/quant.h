@@ -1,7 +1,7 @@
 /* quant.h: block formats and the kernel table behind compute.h (not public).
  *
- * Shared by quant.c (scalar reference), quant_avx2.c (AVX2/FMA/F16C) and
- * matmul.c (work splitting). Block layouts are ggml's, byte for byte.
+ * Shared by quant.c (scalar reference), quant_avx2.c (AVX2/FMA/F16C; built
+ * again as quant_avx512.c for AVX-512 VNNI) and matmul.c (work splitting). Block layouts are ggml's, byte for byte.
  *
  * Activations for the integer kernels are quantized once per matmul call to
  * ps_block_q8a: a Q8_0-style block with an fp32 scale and, as in ggml's Q8_1,
@@ -64,6 +64,7 @@ typedef struct ps_kernels {
 const ps_kernels *ps_kernels_get(int32_t type, int level);
 const ps_kernels *ps_kernels_scalar(int32_t type);
 const ps_kernels *ps_kernels_avx2(int32_t type);
+const ps_kernels *ps_kernels_avx512(int32_t type);
 ps_quantize_fn ps_quantize_q8a_get(int level);
 void ps_quantize_q8a_scalar(const float *x, ps_block_q8a *y, int64_t n);
 void ps_quantize_q8a_avx2(const float *x, ps_block_q8a *y, int64_t n);

@@ -1,5 +1,8 @@
 /* quant_avx2.c: AVX2/FMA/F16C kernels (compiled with those flags only here;
- * called only after a cpuid check, see ps_simd_supported).
+ * called only after a cpuid check, see ps_simd_supported). quant_avx512.c
+ * compiles this file a second time for AVX-512 (F/BW/VL/VNNI): the integer
+ * sums then use VNNI's dpbusd and the axpy 16-lane vectors, with the same
+ * float operations per element, so both tables give identical results.
  *
  *   integer kernels (Q4_0, Q4_1, Q8_0 x q8a activations): 8 weight rows per
  *     tile, one accumulator lane per row; exact integer block sums, then the
@@ -16,6 +19,7 @@
 
 #include "quant.h"
 
+#ifndef PS_QUANT_AVX512 /* level-independent helpers: built once, in the AVX2 object */
 /* Same float operations as ps_quantize_q8a_scalar, so the bytes are identical. */
 void ps_quantize_q8a_avx2(const float *x, ps_block_q8a *y, int64_t n) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -49,6 +53,7 @@ void ps_quantize_q8a_avx2(const float *x, ps_block_q8a *y, int64_t n) {
         y[b].s = d * (float)_mm_cvtsi128_si32(s4);
     }
 }
+#endif
 
 #define INLINE static inline __attribute__((always_inline))
 
@@ -181,15 +186,41 @@ INLINE __m256i bcast8(const int8_t *p) {
     return _mm256_set1_epi64x(v);
 }
 
+/* Per 32-bit lane: the sum over k of the four byte products of v[k]
+ * (unsigned) and x[k] (signed). Exact on both paths: VNNI's dpbusd, or
+ * maddubs (pairs, no saturation for these ranges) then madd. */
+INLINE __m256i dot4_u8s8(const __m256i v[4], const __m256i x[4]) {
+#ifdef __AVX512VNNI__
+    const __m256i z = _mm256_setzero_si256();
+    const __m256i a = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(z, v[0], x[0]), v[2], x[2]);
+    const __m256i b = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(z, v[1], x[1]), v[3], x[3]);
+    return _mm256_add_epi32(a, b);
+#else
+    /* int16 sums over the 4 groups fit: |sum| <= 4*2*15*128 < 2^15 (Q4) */
+    const __m256i s = _mm256_add_epi16(
+        _mm256_add_epi16(_mm256_maddubs_epi16(v[0], x[0]), _mm256_maddubs_epi16(v[1], x[1])),
+        _mm256_add_epi16(_mm256_maddubs_epi16(v[2], x[2]), _mm256_maddubs_epi16(v[3], x[3])));
+    return _mm256_madd_epi16(s, _mm256_set1_epi16(1));
+#endif
+}
+
+/* Per 32-bit lane: the sum of the four byte products of |w| and x signed as
+ * w (Q8_0 weights are signed; maddubs/dpbusd want one unsigned side). */
+INLINE __m256i dot_s8s8(__m256i aw, __m256i w, __m256i x) {
+#ifdef __AVX512VNNI__
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, _mm256_sign_epi8(x, w));
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w)), _mm256_set1_epi16(1));
+#endif
+}
+
 /* Q4_0 / Q4_1: acc += dw*dx * sum(q*x) + c*s with c = m or -8*dw (quant.h).
- * Per token and block: 8 maddubs, int16 adds over the 4 element groups
- * (|sum| <= 4*2*15*128 < 2^15), one madd per 4 rows, one hadd for all 8. */
+ * Per token and block: one dot4_u8s8 per 4 rows, one hadd for all 8. */
 INLINE void gemm_q4(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, int64_t r1,
                     const void *Xv, int32_t n_tok, float *Y, int64_t ldy, const int has_min) {
     const int64_t nb = n_cols / PS_QK;
     const size_t bb = has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0);
     const size_t qoff = has_min ? 4 : 2;
-    const __m256i ones16 = _mm256_set1_epi16(1);
     const ps_block_q8a *X = Xv;
     __m256 acc[TOK_TILE];
     for (int64_t r = r0; r < r1; r += 8) {
@@ -214,16 +245,10 @@ INLINE void gemm_q4(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *
                 q4_regroup(row[4] + off + qoff, row[5] + off + qoff, row[6] + off + qoff, row[7] + off + qoff, w);
                 const ps_block_q8a *xb = X + (size_t)t0 * nb + b;
                 for (int32_t t = 0; t < nt; t++, xb += nb) {
-                    const __m256i x0 = bcast8(xb->qs), x1 = bcast8(xb->qs + 8);
-                    const __m256i x2 = bcast8(xb->qs + 16), x3 = bcast8(xb->qs + 24);
-                    const __m256i sa = _mm256_add_epi16(
-                        _mm256_add_epi16(_mm256_maddubs_epi16(v[0], x0), _mm256_maddubs_epi16(v[1], x1)),
-                        _mm256_add_epi16(_mm256_maddubs_epi16(v[2], x2), _mm256_maddubs_epi16(v[3], x3)));
-                    const __m256i sb = _mm256_add_epi16(
-                        _mm256_add_epi16(_mm256_maddubs_epi16(w[0], x0), _mm256_maddubs_epi16(w[1], x1)),
-                        _mm256_add_epi16(_mm256_maddubs_epi16(w[2], x2), _mm256_maddubs_epi16(w[3], x3)));
+                    const __m256i x[4] = {bcast8(xb->qs), bcast8(xb->qs + 8), bcast8(xb->qs + 16),
+                                          bcast8(xb->qs + 24)};
                     /* lanes: rows 0 2 4 6 | 1 3 5 7 */
-                    const __m256i isum = _mm256_hadd_epi32(_mm256_madd_epi16(sa, ones16), _mm256_madd_epi16(sb, ones16));
+                    const __m256i isum = _mm256_hadd_epi32(dot4_u8s8(v, x), dot4_u8s8(w, x));
                     acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(xb->d)), _mm256_cvtepi32_ps(isum), acc[t]);
                     acc[t] = _mm256_fmadd_ps(c, _mm256_set1_ps(xb->s), acc[t]);
                 }
@@ -239,7 +264,6 @@ INLINE void gemm_q4(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *
 static void gemm_q8_0_vec(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, int64_t r1,
                           const void *Xv, int32_t n_tok, float *Y, int64_t ldy) {
     const int64_t nb = n_cols / PS_QK;
-    const __m256i ones16 = _mm256_set1_epi16(1);
     const ps_block_q8a *X = Xv;
     __m256 acc[TOK_TILE];
     for (int64_t r = r0; r < r1; r += 8) {
@@ -262,7 +286,7 @@ static void gemm_q8_0_vec(const uint8_t *W, size_t rb, int64_t n_cols, const int
                     __m256i p[8];
                     for (int i = 0; i < 8; i++) {
                         const __m256i w = _mm256_loadu_si256((const __m256i *)(row[i] + off + 2));
-                        p[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(aw[i], _mm256_sign_epi8(y, w)), ones16);
+                        p[i] = dot_s8s8(aw[i], w, y);
                     }
                     const __m256 isum = _mm256_cvtepi32_ps(rowsum8_epi32(p));
                     acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(xb->d)), isum, acc[t]);
@@ -296,7 +320,6 @@ static void gemm_q8_0_mat(const uint8_t *W, size_t rb, int64_t n_cols, const int
     static const int order[8] = {0, 1, 4, 5, 2, 3, 6, 7};
     const __m256i unperm = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
     const int64_t nb = n_cols / PS_QK;
-    const __m256i ones16 = _mm256_set1_epi16(1);
     const ps_block_q8a *X = Xv;
     __m256 acc[TOK_TILE];
     __m256i sw[8]; /* regrouped signed weights, re-read per token for the signs */
@@ -322,8 +345,7 @@ static void gemm_q8_0_mat(const uint8_t *W, size_t rb, int64_t n_cols, const int
                     for (int g = 0; g < 2; g++) {
                         __m256i p[4];
                         for (int k = 0; k < 4; k++)
-                            p[k] = _mm256_madd_epi16(
-                                _mm256_maddubs_epi16(aw[4 * g + k], _mm256_sign_epi8(x[k], sw[4 * g + k])), ones16);
+                            p[k] = dot_s8s8(aw[4 * g + k], sw[4 * g + k], x[k]);
                         s2[g] = _mm256_add_epi32(_mm256_add_epi32(p[0], p[1]), _mm256_add_epi32(p[2], p[3]));
                     }
                     const __m256i isum = _mm256_hadd_epi32(s2[0], s2[1]);
@@ -460,6 +482,7 @@ static void gemm_bf16(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t
     gemm_float(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, FT_BF16);
 }
 
+#ifndef PS_QUANT_AVX512
 /* ---- small float GEMM for accum_rows: 6 tokens x 16 columns per tile -------- */
 INLINE void gemm_acc_tile(const float *A, int64_t lda, const float *B, int64_t ldb, float *Y,
                           int64_t ldy, int64_t k, const int RN) {
@@ -495,6 +518,7 @@ void ps_gemm_acc_avx2(const float *A, int64_t lda, const float *B, int64_t ldb, 
             Y[t * ldy + c] += acc;
         }
 }
+#endif
 
 /* ---- dequantization (bit-exact with the scalar path and gguf-py) ------------ */
 INLINE __m256 q8_to_f32(const int8_t *q) {
@@ -606,6 +630,47 @@ INLINE void axpy_rows_q(const void *const *src, const float *a, const int NR, fl
     }
 }
 
+#ifdef __AVX512F__
+/* The same per-element steps as axpy_rows_q in 16 lanes: one block is two
+ * vectors (elements 0..15 are the low nibbles of its 16 bytes, 16..31 the
+ * high ones, as in q4_groups). */
+INLINE void axpy_rows_q512(const void *const *src, const float *a, const int NR, float *y, int64_t n,
+                           const int type) {
+    const size_t bb = type == 0 ? sizeof(ps_block_q4_0) : type == 1 ? sizeof(ps_block_q4_1) : sizeof(ps_block_q8_0);
+    const __m512i mask = _mm512_set1_epi32(0x0f), eight = _mm512_set1_epi32(8);
+    for (int64_t i = 0; i < n / PS_QK; i++, y += PS_QK) {
+        __m512 acc0 = _mm512_loadu_ps(y), acc1 = _mm512_loadu_ps(y + 16);
+        for (int r = 0; r < NR; r++) {
+            const uint8_t *blk = (const uint8_t *)src[r] + (size_t)i * bb;
+            uint16_t h[2];
+            memcpy(h, blk, type == 1 ? 4 : 2);
+            const __m512 d = _mm512_set1_ps(fp16(h[0]) * a[r]);
+            if (type == 2) {
+                const __m128i *q = (const __m128i *)(blk + 2);
+                acc0 = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q))), acc0);
+                acc1 = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q + 1))), acc1);
+                continue;
+            }
+            const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blk + (type == 1 ? 4 : 2))));
+            const __m512i lo = _mm512_and_si512(q, mask), hi = _mm512_srli_epi32(q, 4);
+            if (type == 1) {
+                const __m512 m = _mm512_set1_ps(fp16(h[1]) * a[r]);
+                acc0 = _mm512_add_ps(_mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lo), m), acc0);
+                acc1 = _mm512_add_ps(_mm512_fmadd_ps(d, _mm512_cvtepi32_ps(hi), m), acc1);
+            } else {
+                acc0 = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(lo, eight)), acc0);
+                acc1 = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(hi, eight)), acc1);
+            }
+        }
+        _mm512_storeu_ps(y, acc0);
+        _mm512_storeu_ps(y + 16, acc1);
+    }
+}
+#define AXPY_Q axpy_rows_q512
+#else
+#define AXPY_Q axpy_rows_q
+#endif
+
 INLINE void axpy_rows_float(const void *const *src, const float *a, const int NR, float *y, int64_t n,
                             const int ft) {
     int64_t k = 0;
@@ -626,9 +691,9 @@ INLINE void axpy_rows_float(const void *const *src, const float *a, const int NR
     static void name##_4(const void *const src[4], const float a[4], float *y, int64_t n) {     \
         body(src, a, 4, y, n, arg);                                                              \
     }
-AXPY_PAIR(axpy_q4_0, axpy_rows_q, 0)
-AXPY_PAIR(axpy_q4_1, axpy_rows_q, 1)
-AXPY_PAIR(axpy_q8_0, axpy_rows_q, 2)
+AXPY_PAIR(axpy_q4_0, AXPY_Q, 0)
+AXPY_PAIR(axpy_q4_1, AXPY_Q, 1)
+AXPY_PAIR(axpy_q8_0, AXPY_Q, 2)
 AXPY_PAIR(axpy_f32, axpy_rows_float, FT_F32)
 AXPY_PAIR(axpy_f16, axpy_rows_float, FT_F16)
 AXPY_PAIR(axpy_bf16, axpy_rows_float, FT_BF16)
@@ -640,7 +705,11 @@ static const ps_kernels k_q8_0 = {gemm_q8_0, dequant_q8_0, axpy_q8_0, axpy_q8_0_
 static const ps_kernels k_q4_0 = {gemm_q4_0, dequant_q4_0, axpy_q4_0, axpy_q4_0_4, 1};
 static const ps_kernels k_q4_1 = {gemm_q4_1, dequant_q4_1, axpy_q4_1, axpy_q4_1_4, 1};
 
+#ifdef PS_QUANT_AVX512
+const ps_kernels *ps_kernels_avx512(int32_t type) {
+#else
 const ps_kernels *ps_kernels_avx2(int32_t type) {
+#endif
     switch (type) {
     case PS_TYPE_F32: return &k_f32;
     case PS_TYPE_F16: return &k_f16;

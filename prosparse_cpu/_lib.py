@@ -60,6 +60,7 @@ MODE_NAMES = {v: k for k, v in MODES.items()}
 
 PS_SIMD_SCALAR = 0
 PS_SIMD_AVX2 = 1
+PS_SIMD_AVX512 = 2
 
 
 # ---- structs ----------------------------------------------------------------

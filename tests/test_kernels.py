@@ -5,7 +5,7 @@ gguf-py's dequantize bit for bit; our products must match a float64 numpy
 product of the dequantized weights within the error the activation
 quantization allows (integer types) or float rounding (float types); the
 scalar reference path (forced with ps_simd_set(0)) and the AVX2 path agree to
-float rounding; thread counts do not change any result.
+float rounding, the AVX-512 path equals the AVX2 path bit for bit; thread counts do not change any result.
 
 The library is loaded directly with ctypes (prosparse_cpu/libprosparse.so,
 env PROSPARSE_LIB overrides), independent of the Python package.
@@ -91,7 +91,7 @@ def run_matmul(lib, qtype, raw, n_rows, n_cols, x, n_threads=2):
 
 
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
-@pytest.mark.parametrize("level", [0, 1], ids=["scalar", "avx2"])
+@pytest.mark.parametrize("level", [0, 1, 2], ids=["scalar", "avx2", "avx512"])
 def test_dequantize_bit_exact(lib, qtype, level):
     if lib.ps_simd_set(level) != level:
         pytest.skip("CPU lacks AVX2")
@@ -126,15 +126,17 @@ def test_matmul_against_numpy(lib, qtype, shape):
         bound = np.zeros_like(exact)
         on_xq = exact
     results = {}
-    for level in (0, 1):
+    for level in (0, 1, 2):
         if lib.ps_simd_set(level) != level:
             continue
         y = run_matmul(lib, qtype, raw, n_rows, n_cols, x)
         assert np.all(np.abs(y - exact) <= bound * 1.001 + 1e-5 * mag + 1e-6)
         assert np.all(np.abs(y - on_xq) <= 3e-6 * mag + 1e-6)
         results[level] = y
-    if len(results) == 2:  # scalar and AVX2 agree to float rounding
+    if 1 in results:  # scalar and AVX2 agree to float rounding
         assert np.all(np.abs(results[0] - results[1]) <= 3e-6 * mag + 1e-6)
+    if 2 in results:  # AVX-512 repeats AVX2's float steps: bit for bit
+        np.testing.assert_array_equal(results[2].view(np.uint32), results[1].view(np.uint32))
 
 
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
@@ -161,7 +163,7 @@ def test_accum_rows_against_numpy(lib, qtype, n_tok, sparse):
     exact = x[:, rows].astype(np.float64) @ wd[rows].astype(np.float64)
     mag = np.abs(x[:, rows]).astype(np.float64) @ np.abs(wd[rows]).astype(np.float64)
     outs = {}
-    for level in (0, 1):
+    for level in (0, 1, 2):
         if lib.ps_simd_set(level) != level:
             continue
         for threads in (1, 2):
@@ -173,6 +175,8 @@ def test_accum_rows_against_numpy(lib, qtype, n_tok, sparse):
             assert np.all(np.abs(y - exact) <= 2e-6 * mag + 1e-7)
             outs[(level, threads)] = y
         np.testing.assert_array_equal(outs[(level, 1)], outs[(level, 2)])
+    if (2, 1) in outs:  # AVX-512 repeats AVX2's float steps: bit for bit
+        np.testing.assert_array_equal(outs[(2, 1)], outs[(1, 1)])
 
 
 def test_bad_arguments(lib):

@@ -382,6 +382,41 @@ TEST(test_accum_rows) {
     ps_simd_set(ps_simd_supported());
 }
 
+/* The AVX-512 table gives the AVX2 table's results bit for bit: products
+ * (single and batched, full and row lists) and accum_rows, every type. */
+TEST(test_avx512_matches_avx2) {
+    if (ps_simd_supported() < PS_SIMD_AVX512) return;
+    static const int64_t cols[] = {32, 96, 576};
+    static const int32_t toks[] = {1, 3, 70};
+    int32_t idx[40];
+    for (int j = 0; j < 40; j++) idx[j] = (int32_t)((j * 29 + 5) % 101);
+    for (int ti = 0; ti < N_TYPES; ti++)
+        for (int ci = 0; ci < 3; ci++)
+            for (int ki = 0; ki < 3; ki++) {
+                const int32_t type = TYPES[ti], nt = toks[ki];
+                const int64_t nc = cols[ci], nr = 101;
+                void *W = random_matrix(type, nr, nc);
+                float *X = random_floats(nc * nt), *Xa = random_floats(nr * nt);
+                for (int64_t i = 0; i < nr * nt; i += 3) Xa[i] = 0.0f;
+                float *Y[2], *A[2], *R[2];
+                for (int l = 0; l < 2; l++) {
+                    ps_simd_set(PS_SIMD_AVX2 + l);
+                    Y[l] = malloc(sizeof(float) * nr * nt);
+                    A[l] = malloc(sizeof(float) * nc * nt);
+                    R[l] = malloc(sizeof(float) * nc * nt);
+                    CHECK(ps_debug_matmul(type, W, nr, nc, X, nt, Y[l], 2) == PS_OK);
+                    CHECK(ps_debug_accum_rows(type, W, nr, nc, Xa, nt, NULL, nr, A[l], 2) == PS_OK);
+                    CHECK(ps_debug_accum_rows(type, W, nr, nc, Xa, nt, idx, 40, R[l], 2) == PS_OK);
+                }
+                CHECK(memcmp(Y[0], Y[1], sizeof(float) * nr * nt) == 0);
+                CHECK(memcmp(A[0], A[1], sizeof(float) * nc * nt) == 0);
+                CHECK(memcmp(R[0], R[1], sizeof(float) * nc * nt) == 0);
+                for (int l = 0; l < 2; l++) free(Y[l]), free(A[l]), free(R[l]);
+                free(W), free(X), free(Xa);
+            }
+    ps_simd_set(ps_simd_supported());
+}
+
 /* axpy4 is exactly four axpy calls (grouping never changes accum_rows). */
 TEST(test_axpy4) {
     const int64_t n = 96;
@@ -466,6 +501,7 @@ int main(void) {
     RUN(test_matmul_deterministic);
     RUN(test_matmul_rows);
     RUN(test_accum_rows);
+    RUN(test_avx512_matches_avx2);
     RUN(test_axpy4);
     RUN(test_silu_mul);
     RUN(test_parallel_for);
