@@ -35,6 +35,10 @@ typedef struct ps_matrix {
     int32_t type;
     int64_t n_cols;   /* ne[0]: elements per row */
     int64_t n_rows;   /* ne[1] */
+    /* NULL, or a row-interleaved copy of data (quant.h) that the full-matrix
+     * products use where the SIMD level has a kernel for it; row lists and
+     * row lookups always read data */
+    const void *packed;
 } ps_matrix;
 
 /* Dequantize row r of W into out (n_cols floats): embedding lookup. */

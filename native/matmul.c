@@ -54,6 +54,7 @@ typedef struct mm_task {
     int n_w;
     const ps_matrix *W[MULTI_MAX];
     const ps_kernels *k[MULTI_MAX];
+    int packed[MULTI_MAX];            /* 1: use W's packed copy */
     float *Y[MULTI_MAX];
     int64_t first_row[MULTI_MAX + 1]; /* prefix sums of rows computed per matrix */
     const int32_t *idx;               /* row list shared by all matrices, or NULL */
@@ -83,8 +84,12 @@ static void mm_range(void *ctx, int64_t u0, int64_t u1, int ith) {
             const void *X = m->k[w]->quantized
                                 ? (const void *)(m->Xq + (size_t)t0 * (m->n_cols / PS_QK))
                                 : (const void *)(m->X + (size_t)t0 * m->n_cols);
-            m->k[w]->gemm(W->data, ps_row_bytes(W->type, W->n_cols), W->n_cols, m->idx, g0 - lo, r1,
-                          X, nt, m->Y[w] + (size_t)t0 * W->n_rows, W->n_rows);
+            float *Y = m->Y[w] + (size_t)t0 * W->n_rows;
+            if (m->packed[w])
+                m->k[w]->gemm_packed(W->packed, W->n_cols, g0 - lo, r1, X, nt, Y, W->n_rows);
+            else
+                m->k[w]->gemm(W->data, ps_row_bytes(W->type, W->n_cols), W->n_cols, m->idx, g0 - lo, r1,
+                              X, nt, Y, W->n_rows);
             g0 = hi;
         }
     }
@@ -112,6 +117,7 @@ static void matmul_batch(ps_compute *c, int n_w, const ps_matrix *const *W, cons
                     W[w]->type, (long long)W[w]->n_cols);
             return;
         }
+        m.packed[w] = !idx && W[w]->packed && m.k[w]->gemm_packed;
         need_q |= m.k[w]->quantized;
         m.first_row[w + 1] = m.first_row[w] + (idx ? n_idx : W[w]->n_rows);
     }
@@ -130,7 +136,7 @@ static void matmul_batch(ps_compute *c, int n_w, const ps_matrix *const *W, cons
     int64_t row_units = (int64_t)nth * 8 / n_tok_units;
     if (row_units < 1) row_units = 1;
     int64_t chunk = (rows + row_units - 1) / row_units;
-    chunk = (chunk + 7) & ~(int64_t)7;
+    chunk = (chunk + 15) & ~(int64_t)15; /* whole 16-row tiles (packed kernels) */
     if (chunk < 16) chunk = 16;
     if (chunk > 1024) chunk = 1024;
     m.row_chunk = chunk;
@@ -287,23 +293,44 @@ static int check_matrix(int32_t type, const void *W, int64_t n_rows, int64_t n_c
 int ps_debug_dequantize(int32_t type, const void *src, int64_t n, float *dst) {
     int rc = check_matrix(type, src, 1, n);
     if (rc) return rc;
-    ps_matrix W = {src, type, n, 1};
+    ps_matrix W = {src, type, n, 1, NULL};
     ps_dequant_row(&W, 0, dst);
     return PS_OK;
 }
 
-int ps_debug_matmul(int32_t type, const void *W, int64_t n_rows, int64_t n_cols, const float *X,
-                    int32_t n_tok, float *Y, int32_t n_threads) {
+static int debug_matmul(int32_t type, const void *W, int64_t n_rows, int64_t n_cols, const float *X,
+                        int32_t n_tok, float *Y, int32_t n_threads, int pack) {
     int rc = check_matrix(type, W, n_rows, n_cols);
     if (rc) return rc;
     if (!X || !Y || n_tok <= 0) return ps_fail(PS_ERR_ARG, "bad activations");
+    void *P = NULL;
+    if (pack) {
+        const size_t bytes = ps_packed_bytes(type, n_rows, n_cols);
+        if (!bytes) return ps_fail(PS_ERR_UNSUPPORTED, "type %d has no packed form", type);
+        if (!(P = ps_alloc(bytes))) return ps_fail(PS_ERR_MEMORY, "out of memory");
+        ps_pack_matrix(type, W, n_rows, n_cols, P);
+    }
     ps_compute *c = ps_compute_new(n_threads, n_cols, n_tok);
-    if (!c) return PS_ERR_MEMORY;
-    ps_matrix M = {W, type, n_cols, n_rows};
+    if (!c) {
+        ps_free(P);
+        return PS_ERR_MEMORY;
+    }
+    ps_matrix M = {W, type, n_cols, n_rows, P};
     ps_clear_error();
     ps_matmul(c, &M, X, n_tok, Y);
     ps_compute_free(c);
+    ps_free(P);
     return ps_last_error()[0] ? PS_ERR_MEMORY : PS_OK;
+}
+
+int ps_debug_matmul(int32_t type, const void *W, int64_t n_rows, int64_t n_cols, const float *X,
+                    int32_t n_tok, float *Y, int32_t n_threads) {
+    return debug_matmul(type, W, n_rows, n_cols, X, n_tok, Y, n_threads, 0);
+}
+
+int ps_debug_matmul_packed(int32_t type, const void *W, int64_t n_rows, int64_t n_cols, const float *X,
+                           int32_t n_tok, float *Y, int32_t n_threads) {
+    return debug_matmul(type, W, n_rows, n_cols, X, n_tok, Y, n_threads, 1);
 }
 
 int ps_debug_accum_rows(int32_t type, const void *W, int64_t n_rows, int64_t n_cols,
@@ -317,7 +344,7 @@ int ps_debug_accum_rows(int32_t type, const void *W, int64_t n_rows, int64_t n_c
         if (idx[j] < 0 || idx[j] >= n_rows) return ps_fail(PS_ERR_ARG, "index %lld out of range", (long long)j);
     ps_compute *c = ps_compute_new(n_threads, n_cols, n_tok);
     if (!c) return PS_ERR_MEMORY;
-    ps_matrix M = {W, type, n_cols, n_rows};
+    ps_matrix M = {W, type, n_cols, n_rows, NULL};
     ps_clear_error();
     ps_accum_rows(c, &M, X, n_tok, idx, n_idx, Y);
     ps_compute_free(c);

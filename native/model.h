@@ -93,6 +93,12 @@ struct ps_model {
 struct ps_model *ps_model_open(const char *path);
 void ps_model_close(struct ps_model *m);
 
+/* Packed copies (quant.h) of the matrices every mode multiplies whole, when
+ * the kernels in force have a packed product for their type
+ * (model_pack.c); ps_model_unpack frees them. */
+int ps_model_pack(struct ps_model *m);
+void ps_model_unpack(struct ps_model *m);
+
 /* The largest row length of any matrix the forward pass multiplies (the
  * compute pool's activation scratch is sized by it). */
 int64_t ps_model_max_cols(const struct ps_model *m);

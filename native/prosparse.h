@@ -189,6 +189,11 @@ PS_API int ps_debug_dequantize(int32_t type, const void *src, int64_t n, float *
 /* Y (n_tok x n_rows) = X (n_tok x n_cols) W^T, through ps_matmul. */
 PS_API int ps_debug_matmul(int32_t type, const void *W, int64_t n_rows, int64_t n_cols,
                            const float *X, int32_t n_tok, float *Y, int32_t n_threads);
+/* The same product through the row-interleaved copy of W (Q4_0, Q4_1 only;
+ * PS_ERR_UNSUPPORTED otherwise): it equals ps_debug_matmul bit for bit at
+ * every SIMD level (levels without a packed kernel read W itself). */
+PS_API int ps_debug_matmul_packed(int32_t type, const void *W, int64_t n_rows, int64_t n_cols,
+                                  const float *X, int32_t n_tok, float *Y, int32_t n_threads);
 /* Y_t (n_tok x n_cols) = sum over i in idx (NULL: all n_idx first rows) of
  * X_t[i] * W[i, :], X is n_tok x n_rows; through ps_accum_rows. */
 PS_API int ps_debug_accum_rows(int32_t type, const void *W, int64_t n_rows, int64_t n_cols,

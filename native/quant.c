@@ -121,6 +121,34 @@ void ps_quantize_q8a_scalar(const float *x, ps_block_q8a *y, int64_t n) {
     }
 }
 
+/* ---- packed (row-interleaved) Q4 matrices (quant.h) ------------------------ */
+size_t ps_packed_bytes(int32_t type, int64_t n_rows, int64_t n_cols) {
+    if ((type != PS_TYPE_Q4_0 && type != PS_TYPE_Q4_1) || n_rows <= 0 || n_cols <= 0 || n_cols % PS_QK)
+        return 0;
+    const int64_t tiles = (n_rows + PS_PACK_ROWS - 1) / PS_PACK_ROWS;
+    return (size_t)tiles * PS_PACK_ROWS * ps_row_bytes(type, n_cols);
+}
+
+void ps_pack_matrix(int32_t type, const uint8_t *W, int64_t n_rows, int64_t n_cols, uint8_t *dst) {
+    const int has_min = type == PS_TYPE_Q4_1;
+    const size_t bb = has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0);
+    const size_t scale_bytes = has_min ? 4 : 2, rb = ps_row_bytes(type, n_cols);
+    const int64_t nb = n_cols / PS_QK, tiles = (n_rows + PS_PACK_ROWS - 1) / PS_PACK_ROWS;
+    for (int64_t t = 0; t < tiles; t++)
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t *d = dst + ((size_t)t * nb + b) * PS_PACK_ROWS * bb;
+            uint8_t *q = d + PS_PACK_ROWS * scale_bytes;
+            for (int r = 0; r < PS_PACK_ROWS; r++) {
+                const int64_t row = t * PS_PACK_ROWS + r;
+                uint8_t blk[sizeof(ps_block_q4_1)] = {0}; /* padding rows: all zero */
+                if (row < n_rows) memcpy(blk, W + (size_t)row * rb + (size_t)b * bb, bb);
+                memcpy(d + 2 * r, blk, 2);                                       /* d */
+                if (has_min) memcpy(d + 2 * PS_PACK_ROWS + 2 * r, blk + 2, 2);  /* m */
+                for (int k = 0; k < 4; k++) memcpy(q + 64 * k + 4 * r, blk + scale_bytes + 4 * k, 4);
+            }
+        }
+}
+
 /* ---- small float GEMM for accum_rows --------------------------------------- */
 void ps_gemm_acc_scalar(const float *A, int64_t lda, const float *B, int64_t ldb, float *Y,
                         int64_t ldy, int64_t m, int64_t k, int64_t n) {
@@ -302,12 +330,12 @@ static void gemm_q4_1(const uint8_t *W, size_t row_bytes, int64_t n_cols, const 
     gemm_q4(W, row_bytes, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
 }
 
-static const ps_kernels k_f32 = {gemm_f32, dequant_f32, axpy_f32, axpy4_f32, 0};
-static const ps_kernels k_f16 = {gemm_f16, dequant_f16, axpy_f16, axpy4_f16, 0};
-static const ps_kernels k_bf16 = {gemm_bf16, dequant_bf16, axpy_bf16, axpy4_bf16, 0};
-static const ps_kernels k_q8_0 = {gemm_q8_0, dequant_q8_0, axpy_q8_0, axpy4_q8_0, 1};
-static const ps_kernels k_q4_0 = {gemm_q4_0, dequant_q4_0, axpy_q4_0, axpy4_q4_0, 1};
-static const ps_kernels k_q4_1 = {gemm_q4_1, dequant_q4_1, axpy_q4_1, axpy4_q4_1, 1};
+static const ps_kernels k_f32 = {gemm_f32, dequant_f32, axpy_f32, axpy4_f32, 0, NULL};
+static const ps_kernels k_f16 = {gemm_f16, dequant_f16, axpy_f16, axpy4_f16, 0, NULL};
+static const ps_kernels k_bf16 = {gemm_bf16, dequant_bf16, axpy_bf16, axpy4_bf16, 0, NULL};
+static const ps_kernels k_q8_0 = {gemm_q8_0, dequant_q8_0, axpy_q8_0, axpy4_q8_0, 1, NULL};
+static const ps_kernels k_q4_0 = {gemm_q4_0, dequant_q4_0, axpy_q4_0, axpy4_q4_0, 1, NULL};
+static const ps_kernels k_q4_1 = {gemm_q4_1, dequant_q4_1, axpy_q4_1, axpy4_q4_1, 1, NULL};
 
 const ps_kernels *ps_kernels_scalar(int32_t type) {
     switch (type) {

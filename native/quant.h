@@ -52,12 +52,32 @@ typedef void (*ps_axpy4_fn)(const void *const src[4], const float a[4], float *y
 /* Quantize n floats (a multiple of 32) into n/32 q8a blocks. */
 typedef void (*ps_quantize_fn)(const float *x, ps_block_q8a *y, int64_t n);
 
+/* Row-interleaved ("packed") Q4_0 / Q4_1 matrices, for a kernel that keeps
+ * one row per 32-bit lane of a 16-lane vector. Rows are grouped in tiles of
+ * PS_PACK_ROWS (the last one padded with zero rows); a tile's blocks are
+ * contiguous, and block b of a tile is
+ *   d[16] (fp16), for Q4_1 also m[16] (fp16), then 4 x 64 bytes q[k] where
+ *   bytes 4r..4r+3 of q[k] are bytes 4k..4k+3 of row r's nibbles;
+ * the same bytes as the 16 rows' blocks (18 or 20 each), in another order.
+ * The same float steps per (row, token) as gemm: results are identical. */
+#define PS_PACK_ROWS 16
+/* Bytes of the packed copy of an n_rows x n_cols matrix; 0 if this type has
+ * no packed form. */
+size_t ps_packed_bytes(int32_t type, int64_t n_rows, int64_t n_cols);
+/* Write the packed copy of W (row-major, n_rows x n_cols) to dst. */
+void ps_pack_matrix(int32_t type, const uint8_t *W, int64_t n_rows, int64_t n_cols, uint8_t *dst);
+/* As ps_gemm_fn over rows [r0, r1) of a packed matrix (no row list; r0, r1
+ * need not be tile-aligned: only those rows are written). */
+typedef void (*ps_gemm_packed_fn)(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1,
+                                  const void *X, int32_t n_tok, float *Y, int64_t ldy);
+
 typedef struct ps_kernels {
     ps_gemm_fn gemm;
     ps_dequant_fn dequant;
     ps_axpy_fn axpy;
     ps_axpy4_fn axpy4;
     int32_t quantized; /* 1: gemm takes q8a activations */
+    ps_gemm_packed_fn gemm_packed; /* NULL: this level has none for the type */
 } ps_kernels;
 
 /* Kernels for a type at a SIMD level (NULL: unsupported type). */

@@ -376,6 +376,72 @@ static void gemm_q4_1(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t
     gemm_q4(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
 }
 
+#ifdef __AVX512VNNI__
+/* Packed Q4_0 / Q4_1 (quant.h): one row per 32-bit lane of a 16-lane vector,
+ * so a block of 16 rows is 4 loads and 8 dpbusd per token, with no
+ * regrouping. Per lane the float steps are gemm_q4's. */
+#define PF_BLOCKS 8 /* blocks ahead that the packed kernel prefetches */
+INLINE void gemm_q4_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *Xv,
+                           int32_t n_tok, float *Y, int64_t ldy, const int has_min) {
+    const int64_t nb = n_cols / PS_QK;
+    const size_t tb = (size_t)PS_PACK_ROWS * (has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0));
+    const size_t qoff = has_min ? 64 : 32;
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const ps_block_q8a *X = Xv;
+    __m512 acc[TOK_TILE];
+    for (int64_t row0 = r0 - r0 % PS_PACK_ROWS; row0 < r1; row0 += PS_PACK_ROWS) {
+        const uint8_t *tile = P + (size_t)(row0 / PS_PACK_ROWS) * nb * tb;
+        const int lo = r0 > row0 ? (int)(r0 - row0) : 0;
+        const int hi = r1 < row0 + PS_PACK_ROWS ? (int)(r1 - row0) : PS_PACK_ROWS;
+        const __mmask16 keep = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+        for (int32_t t0 = 0; t0 < n_tok; t0 += TOK_TILE) {
+            const int32_t nt = n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE;
+            for (int32_t t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *p = tile + (size_t)b * tb;
+                for (size_t o = 0; o < tb; o += 64) _mm_prefetch((const char *)(p + PF_BLOCKS * tb + o), _MM_HINT_T0);
+                const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+                const __m512 c = has_min ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)))
+                                         : _mm512_mul_ps(d, _mm512_set1_ps(-8.0f));
+                __m512i ql[4], qh[4]; /* elements 4k..4k+3 and 16+4k..16+4k+3 of each row */
+                for (int k = 0; k < 4; k++) {
+                    const __m512i v = _mm512_loadu_si512((const void *)(p + qoff + 64 * k));
+                    ql[k] = _mm512_and_si512(v, m4);
+                    qh[k] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                }
+                const ps_block_q8a *xb = X + (size_t)t0 * nb + b;
+                for (int32_t t = 0; t < nt; t++, xb += nb) {
+                    __m512i sa = _mm512_setzero_si512(), sb = _mm512_setzero_si512();
+                    for (int k = 0; k < 4; k++) {
+                        sa = _mm512_dpbusd_epi32(sa, ql[k], _mm512_set1_epi32(ld32((const uint8_t *)xb->qs + 4 * k)));
+                        sb = _mm512_dpbusd_epi32(sb, qh[k], _mm512_set1_epi32(ld32((const uint8_t *)xb->qs + 16 + 4 * k)));
+                    }
+                    const __m512i isum = _mm512_add_epi32(sa, sb);
+                    acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(xb->d)), _mm512_cvtepi32_ps(isum), acc[t]);
+                    acc[t] = _mm512_fmadd_ps(c, _mm512_set1_ps(xb->s), acc[t]);
+                }
+            }
+            for (int32_t t = 0; t < nt; t++) _mm512_mask_storeu_ps(Y + (size_t)(t0 + t) * ldy + row0, keep, acc[t]);
+        }
+    }
+}
+
+static void gemm_q4_0_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *X,
+                             int32_t n_tok, float *Y, int64_t ldy) {
+    gemm_q4_packed(P, n_cols, r0, r1, X, n_tok, Y, ldy, 0);
+}
+
+static void gemm_q4_1_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *X,
+                             int32_t n_tok, float *Y, int64_t ldy) {
+    gemm_q4_packed(P, n_cols, r0, r1, X, n_tok, Y, ldy, 1);
+}
+#define PACKED_Q4_0 gemm_q4_0_packed
+#define PACKED_Q4_1 gemm_q4_1_packed
+#else
+#define PACKED_Q4_0 NULL
+#define PACKED_Q4_1 NULL
+#endif
+
 /* ---- float kernels (activations stay fp32) ---------------------------------- */
 enum { FT_F32, FT_F16, FT_BF16 };
 
@@ -698,12 +764,12 @@ AXPY_PAIR(axpy_f32, axpy_rows_float, FT_F32)
 AXPY_PAIR(axpy_f16, axpy_rows_float, FT_F16)
 AXPY_PAIR(axpy_bf16, axpy_rows_float, FT_BF16)
 
-static const ps_kernels k_f32 = {gemm_f32, dequant_f32, axpy_f32, axpy_f32_4, 0};
-static const ps_kernels k_f16 = {gemm_f16, dequant_f16, axpy_f16, axpy_f16_4, 0};
-static const ps_kernels k_bf16 = {gemm_bf16, dequant_bf16, axpy_bf16, axpy_bf16_4, 0};
-static const ps_kernels k_q8_0 = {gemm_q8_0, dequant_q8_0, axpy_q8_0, axpy_q8_0_4, 1};
-static const ps_kernels k_q4_0 = {gemm_q4_0, dequant_q4_0, axpy_q4_0, axpy_q4_0_4, 1};
-static const ps_kernels k_q4_1 = {gemm_q4_1, dequant_q4_1, axpy_q4_1, axpy_q4_1_4, 1};
+static const ps_kernels k_f32 = {gemm_f32, dequant_f32, axpy_f32, axpy_f32_4, 0, NULL};
+static const ps_kernels k_f16 = {gemm_f16, dequant_f16, axpy_f16, axpy_f16_4, 0, NULL};
+static const ps_kernels k_bf16 = {gemm_bf16, dequant_bf16, axpy_bf16, axpy_bf16_4, 0, NULL};
+static const ps_kernels k_q8_0 = {gemm_q8_0, dequant_q8_0, axpy_q8_0, axpy_q8_0_4, 1, NULL};
+static const ps_kernels k_q4_0 = {gemm_q4_0, dequant_q4_0, axpy_q4_0, axpy_q4_0_4, 1, PACKED_Q4_0};
+static const ps_kernels k_q4_1 = {gemm_q4_1, dequant_q4_1, axpy_q4_1, axpy_q4_1_4, 1, PACKED_Q4_1};
 
 #ifdef PS_QUANT_AVX512
 const ps_kernels *ps_kernels_avx512(int32_t type) {

@@ -11,7 +11,8 @@
  *   /tmp/bench sparse [keep=0.11] [reps=7]     (LLaMA-2-7B-shaped FFN, dense vs exact-sparse)
  *   /tmp/bench dispatch                        (thread-pool round trip)
  * hot=1 reuses one layer's matrices (cache-resident) and drops the output
- * matrix: kernel compute speed without the memory bound.
+ * matrix: kernel compute speed without the memory bound. Env PACKED=1 gives
+ * Q4 matrices their packed copy (as the model loader does).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,7 +62,11 @@ static ps_matrix make(int32_t type, int64_t rows, int64_t cols, size_t *bytes) {
             if (type == PS_TYPE_Q4_1) memcpy(p + b * t->block_bytes + 2, &d, 2);
         }
     *bytes += n;
-    return (ps_matrix){p, type, cols, rows};
+    /* env PACKED=1: add the row-interleaved copy the model makes */
+    uint8_t *packed = NULL;
+    const size_t pb = getenv("PACKED") && atoi(getenv("PACKED")) ? ps_packed_bytes(type, rows, cols) : 0;
+    if (pb) ps_pack_matrix(type, p, rows, cols, packed = ps_alloc(pb));
+    return (ps_matrix){p, type, cols, rows, packed};
 }
 
 /* One forward pass's matrix work for n_tok tokens. */

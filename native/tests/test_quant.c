@@ -76,7 +76,7 @@ static float *random_floats(int64_t n) {
  * first (as the kernels do) for the integer types. */
 static void reference_matmul(int32_t type, const void *W, int64_t n_rows, int64_t n_cols,
                              const float *X, int32_t n_tok, double *Y, double *bound) {
-    ps_matrix M = {W, type, n_cols, n_rows};
+    ps_matrix M = {W, type, n_cols, n_rows, NULL};
     float *row = malloc((size_t)n_cols * sizeof(float));
     float *xd = malloc((size_t)n_cols * n_tok * sizeof(float));
     const ps_kernels *k = ps_kernels_scalar(type);
@@ -227,7 +227,7 @@ TEST(test_matmul_vs_float_input) {
         float *X = random_floats(nc);
         float *Y = malloc(sizeof(float) * nr), *row = malloc(sizeof(float) * nc);
         CHECK(ps_debug_matmul(TYPES[ti], W, nr, nc, X, 1, Y, 1) == PS_OK);
-        ps_matrix M = {W, TYPES[ti], nc, nr};
+        ps_matrix M = {W, TYPES[ti], nc, nr, NULL};
         for (int64_t r = 0; r < nr; r++) {
             ps_dequant_row(&M, r, row);
             double s = 0, bound = 0;
@@ -260,7 +260,7 @@ TEST(test_matmul_deterministic) {
         float *Ya[3], *Yb[3], *Yc[3];
         for (int i = 0; i < 3; i++) {
             W[i] = random_matrix(TYPES[ti], nr[i], nc);
-            M[i] = (ps_matrix){W[i], TYPES[ti], nc, nr[i]};
+            M[i] = (ps_matrix){W[i], TYPES[ti], nc, nr[i], NULL};
             Mp[i] = &M[i];
             Ya[i] = malloc(sizeof(float) * nr[i] * nt);
             Yb[i] = malloc(sizeof(float) * nr[i] * nt);
@@ -305,7 +305,7 @@ TEST(test_matmul_rows) {
         for (int level = 0; level <= ps_simd_supported(); level++) {
             ps_simd_set(level);
             void *W1 = random_matrix(TYPES[ti], nr, nc), *W2 = random_matrix(TYPES[ti], nr + 3, nc);
-            ps_matrix M[2] = {{W1, TYPES[ti], nc, nr}, {W2, TYPES[ti], nc, nr + 3}};
+            ps_matrix M[2] = {{W1, TYPES[ti], nc, nr, NULL}, {W2, TYPES[ti], nc, nr + 3, NULL}};
             const ps_matrix *Mp[2] = {&M[0], &M[1]};
             float *X = random_floats(nc * 5);
             for (int32_t nt = 1; nt <= 5; nt += 4)
@@ -345,7 +345,7 @@ TEST(test_accum_rows) {
         for (int level = 0; level <= ps_simd_supported(); level++) {
             ps_simd_set(level);
             void *W = random_matrix(TYPES[ti], n_ff, n_embd);
-            ps_matrix M = {W, TYPES[ti], n_embd, n_ff};
+            ps_matrix M = {W, TYPES[ti], n_embd, n_ff, NULL};
             for (int32_t nt = 1; nt <= 9; nt += 8) {
                 float *X = random_floats(n_ff * nt);
                 for (int64_t i = 0; i < n_ff * nt; i += 3) X[i] = 0.0f; /* some inactive neurons */
@@ -383,7 +383,7 @@ TEST(test_accum_rows) {
 }
 
 /* The AVX-512 table gives the AVX2 table's results bit for bit: products
- * (single and batched, full and row lists) and accum_rows, every type. */
+ * (single and batched, also through packed copies) and accum_rows, every type. */
 TEST(test_avx512_matches_avx2) {
     if (ps_simd_supported() < PS_SIMD_AVX512) return;
     static const int64_t cols[] = {32, 96, 576};
@@ -405,6 +405,12 @@ TEST(test_avx512_matches_avx2) {
                     A[l] = malloc(sizeof(float) * nc * nt);
                     R[l] = malloc(sizeof(float) * nc * nt);
                     CHECK(ps_debug_matmul(type, W, nr, nc, X, nt, Y[l], 2) == PS_OK);
+                    if (ps_packed_bytes(type, nr, nc)) { /* the packed copy: the same bits */
+                        float *P = malloc(sizeof(float) * nr * nt);
+                        CHECK(ps_debug_matmul_packed(type, W, nr, nc, X, nt, P, 2) == PS_OK);
+                        CHECK(memcmp(P, Y[l], sizeof(float) * nr * nt) == 0);
+                        free(P);
+                    }
                     CHECK(ps_debug_accum_rows(type, W, nr, nc, Xa, nt, NULL, nr, A[l], 2) == PS_OK);
                     CHECK(ps_debug_accum_rows(type, W, nr, nc, Xa, nt, idx, 40, R[l], 2) == PS_OK);
                 }
