@@ -366,6 +366,7 @@ static void gemm_q8_0(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t
         gemm_q8_0_vec(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy);
 }
 
+#ifndef __AVX512VNNI__ /* (the AVX-512 table has gemm_q4_rows16 below) */
 static void gemm_q4_0(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, int64_t r1,
                       const void *X, int32_t n_tok, float *Y, int64_t ldy) {
     gemm_q4(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 0);
@@ -375,6 +376,7 @@ static void gemm_q4_1(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t
                       const void *X, int32_t n_tok, float *Y, int64_t ldy) {
     gemm_q4(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
 }
+#endif
 
 #ifdef __AVX512VNNI__
 /* Packed Q4_0 / Q4_1 (quant.h): one row per 32-bit lane of a 16-lane vector,
@@ -426,6 +428,100 @@ INLINE void gemm_q4_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t
     }
 }
 
+INLINE __m512 join8(__m256 lo, __m256 hi) { /* (AVX-512 F has no 256-bit float insert) */
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
+}
+
+/* Q4_0 / Q4_1 straight from the row-major matrix (row lists, and matrices
+ * without a packed copy): gemm_q4_packed's 16-lane layout built per block
+ * from 16 row pointers, a 4x4 transpose of 32-bit pieces within each
+ * 128-bit lane: z[j] holds the nibble bytes of rows j, 4+j, 8+j, 12+j, so
+ * after the transpose lane 4L+m is row 4L+m (natural order). */
+INLINE void gemm_q4_rows16(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
+                           int64_t r1, const void *Xv, int32_t n_tok, float *Y, int64_t ldy, const int has_min) {
+    const int64_t nb = n_cols / PS_QK;
+    const size_t bb = has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0);
+    const size_t qoff = has_min ? 4 : 2;
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const ps_block_q8a *X = Xv;
+    __m512 acc[TOK_TILE];
+    for (int64_t r = r0; r < r1; r += PS_PACK_ROWS) {
+        const int n_valid = r1 - r < PS_PACK_ROWS ? (int)(r1 - r) : PS_PACK_ROWS;
+        const uint8_t *row[PS_PACK_ROWS];
+        int32_t out_row[PS_PACK_ROWS];
+        for (int i = 0; i < PS_PACK_ROWS; i++) {
+            out_row[i] = (int32_t)row_at(idx, r + (i < n_valid ? i : n_valid - 1));
+            row[i] = W + (size_t)out_row[i] * rb;
+        }
+        for (int32_t t0 = 0; t0 < n_tok; t0 += TOK_TILE) {
+            const int32_t nt = n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE;
+            for (int32_t t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+            for (int64_t b = 0; b < nb; b++) {
+                const size_t off = (size_t)b * bb;
+                if (idx) /* the next tile's rows are anywhere: fetch their block b */
+                    for (int64_t j = r + PS_PACK_ROWS; j < r + 2 * PS_PACK_ROWS && j < r1; j++)
+                        _mm_prefetch((const char *)(W + (size_t)idx[j] * rb + off), _MM_HINT_T0);
+                else
+                    prefetch_ahead(row[0], rb, off, 2 * bb);
+                __m512 d, c;
+                if (has_min) {
+                    __m256 d0, m0, d1, m1;
+                    scales_dm(row, off, &d0, &m0);
+                    scales_dm(row + 8, off, &d1, &m1);
+                    d = join8(d0, d1);
+                    c = join8(m0, m1);
+                } else {
+                    d = join8(scales_d(row, off), scales_d(row + 8, off));
+                    c = _mm512_mul_ps(d, _mm512_set1_ps(-8.0f));
+                }
+                __m512i z[4];
+                for (int j = 0; j < 4; j++) {
+                    z[j] = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(row[j] + off + qoff)));
+                    for (int L = 1; L < 4; L++)
+                        z[j] = _mm512_inserti32x4(z[j], _mm_loadu_si128((const __m128i *)(row[4 * L + j] + off + qoff)), L);
+                }
+                const __m512i t0l = _mm512_unpacklo_epi32(z[0], z[1]), t0h = _mm512_unpackhi_epi32(z[0], z[1]);
+                const __m512i t1l = _mm512_unpacklo_epi32(z[2], z[3]), t1h = _mm512_unpackhi_epi32(z[2], z[3]);
+                const __m512i v[4] = {_mm512_unpacklo_epi64(t0l, t1l), _mm512_unpackhi_epi64(t0l, t1l),
+                                      _mm512_unpacklo_epi64(t0h, t1h), _mm512_unpackhi_epi64(t0h, t1h)};
+                __m512i ql[4], qh[4];
+                for (int k = 0; k < 4; k++) {
+                    ql[k] = _mm512_and_si512(v[k], m4);
+                    qh[k] = _mm512_and_si512(_mm512_srli_epi16(v[k], 4), m4);
+                }
+                const ps_block_q8a *xb = X + (size_t)t0 * nb + b;
+                for (int32_t t = 0; t < nt; t++, xb += nb) {
+                    __m512i sa = _mm512_setzero_si512(), sb = _mm512_setzero_si512();
+                    for (int k = 0; k < 4; k++) {
+                        sa = _mm512_dpbusd_epi32(sa, ql[k], _mm512_set1_epi32(ld32((const uint8_t *)xb->qs + 4 * k)));
+                        sb = _mm512_dpbusd_epi32(sb, qh[k], _mm512_set1_epi32(ld32((const uint8_t *)xb->qs + 16 + 4 * k)));
+                    }
+                    const __m512i isum = _mm512_add_epi32(sa, sb);
+                    acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(xb->d)), _mm512_cvtepi32_ps(isum), acc[t]);
+                    acc[t] = _mm512_fmadd_ps(c, _mm512_set1_ps(xb->s), acc[t]);
+                }
+            }
+            const __mmask16 keep = (__mmask16)((1u << n_valid) - 1);
+            const __m512i vrow = _mm512_loadu_si512(out_row);
+            for (int32_t t = 0; t < nt; t++) {
+                float *y = Y + (size_t)(t0 + t) * ldy;
+                if (idx) _mm512_mask_i32scatter_ps(y, keep, vrow, acc[t], 4);
+                else _mm512_mask_storeu_ps(y + r, keep, acc[t]);
+            }
+        }
+    }
+}
+
+static void gemm_q4_0_v512(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
+                           int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
+    gemm_q4_rows16(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 0);
+}
+
+static void gemm_q4_1_v512(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
+                           int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
+    gemm_q4_rows16(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
+}
+
 static void gemm_q4_0_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *X,
                              int32_t n_tok, float *Y, int64_t ldy) {
     gemm_q4_packed(P, n_cols, r0, r1, X, n_tok, Y, ldy, 0);
@@ -435,9 +531,13 @@ static void gemm_q4_1_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64
                              int32_t n_tok, float *Y, int64_t ldy) {
     gemm_q4_packed(P, n_cols, r0, r1, X, n_tok, Y, ldy, 1);
 }
+#define GEMM_Q4_0 gemm_q4_0_v512
+#define GEMM_Q4_1 gemm_q4_1_v512
 #define PACKED_Q4_0 gemm_q4_0_packed
 #define PACKED_Q4_1 gemm_q4_1_packed
 #else
+#define GEMM_Q4_0 gemm_q4_0
+#define GEMM_Q4_1 gemm_q4_1
 #define PACKED_Q4_0 NULL
 #define PACKED_Q4_1 NULL
 #endif
@@ -768,8 +868,8 @@ static const ps_kernels k_f32 = {gemm_f32, dequant_f32, axpy_f32, axpy_f32_4, 0,
 static const ps_kernels k_f16 = {gemm_f16, dequant_f16, axpy_f16, axpy_f16_4, 0, NULL};
 static const ps_kernels k_bf16 = {gemm_bf16, dequant_bf16, axpy_bf16, axpy_bf16_4, 0, NULL};
 static const ps_kernels k_q8_0 = {gemm_q8_0, dequant_q8_0, axpy_q8_0, axpy_q8_0_4, 1, NULL};
-static const ps_kernels k_q4_0 = {gemm_q4_0, dequant_q4_0, axpy_q4_0, axpy_q4_0_4, 1, PACKED_Q4_0};
-static const ps_kernels k_q4_1 = {gemm_q4_1, dequant_q4_1, axpy_q4_1, axpy_q4_1_4, 1, PACKED_Q4_1};
+static const ps_kernels k_q4_0 = {GEMM_Q4_0, dequant_q4_0, axpy_q4_0, axpy_q4_0_4, 1, PACKED_Q4_0};
+static const ps_kernels k_q4_1 = {GEMM_Q4_1, dequant_q4_1, axpy_q4_1, axpy_q4_1_4, 1, PACKED_Q4_1};
 
 #ifdef PS_QUANT_AVX512
 const ps_kernels *ps_kernels_avx512(int32_t type) {
