@@ -432,8 +432,8 @@ INLINE __m512 join8(__m256 lo, __m256 hi) { /* (AVX-512 F has no 256-bit float i
     return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
 }
 
-/* Q4_0 / Q4_1 straight from the row-major matrix (row lists, and matrices
- * without a packed copy): gemm_q4_packed's 16-lane layout built per block
+/* Q4_0 / Q4_1 row lists straight from the row-major matrix (idx != NULL):
+ * gemm_q4_packed's 16-lane layout built per block
  * from 16 row pointers, a 4x4 transpose of 32-bit pieces within each
  * 128-bit lane: z[j] holds the nibble bytes of rows j, 4+j, 8+j, 12+j, so
  * after the transpose lane 4L+m is row 4L+m (natural order). */
@@ -458,11 +458,9 @@ INLINE void gemm_q4_rows16(const uint8_t *W, size_t rb, int64_t n_cols, const in
             for (int32_t t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
             for (int64_t b = 0; b < nb; b++) {
                 const size_t off = (size_t)b * bb;
-                if (idx) /* the next tile's rows are anywhere: fetch their block b */
-                    for (int64_t j = r + PS_PACK_ROWS; j < r + 2 * PS_PACK_ROWS && j < r1; j++)
-                        _mm_prefetch((const char *)(W + (size_t)idx[j] * rb + off), _MM_HINT_T0);
-                else
-                    prefetch_ahead(row[0], rb, off, 2 * bb);
+                /* the next tile's rows are anywhere: fetch their block b */
+                for (int64_t j = r + PS_PACK_ROWS; j < r + 2 * PS_PACK_ROWS && j < r1; j++)
+                    _mm_prefetch((const char *)(W + (size_t)idx[j] * rb + off), _MM_HINT_T0);
                 __m512 d, c;
                 if (has_min) {
                     __m256 d0, m0, d1, m1;
@@ -503,23 +501,24 @@ INLINE void gemm_q4_rows16(const uint8_t *W, size_t rb, int64_t n_cols, const in
             }
             const __mmask16 keep = (__mmask16)((1u << n_valid) - 1);
             const __m512i vrow = _mm512_loadu_si512(out_row);
-            for (int32_t t = 0; t < nt; t++) {
-                float *y = Y + (size_t)(t0 + t) * ldy;
-                if (idx) _mm512_mask_i32scatter_ps(y, keep, vrow, acc[t], 4);
-                else _mm512_mask_storeu_ps(y + r, keep, acc[t]);
-            }
+            for (int32_t t = 0; t < nt; t++)
+                _mm512_mask_i32scatter_ps(Y + (size_t)(t0 + t) * ldy, keep, vrow, acc[t], 4);
         }
     }
 }
 
+/* Row lists: gemm_q4_rows16; whole unpacked matrices: gemm_q4's 8-row
+ * tiles with their streaming prefetch measured ~4% faster. */
 static void gemm_q4_0_v512(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
                            int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_q4_rows16(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 0);
+    if (idx) gemm_q4_rows16(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 0);
+    else gemm_q4(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 0);
 }
 
 static void gemm_q4_1_v512(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
                            int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_q4_rows16(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
+    if (idx) gemm_q4_rows16(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
+    else gemm_q4(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
 }
 
 static void gemm_q4_0_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *X,
