@@ -16,7 +16,7 @@
 
 #define MULTI_MAX 8      /* matrices per dispatch */
 #define TOK_CHUNK 64     /* tokens per unit in prompt processing (activations stay in L2) */
-#define ACC_PREFETCH 4   /* rows ahead that accum_rows prefetches */
+#define ACC_PREFETCH 8   /* rows ahead that accum_rows prefetches */
 #define ACC_ROWS 64      /* rows decoded at a time by accum_rows for several tokens */
 #define ACC_TOK 64       /* tokens per small GEMM there */
 

@@ -425,7 +425,7 @@ static int load_tensors(ps_model *m) {
 void ps_model_close(ps_model *m) {
     if (!m) return;
     ps_tokenizer_free(m->tok);
-    ps_model_unpack(m);
+    ps_model_free_copies(m);
     free(m->layers);
     free(m->cutoffs);
     ps_gguf_close(m->gguf);
@@ -467,7 +467,7 @@ ps_model *ps_model_open(const char *path) {
                 ps_tokenizer_n_vocab(m->tok), m->hp.n_vocab);
         goto fail;
     }
-    if (ps_model_pack(m) != PS_OK) goto fail;
+    if (ps_model_copy_weights(m) != PS_OK) goto fail;
     ps_clear_error();
     return m;
 fail:

@@ -1,8 +1,9 @@
 /* model.h: a loaded GGUF model — hyper-parameters, weight views, tokenizer
  * (not public; prosparse.h's ps_model is this struct).
  *
- * The GGUF mapping stays open for the model's lifetime: every ps_matrix and
- * every norm pointer below points into it, nothing is copied. Shapes are
+ * The GGUF mapping stays open for the model's lifetime: norms, embeddings
+ * and the matrices without a load-time copy (model_pack.c) point into it;
+ * the others point at owned copies with the same bytes. Shapes are
  * written as (rows, cols) with cols the contiguous dimension (ggml ne[0]).
  */
 #ifndef PS_MODEL_H
@@ -87,17 +88,19 @@ struct ps_model {
     int64_t n_params;        /* elements over all tensors */
     float *cutoffs;          /* (n_layer) threshold-mode cut-offs on |act(gate)|
                               * (prosparse.ffn.cutoffs), owned; NULL when absent */
+    void **copies;           /* owned huge-page weight copies (model_pack.c) */
+    int32_t n_copies;
 };
 
 /* Map, validate and build a model. NULL on error (ps_last_error set). */
 struct ps_model *ps_model_open(const char *path);
 void ps_model_close(struct ps_model *m);
 
-/* Packed copies (quant.h) of the matrices every mode multiplies whole, when
- * the kernels in force have a packed product for their type
- * (model_pack.c); ps_model_unpack frees them. */
-int ps_model_pack(struct ps_model *m);
-void ps_model_unpack(struct ps_model *m);
+/* The load-time weight copies (model_pack.c): packed copies of the
+ * matrices every mode multiplies whole, huge-page copies of those sparse
+ * modes read by rows. ps_model_free_copies frees them. */
+int ps_model_copy_weights(struct ps_model *m);
+void ps_model_free_copies(struct ps_model *m);
 
 /* The largest row length of any matrix the forward pass multiplies (the
  * compute pool's activation scratch is sized by it). */
