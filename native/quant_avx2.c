@@ -473,11 +473,12 @@ INLINE void gemm_q4_rows16(const uint8_t *W, size_t rb, int64_t n_cols, const in
                     c = _mm512_mul_ps(d, _mm512_set1_ps(-8.0f));
                 }
                 __m512i z[4];
-                for (int j = 0; j < 4; j++) {
-                    z[j] = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(row[j] + off + qoff)));
-                    for (int L = 1; L < 4; L++)
-                        z[j] = _mm512_inserti32x4(z[j], _mm_loadu_si128((const __m128i *)(row[4 * L + j] + off + qoff)), L);
+#define QS16(i) _mm_loadu_si128((const __m128i *)(row[i] + off + qoff))
+                for (int j = 0; j < 4; j++) { /* (the lane number must be a constant) */
+                    z[j] = _mm512_inserti32x4(_mm512_castsi128_si512(QS16(j)), QS16(4 + j), 1);
+                    z[j] = _mm512_inserti32x4(_mm512_inserti32x4(z[j], QS16(8 + j), 2), QS16(12 + j), 3);
                 }
+#undef QS16
                 const __m512i t0l = _mm512_unpacklo_epi32(z[0], z[1]), t0h = _mm512_unpackhi_epi32(z[0], z[1]);
                 const __m512i t1l = _mm512_unpacklo_epi32(z[2], z[3]), t1h = _mm512_unpackhi_epi32(z[2], z[3]);
                 const __m512i v[4] = {_mm512_unpacklo_epi64(t0l, t1l), _mm512_unpackhi_epi64(t0l, t1l),
