@@ -122,16 +122,21 @@ static void down_projection(ps_session *s, const ps_layer *L, int32_t n_tok, con
         ps_matmul(s->pool, &L->down, s->hb, n_tok, s->xb2);
 }
 
-static void ffn_dense(ps_session *s, const ps_layer *L, int32_t n_tok, ps_layer_stats *st) {
-    const ps_matrix *gu[2] = {&L->gate, &L->up};
-    float *gu_out[2] = {s->hb, s->hb2};
-    ps_matmul_multi(s->pool, 2, gu, s->xb, n_tok, gu_out);
+/* x1 and down for every neuron, with gate in s->hb and up in s->hb2. */
+static void dense_tail(ps_session *s, const ps_layer *L, int32_t n_tok, ps_layer_stats *st) {
     memset(s->active_by_thread, 0, sizeof(int64_t) * s->n_threads);
     act_ctx c = {s};
     if (n_tok == 1) activation_rows(&c, 0, 1, 0);
     else ps_parallel_for(s->pool, n_tok, 8, activation_rows, &c);
     down_projection(s, L, n_tok, NULL, s->model->hp.n_ff);
     for (int i = 0; i < s->n_threads; i++) st->neurons_active += s->active_by_thread[i];
+}
+
+static void ffn_dense(ps_session *s, const ps_layer *L, int32_t n_tok, ps_layer_stats *st) {
+    const ps_matrix *gu[2] = {&L->gate, &L->up};
+    float *gu_out[2] = {s->hb, s->hb2};
+    ps_matmul_multi(s->pool, 2, gu, s->xb, n_tok, gu_out);
+    dense_tail(s, L, n_tok, st);
 }
 
 /* ---- sparse modes -------------------------------------------------------- */
@@ -214,16 +219,27 @@ static void ffn_sparse(ps_session *s, int mode, const ps_layer *L, int il, int32
     }
 
     /* 2. each token's decisions, and their union over the batch in index order */
-    int64_t kept = 0;
-    for (int32_t t = 0; t < n_tok; t++)
+    int64_t kept = 0, n_union = 0;
+    if (n_tok > 1) memset(mask, 0, (size_t)n);
+    for (int32_t t = 0; t < n_tok; t++) {
+        const uint8_t *k = s->ffn_keep + (int64_t)t * n;
         kept += decide_row(s, mode, decider + (int64_t)t * n, cutoff, pre_act, s->ffn_keep + (int64_t)t * n);
-    if (n_tok == 1) {
-        memcpy(mask, s->ffn_keep, (size_t)n);
-    } else {
-        memset(mask, 0, (size_t)n);
-        for (int32_t t = 0; t < n_tok; t++) {
-            const uint8_t *k = s->ffn_keep + (int64_t)t * n;
-            for (int64_t i = 0; i < n; i++) mask[i] |= k[i];
+        if (n_tok == 1) {
+            memcpy(mask, k, (size_t)n);
+            n_union = kept;
+        } else {
+            for (int64_t i = 0; i < n; i++) {
+                n_union += k[i] & !mask[i];
+                mask[i] |= k[i];
+            }
+        }
+        /* exact mode, a union this dense: the dense path gives the same
+         * values, without the per-token bookkeeping of the others */
+        if (mode == PS_MODE_SPARSE && n_union >= (int64_t)(PS_FFN_DENSE_SHARE * (double)n)) {
+            ps_matmul(s->pool, &L->up, s->xb, n_tok, s->hb2);
+            dense_tail(s, L, n_tok, st);
+            if (s->mode != PS_MODE_SPARSE) st->neurons_predicted += (int64_t)n_tok * n;
+            return;
         }
     }
     int64_t n_idx = 0;

@@ -13,6 +13,8 @@
  * sparse mode (exact; dense for SiLU): there the predictor could only add
  * cost, since many tokens' candidates cover most rows; so are a layer's next
  * PS_FFN_PRED_REST tokens after its predictor kept nearly all neurons.
+ * An exact batch stops deciding token by token as soon as its union is
+ * dense, and finishes as the dense path does (the same values).
  */
 #ifndef PS_FFN_H
 #define PS_FFN_H
