@@ -88,17 +88,17 @@ struct ps_model {
     int64_t n_params;        /* elements over all tensors */
     float *cutoffs;          /* (n_layer) threshold-mode cut-offs on |act(gate)|
                               * (prosparse.ffn.cutoffs), owned; NULL when absent */
-    void **copies;           /* owned huge-page weight copies (model_pack.c) */
-    int32_t n_copies;
+    void *weight_arena;      /* owned: the load-time weight copies (model_pack.c) */
 };
 
 /* Map, validate and build a model. NULL on error (ps_last_error set). */
 struct ps_model *ps_model_open(const char *path);
 void ps_model_close(struct ps_model *m);
 
-/* The load-time weight copies (model_pack.c): packed copies of the
- * matrices every mode multiplies whole, huge-page copies of those sparse
- * modes read by rows. ps_model_free_copies frees them. */
+/* The load-time weight copies (model_pack.c), in one huge-page arena:
+ * packed copies of the matrices every mode multiplies whole, row-major
+ * copies of those sparse modes read by rows. ps_model_free_copies frees
+ * them (the matrices' pointers into the arena then dangle: close only). */
 int ps_model_copy_weights(struct ps_model *m);
 void ps_model_free_copies(struct ps_model *m);
 

@@ -189,7 +189,7 @@ PS_API int ps_debug_dequantize(int32_t type, const void *src, int64_t n, float *
 /* Y (n_tok x n_rows) = X (n_tok x n_cols) W^T, through ps_matmul. */
 PS_API int ps_debug_matmul(int32_t type, const void *W, int64_t n_rows, int64_t n_cols,
                            const float *X, int32_t n_tok, float *Y, int32_t n_threads);
-/* The same product through the row-interleaved copy of W (Q4_0, Q4_1 only;
+/* The same product through the row-interleaved copy of W (Q4_0, Q4_1, Q8_0;
  * PS_ERR_UNSUPPORTED otherwise): it equals ps_debug_matmul bit for bit at
  * every SIMD level (levels without a packed kernel read W itself). */
 PS_API int ps_debug_matmul_packed(int32_t type, const void *W, int64_t n_rows, int64_t n_cols,

@@ -121,18 +121,20 @@ void ps_quantize_q8a_scalar(const float *x, ps_block_q8a *y, int64_t n) {
     }
 }
 
-/* ---- packed (row-interleaved) Q4 matrices (quant.h) ------------------------ */
+/* ---- packed (row-interleaved) matrices (quant.h) ---------------------------- */
 size_t ps_packed_bytes(int32_t type, int64_t n_rows, int64_t n_cols) {
-    if ((type != PS_TYPE_Q4_0 && type != PS_TYPE_Q4_1) || n_rows <= 0 || n_cols <= 0 || n_cols % PS_QK)
+    if ((type != PS_TYPE_Q4_0 && type != PS_TYPE_Q4_1 && type != PS_TYPE_Q8_0) || n_rows <= 0 || n_cols <= 0 ||
+        n_cols % PS_QK)
         return 0;
     const int64_t tiles = (n_rows + PS_PACK_ROWS - 1) / PS_PACK_ROWS;
     return (size_t)tiles * PS_PACK_ROWS * ps_row_bytes(type, n_cols);
 }
 
 void ps_pack_matrix(int32_t type, const uint8_t *W, int64_t n_rows, int64_t n_cols, uint8_t *dst) {
-    const int has_min = type == PS_TYPE_Q4_1;
-    const size_t bb = has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0);
+    const int has_min = type == PS_TYPE_Q4_1, q8 = type == PS_TYPE_Q8_0;
+    const size_t bb = q8 ? sizeof(ps_block_q8_0) : has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0);
     const size_t scale_bytes = has_min ? 4 : 2, rb = ps_row_bytes(type, n_cols);
+    const int n_dwords = q8 ? 8 : 4;
     const int64_t nb = n_cols / PS_QK, tiles = (n_rows + PS_PACK_ROWS - 1) / PS_PACK_ROWS;
     for (int64_t t = 0; t < tiles; t++)
         for (int64_t b = 0; b < nb; b++) {
@@ -140,11 +142,13 @@ void ps_pack_matrix(int32_t type, const uint8_t *W, int64_t n_rows, int64_t n_co
             uint8_t *q = d + PS_PACK_ROWS * scale_bytes;
             for (int r = 0; r < PS_PACK_ROWS; r++) {
                 const int64_t row = t * PS_PACK_ROWS + r;
-                uint8_t blk[sizeof(ps_block_q4_1)] = {0}; /* padding rows: all zero */
+                uint8_t blk[sizeof(ps_block_q8_0)] = {0}; /* padding rows: all zero */
                 if (row < n_rows) memcpy(blk, W + (size_t)row * rb + (size_t)b * bb, bb);
-                memcpy(d + 2 * r, blk, 2);                                       /* d */
-                if (has_min) memcpy(d + 2 * PS_PACK_ROWS + 2 * r, blk + 2, 2);  /* m */
-                for (int k = 0; k < 4; k++) memcpy(q + 64 * k + 4 * r, blk + scale_bytes + 4 * k, 4);
+                if (q8)
+                    for (int j = 0; j < PS_QK; j++) blk[2 + j] ^= 0x80;
+                memcpy(d + 2 * r, blk, 2);                                      /* d */
+                if (has_min) memcpy(d + 2 * PS_PACK_ROWS + 2 * r, blk + 2, 2); /* m */
+                for (int k = 0; k < n_dwords; k++) memcpy(q + 64 * k + 4 * r, blk + scale_bytes + 4 * k, 4);
             }
         }
 }

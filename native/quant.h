@@ -52,13 +52,15 @@ typedef void (*ps_axpy4_fn)(const void *const src[4], const float a[4], float *y
 /* Quantize n floats (a multiple of 32) into n/32 q8a blocks. */
 typedef void (*ps_quantize_fn)(const float *x, ps_block_q8a *y, int64_t n);
 
-/* Row-interleaved ("packed") Q4_0 / Q4_1 matrices, for a kernel that keeps
- * one row per 32-bit lane of a 16-lane vector. Rows are grouped in tiles of
- * PS_PACK_ROWS (the last one padded with zero rows); a tile's blocks are
- * contiguous, and block b of a tile is
- *   d[16] (fp16), for Q4_1 also m[16] (fp16), then 4 x 64 bytes q[k] where
- *   bytes 4r..4r+3 of q[k] are bytes 4k..4k+3 of row r's nibbles;
- * the same bytes as the 16 rows' blocks (18 or 20 each), in another order.
+/* Row-interleaved ("packed") Q4_0 / Q4_1 / Q8_0 matrices, for a kernel that
+ * keeps one row per 32-bit lane of a 16-lane vector. Rows are grouped in
+ * tiles of PS_PACK_ROWS (the last one padded with zero rows); a tile's
+ * blocks are contiguous, and block b of a tile is
+ *   d[16] (fp16), for Q4_1 also m[16] (fp16), then K x 64 bytes q[k] where
+ *   bytes 4r..4r+3 of q[k] are bytes 4k..4k+3 of row r's quants
+ *   (K = 4 nibble dwords for Q4, 8 for Q8_0, whose bytes are stored
+ *   XOR 0x80, i.e. w + 128 as unsigned, for dpbusd);
+ * the same number of bytes as the 16 rows' blocks, in another order.
  * The same float steps per (row, token) as gemm: results are identical. */
 #define PS_PACK_ROWS 16
 /* Bytes of the packed copy of an n_rows x n_cols matrix; 0 if this type has

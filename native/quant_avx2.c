@@ -522,6 +522,52 @@ static void gemm_q4_1_v512(const uint8_t *W, size_t rb, int64_t n_cols, const in
     else gemm_q4(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
 }
 
+/* Sum of the 32 quants of an activation block (exact). */
+INLINE int32_t q8a_sum(const int8_t *qs) {
+    const __m256i u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)qs), _mm256_set1_epi8((char)0x80));
+    const __m256i s = _mm256_sad_epu8(u, _mm256_setzero_si256()); /* 4 sums of (x + 128) */
+    const __m128i h = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    return (int32_t)(_mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1)) - 32 * 128;
+}
+
+/* Packed Q8_0: dpbusd on (w + 128) and x, minus 128 * sum(x): the exact
+ * integer dot of gemm_q8_0, then its float step. */
+static void gemm_q8_0_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *Xv,
+                             int32_t n_tok, float *Y, int64_t ldy) {
+    const int64_t nb = n_cols / PS_QK;
+    const size_t tb = (size_t)PS_PACK_ROWS * sizeof(ps_block_q8_0);
+    const ps_block_q8a *X = Xv;
+    __m512 acc[TOK_TILE];
+    for (int64_t row0 = r0 - r0 % PS_PACK_ROWS; row0 < r1; row0 += PS_PACK_ROWS) {
+        const uint8_t *tile = P + (size_t)(row0 / PS_PACK_ROWS) * nb * tb;
+        const int lo = r0 > row0 ? (int)(r0 - row0) : 0;
+        const int hi = r1 < row0 + PS_PACK_ROWS ? (int)(r1 - row0) : PS_PACK_ROWS;
+        const __mmask16 keep = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+        for (int32_t t0 = 0; t0 < n_tok; t0 += TOK_TILE) {
+            const int32_t nt = n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE;
+            for (int32_t t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *p = tile + (size_t)b * tb;
+                for (size_t o = 0; o < tb; o += 64) _mm_prefetch((const char *)(p + PF_BLOCKS * tb + o), _MM_HINT_T0);
+                const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+                __m512i w[8];
+                for (int k = 0; k < 8; k++) w[k] = _mm512_loadu_si512((const void *)(p + 32 + 64 * k));
+                const ps_block_q8a *xb = X + (size_t)t0 * nb + b;
+                for (int32_t t = 0; t < nt; t++, xb += nb) {
+                    __m512i sa = _mm512_setzero_si512(), sb = _mm512_setzero_si512();
+                    for (int k = 0; k < 8; k += 2) {
+                        sa = _mm512_dpbusd_epi32(sa, w[k], _mm512_set1_epi32(ld32((const uint8_t *)xb->qs + 4 * k)));
+                        sb = _mm512_dpbusd_epi32(sb, w[k + 1], _mm512_set1_epi32(ld32((const uint8_t *)xb->qs + 4 * k + 4)));
+                    }
+                    const __m512i isum = _mm512_sub_epi32(_mm512_add_epi32(sa, sb), _mm512_set1_epi32(128 * q8a_sum(xb->qs)));
+                    acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(xb->d)), _mm512_cvtepi32_ps(isum), acc[t]);
+                }
+            }
+            for (int32_t t = 0; t < nt; t++) _mm512_mask_storeu_ps(Y + (size_t)(t0 + t) * ldy + row0, keep, acc[t]);
+        }
+    }
+}
+
 static void gemm_q4_0_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *X,
                              int32_t n_tok, float *Y, int64_t ldy) {
     gemm_q4_packed(P, n_cols, r0, r1, X, n_tok, Y, ldy, 0);
@@ -535,11 +581,13 @@ static void gemm_q4_1_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64
 #define GEMM_Q4_1 gemm_q4_1_v512
 #define PACKED_Q4_0 gemm_q4_0_packed
 #define PACKED_Q4_1 gemm_q4_1_packed
+#define PACKED_Q8_0 gemm_q8_0_packed
 #else
 #define GEMM_Q4_0 gemm_q4_0
 #define GEMM_Q4_1 gemm_q4_1
 #define PACKED_Q4_0 NULL
 #define PACKED_Q4_1 NULL
+#define PACKED_Q8_0 NULL
 #endif
 
 /* ---- float kernels (activations stay fp32) ---------------------------------- */
@@ -867,7 +915,7 @@ AXPY_PAIR(axpy_bf16, axpy_rows_float, FT_BF16)
 static const ps_kernels k_f32 = {gemm_f32, dequant_f32, axpy_f32, axpy_f32_4, 0, NULL};
 static const ps_kernels k_f16 = {gemm_f16, dequant_f16, axpy_f16, axpy_f16_4, 0, NULL};
 static const ps_kernels k_bf16 = {gemm_bf16, dequant_bf16, axpy_bf16, axpy_bf16_4, 0, NULL};
-static const ps_kernels k_q8_0 = {gemm_q8_0, dequant_q8_0, axpy_q8_0, axpy_q8_0_4, 1, NULL};
+static const ps_kernels k_q8_0 = {gemm_q8_0, dequant_q8_0, axpy_q8_0, axpy_q8_0_4, 1, PACKED_Q8_0};
 static const ps_kernels k_q4_0 = {GEMM_Q4_0, dequant_q4_0, axpy_q4_0, axpy_q4_0_4, 1, PACKED_Q4_0};
 static const ps_kernels k_q4_1 = {GEMM_Q4_1, dequant_q4_1, axpy_q4_1, axpy_q4_1_4, 1, PACKED_Q4_1};
 

@@ -42,6 +42,8 @@ def lib():
     lib.ps_debug_matmul.argtypes = [ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
                                     f32p, ctypes.c_int32, f32p, ctypes.c_int32]
     lib.ps_debug_matmul.restype = ctypes.c_int
+    lib.ps_debug_matmul_packed.argtypes = lib.ps_debug_matmul.argtypes
+    lib.ps_debug_matmul_packed.restype = ctypes.c_int
     # int ps_debug_accum_rows(int32_t type, const void *W, int64_t n_rows, int64_t n_cols,
     #     const float *X, int32_t n_tok, const int32_t *idx, int64_t n_idx, float *Y, int32_t n_threads);
     lib.ps_debug_accum_rows.argtypes = [ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
@@ -147,6 +149,24 @@ def test_matmul_threads_identical(lib, qtype):
     y1 = run_matmul(lib, qtype, raw, 300, 576, x, n_threads=1)
     y2 = run_matmul(lib, qtype, raw, 300, 576, x, n_threads=2)
     np.testing.assert_array_equal(y1.view(np.uint32), y2.view(np.uint32))
+
+
+@pytest.mark.parametrize("qtype", [T.Q4_0, T.Q4_1, T.Q8_0], ids=lambda t: t.name)
+@pytest.mark.parametrize("shape", [(1, 32, 1), (37, 96, 1), (200, 576, 3), (45, 576, 70)])
+def test_packed_matmul_is_bit_identical(lib, qtype, shape):
+    """The row-interleaved copies the model makes at load (quant.h) give the
+    row-major product's bits, at every SIMD level."""
+    n_rows, n_cols, n_tok = shape
+    raw, _ = weights(qtype, n_rows, n_cols, seed=n_rows + n_tok)
+    x = np.random.default_rng(3).standard_normal((n_tok, n_cols)).astype(np.float32)
+    for level in (0, 1, 2):
+        if lib.ps_simd_set(level) != level:
+            continue
+        y = run_matmul(lib, qtype, raw, n_rows, n_cols, x)
+        p = np.empty_like(y)
+        assert lib.ps_debug_matmul_packed(int(qtype), raw.ctypes.data, n_rows, n_cols, fptr(x), n_tok, fptr(p), 2) == 0
+        np.testing.assert_array_equal(p.view(np.uint32), y.view(np.uint32))
+    lib.ps_simd_set(lib.ps_simd_supported())
 
 
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)

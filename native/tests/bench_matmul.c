@@ -12,7 +12,7 @@
  *   /tmp/bench dispatch                        (thread-pool round trip)
  * hot=1 reuses one layer's matrices (cache-resident) and drops the output
  * matrix: kernel compute speed without the memory bound. Env PACKED=1 gives
- * Q4 matrices their packed copy (as the model loader does).
+ * Q4_0/Q4_1/Q8_0 matrices their packed copy (as the model loader does).
  */
 #include <stdio.h>
 #include <stdlib.h>
