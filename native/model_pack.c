@@ -4,14 +4,14 @@
  * Packed copies: row-interleaved (quant.h) copies of the matrices that every
  * mode of this file multiplies whole, when the kernels in force have a
  * packed product for their type. Row lists (sparse gate/up) and row lookups
- * (embeddings, ffn_down_t) need the file's row-major layout, so a matrix
- * that some mode reads by rows is not packed: it would be held twice.
+ * (ffn_down_t) need the file's row-major layout, so a matrix that some mode
+ * reads by rows is not packed.
  *
- * Row-major copies: the matrices that sparse modes read row by row (gate,
- * up, ffn_down_t), as in the file. On huge pages a scattered row read
- * rarely misses the TLB: in `make bench`'s ~1B shape the row kernels ran
- * 19-35% faster than on the file's pages. Without huge pages they stay in
- * the mapping.
+ * Row-major copies: every other weight matrix, as in the file, when huge
+ * pages are available (else it stays in the mapping). On this machine's VM
+ * the file's pages cost TLB misses: the row kernels of `make bench`'s ~1B
+ * shape ran 19-35% faster on huge pages, SmolLM2-135M Q4_1 decode 13%.
+ * Embedding rows and norms stay in the mapping.
  *
  * Either way a copy has the file's bytes (reordered or not); after copying,
  * the original pages are dropped from the mapping (re-read from the page
@@ -32,8 +32,7 @@
 
 #define MAX_COPY_THREADS 8
 #define HUGE_PAGE ((size_t)2 << 20)
-#define PACKED_PER_LAYER 9
-#define ROWS_PER_LAYER 3
+#define PER_LAYER 10 /* weight matrices of a layer */
 
 /* One matrix to copy to arena offset `off`, by any of the threads. */
 typedef struct copy_job {
@@ -78,12 +77,15 @@ static void add(copy_list *l, ps_matrix *w, size_t bytes, int packed, int drop) 
     l->bytes += (bytes + 63) & ~(size_t)63;
 }
 
-/* Queue a packed copy of w if the kernels in force have a packed product for its type. */
-static void add_packed(copy_list *l, ps_matrix *w, int drop) {
-    if (!w || !w->data) return;
+/* Queue w's copy: packed if every mode multiplies it whole and the kernels
+ * in force have a packed product for its type, else row-major on huge pages
+ * (when there are none, it stays in the mapping). */
+static void add_matrix(copy_list *l, ps_matrix *w, int whole, int huge, int drop) {
+    if (!w->data) return;
     const ps_kernels *k = ps_kernels_get(w->type, ps_simd_level());
-    const size_t bytes = ps_packed_bytes(w->type, w->n_rows, w->n_cols);
-    if (k && k->gemm_packed && bytes) add(l, w, bytes, 1, drop);
+    const size_t packed = ps_packed_bytes(w->type, w->n_rows, w->n_cols);
+    if (whole && k && k->gemm_packed && packed) add(l, w, packed, 1, drop);
+    else if (huge) add(l, w, matrix_bytes(w), 0, drop);
 }
 
 /* Transparent huge pages available on request ("always" or "madvise")? */
@@ -103,24 +105,16 @@ int ps_model_copy_weights(ps_model *m) {
     const int gate_whole = hp->predictor_rank == 0;
     const int up_whole = hp->act == PS_ACT_SILU && !m->cutoffs && hp->predictor_rank == 0;
     const int huge = thp_available();
-    copy_list l = {calloc((size_t)hp->n_layer * (PACKED_PER_LAYER + ROWS_PER_LAYER) + 1, sizeof(copy_job)), 0, 0,
-                   NULL, 0};
+    copy_list l = {calloc((size_t)hp->n_layer * PER_LAYER + 1, sizeof(copy_job)), 0, 0, NULL, 0};
     if (!l.jobs) return ps_fail(PS_ERR_MEMORY, "out of memory");
     /* a tied output matrix is also the embedding table: its rows stay mapped */
-    add_packed(&l, &m->output, !m->tied_output);
+    add_matrix(&l, &m->output, 1, huge, !m->tied_output);
     for (int il = 0; il < hp->n_layer; il++) {
         ps_layer *L = &m->layers[il];
-        ps_matrix *whole[PACKED_PER_LAYER] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->down, &L->pred_in, &L->pred_out,
-                                              gate_whole ? &L->gate : NULL, up_whole ? &L->up : NULL};
-        for (int i = 0; i < PACKED_PER_LAYER; i++) add_packed(&l, whole[i], 1);
-    }
-    const int n_packed = l.n;
-    for (int il = 0; il < hp->n_layer && huge; il++) {
-        ps_layer *L = &m->layers[il];
-        ps_matrix *by_rows[ROWS_PER_LAYER] = {&L->gate, &L->up, &L->down_t};
-        for (int i = 0; i < ROWS_PER_LAYER; i++)
-            if (by_rows[i]->data && !(by_rows[i] == &L->gate && gate_whole) && !(by_rows[i] == &L->up && up_whole))
-                add(&l, by_rows[i], matrix_bytes(by_rows[i]), 0, 1);
+        ps_matrix *w[PER_LAYER] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->down, &L->pred_in, &L->pred_out,
+                                   &L->gate, &L->up, &L->down_t};
+        const int whole[PER_LAYER] = {1, 1, 1, 1, 1, 1, 1, gate_whole, up_whole, 0};
+        for (int i = 0; i < PER_LAYER; i++) add_matrix(&l, w[i], whole[i], huge, 1);
     }
     if (l.n == 0) {
         free(l.jobs);
@@ -136,7 +130,7 @@ int ps_model_copy_weights(ps_model *m) {
     m->weight_arena = l.arena;
     for (int i = 0; i < l.n; i++) {
         ps_matrix *w = l.jobs[i].w;
-        if (i < n_packed) w->packed = l.arena + l.jobs[i].off;
+        if (l.jobs[i].packed) w->packed = l.arena + l.jobs[i].off;
         else w->data = l.arena + l.jobs[i].off;
     }
     /* the copying is memory-bound: every core helps */
