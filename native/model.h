@@ -97,8 +97,9 @@ void ps_model_close(struct ps_model *m);
 
 /* The load-time weight copies (model_pack.c), in one huge-page arena:
  * packed copies of the matrices every mode multiplies whole, row-major
- * copies of those sparse modes read by rows. ps_model_free_copies frees
- * them (the matrices' pointers into the arena then dangle: close only). */
+ * copies of the others. Without memory for them the model runs from the
+ * mapping. ps_model_free_copies frees them (the matrices' pointers into the
+ * arena then dangle: close only). */
 int ps_model_copy_weights(struct ps_model *m);
 void ps_model_free_copies(struct ps_model *m);
 
