@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
@@ -60,8 +61,10 @@ double ps_debug_read_bandwidth(int n_threads, int64_t bytes, int reps) {
     if (n_threads < 1 || n_threads > 256 || reps < 1 || reps > BW_MAX_REPS || bytes < BW_CHUNK)
         return ps_fail(PS_ERR_ARG, "read bandwidth: need 1..256 threads, 1..%d reps, >= 1 MiB", BW_MAX_REPS);
     int64_t n_chunks = bytes / BW_CHUNK;
-    uint8_t *buf = aligned_alloc(64, (size_t)(n_chunks * BW_CHUNK));
+    uint8_t *buf = aligned_alloc(BW_CHUNK, (size_t)(n_chunks * BW_CHUNK));
     if (!buf) return ps_fail(PS_ERR_MEMORY, "read bandwidth: cannot allocate %lld bytes", (long long)bytes);
+    /* on huge pages where allowed, as the engine's weight copies (model_pack.c) */
+    madvise(buf, (size_t)(n_chunks * BW_CHUNK), MADV_HUGEPAGE);
     memset(buf, 1, (size_t)(n_chunks * BW_CHUNK)); /* fault every page in before timing */
     ps_compute *c = ps_compute_new(n_threads, 64, 1);
     if (!c) {
