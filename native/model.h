@@ -89,6 +89,7 @@ struct ps_model {
     float *cutoffs;          /* (n_layer) threshold-mode cut-offs on |act(gate)|
                               * (prosparse.ffn.cutoffs), owned; NULL when absent */
     void *weight_arena;      /* owned: the load-time weight copies (model_pack.c) */
+    size_t weight_arena_bytes;
 };
 
 /* Map, validate and build a model. NULL on error (ps_last_error set). */

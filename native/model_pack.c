@@ -128,6 +128,7 @@ int ps_model_copy_weights(ps_model *m) {
     }
     madvise(l.arena, alloc, MADV_HUGEPAGE); /* a hint: without it the copies still work */
     m->weight_arena = l.arena;
+    m->weight_arena_bytes = l.bytes;
     for (int i = 0; i < l.n; i++) {
         ps_matrix *w = l.jobs[i].w;
         if (l.jobs[i].packed) w->packed = l.arena + l.jobs[i].off;
@@ -148,4 +149,5 @@ int ps_model_copy_weights(ps_model *m) {
 void ps_model_free_copies(ps_model *m) {
     free(m->weight_arena);
     m->weight_arena = NULL;
+    m->weight_arena_bytes = 0;
 }

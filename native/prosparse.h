@@ -203,6 +203,10 @@ PS_API int ps_debug_accum_rows(int32_t type, const void *W, int64_t n_rows, int6
  * engine's pool stream a buffer of `bytes` (>= 1 MiB; use >= 1 GiB, well above
  * the L3) `reps` times (1..64); the median pass. A negative PS_ERR_* on failure. */
 PS_API double ps_debug_read_bandwidth(int n_threads, int64_t bytes, int reps);
+/* The same over the model's own weights as the engine holds them (its
+ * load-time copies, see model_pack.c): the memory a decode step reads.
+ * PS_ERR_UNSUPPORTED when the model holds under 64 MiB of copies. */
+PS_API double ps_model_read_bandwidth(const ps_model *model, int32_t n_threads, int32_t reps);
 
 #ifdef __cplusplus
 }

@@ -231,6 +231,8 @@ def _declare(dll: ctypes.CDLL) -> ctypes.CDLL:
     _fn(dll, "ps_session_set_measure", [ps_session_p, c_int], c_int)
     # double ps_debug_read_bandwidth(int n_threads, int64_t bytes, int reps);
     _fn(dll, "ps_debug_read_bandwidth", [c_int, c_int64, c_int], ctypes.c_double)
+    # double ps_model_read_bandwidth(const ps_model *model, int32_t n_threads, int32_t reps);
+    _fn(dll, "ps_model_read_bandwidth", [ps_model_p, c_int32, c_int32], ctypes.c_double)
 
     # ps_sampler_params ps_sampler_default_params(void);
     _fn(dll, "ps_sampler_default_params", [], ps_sampler_params)

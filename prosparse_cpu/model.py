@@ -310,6 +310,16 @@ class Model:
         Kept across set_mode and reset."""
         check(self._live().ps_session_set_measure(self._session, int(bool(on))), "measure")
 
+    def read_bandwidth(self, reps: int = 3) -> float:
+        """Read bandwidth in GB/s of this model's weights as the engine holds them
+        (its load-time copies), streamed with the session's threads: the memory a
+        decode step reads. ProSparseError when the copies are too small to leave the
+        caches (under 64 MiB) or the model has none."""
+        gbs = self._live().ps_model_read_bandwidth(self._model, self.threads, int(reps))
+        if gbs < 0:
+            raise _lib.fail(int(gbs), "read bandwidth")
+        return gbs
+
     def stats(self) -> dict:
         """Per-layer counters since the last reset: measured sparsity (share of FFN
         neurons whose activation was zero), the share the predictor/threshold kept,

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from prosparse_cpu import ProSparseError
-from prosparse_cpu.bench import print_table, run_bench, write_json
+from prosparse_cpu.bench import bandwidth_note, print_table, run_bench, write_json
 
 HERE = Path(__file__).resolve().parent
 CACHE = Path.home() / ".cache" / "prosparse-cpu"
@@ -146,11 +146,6 @@ def measure(label: str, path: Path, baseline: Path | None, a, pp: int, tg: int, 
     return res
 
 
-def bw_range(res: dict) -> str:
-    xs = res["machine"].get("read_bandwidth_samples_gb_s") or []
-    return f"{min(xs):.1f}-{max(xs):.1f}" if xs else "-"
-
-
 def section_sparse(shape: str, a, out: Path) -> dict:
     model, twin = synth_files(shape, a.synth_dir)
     tg = a.tg_7b if shape == "7b" else a.tg_1b
@@ -159,9 +154,8 @@ def section_sparse(shape: str, a, out: Path) -> dict:
     rows = engine_rows(res)
     lines = [f"**Synthetic LLaMA-2-{shape.upper()}-shaped model** (`scripts/synth_sparse_model.py --shape {shape}`: "
              "random Q4_0 weights, FATReLU at ~89% inactive, low-rank predictor) vs llama.cpp on its "
-             f"`--llama-compat` twin; {a.threads} threads, tg{tg}, median of {a.reps}. Read bandwidth "
-             f"{f(res['machine'].get('read_bandwidth_gb_s'), '.1f')} GB/s (engine thread pool, {a.threads} threads; "
-             f"median of the measurements between rounds: {bw_range(res)} GB/s).",
+             f"`--llama-compat` twin; {a.threads} threads, tg{tg}, median of {a.reps}. Read bandwidth for the "
+             f"bounds: {bandwidth_note(res)}.",
              "", "    " + bench_cmd(model, twin, a, a.sparse_pp, tg, modes), "",
              "| engine | tg t/s (min-max) | vs llama.cpp | MB/token | bound t/s | of bound | sparsity | recall |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]

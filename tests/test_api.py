@@ -334,3 +334,12 @@ def test_read_bandwidth_hook():
     for bad in ({"threads": 0}, {"threads": 1, "reps": 0}, {"threads": 1, "gib": 1 / 4096}):
         with pytest.raises(ProSparseError, match="read bandwidth"):
             read_bandwidth(**({"gib": 1 / 16, "reps": 1} | bad))
+
+
+def test_model_read_bandwidth(tiny, smollm2_path):
+    """The read bandwidth of a model's own weight copies: refused with a reason
+    when they are too small to leave the caches; a positive figure on SmolLM2."""
+    with pytest.raises(ProSparseError, match="too few to measure"):
+        tiny.read_bandwidth()
+    with Model(smollm2_path, threads=2) as m:
+        assert m.read_bandwidth(reps=1) > 0
