@@ -66,8 +66,11 @@ PS_API int ps_simd_get(void);
 /* ---- model ------------------------------------------------------------ */
 typedef struct ps_model ps_model;
 
-/* Map and validate a GGUF file (architectures "llama" and "prosparse").
- * Weights are not copied. NULL on error (see ps_last_error). */
+/* Map and validate a GGUF file (architectures "llama" and "prosparse"),
+ * then copy the weight matrices into memory laid out for the kernels in
+ * force (row-interleaved where they have a packed product; huge pages where
+ * the OS allows; the mapping itself when there is no memory for copies).
+ * Select the SIMD level before loading. NULL on error (see ps_last_error). */
 PS_API ps_model *ps_model_load(const char *path);
 PS_API void ps_model_free(ps_model *model);
 
