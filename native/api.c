@@ -181,6 +181,7 @@ void ps_session_reset(ps_session *s) {
     s->has_logits = 0;
     memset(s->stats, 0, sizeof(ps_layer_stats) * (size_t)s->model->hp.n_layer);
     memset(s->pred_rest, 0, sizeof(int32_t) * (size_t)s->model->hp.n_layer);
+    memset(s->dense_rest, 0, sizeof(int32_t) * (size_t)s->model->hp.n_layer);
 }
 
 int ps_session_truncate(ps_session *s, int32_t n_keep) {
@@ -198,6 +199,7 @@ int ps_session_set_mode(ps_session *s, int32_t mode) {
     if (rc != PS_OK) return rc;
     s->mode = mode;
     memset(s->pred_rest, 0, sizeof(int32_t) * (size_t)s->model->hp.n_layer);
+    memset(s->dense_rest, 0, sizeof(int32_t) * (size_t)s->model->hp.n_layer);
     return PS_OK;
 }
 

@@ -239,6 +239,7 @@ static void ffn_sparse(ps_session *s, int mode, const ps_layer *L, int il, int32
             ps_matmul(s->pool, &L->up, s->xb, n_tok, s->hb2);
             dense_tail(s, L, n_tok, st);
             if (s->mode != PS_MODE_SPARSE) st->neurons_predicted += (int64_t)n_tok * n;
+            if (n_tok == 1) s->dense_rest[il] = PS_FFN_PRED_REST;
             return;
         }
     }
@@ -323,6 +324,12 @@ void ps_ffn_forward(ps_session *s, int il, int32_t n_tok) {
             mode = hp->act == PS_ACT_SILU ? PS_MODE_DENSE : PS_MODE_SPARSE;
             if (mode == PS_MODE_DENSE) st->neurons_predicted += (int64_t)n_tok * hp->n_ff;
         }
+    }
+    /* a layer whose last exact token was dense: dense for a while (same values) */
+    if (n_tok == 1 && mode == PS_MODE_SPARSE && s->dense_rest[il] > 0) {
+        s->dense_rest[il]--;
+        mode = PS_MODE_DENSE;
+        if (s->mode == PS_MODE_PREDICT) st->neurons_predicted += hp->n_ff;
     }
     const int64_t predicted_before = st->neurons_predicted;
     if (mode == PS_MODE_DENSE) ffn_dense(s, L, n_tok, st);

@@ -14,7 +14,8 @@
  * cost, since many tokens' candidates cover most rows; so are a layer's next
  * PS_FFN_PRED_REST tokens after its predictor kept nearly all neurons.
  * An exact batch stops deciding token by token as soon as its union is
- * dense, and finishes as the dense path does (the same values).
+ * dense, and finishes as the dense path does (the same values); after such
+ * a single token the layer's next PS_FFN_PRED_REST exact tokens run dense.
  */
 #ifndef PS_FFN_H
 #define PS_FFN_H

@@ -265,6 +265,7 @@ void ps_session_destroy(ps_session *s) {
     free(s->ffn_idx);
     free(s->ffn_keep);
     free(s->pred_rest);
+    free(s->dense_rest);
     ps_free(s->ones);
     free(s->stats);
     free(s->active_by_thread);
@@ -322,6 +323,7 @@ ps_session *ps_session_create(const ps_model *m, const ps_session_params *p) {
     s->ffn_idx = malloc(sizeof(int32_t) * (size_t)hp->n_ff);
     s->ffn_keep = malloc((size_t)nb * (size_t)hp->n_ff);
     s->pred_rest = calloc((size_t)hp->n_layer, sizeof(int32_t));
+    s->dense_rest = calloc((size_t)hp->n_layer, sizeof(int32_t));
     s->ones = alloc_floats(hp->n_ff, 1, 1);
     int pred_ok = 1;
     if (hp->predictor_rank > 0) {
@@ -333,7 +335,7 @@ ps_session *ps_session_create(const ps_model *m, const ps_session_params *p) {
     s->active_by_thread = calloc((size_t)s->n_threads, sizeof(int64_t));
     if (!s->k_cache || !s->v_cache || !s->x || !s->xb || !s->xb2 || !s->q || !s->att_out ||
         !s->att || !s->hb || !s->hb2 || !s->rope_cos || !s->rope_sin || !s->logits ||
-        !s->inv_freq || !s->stats || !s->active_by_thread || !s->ffn_mask || !s->ffn_idx || !s->ffn_keep || !s->ones || !s->pred_rest ||
+        !s->inv_freq || !s->stats || !s->active_by_thread || !s->ffn_mask || !s->ffn_idx || !s->ffn_keep || !s->ones || !s->pred_rest || !s->dense_rest ||
         !pred_ok) {
         ps_fail(PS_ERR_MEMORY, "out of memory for a session of n_ctx %d, n_batch %d", s->n_ctx,
                 s->n_batch);

@@ -49,6 +49,8 @@ struct ps_session {
     int measure;        /* 1: predict mode also runs the dense gate to count recall */
     int32_t *pred_rest; /* (n_layer) decode tokens this layer still runs without
                          * its predictor (it kept nearly every neuron); 0 normally */
+    int32_t *dense_rest; /* (n_layer) decode tokens this layer's exact sparse path
+                          * still runs as dense (nearly every neuron was active) */
     float *ref_g, *ref_u; /* (n_batch, n_ff) dense gate/up for the measure option */
 
     ps_layer_stats *stats;   /* (n_layer) counters since the last reset */

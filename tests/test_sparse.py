@@ -87,6 +87,20 @@ def test_sparse_row_list_path_in_batches(tmp_path):
     assert rel_err(sparse, dense) <= EXACT_TOL
 
 
+def test_sparse_with_every_neuron_active_equals_dense(tmp_path):
+    """FATReLU below every gate value: 0% sparsity. A dense union finishes as
+    the dense path, and the layer's next exact tokens run dense: over 40 tokens
+    one by one (several such streaks) and in batches, still exactly dense."""
+    _, path = relu_model(tmp_path, "fatrelu", "q4_0", threshold=-1e3)
+    toks = tokens(40, seed=9)
+    dense, st_d = run(path, toks, one_by_one=True)
+    assert st_d["sparsity"] == 0.0
+    for kw in ({"one_by_one": True}, {"n_batch": 8}):
+        sparse, st_s = run(path, toks, "sparse", **kw)
+        assert rel_err(sparse, dense) <= EXACT_TOL, kw
+        assert st_s["sparsity"] == 0.0 and st_s["tokens"] == len(toks)
+
+
 def test_sparse_with_ffn_down_falls_back_to_dense_down(tmp_path):
     """A prosparse file carrying ffn_down (not ffn_down_t): still exact."""
     _, path = relu_model(tmp_path, "relu", down_t=False)
