@@ -1,8 +1,7 @@
 /* quant_avx2.c: AVX2/FMA/F16C kernels (compiled with those flags only here;
  * called only after a cpuid check, see ps_simd_supported). quant_avx512.c
- * compiles this file a second time for AVX-512 (F/BW/VL/VNNI): the integer
- * sums then use VNNI's dpbusd and the axpy 16-lane vectors, with the same
- * float operations per element, so both tables give identical results.
+ * compiles this file a second time for AVX-512 (F/BW/VL/VNNI), where the
+ * integer sums use VNNI's dpbusd, and adds the kernels only AVX-512 has.
  *
  *   integer kernels (Q4_0, Q4_1, Q8_0 x q8a activations): 8 weight rows per
  *     tile, one accumulator lane per row; exact integer block sums, then the
@@ -366,7 +365,7 @@ static void gemm_q8_0(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t
         gemm_q8_0_vec(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy);
 }
 
-#ifndef __AVX512VNNI__ /* (the AVX-512 table has gemm_q4_rows16 below) */
+#ifndef PS_QUANT_AVX512 /* (the AVX-512 table has its own, quant_avx512.c) */
 static void gemm_q4_0(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, int64_t r1,
                       const void *X, int32_t n_tok, float *Y, int64_t ldy) {
     gemm_q4(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 0);
@@ -378,217 +377,6 @@ static void gemm_q4_1(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t
 }
 #endif
 
-#ifdef __AVX512VNNI__
-/* Packed Q4_0 / Q4_1 (quant.h): one row per 32-bit lane of a 16-lane vector,
- * so a block of 16 rows is 4 loads and 8 dpbusd per token, with no
- * regrouping. Per lane the float steps are gemm_q4's. */
-#define PF_BLOCKS 8 /* blocks ahead that the packed kernel prefetches */
-INLINE void gemm_q4_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *Xv,
-                           int32_t n_tok, float *Y, int64_t ldy, const int has_min) {
-    const int64_t nb = n_cols / PS_QK;
-    const size_t tb = (size_t)PS_PACK_ROWS * (has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0));
-    const size_t qoff = has_min ? 64 : 32;
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
-    const ps_block_q8a *X = Xv;
-    __m512 acc[TOK_TILE];
-    for (int64_t row0 = r0 - r0 % PS_PACK_ROWS; row0 < r1; row0 += PS_PACK_ROWS) {
-        const uint8_t *tile = P + (size_t)(row0 / PS_PACK_ROWS) * nb * tb;
-        const int lo = r0 > row0 ? (int)(r0 - row0) : 0;
-        const int hi = r1 < row0 + PS_PACK_ROWS ? (int)(r1 - row0) : PS_PACK_ROWS;
-        const __mmask16 keep = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
-        for (int32_t t0 = 0; t0 < n_tok; t0 += TOK_TILE) {
-            const int32_t nt = n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE;
-            for (int32_t t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
-            for (int64_t b = 0; b < nb; b++) {
-                const uint8_t *p = tile + (size_t)b * tb;
-                for (size_t o = 0; o < tb; o += 64) _mm_prefetch((const char *)(p + PF_BLOCKS * tb + o), _MM_HINT_T0);
-                const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-                const __m512 c = has_min ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)))
-                                         : _mm512_mul_ps(d, _mm512_set1_ps(-8.0f));
-                __m512i ql[4], qh[4]; /* elements 4k..4k+3 and 16+4k..16+4k+3 of each row */
-                for (int k = 0; k < 4; k++) {
-                    const __m512i v = _mm512_loadu_si512((const void *)(p + qoff + 64 * k));
-                    ql[k] = _mm512_and_si512(v, m4);
-                    qh[k] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-                }
-                const ps_block_q8a *xb = X + (size_t)t0 * nb + b;
-                for (int32_t t = 0; t < nt; t++, xb += nb) {
-                    __m512i sa = _mm512_setzero_si512(), sb = _mm512_setzero_si512();
-                    for (int k = 0; k < 4; k++) {
-                        sa = _mm512_dpbusd_epi32(sa, ql[k], _mm512_set1_epi32(ld32((const uint8_t *)xb->qs + 4 * k)));
-                        sb = _mm512_dpbusd_epi32(sb, qh[k], _mm512_set1_epi32(ld32((const uint8_t *)xb->qs + 16 + 4 * k)));
-                    }
-                    const __m512i isum = _mm512_add_epi32(sa, sb);
-                    acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(xb->d)), _mm512_cvtepi32_ps(isum), acc[t]);
-                    acc[t] = _mm512_fmadd_ps(c, _mm512_set1_ps(xb->s), acc[t]);
-                }
-            }
-            for (int32_t t = 0; t < nt; t++) _mm512_mask_storeu_ps(Y + (size_t)(t0 + t) * ldy + row0, keep, acc[t]);
-        }
-    }
-}
-
-INLINE __m512 join8(__m256 lo, __m256 hi) { /* (AVX-512 F has no 256-bit float insert) */
-    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
-}
-
-/* Q4_0 / Q4_1 row lists straight from the row-major matrix (idx != NULL):
- * gemm_q4_packed's 16-lane layout built per block
- * from 16 row pointers, a 4x4 transpose of 32-bit pieces within each
- * 128-bit lane: z[j] holds the nibble bytes of rows j, 4+j, 8+j, 12+j, so
- * after the transpose lane 4L+m is row 4L+m (natural order). */
-INLINE void gemm_q4_rows16(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
-                           int64_t r1, const void *Xv, int32_t n_tok, float *Y, int64_t ldy, const int has_min) {
-    const int64_t nb = n_cols / PS_QK;
-    const size_t bb = has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0);
-    const size_t qoff = has_min ? 4 : 2;
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
-    const ps_block_q8a *X = Xv;
-    __m512 acc[TOK_TILE];
-    for (int64_t r = r0; r < r1; r += PS_PACK_ROWS) {
-        const int n_valid = r1 - r < PS_PACK_ROWS ? (int)(r1 - r) : PS_PACK_ROWS;
-        const uint8_t *row[PS_PACK_ROWS];
-        int32_t out_row[PS_PACK_ROWS];
-        for (int i = 0; i < PS_PACK_ROWS; i++) {
-            out_row[i] = (int32_t)row_at(idx, r + (i < n_valid ? i : n_valid - 1));
-            row[i] = W + (size_t)out_row[i] * rb;
-        }
-        for (int32_t t0 = 0; t0 < n_tok; t0 += TOK_TILE) {
-            const int32_t nt = n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE;
-            for (int32_t t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
-            for (int64_t b = 0; b < nb; b++) {
-                const size_t off = (size_t)b * bb;
-                /* the next tile's rows are anywhere: fetch their block b */
-                for (int64_t j = r + PS_PACK_ROWS; j < r + 2 * PS_PACK_ROWS && j < r1; j++)
-                    _mm_prefetch((const char *)(W + (size_t)idx[j] * rb + off), _MM_HINT_T0);
-                __m512 d, c;
-                if (has_min) {
-                    __m256 d0, m0, d1, m1;
-                    scales_dm(row, off, &d0, &m0);
-                    scales_dm(row + 8, off, &d1, &m1);
-                    d = join8(d0, d1);
-                    c = join8(m0, m1);
-                } else {
-                    d = join8(scales_d(row, off), scales_d(row + 8, off));
-                    c = _mm512_mul_ps(d, _mm512_set1_ps(-8.0f));
-                }
-                __m512i z[4];
-#define QS16(i) _mm_loadu_si128((const __m128i *)(row[i] + off + qoff))
-                for (int j = 0; j < 4; j++) { /* (the lane number must be a constant) */
-                    z[j] = _mm512_inserti32x4(_mm512_castsi128_si512(QS16(j)), QS16(4 + j), 1);
-                    z[j] = _mm512_inserti32x4(_mm512_inserti32x4(z[j], QS16(8 + j), 2), QS16(12 + j), 3);
-                }
-#undef QS16
-                const __m512i t0l = _mm512_unpacklo_epi32(z[0], z[1]), t0h = _mm512_unpackhi_epi32(z[0], z[1]);
-                const __m512i t1l = _mm512_unpacklo_epi32(z[2], z[3]), t1h = _mm512_unpackhi_epi32(z[2], z[3]);
-                const __m512i v[4] = {_mm512_unpacklo_epi64(t0l, t1l), _mm512_unpackhi_epi64(t0l, t1l),
-                                      _mm512_unpacklo_epi64(t0h, t1h), _mm512_unpackhi_epi64(t0h, t1h)};
-                __m512i ql[4], qh[4];
-                for (int k = 0; k < 4; k++) {
-                    ql[k] = _mm512_and_si512(v[k], m4);
-                    qh[k] = _mm512_and_si512(_mm512_srli_epi16(v[k], 4), m4);
-                }
-                const ps_block_q8a *xb = X + (size_t)t0 * nb + b;
-                for (int32_t t = 0; t < nt; t++, xb += nb) {
-                    __m512i sa = _mm512_setzero_si512(), sb = _mm512_setzero_si512();
-                    for (int k = 0; k < 4; k++) {
-                        sa = _mm512_dpbusd_epi32(sa, ql[k], _mm512_set1_epi32(ld32((const uint8_t *)xb->qs + 4 * k)));
-                        sb = _mm512_dpbusd_epi32(sb, qh[k], _mm512_set1_epi32(ld32((const uint8_t *)xb->qs + 16 + 4 * k)));
-                    }
-                    const __m512i isum = _mm512_add_epi32(sa, sb);
-                    acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(xb->d)), _mm512_cvtepi32_ps(isum), acc[t]);
-                    acc[t] = _mm512_fmadd_ps(c, _mm512_set1_ps(xb->s), acc[t]);
-                }
-            }
-            const __mmask16 keep = (__mmask16)((1u << n_valid) - 1);
-            const __m512i vrow = _mm512_loadu_si512(out_row);
-            for (int32_t t = 0; t < nt; t++)
-                _mm512_mask_i32scatter_ps(Y + (size_t)(t0 + t) * ldy, keep, vrow, acc[t], 4);
-        }
-    }
-}
-
-/* Row lists: gemm_q4_rows16; whole unpacked matrices: gemm_q4's 8-row
- * tiles with their streaming prefetch measured ~4% faster. */
-static void gemm_q4_0_v512(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
-                           int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
-    if (idx) gemm_q4_rows16(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 0);
-    else gemm_q4(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 0);
-}
-
-static void gemm_q4_1_v512(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
-                           int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
-    if (idx) gemm_q4_rows16(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
-    else gemm_q4(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
-}
-
-/* Sum of the 32 quants of an activation block (exact). */
-INLINE int32_t q8a_sum(const int8_t *qs) {
-    const __m256i u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)qs), _mm256_set1_epi8((char)0x80));
-    const __m256i s = _mm256_sad_epu8(u, _mm256_setzero_si256()); /* 4 sums of (x + 128) */
-    const __m128i h = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-    return (int32_t)(_mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1)) - 32 * 128;
-}
-
-/* Packed Q8_0: dpbusd on (w + 128) and x, minus 128 * sum(x): the exact
- * integer dot of gemm_q8_0, then its float step. */
-static void gemm_q8_0_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *Xv,
-                             int32_t n_tok, float *Y, int64_t ldy) {
-    const int64_t nb = n_cols / PS_QK;
-    const size_t tb = (size_t)PS_PACK_ROWS * sizeof(ps_block_q8_0);
-    const ps_block_q8a *X = Xv;
-    __m512 acc[TOK_TILE];
-    for (int64_t row0 = r0 - r0 % PS_PACK_ROWS; row0 < r1; row0 += PS_PACK_ROWS) {
-        const uint8_t *tile = P + (size_t)(row0 / PS_PACK_ROWS) * nb * tb;
-        const int lo = r0 > row0 ? (int)(r0 - row0) : 0;
-        const int hi = r1 < row0 + PS_PACK_ROWS ? (int)(r1 - row0) : PS_PACK_ROWS;
-        const __mmask16 keep = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
-        for (int32_t t0 = 0; t0 < n_tok; t0 += TOK_TILE) {
-            const int32_t nt = n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE;
-            for (int32_t t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
-            for (int64_t b = 0; b < nb; b++) {
-                const uint8_t *p = tile + (size_t)b * tb;
-                for (size_t o = 0; o < tb; o += 64) _mm_prefetch((const char *)(p + PF_BLOCKS * tb + o), _MM_HINT_T0);
-                const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-                __m512i w[8];
-                for (int k = 0; k < 8; k++) w[k] = _mm512_loadu_si512((const void *)(p + 32 + 64 * k));
-                const ps_block_q8a *xb = X + (size_t)t0 * nb + b;
-                for (int32_t t = 0; t < nt; t++, xb += nb) {
-                    __m512i sa = _mm512_setzero_si512(), sb = _mm512_setzero_si512();
-                    for (int k = 0; k < 8; k += 2) {
-                        sa = _mm512_dpbusd_epi32(sa, w[k], _mm512_set1_epi32(ld32((const uint8_t *)xb->qs + 4 * k)));
-                        sb = _mm512_dpbusd_epi32(sb, w[k + 1], _mm512_set1_epi32(ld32((const uint8_t *)xb->qs + 4 * k + 4)));
-                    }
-                    const __m512i isum = _mm512_sub_epi32(_mm512_add_epi32(sa, sb), _mm512_set1_epi32(128 * q8a_sum(xb->qs)));
-                    acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(xb->d)), _mm512_cvtepi32_ps(isum), acc[t]);
-                }
-            }
-            for (int32_t t = 0; t < nt; t++) _mm512_mask_storeu_ps(Y + (size_t)(t0 + t) * ldy + row0, keep, acc[t]);
-        }
-    }
-}
-
-static void gemm_q4_0_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *X,
-                             int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_q4_packed(P, n_cols, r0, r1, X, n_tok, Y, ldy, 0);
-}
-
-static void gemm_q4_1_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *X,
-                             int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_q4_packed(P, n_cols, r0, r1, X, n_tok, Y, ldy, 1);
-}
-#define GEMM_Q4_0 gemm_q4_0_v512
-#define GEMM_Q4_1 gemm_q4_1_v512
-#define PACKED_Q4_0 gemm_q4_0_packed
-#define PACKED_Q4_1 gemm_q4_1_packed
-#define PACKED_Q8_0 gemm_q8_0_packed
-#else
-#define GEMM_Q4_0 gemm_q4_0
-#define GEMM_Q4_1 gemm_q4_1
-#define PACKED_Q4_0 NULL
-#define PACKED_Q4_1 NULL
-#define PACKED_Q8_0 NULL
-#endif
 
 /* ---- float kernels (activations stay fp32) ---------------------------------- */
 enum { FT_F32, FT_F16, FT_BF16 };
@@ -844,46 +632,6 @@ INLINE void axpy_rows_q(const void *const *src, const float *a, const int NR, fl
     }
 }
 
-#ifdef __AVX512F__
-/* The same per-element steps as axpy_rows_q in 16 lanes: one block is two
- * vectors (elements 0..15 are the low nibbles of its 16 bytes, 16..31 the
- * high ones, as in q4_groups). */
-INLINE void axpy_rows_q512(const void *const *src, const float *a, const int NR, float *y, int64_t n,
-                           const int type) {
-    const size_t bb = type == 0 ? sizeof(ps_block_q4_0) : type == 1 ? sizeof(ps_block_q4_1) : sizeof(ps_block_q8_0);
-    const __m512i mask = _mm512_set1_epi32(0x0f), eight = _mm512_set1_epi32(8);
-    for (int64_t i = 0; i < n / PS_QK; i++, y += PS_QK) {
-        __m512 acc0 = _mm512_loadu_ps(y), acc1 = _mm512_loadu_ps(y + 16);
-        for (int r = 0; r < NR; r++) {
-            const uint8_t *blk = (const uint8_t *)src[r] + (size_t)i * bb;
-            uint16_t h[2];
-            memcpy(h, blk, type == 1 ? 4 : 2);
-            const __m512 d = _mm512_set1_ps(fp16(h[0]) * a[r]);
-            if (type == 2) {
-                const __m128i *q = (const __m128i *)(blk + 2);
-                acc0 = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q))), acc0);
-                acc1 = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q + 1))), acc1);
-                continue;
-            }
-            const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blk + (type == 1 ? 4 : 2))));
-            const __m512i lo = _mm512_and_si512(q, mask), hi = _mm512_srli_epi32(q, 4);
-            if (type == 1) {
-                const __m512 m = _mm512_set1_ps(fp16(h[1]) * a[r]);
-                acc0 = _mm512_add_ps(_mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lo), m), acc0);
-                acc1 = _mm512_add_ps(_mm512_fmadd_ps(d, _mm512_cvtepi32_ps(hi), m), acc1);
-            } else {
-                acc0 = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(lo, eight)), acc0);
-                acc1 = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(hi, eight)), acc1);
-            }
-        }
-        _mm512_storeu_ps(y, acc0);
-        _mm512_storeu_ps(y + 16, acc1);
-    }
-}
-#define AXPY_Q axpy_rows_q512
-#else
-#define AXPY_Q axpy_rows_q
-#endif
 
 INLINE void axpy_rows_float(const void *const *src, const float *a, const int NR, float *y, int64_t n,
                             const int ft) {
@@ -905,25 +653,23 @@ INLINE void axpy_rows_float(const void *const *src, const float *a, const int NR
     static void name##_4(const void *const src[4], const float a[4], float *y, int64_t n) {     \
         body(src, a, 4, y, n, arg);                                                              \
     }
-AXPY_PAIR(axpy_q4_0, AXPY_Q, 0)
-AXPY_PAIR(axpy_q4_1, AXPY_Q, 1)
-AXPY_PAIR(axpy_q8_0, AXPY_Q, 2)
 AXPY_PAIR(axpy_f32, axpy_rows_float, FT_F32)
 AXPY_PAIR(axpy_f16, axpy_rows_float, FT_F16)
 AXPY_PAIR(axpy_bf16, axpy_rows_float, FT_BF16)
 
+#ifndef PS_QUANT_AVX512 /* (quant_avx512.c has its own table) */
+AXPY_PAIR(axpy_q4_0, axpy_rows_q, 0)
+AXPY_PAIR(axpy_q4_1, axpy_rows_q, 1)
+AXPY_PAIR(axpy_q8_0, axpy_rows_q, 2)
+
 static const ps_kernels k_f32 = {gemm_f32, dequant_f32, axpy_f32, axpy_f32_4, 0, NULL};
 static const ps_kernels k_f16 = {gemm_f16, dequant_f16, axpy_f16, axpy_f16_4, 0, NULL};
 static const ps_kernels k_bf16 = {gemm_bf16, dequant_bf16, axpy_bf16, axpy_bf16_4, 0, NULL};
-static const ps_kernels k_q8_0 = {gemm_q8_0, dequant_q8_0, axpy_q8_0, axpy_q8_0_4, 1, PACKED_Q8_0};
-static const ps_kernels k_q4_0 = {GEMM_Q4_0, dequant_q4_0, axpy_q4_0, axpy_q4_0_4, 1, PACKED_Q4_0};
-static const ps_kernels k_q4_1 = {GEMM_Q4_1, dequant_q4_1, axpy_q4_1, axpy_q4_1_4, 1, PACKED_Q4_1};
+static const ps_kernels k_q8_0 = {gemm_q8_0, dequant_q8_0, axpy_q8_0, axpy_q8_0_4, 1, NULL};
+static const ps_kernels k_q4_0 = {gemm_q4_0, dequant_q4_0, axpy_q4_0, axpy_q4_0_4, 1, NULL};
+static const ps_kernels k_q4_1 = {gemm_q4_1, dequant_q4_1, axpy_q4_1, axpy_q4_1_4, 1, NULL};
 
-#ifdef PS_QUANT_AVX512
-const ps_kernels *ps_kernels_avx512(int32_t type) {
-#else
 const ps_kernels *ps_kernels_avx2(int32_t type) {
-#endif
     switch (type) {
     case PS_TYPE_F32: return &k_f32;
     case PS_TYPE_F16: return &k_f16;
@@ -934,3 +680,4 @@ const ps_kernels *ps_kernels_avx2(int32_t type) {
     default: return NULL;
     }
 }
+#endif
