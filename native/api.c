@@ -33,13 +33,19 @@ static int check_mode(const ps_model *m, int32_t mode) {
 
 /* ---- model ------------------------------------------------------------- */
 
-ps_model *ps_model_load(const char *path) {
+ps_model *ps_model_load_ex(const char *path, uint32_t flags) {
     if (!path) {
         ps_fail(PS_ERR_ARG, "model path is NULL");
         return NULL;
     }
-    return ps_model_open(path);
+    if (flags & ~(uint32_t)PS_LOAD_MAP_ONLY) {
+        ps_fail(PS_ERR_ARG, "unknown load flags 0x%x", (unsigned)flags);
+        return NULL;
+    }
+    return ps_model_open(path, !(flags & PS_LOAD_MAP_ONLY));
 }
+
+ps_model *ps_model_load(const char *path) { return ps_model_load_ex(path, 0); }
 
 void ps_model_free(ps_model *model) { ps_model_close(model); }
 

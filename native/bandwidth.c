@@ -110,7 +110,8 @@ double ps_model_read_bandwidth(const ps_model *m, int32_t n_threads, int32_t rep
     const int64_t n_chunks = (int64_t)(m->weight_arena_bytes / BW_CHUNK);
     if (!m->weight_arena || n_chunks < BW_MODEL_MIN_CHUNKS)
         return ps_fail(PS_ERR_UNSUPPORTED, "read bandwidth: this model holds %lld MiB of weight copies, "
-                       "too few to measure main memory (needs %d)", (long long)n_chunks, BW_MODEL_MIN_CHUNKS);
+                       "too few to measure main memory (needs %d; none when loaded map-only)", (long long)n_chunks,
+                       BW_MODEL_MIN_CHUNKS);
     uint64_t sink = 0;
     return stream(m->weight_arena, n_chunks, n_threads, reps, &sink);
 }

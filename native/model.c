@@ -432,7 +432,7 @@ void ps_model_close(ps_model *m) {
     free(m);
 }
 
-ps_model *ps_model_open(const char *path) {
+ps_model *ps_model_open(const char *path, int copy_weights) {
     ps_model *m = calloc(1, sizeof *m);
     if (!m) {
         ps_fail(PS_ERR_MEMORY, "out of memory");
@@ -467,7 +467,7 @@ ps_model *ps_model_open(const char *path) {
                 ps_tokenizer_n_vocab(m->tok), m->hp.n_vocab);
         goto fail;
     }
-    if (ps_model_copy_weights(m) != PS_OK) goto fail;
+    if (copy_weights && ps_model_copy_weights(m) != PS_OK) goto fail;
     ps_clear_error();
     return m;
 fail:

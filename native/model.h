@@ -92,8 +92,9 @@ struct ps_model {
     size_t weight_arena_bytes;
 };
 
-/* Map, validate and build a model. NULL on error (ps_last_error set). */
-struct ps_model *ps_model_open(const char *path);
+/* Map, validate and build a model; copy_weights: make the load-time weight
+ * copies (model_pack.c). NULL on error (ps_last_error set). */
+struct ps_model *ps_model_open(const char *path, int copy_weights);
 void ps_model_close(struct ps_model *m);
 
 /* The load-time weight copies (model_pack.c), in one huge-page arena:

@@ -72,6 +72,11 @@ typedef struct ps_model ps_model;
  * the OS allows; the mapping itself when there is no memory for copies).
  * Select the SIMD level before loading. NULL on error (see ps_last_error). */
 PS_API ps_model *ps_model_load(const char *path);
+/* ps_model_load with flags: PS_LOAD_MAP_ONLY runs from the file's mapping,
+ * without copies (memory the page cache can reclaim; slower decode). The
+ * results are the same either way. */
+enum { PS_LOAD_MAP_ONLY = 1 };
+PS_API ps_model *ps_model_load_ex(const char *path, uint32_t flags);
 PS_API void ps_model_free(ps_model *model);
 
 typedef struct ps_model_info {

@@ -61,6 +61,7 @@ MODE_NAMES = {v: k for k, v in MODES.items()}
 PS_SIMD_SCALAR = 0
 PS_SIMD_AVX2 = 1
 PS_SIMD_AVX512 = 2
+PS_LOAD_MAP_ONLY = 1
 
 
 # ---- structs ----------------------------------------------------------------
@@ -180,6 +181,8 @@ def _declare(dll: ctypes.CDLL) -> ctypes.CDLL:
 
     # ps_model *ps_model_load(const char *path);
     _fn(dll, "ps_model_load", [c_char_p], ps_model_p)
+    # ps_model *ps_model_load_ex(const char *path, uint32_t flags);
+    _fn(dll, "ps_model_load_ex", [c_char_p, ctypes.c_uint32], ps_model_p)
     # void ps_model_free(ps_model *model);
     _fn(dll, "ps_model_free", [ps_model_p], None)
     # int ps_model_get_info(const ps_model *model, ps_model_info *out);

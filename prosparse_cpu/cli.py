@@ -31,6 +31,9 @@ mode_opt = click.option("--mode", "-m", type=click.Choice(MODE_CHOICES), default
                         help="Engine mode.")
 ctx_opt = click.option("--ctx", "n_ctx", type=click.IntRange(min=16), default=2048, show_default=True,
                        help="KV cache length in tokens.")
+map_opt = click.option("--map-only", is_flag=True,
+                       help="Run from the file's mapping, without the load-time weight copies "
+                            "(less memory the OS cannot reclaim; slower).")
 
 
 def _sampling(temp_default: float, top_p_default: float):
@@ -60,12 +63,13 @@ def cli():
 @mode_opt
 @threads_opt
 @ctx_opt
+@map_opt
 @_sampling(0.8, 0.95)
-def generate(model, prompt, n, mode, threads, n_ctx, temp, top_k, top_p, seed):
+def generate(model, prompt, n, mode, threads, n_ctx, map_only, temp, top_k, top_p, seed):
     """Continue a prompt, streaming the text to stdout (speed on stderr)."""
     from .model import Model
 
-    with Model(model, threads=threads, n_ctx=n_ctx, mode=mode) as m:
+    with Model(model, threads=threads, n_ctx=n_ctx, mode=mode, copy_weights=not map_only) as m:
         out = sys.stdout
         out.write(prompt)
         out.flush()
@@ -95,12 +99,13 @@ def _print_speed(g) -> None:
 @mode_opt
 @threads_opt
 @ctx_opt
+@map_opt
 @_sampling(0.2, 0.9)
-def chat(model, question, system, n, verbose, mode, threads, n_ctx, temp, top_k, top_p, seed):
+def chat(model, question, system, n, verbose, mode, threads, n_ctx, map_only, temp, top_k, top_p, seed):
     """Chat with a model (its chat template); /reset clears, /quit or EOF exits."""
     from .model import Model
 
-    with Model(model, threads=threads, n_ctx=n_ctx, mode=mode) as m:
+    with Model(model, threads=threads, n_ctx=n_ctx, mode=mode, copy_weights=not map_only) as m:
         session = _ChatSession(m, system, dict(max_tokens=n, temperature=temp, top_k=top_k, top_p=top_p,
                                                seed=seed))
         if question is not None:

@@ -99,7 +99,9 @@ class Model:
     """A loaded GGUF model and one inference session over it."""
 
     def __init__(self, path: str | os.PathLike, threads: int = 2, n_ctx: int = 2048,
-                 mode: str = "dense", n_batch: int = 512, measure: bool = False):
+                 mode: str = "dense", n_batch: int = 512, measure: bool = False, copy_weights: bool = True):
+        """copy_weights=False runs from the file's mapping (less resident memory the
+        OS cannot reclaim, slower decode; the same results)."""
         self._model = None
         self._session = None
         self.path = os.fspath(path)
@@ -110,7 +112,7 @@ class Model:
             raise ProSparseError(f"{self.path}: no such file", _lib.PS_ERR_IO)
         L = lib()
         self._lib = L  # keep a reference for close() during interpreter shutdown
-        handle = L.ps_model_load(os.fsencode(self.path))
+        handle = L.ps_model_load_ex(os.fsencode(self.path), 0 if copy_weights else _lib.PS_LOAD_MAP_ONLY)
         if not handle:
             raise fail(L.ps_last_error_code() or _lib.PS_ERR_FORMAT, self.path)
         self._model = handle

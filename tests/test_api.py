@@ -343,3 +343,21 @@ def test_model_read_bandwidth(tiny, smollm2_path):
         tiny.read_bandwidth()
     with Model(smollm2_path, threads=2) as m:
         assert m.read_bandwidth(reps=1) > 0
+
+
+def test_map_only_equals_copied_weights(smollm2_path, tmp_path):
+    """Running from the mapping (no load-time copies) gives the copies' logits
+    bit for bit, on the real model and on a tiny Q4_0 prosparse model."""
+    import tiny_models as tm
+
+    tiny = tm.write_gguf(tm.make_hf_llama(seed=3, n_layer=2, n_embd=64, n_ff=96), tmp_path / "q4.gguf",
+                         wtype="q4_0", arch="prosparse", activation="relu")
+    for path in (smollm2_path, str(tiny)):
+        out = []
+        for copy in (True, False):
+            with Model(path, threads=2, n_ctx=64, copy_weights=copy) as m:
+                out.append(m.eval_all([1, 2, 3, 4, 5, 6, 7, 8]))
+        np.testing.assert_array_equal(out[0].view(np.uint32), out[1].view(np.uint32))
+    with Model(smollm2_path, threads=2, n_ctx=64, copy_weights=False) as m:
+        with pytest.raises(ProSparseError, match="none when loaded map-only"):
+            m.read_bandwidth()

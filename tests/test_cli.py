@@ -52,6 +52,12 @@ def test_chat_one_question(successor_path):
     assert r.stdout == "A😀BC\n"
 
 
+def test_map_only_gives_the_same_text(successor_path):
+    for cmd in ("chat", "generate"):
+        r = ok(run(cmd, successor_path, "-p", "hi" if cmd == "chat" else "A", "--temp", "0", "--map-only"))
+        assert r.stdout == "A😀BC\n"
+
+
 def test_chat_script_reset_quit(successor_path):
     script = "hi\n\nsecond turn\n/reset\nafter reset\n/quit\nnever read\n"
     r = ok(run("chat", successor_path, "--temp", "0", "--system", "Be brief.", stdin=script))

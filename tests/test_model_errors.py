@@ -238,6 +238,8 @@ def test_session_argument_checks(good_llama):
     from prosparse_cpu._lib import lib, ps_session_params
 
     L = lib()
+    assert not L.ps_model_load_ex(str(good_llama).encode(), 6)  # unknown flags
+    assert b"unknown load flags" in L.ps_last_error()
     m = L.ps_model_load(str(good_llama).encode())
     assert m
     try:
