@@ -45,10 +45,10 @@ INLINE __m512 join8(__m256 lo, __m256 hi) { /* (AVX-512 F has no 256-bit float i
 }
 
 /* Q4_0 / Q4_1 row lists straight from the row-major matrix (idx != NULL):
- * gemm_packed's 16-lane layout built per block
- * from 16 row pointers, a 4x4 transpose of 32-bit pieces within each
- * 128-bit lane: z[j] holds the nibble bytes of rows j, 4+j, 8+j, 12+j, so
- * after the transpose lane 4L+m is row 4L+m (natural order). */
+ * gemm_packed's 16-lane layout, built per block from 16 row pointers by a
+ * 4x4 transpose of 32-bit pieces within each 128-bit lane: z[j] holds the
+ * nibble bytes of rows j, 4+j, 8+j, 12+j, so after the transpose lane 4L+m
+ * is row 4L+m (natural order). Gathers were measured slower here. */
 INLINE void gemm_q4_rows16(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
                            int64_t r1, const void *Xv, int32_t n_tok, float *Y, int64_t ldy, const int has_min) {
     const int64_t nb = n_cols / PS_QK;
