@@ -19,6 +19,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import torch
+from conftest import byte_to_unicode
 from gguf import GGMLQuantizationType as QT
 
 WEIGHT_TYPES = {
@@ -32,22 +33,10 @@ MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("e", "r"), ("a", 
 
 # ---- vocabulary ---------------------------------------------------------------
 
-def _bytes_to_unicode() -> list[str]:
-    """GPT-2's printable stand-in for each byte value 0..255."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
-    out, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            out[b] = chr(b)
-        else:
-            out[b] = chr(256 + extra)
-            extra += 1
-    return [out[b] for b in range(256)]
-
-
 def byte_vocab() -> tuple[list[str], list[int], list[str]]:
     """(tokens, token types, merges): 256 byte tokens, a few merges, 3 specials."""
-    tokens = _bytes_to_unicode()
+    b2u = byte_to_unicode()
+    tokens = [b2u[b] for b in range(256)]
     merges = []
     for a, b in MERGES:
         tokens.append(a + b)
