@@ -206,6 +206,9 @@ def test_bad_arguments(lib):
     assert b"q4_0" in lib.ps_last_error()
     assert lib.ps_debug_dequantize(int(T.Q4_K), buf.ctypes.data, 256, fptr(out)) < 0
     assert lib.ps_debug_dequantize(12345, buf.ctypes.data, 32, fptr(out)) < 0
+    x32 = np.ones(32, dtype=np.float32)
+    assert lib.ps_debug_matmul_packed(int(T.F16), buf.ctypes.data, 2, 32, fptr(x32), 1, fptr(out), 1) < 0
+    assert b"no packed form" in lib.ps_last_error()
     idx = np.array([0, 5], dtype=np.int32)
     x = np.ones(4, dtype=np.float32)
     assert lib.ps_debug_accum_rows(int(T.F32), buf.ctypes.data, 4, 8, fptr(x), 1, idx.ctypes.data_as(i32p), 2,

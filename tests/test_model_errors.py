@@ -280,5 +280,9 @@ def test_session_argument_checks(good_llama):
         assert L.ps_model_meta_str(m, b"no.such.key", buf, 8) < 0
         n = L.ps_model_meta_str(m, b"general.architecture", buf, 4)
         assert n == 5 and buf.value == b"lla"                        # truncated, NUL-terminated
+        assert L.ps_model_read_bandwidth(None, 2, 1) == -4
+        assert L.ps_model_read_bandwidth(m, 0, 1) == -4
+        assert L.ps_model_read_bandwidth(m, 1, 0) == -4
+        assert L.ps_model_read_bandwidth(m, 1, 1) == -3              # a tiny model: too small to measure
     finally:
         L.ps_model_free(m)
