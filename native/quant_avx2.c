@@ -141,9 +141,11 @@ INLINE void prefetch_tile(const uint8_t *W, size_t rb, const int32_t *idx, int64
         prefetch_ahead(tile, rb, off, bb);
         return;
     }
+    /* once per cache line: when block b's last byte opens a new one */
+    if (off && (off + bb - 1) / 64 == (off - 1) / 64) return;
     const int64_t n = r + (PF_TILES + 1) * 8 < r1 ? r + (PF_TILES + 1) * 8 : r1;
     for (int64_t j = r + PF_TILES * 8; j < n; j++)
-        _mm_prefetch((const char *)(W + (size_t)idx[j] * rb + off), _MM_HINT_T0);
+        _mm_prefetch((const char *)(W + (size_t)idx[j] * rb + off + bb - 1), _MM_HINT_T0);
 }
 
 /* Lanes 0..7 = list positions r..r+7 (the first `valid` are real) of token row y. */

@@ -71,8 +71,9 @@ INLINE void gemm_q4_rows16(const uint8_t *W, size_t rb, int64_t n_cols, const in
             for (int64_t b = 0; b < nb; b++) {
                 const size_t off = (size_t)b * bb;
                 /* the next tile's rows are anywhere: fetch their block b */
-                for (int64_t j = r + PS_PACK_ROWS; j < r + 2 * PS_PACK_ROWS && j < r1; j++)
-                    _mm_prefetch((const char *)(W + (size_t)idx[j] * rb + off), _MM_HINT_T0);
+                if (b == 0 || (off + bb - 1) / 64 != (off - 1) / 64)
+                    for (int64_t j = r + PS_PACK_ROWS; j < r + 2 * PS_PACK_ROWS && j < r1; j++)
+                        _mm_prefetch((const char *)(W + (size_t)idx[j] * rb + off + bb - 1), _MM_HINT_T0);
                 __m512 d, c;
                 if (has_min) {
                     __m256 d0, m0, d1, m1;
@@ -193,7 +194,9 @@ static void gemm_q4_1_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64
 INLINE void axpy_rows_q512(const void *const *src, const float *a, const int NR, float *y, int64_t n,
                            const int type) {
     const size_t bb = type == 0 ? sizeof(ps_block_q4_0) : type == 1 ? sizeof(ps_block_q4_1) : sizeof(ps_block_q8_0);
-    const __m512i mask = _mm512_set1_epi32(0x0f), eight = _mm512_set1_epi32(8);
+    /* nibble k as a float: k - 8 for Q4_0, k for Q4_1 */
+    const __m512 nib = _mm512_sub_ps(_mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                     _mm512_set1_ps(type == 0 ? 8.0f : 0.0f));
     for (int64_t i = 0; i < n / PS_QK; i++, y += PS_QK) {
         __m512 acc0 = _mm512_loadu_ps(y), acc1 = _mm512_loadu_ps(y + 16);
         for (int r = 0; r < NR; r++) {
@@ -207,15 +210,17 @@ INLINE void axpy_rows_q512(const void *const *src, const float *a, const int NR,
                 acc1 = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q + 1))), acc1);
                 continue;
             }
+            /* a nibble's float value by table lookup (vpermps reads the
+             * index's low 4 bits, so the low nibble needs no mask) */
             const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blk + (type == 1 ? 4 : 2))));
-            const __m512i lo = _mm512_and_si512(q, mask), hi = _mm512_srli_epi32(q, 4);
+            const __m512i hi = _mm512_srli_epi32(q, 4);
             if (type == 1) {
                 const __m512 m = _mm512_set1_ps(fp16(h[1]) * a[r]);
-                acc0 = _mm512_add_ps(_mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lo), m), acc0);
-                acc1 = _mm512_add_ps(_mm512_fmadd_ps(d, _mm512_cvtepi32_ps(hi), m), acc1);
+                acc0 = _mm512_add_ps(_mm512_fmadd_ps(d, _mm512_permutexvar_ps(q, nib), m), acc0);
+                acc1 = _mm512_add_ps(_mm512_fmadd_ps(d, _mm512_permutexvar_ps(hi, nib), m), acc1);
             } else {
-                acc0 = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(lo, eight)), acc0);
-                acc1 = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(hi, eight)), acc1);
+                acc0 = _mm512_fmadd_ps(d, _mm512_permutexvar_ps(q, nib), acc0);
+                acc1 = _mm512_fmadd_ps(d, _mm512_permutexvar_ps(hi, nib), acc1);
             }
         }
         _mm512_storeu_ps(y, acc0);
