@@ -44,6 +44,49 @@ INLINE __m512 join8(__m256 lo, __m256 hi) { /* (AVX-512 F has no 256-bit float i
     return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
 }
 
+/* One tile of 16 rows against nt tokens (acc[t] += their sums); nxt: the
+ * next tile's rows, whose cache lines are fetched once each meanwhile. */
+INLINE void rows16_tile(const uint8_t *const row[PS_PACK_ROWS], const uint8_t *const *nxt, int n_next, int64_t nb,
+                        const ps_block_q8a *X, int32_t nt, __m512 *acc, const int has_min) {
+    const size_t bb = has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0);
+    const size_t qoff = has_min ? 4 : 2;
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    for (int64_t b = 0; b < nb; b++) {
+        const size_t off = (size_t)b * bb;
+        if (b == 0 || (off + bb - 1) / 64 != (off - 1) / 64) /* block b opens a new line */
+            for (int j = 0; j < n_next; j++) _mm_prefetch((const char *)(nxt[j] + off + bb - 1), _MM_HINT_T0);
+        __m512 d, c;
+        if (has_min) {
+            __m256 d0, m0, d1, m1;
+            scales_dm(row, off, &d0, &m0);
+            scales_dm(row + 8, off, &d1, &m1);
+            d = join8(d0, d1);
+            c = join8(m0, m1);
+        } else {
+            d = join8(scales_d(row, off), scales_d(row + 8, off));
+            c = _mm512_mul_ps(d, _mm512_set1_ps(-8.0f));
+        }
+        __m512i z[4];
+#define QS16(i) _mm_loadu_si128((const __m128i *)(row[i] + off + qoff))
+        for (int j = 0; j < 4; j++) { /* (the lane number must be a constant) */
+            z[j] = _mm512_inserti32x4(_mm512_castsi128_si512(QS16(j)), QS16(4 + j), 1);
+            z[j] = _mm512_inserti32x4(_mm512_inserti32x4(z[j], QS16(8 + j), 2), QS16(12 + j), 3);
+        }
+#undef QS16
+        const __m512i t0l = _mm512_unpacklo_epi32(z[0], z[1]), t0h = _mm512_unpackhi_epi32(z[0], z[1]);
+        const __m512i t1l = _mm512_unpacklo_epi32(z[2], z[3]), t1h = _mm512_unpackhi_epi32(z[2], z[3]);
+        const __m512i v[4] = {_mm512_unpacklo_epi64(t0l, t1l), _mm512_unpackhi_epi64(t0l, t1l),
+                              _mm512_unpacklo_epi64(t0h, t1h), _mm512_unpackhi_epi64(t0h, t1h)};
+        __m512i q[8];
+        for (int k = 0; k < 4; k++) {
+            q[k] = _mm512_and_si512(v[k], m4);
+            q[4 + k] = _mm512_and_si512(_mm512_srli_epi16(v[k], 4), m4);
+        }
+        const ps_block_q8a *xb = X + b;
+        for (int32_t t = 0; t < nt; t++, xb += nb) acc[t] = block_dot16(q, xb, d, c, acc[t], has_min);
+    }
+}
+
 /* Q4_0 / Q4_1 row lists straight from the row-major matrix (idx != NULL):
  * gemm_packed's 16-lane layout, built per block from 16 row pointers by a
  * 4x4 transpose of 32-bit pieces within each 128-bit lane: z[j] holds the
@@ -52,58 +95,24 @@ INLINE __m512 join8(__m256 lo, __m256 hi) { /* (AVX-512 F has no 256-bit float i
 INLINE void gemm_q4_rows16(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
                            int64_t r1, const void *Xv, int32_t n_tok, float *Y, int64_t ldy, const int has_min) {
     const int64_t nb = n_cols / PS_QK;
-    const size_t bb = has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0);
-    const size_t qoff = has_min ? 4 : 2;
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
     const ps_block_q8a *X = Xv;
     __m512 acc[TOK_TILE];
     for (int64_t r = r0; r < r1; r += PS_PACK_ROWS) {
         const int n_valid = r1 - r < PS_PACK_ROWS ? (int)(r1 - r) : PS_PACK_ROWS;
-        const uint8_t *row[PS_PACK_ROWS];
+        const uint8_t *row[PS_PACK_ROWS], *nxt[PS_PACK_ROWS];
         int32_t out_row[PS_PACK_ROWS];
         for (int i = 0; i < PS_PACK_ROWS; i++) {
             out_row[i] = (int32_t)row_at(idx, r + (i < n_valid ? i : n_valid - 1));
             row[i] = W + (size_t)out_row[i] * rb;
         }
+        int n_next = 0; /* the next tile's rows are anywhere */
+        for (int64_t j = r + PS_PACK_ROWS; j < r + 2 * PS_PACK_ROWS && j < r1; j++) nxt[n_next++] = W + (size_t)idx[j] * rb;
         for (int32_t t0 = 0; t0 < n_tok; t0 += TOK_TILE) {
             const int32_t nt = n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE;
             for (int32_t t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
-            for (int64_t b = 0; b < nb; b++) {
-                const size_t off = (size_t)b * bb;
-                /* the next tile's rows are anywhere: fetch their block b */
-                if (b == 0 || (off + bb - 1) / 64 != (off - 1) / 64)
-                    for (int64_t j = r + PS_PACK_ROWS; j < r + 2 * PS_PACK_ROWS && j < r1; j++)
-                        _mm_prefetch((const char *)(W + (size_t)idx[j] * rb + off + bb - 1), _MM_HINT_T0);
-                __m512 d, c;
-                if (has_min) {
-                    __m256 d0, m0, d1, m1;
-                    scales_dm(row, off, &d0, &m0);
-                    scales_dm(row + 8, off, &d1, &m1);
-                    d = join8(d0, d1);
-                    c = join8(m0, m1);
-                } else {
-                    d = join8(scales_d(row, off), scales_d(row + 8, off));
-                    c = _mm512_mul_ps(d, _mm512_set1_ps(-8.0f));
-                }
-                __m512i z[4];
-#define QS16(i) _mm_loadu_si128((const __m128i *)(row[i] + off + qoff))
-                for (int j = 0; j < 4; j++) { /* (the lane number must be a constant) */
-                    z[j] = _mm512_inserti32x4(_mm512_castsi128_si512(QS16(j)), QS16(4 + j), 1);
-                    z[j] = _mm512_inserti32x4(_mm512_inserti32x4(z[j], QS16(8 + j), 2), QS16(12 + j), 3);
-                }
-#undef QS16
-                const __m512i t0l = _mm512_unpacklo_epi32(z[0], z[1]), t0h = _mm512_unpackhi_epi32(z[0], z[1]);
-                const __m512i t1l = _mm512_unpacklo_epi32(z[2], z[3]), t1h = _mm512_unpackhi_epi32(z[2], z[3]);
-                const __m512i v[4] = {_mm512_unpacklo_epi64(t0l, t1l), _mm512_unpackhi_epi64(t0l, t1l),
-                                      _mm512_unpacklo_epi64(t0h, t1h), _mm512_unpackhi_epi64(t0h, t1h)};
-                __m512i q[8];
-                for (int k = 0; k < 4; k++) {
-                    q[k] = _mm512_and_si512(v[k], m4);
-                    q[4 + k] = _mm512_and_si512(_mm512_srli_epi16(v[k], 4), m4);
-                }
-                const ps_block_q8a *xb = X + (size_t)t0 * nb + b;
-                for (int32_t t = 0; t < nt; t++, xb += nb) acc[t] = block_dot16(q, xb, d, c, acc[t], has_min);
-            }
+            /* (one token, the common decode case, gets its own copy with acc in a register) */
+            if (nt == 1) rows16_tile(row, nxt, n_next, nb, X + (size_t)t0 * nb, 1, acc, has_min);
+            else rows16_tile(row, nxt, n_next, nb, X + (size_t)t0 * nb, nt, acc, has_min);
             const __mmask16 keep = (__mmask16)((1u << n_valid) - 1);
             const __m512i vrow = _mm512_loadu_si512(out_row);
             for (int32_t t = 0; t < nt; t++)
