@@ -10,6 +10,8 @@
  *   /tmp/bench [types=q4_1,q4_0,q8_0,f16] [reps=7] [pp_tokens=128] [simd=1] [hot=0]
  *   /tmp/bench sparse [keep=0.11] [reps=7]     (LLaMA-2-7B-shaped FFN, dense vs exact-sparse)
  *   /tmp/bench dispatch                        (thread-pool round trip)
+ *   /tmp/bench scatter [row_bytes=1152] [share=0.16]  (memory: streaming vs
+ *                                              reading a sorted random share of rows)
  * hot=1 reuses one layer's matrices (cache-resident) and drops the output
  * matrix: kernel compute speed without the memory bound. Env PACKED=1 gives
  * Q4_0/Q4_1/Q8_0 matrices their packed copy (as the model loader does).
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "compute.h"
@@ -139,7 +142,69 @@ static void noop_range(void *ctx, int64_t i0, int64_t i1, int ith) {
     sink[ith * 8] += i1 - i0;
 }
 
+/* ---- scatter: how fast memory delivers a random share of short rows ---- */
+typedef struct scan_task {
+    const uint8_t *base;
+    const int64_t *rows; /* row numbers, ascending */
+    size_t row_bytes;
+    uint64_t sum[2 * 8]; /* per thread, a cache line apart */
+} scan_task;
+
+static void scan_rows(void *ctx, int64_t i0, int64_t i1, int ith) {
+    scan_task *t = ctx;
+    uint64_t s = 0;
+    for (int64_t i = i0; i < i1; i++) {
+        if (i + 2 < i1) /* the next rows are anywhere: request them early, as the kernels do */
+            for (size_t o = 0; o < t->row_bytes; o += 64) __builtin_prefetch(t->base + t->rows[i + 2] * t->row_bytes + o);
+        const uint64_t *p = (const uint64_t *)(t->base + t->rows[i] * t->row_bytes);
+        for (size_t k = 0; k < t->row_bytes / 8; k += 8) s += p[k]; /* one word per cache line */
+    }
+    t->sum[ith * 8] += s;
+}
+
+static void bench_scatter(size_t row_bytes, double share) {
+    const size_t total = (size_t)2 << 30;
+    const int64_t n_rows = (int64_t)(total / row_bytes);
+    uint8_t *base = aligned_alloc((size_t)2 << 20, total); /* on huge pages, as the model's weight copies */
+    if (base) madvise(base, total, MADV_HUGEPAGE);
+    int64_t *all = malloc(sizeof(int64_t) * (size_t)n_rows), *some = malloc(sizeof(int64_t) * (size_t)n_rows);
+    if (!base || !all || !some) {
+        printf("scatter: out of memory\n");
+        return;
+    }
+    memset(base, 1, total);
+    int64_t n_some = 0;
+    uint64_t rng = 88172645463325252ull;
+    for (int64_t r = 0; r < n_rows; r++) {
+        all[r] = r;
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        if ((double)(rng >> 11) / 9007199254740992.0 < share) some[n_some++] = r;
+    }
+    ps_compute *c = ps_compute_new(2, 64, 1);
+    const int64_t *lists[2] = {all, some};
+    const int64_t counts[2] = {n_rows, n_some};
+    double gbs[2];
+    for (int k = 0; k < 2; k++) {
+        scan_task t = {base, lists[k], row_bytes, {0}};
+        double best = 1e9;
+        for (int rep = 0; rep < 5; rep++) {
+            const double t0 = now();
+            ps_parallel_for(c, counts[k], (counts[k] + 1) / 2, scan_rows, &t);
+            if (now() - t0 < best) best = now() - t0;
+        }
+        gbs[k] = (double)counts[k] * (double)row_bytes / best / 1e9;
+    }
+    printf("2 threads, %zu-byte rows: all rows in order %.1f GB/s; a random %.0f%% of them (ascending) %.1f GB/s "
+           "(%.0f%% of streaming)\n", row_bytes, gbs[0], 100.0 * share, gbs[1], 100.0 * gbs[1] / gbs[0]);
+    ps_compute_free(c);
+    free(base), free(all), free(some);
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "scatter") == 0) {
+        bench_scatter(argc > 2 ? (size_t)atol(argv[2]) : 1152, argc > 3 ? atof(argv[3]) : 0.16);
+        return 0;
+    }
     if (argc > 1 && strcmp(argv[1], "dispatch") == 0) { /* cost of one parallel_for, 2 threads */
         ps_compute *c = ps_compute_new(2, 64, 1);
         int64_t sink[16] = {0};
