@@ -1,0 +1,95 @@
+"""A/B two builds of the native library in one process, for kernel work.
+
+This VM gives each process its own memory speed (32-50 or 60-77 GB/s, by
+where the host puts its pages) and, at times, its own compute speed, so two
+builds timed in two processes differ by more than most changes are worth.
+Here both builds load the model side by side in one process and decode in
+alternating rounds; the ratio of their medians is what to read.
+
+    make lib && cp prosparse_cpu/libprosparse.so /tmp/lib_a.so   # before the change
+    make lib && cp prosparse_cpu/libprosparse.so /tmp/lib_b.so   # after it
+    python scripts/ab_libs.py MODEL.gguf /tmp/lib_a.so /tmp/lib_b.so --mode predict [--rounds 8]
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes as C
+import statistics
+import sys
+import time
+
+MODES = {"dense": 0, "sparse": 1, "predict": 2, "threshold": 3}
+
+
+class SessionParams(C.Structure):
+    _fields_ = [("n_threads", C.c_int32), ("n_ctx", C.c_int32), ("n_batch", C.c_int32), ("mode", C.c_int32)]
+
+
+class Build:
+    """One copy of the library (distinct paths load as distinct copies), its model and session."""
+
+    def __init__(self, lib_path: str, model_path: str, mode: int, threads: int, simd: int | None):
+        L = self.L = C.CDLL(lib_path)
+        L.ps_last_error.restype = C.c_char_p
+        L.ps_model_load.restype = C.c_void_p
+        L.ps_model_load.argtypes = [C.c_char_p]
+        L.ps_session_new.restype = C.c_void_p
+        L.ps_session_new.argtypes = [C.c_void_p, C.POINTER(SessionParams)]
+        L.ps_session_eval.argtypes = [C.c_void_p, C.POINTER(C.c_int32), C.c_int32, C.c_void_p]
+        L.ps_session_reset.argtypes = [C.c_void_p]
+        L.ps_model_read_bandwidth.restype = C.c_double
+        L.ps_model_read_bandwidth.argtypes = [C.c_void_p, C.c_int32, C.c_int32]
+        if simd is not None:
+            L.ps_simd_set(simd)
+        self.model = L.ps_model_load(model_path.encode())
+        if not self.model:
+            sys.exit(f"error: {lib_path}: {L.ps_last_error().decode()}")
+        self.session = L.ps_session_new(self.model, C.byref(SessionParams(threads, 512, 64, mode)))
+        if not self.session:
+            sys.exit(f"error: {lib_path}: {L.ps_last_error().decode()}")
+        self.tok = (C.c_int32 * 1)()
+
+    def decode(self, n: int) -> float:
+        """tokens/s of n single-token steps after one token from an empty cache."""
+        self.L.ps_session_reset(self.session)
+        self.tok[0] = 1
+        self.L.ps_session_eval(self.session, self.tok, 1, None)
+        t0 = time.perf_counter()
+        for i in range(n):
+            self.tok[0] = 5 + i % 100
+            if self.L.ps_session_eval(self.session, self.tok, 1, None) != 0:
+                sys.exit(f"error: {self.L.ps_last_error().decode()}")
+        return n / (time.perf_counter() - t0)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model")
+    ap.add_argument("lib_a")
+    ap.add_argument("lib_b")
+    ap.add_argument("--mode", choices=MODES, default="dense")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=64, help="decode steps per round")
+    ap.add_argument("--simd-a", type=int, default=None, help="force build A's SIMD level (0 scalar, 1 AVX2, 2 AVX-512)")
+    ap.add_argument("--simd-b", type=int, default=None, help="likewise for build B")
+    a = ap.parse_args()
+    builds = [Build(a.lib_a, a.model, MODES[a.mode], a.threads, a.simd_a),
+              Build(a.lib_b, a.model, MODES[a.mode], a.threads, a.simd_b)]
+    bw = builds[0].L.ps_model_read_bandwidth(builds[0].model, a.threads, 3)
+    for b in builds:  # warm-up
+        b.decode(16)
+    rates: list[list[float]] = [[], []]
+    for r in range(a.rounds):
+        for k in ((0, 1) if r % 2 == 0 else (1, 0)):  # alternate who goes first
+            rates[k].append(builds[k].decode(a.tokens))
+    ma, mb = statistics.median(rates[0]), statistics.median(rates[1])
+    print(f"weights read at {bw:.1f} GB/s in this process; {a.mode}, {a.threads} threads, "
+          f"{a.rounds} rounds of {a.tokens} tokens")
+    print(f"A {ma:.1f} t/s ({min(rates[0]):.1f}-{max(rates[0]):.1f})   B {mb:.1f} t/s "
+          f"({min(rates[1]):.1f}-{max(rates[1]):.1f})   B/A {mb / ma:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Developer scripts that tests can run in seconds: scripts/ab_libs.py."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import tiny_models as tm
+from prosparse_cpu._lib import library_path
+
+ROOT = Path(__file__).resolve().parent.parent
+AB = ROOT / "scripts" / "ab_libs.py"
+
+
+def test_ab_libs_times_two_builds_in_one_process(tmp_path):
+    model = tm.make_hf_llama(seed=3, n_layer=2, n_embd=64, n_ff=96)
+    path = tm.write_gguf(model, tmp_path / "relu.gguf", wtype="q4_0", arch="prosparse", activation="relu")
+    a, b = tmp_path / "a.so", tmp_path / "b.so"  # two paths: two copies of the library in one process
+    shutil.copy(library_path(), a)
+    shutil.copy(library_path(), b)
+    r = subprocess.run([sys.executable, str(AB), str(path), str(a), str(b), "--mode", "sparse", "--rounds", "2",
+                        "--tokens", "4", "--simd-b", "0"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "sparse, 2 threads, 2 rounds of 4 tokens" in r.stdout
+    assert "B/A" in r.stdout
+
+
+def test_ab_libs_bad_model_is_one_error_line(tmp_path):
+    r = subprocess.run([sys.executable, str(AB), str(tmp_path / "missing.gguf"), str(library_path()),
+                        str(library_path())], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip().startswith("error:") and "missing.gguf" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
