@@ -19,6 +19,8 @@
 #define ACC_PREFETCH 8   /* rows ahead that accum_rows prefetches */
 #define ACC_ROWS 64      /* rows decoded at a time by accum_rows for several tokens */
 #define ACC_TOK 64       /* tokens per small GEMM there */
+#define ACC_SPLIT_BLOCKS 32 /* one token, rows of fewer blocks: split the list, not the columns */
+#define ACC_PARTS 4        /* parts of that split (fixed: sums independent of the thread count) */
 
 /* ---- activation quantization ---------------------------------------------- */
 typedef struct quant_task {
@@ -186,12 +188,54 @@ typedef struct acc_task {
     const int32_t *idx;
     int64_t n_idx;
     float *Y;        /* n_tok x W.n_cols */
-    int64_t col_unit; /* columns per unit, a multiple of the block size */
+    int64_t col_unit; /* column units: columns per unit, a multiple of the block size */
+    int64_t n_parts;  /* row units (one token, narrow rows): list parts, each with ... */
+    float *partial;   /* ... its own full-width sum here, added up in part order */
     ps_compute *c;
     ps_gemm_acc_fn gemm_acc;
 } acc_task;
 
-/* One unit: output columns [u * col_unit, (u+1) * col_unit) for every token. */
+/* One token: y[0, width) += X[i] * (row i from `base`, seg_bytes of it) for
+ * the rows at list positions [j0, j1), four at a time. */
+static void accum_list(const acc_task *a, int64_t j0, int64_t j1, const uint8_t *base, size_t seg_bytes,
+                       float *y, int64_t width) {
+    const void *pend[4]; /* active rows waiting to be added four at a time */
+    float pend_x[4];
+    int n_pend = 0;
+    for (int64_t j = j0; j < j1; j++) {
+        const int64_t i = a->idx ? a->idx[j] : j;
+        /* rows come in index order, not memory order: fetch a few ahead */
+        if (j + ACC_PREFETCH < j1) {
+            const int64_t nxi = a->idx ? a->idx[j + ACC_PREFETCH] : j + ACC_PREFETCH;
+            const uint8_t *nx = base + (size_t)nxi * a->row_bytes;
+            if (a->X[nxi] != 0.0f)
+                for (size_t o = 0; o < seg_bytes; o += 64) __builtin_prefetch(nx + o);
+        }
+        const float x = a->X[i];
+        if (x == 0.0f) continue;
+        pend[n_pend] = base + (size_t)i * a->row_bytes;
+        pend_x[n_pend++] = x;
+        if (n_pend == 4) {
+            a->k->axpy4(pend, pend_x, y, width);
+            n_pend = 0;
+        }
+    }
+    for (int q = 0; q < n_pend; q++) a->k->axpy(pend[q], pend_x[q], y, width);
+}
+
+/* Row unit u (one token): list part u, whole rows, into its own partial sum. */
+static void acc_part(void *ctx, int64_t u0, int64_t u1, int ith) {
+    const acc_task *a = ctx;
+    const int64_t n_cols = a->W->n_cols;
+    for (int64_t u = u0; u < u1; u++) {
+        float *y = a->partial + u * n_cols;
+        memset(y, 0, sizeof(float) * (size_t)n_cols);
+        accum_list(a, u * a->n_idx / a->n_parts, (u + 1) * a->n_idx / a->n_parts, a->W->data, a->row_bytes, y,
+                   n_cols);
+    }
+}
+
+/* One column unit: output columns [u * col_unit, (u+1) * col_unit) for every token. */
 static void acc_unit(acc_task *a, int64_t u, int ith) {
     const ps_matrix *W = a->W;
     const int64_t n_rows = W->n_rows;
@@ -202,30 +246,7 @@ static void acc_unit(acc_task *a, int64_t u, int ith) {
     const uint8_t *base = (const uint8_t *)W->data + off;
     for (int32_t t = 0; t < a->n_tok; t++) memset(a->Y + (size_t)t * W->n_cols + c0, 0, (size_t)width * sizeof(float));
     if (a->n_tok == 1) {
-        float *y = a->Y + c0;
-        const size_t seg_bytes = ps_row_bytes(W->type, width);
-        const void *pend[4]; /* active rows waiting to be added four at a time */
-        float pend_x[4];
-        int n_pend = 0;
-        for (int64_t j = 0; j < a->n_idx; j++) {
-            const int64_t i = a->idx ? a->idx[j] : j;
-            /* rows come in index order, not memory order: fetch a few ahead */
-            if (j + ACC_PREFETCH < a->n_idx) {
-                const int64_t nxi = a->idx ? a->idx[j + ACC_PREFETCH] : j + ACC_PREFETCH;
-                const uint8_t *nx = base + (size_t)nxi * a->row_bytes;
-                if (a->X[nxi] != 0.0f)
-                    for (size_t o = 0; o < seg_bytes; o += 64) __builtin_prefetch(nx + o);
-            }
-            const float x = a->X[i];
-            if (x == 0.0f) continue;
-            pend[n_pend] = base + (size_t)i * a->row_bytes;
-            pend_x[n_pend++] = x;
-            if (n_pend == 4) {
-                a->k->axpy4(pend, pend_x, y, width);
-                n_pend = 0;
-            }
-        }
-        for (int q = 0; q < n_pend; q++) a->k->axpy(pend[q], pend_x[q], y, width);
+        accum_list(a, 0, a->n_idx, base, ps_row_bytes(W->type, width), a->Y + c0, width);
         return;
     }
     /* Several tokens: decode ACC_ROWS row segments once, gather the matching
@@ -269,7 +290,7 @@ void ps_accum_rows(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_
     int64_t per = (n_units_min + nth - 1) / nth;
     if (n_tok > 1 && per > 8) per = 8;
     if (per < 1) per = 1;
-    acc_task a = {W, k, ps_row_bytes(W->type, W->n_cols), X, n_tok, idx, n_idx, Y, per * bs, c,
+    acc_task a = {W, k, ps_row_bytes(W->type, W->n_cols), X, n_tok, idx, n_idx, Y, per * bs, 0, NULL, c,
                   ps_simd_level() >= PS_SIMD_AVX2 ? ps_gemm_acc_avx2 : ps_gemm_acc_scalar};
     if (n_tok > 1) {
         const size_t floats = (size_t)ACC_ROWS * per * bs + (size_t)ACC_TOK * ACC_ROWS;
@@ -278,6 +299,26 @@ void ps_accum_rows(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_
                 ps_fail(PS_ERR_MEMORY, "accum_rows: out of memory");
                 return;
             }
+    }
+    /* One token over narrow rows (fewer than ACC_SPLIT_BLOCKS blocks): column
+     * units would spend more on each row's bookkeeping than on its few
+     * blocks, so split the list instead, into ACC_PARTS fixed parts with a
+     * partial sum each, added in part order: the result depends neither on
+     * which thread ran which part nor on the number of threads */
+    if (n_tok == 1 && n_idx >= 64 && n_units_min < ACC_SPLIT_BLOCKS) {
+        a.n_parts = ACC_PARTS;
+        a.partial = ps_compute_scratch(c, 1, sizeof(float) * (size_t)(ACC_PARTS * W->n_cols));
+        if (!a.partial) {
+            ps_fail(PS_ERR_MEMORY, "accum_rows: out of memory");
+            return;
+        }
+        ps_parallel_for(c, a.n_parts, 1, acc_part, &a);
+        for (int64_t col = 0; col < W->n_cols; col++) {
+            float v = a.partial[col];
+            for (int64_t u = 1; u < a.n_parts; u++) v += a.partial[u * W->n_cols + col];
+            Y[col] = v;
+        }
+        return;
     }
     const int64_t n_units = (W->n_cols + a.col_unit - 1) / a.col_unit;
     ps_parallel_for(c, n_units, 1, acc_range, &a);

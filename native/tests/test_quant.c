@@ -340,7 +340,7 @@ TEST(test_matmul_rows) {
 
 /* accum_rows: float64 reference, index lists, determinism across threads. */
 TEST(test_accum_rows) {
-    const int64_t n_ff = 200, n_embd = 352; /* 11 blocks: several column units per thread */
+    const int64_t n_ff = 200, n_embd = 352; /* 11 blocks: several column units per thread, or list parts */
     for (int ti = 0; ti < N_TYPES; ti++)
         for (int level = 0; level <= ps_simd_supported(); level++) {
             ps_simd_set(level);
@@ -349,10 +349,11 @@ TEST(test_accum_rows) {
             for (int32_t nt = 1; nt <= 9; nt += 8) {
                 float *X = random_floats(n_ff * nt);
                 for (int64_t i = 0; i < n_ff * nt; i += 3) X[i] = 0.0f; /* some inactive neurons */
-                int32_t idx[50];
-                for (int j = 0; j < 50; j++) idx[j] = (j * 37) % (int)n_ff;
-                for (int use_idx = 0; use_idx < 2; use_idx++) {
-                    const int64_t n_idx = use_idx ? 50 : n_ff;
+                /* lists of 50 (column units) and 100 (one token: the list split in parts) */
+                int32_t idx[100];
+                for (int j = 0; j < 100; j++) idx[j] = (j * 37) % (int)n_ff;
+                for (int use_idx = 0; use_idx < 3; use_idx++) {
+                    const int64_t n_idx = use_idx == 1 ? 50 : use_idx == 2 ? 100 : n_ff;
                     float *Y1 = malloc(sizeof(float) * n_embd * nt), *Y2 = malloc(sizeof(float) * n_embd * nt);
                     CHECK(ps_debug_accum_rows(TYPES[ti], W, n_ff, n_embd, X, nt, use_idx ? idx : NULL,
                                               n_idx, Y1, 1) == PS_OK);
