@@ -74,7 +74,9 @@ def convert(src: Path, out: Path, outtype: str = "auto", predictor: Path | None 
             arch = "prosparse"
         else:
             arch = "llama"
-        plan = build_plan(source, arch, outtype, llama_compat, preds, st)
+        # threshold-only files keep ffn_down: see plan.py
+        keep_down = bool(calibrate) and preds is None
+        plan = build_plan(source, arch, outtype, llama_compat, preds, st, keep_down=keep_down)
         if calibrate:
             ids = text_tokens(source, text)[:calibrate_tokens]
             plan.cutoffs = calibrate_cutoffs(source, spec, ids, target_sparsity)

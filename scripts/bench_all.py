@@ -225,7 +225,8 @@ def section_threshold(a, out: Path) -> dict:
 
     rows, cmds, dense_ppl = [], [], None
     for target in a.targets:
-        path, conv = calibrated(src, a.calib_text, target, a.calib_tokens, a.synth_dir.parent / "threshold")
+        # (its own folder: files from before threshold files kept ffn_down must not be reused)
+        path, conv = calibrated(src, a.calib_text, target, a.calib_tokens, a.synth_dir.parent / "calibrated")
         cmds.append(conv)
         res = measure(f"threshold{round(100 * target):02d}", path, src, a, 0, a.tg_threshold,
                       ["dense", "threshold"], out)
@@ -243,7 +244,8 @@ def section_threshold(a, out: Path) -> dict:
              f"`{a.calib_text}` (first {a.calib_tokens} tokens); speed vs llama.cpp on {src.name}, "
              f"{a.threads} threads, "
              f"tg{a.tg_threshold}, median of {a.reps}; perplexity on `{a.eval_text}` (not used for calibration), "
-             f"windows of {a.ppl_ctx}.", "", *[f"    {c}" for c in cmds], "",
+             f"windows of {a.ppl_ctx}. \"dense\" is the converted file in dense mode: it keeps the source's "
+             "tensors, so it computes exactly what the source does at the same speed.", "", *[f"    {c}" for c in cmds], "",
              "| target | skipped (measured) | llama.cpp t/s | dense t/s | threshold t/s | threshold vs llama.cpp "
              "| threshold vs dense | PPL dense | PPL threshold | PPL change |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -8,7 +8,7 @@ import pytest
 
 from prosparse_cpu.convert.cli import convert
 from prosparse_cpu.convert.errors import ConvertError
-from test_convert import hf_folder, tokenizers_dir  # noqa: F401
+from test_convert import engine_logits, hf_folder, random_sequences, tokenizers_dir  # noqa: F401
 from test_convert_fixtures import GGUFModel, SAMPLE_TEXTS, corpus_text, torch_logits
 
 
@@ -48,6 +48,26 @@ def test_cutoffs_give_the_target_sparsity(tmp_path, silu_model, target):
     torch_logits(hf, AutoTokenizer.from_pretrained(str(hf)).encode(" ".join(SAMPLE_TEXTS)), gate_acts=held)
     for L in range(2):
         assert abs(float((np.abs(held[L]) < cut[L]).mean()) - target) < 0.15
+
+
+def test_threshold_file_keeps_ffn_down(tmp_path, silu_model):
+    """A threshold-only file keeps the source's ffn_down bytes (no transposed,
+    re-rounded ffn_down_t): its dense mode is the source's function exactly,
+    and threshold mode still skips neurons."""
+    hf, text = silu_model
+    src, out = tmp_path / "q4_0.gguf", tmp_path / "thr.gguf"
+    convert(hf, src, "q4_0", progress=False)
+    convert(src, out, "auto", calibrate=text, target_sparsity=0.5, calibrate_tokens=256, progress=False)
+    a, b = GGUFModel(src), GGUFModel(out)
+    assert b.arch == "prosparse" and "blk.0.ffn_down_t.weight" not in b.t
+    for name in a.t:
+        assert a.type(name) == b.type(name) and np.array_equal(a.t[name].data, b.t[name].data), name
+    ids = random_sequences(int(a.t["token_embd.weight"].shape[1]), 1, 24)[0]   # ggml ne = [n_embd, n_vocab]
+    assert np.array_equal(engine_logits(out, ids), engine_logits(src, ids))
+    from prosparse_cpu import Model
+    with Model(str(out), threads=2, n_ctx=64, mode="threshold") as m:
+        m.eval(ids)
+        assert 0.2 < m.stats()["sparsity"] < 0.8
 
 
 def test_calibrate_errors(tmp_path, silu_model, tokenizers_dir):  # noqa: F811
