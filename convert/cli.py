@@ -74,9 +74,8 @@ def convert(src: Path, out: Path, outtype: str = "auto", predictor: Path | None 
             arch = "prosparse"
         else:
             arch = "llama"
-        # threshold-only files keep ffn_down: see plan.py
-        keep_down = bool(calibrate) and preds is None
-        plan = build_plan(source, arch, outtype, llama_compat, preds, st, keep_down=keep_down)
+        plan = build_plan(source, arch, outtype, llama_compat, preds, st,
+                          threshold_only=bool(calibrate) and preds is None)
         if calibrate:
             ids = text_tokens(source, text)[:calibrate_tokens]
             plan.cutoffs = calibrate_cutoffs(source, spec, ids, target_sparsity)

@@ -6,13 +6,13 @@ Layout decisions (DESIGN.md contract):
   adjacent pairs (HF sources only; GGUF sources already are).
 - `prosparse` files store blk.N.ffn_down_t.weight = W_down transposed
   ([n_ff, n_embd] in numpy order, ggml ne = [n_embd, n_ff]) instead of ffn_down,
-  except threshold-only files (--calibrate, no predictor), which keep
-  ffn_down as it is: threshold mode skips at most the target share of
-  neurons, and there the engine's packed product over ffn_down (zeros for
-  the skipped neurons, so exact) measured faster than accumulating
-  ffn_down_t rows (SmolLM2 Q4_0: 1.10x/1.03x/0.99x at 30/50/70%); the file
-  is also smaller (a 4-bit down would be re-rounded to Q8_0), and its dense
-  mode computes exactly what the source does.
+  except in threshold-only files (--calibrate, no predictor) whose down is
+  block-quantized: transposing it would round it again (4-bit to Q8_0, twice
+  the bytes), and the engine's packed product over ffn_down (zeros for the
+  skipped neurons, so exact) measured faster than accumulating ffn_down_t
+  rows there (SmolLM2 Q4_0: 1.10x/1.03x/0.99x at 30/50/70%); the file's
+  dense mode then computes exactly what the source does. F16 keeps
+  ffn_down_t (1.06x/1.11x faster than ffn_down at 50/70%).
 - With --stats, each layer's neurons are permuted hot-first, the same way in
   gate rows, up rows, down columns (down_t rows), ffn_freq and predictor rows.
 - --llama-compat of a MiniCPM model folds the scalings into the weights
@@ -89,21 +89,22 @@ def _matrix_type(name: str, shape: tuple[int, ...], want, notes: list[str], pred
 
 
 def build_plan(source, arch: str, outtype: str, llama_compat: bool,
-               predictors: Predictors | None, stats: Stats | None, keep_down: bool = False) -> Plan:
+               predictors: Predictors | None, stats: Stats | None, threshold_only: bool = False) -> Plan:
     spec: ModelSpec = source.spec
     notes = list(spec.notes)
     sparse_file = arch == "prosparse"
     fold = llama_compat and spec.has_scalings
 
-    def target(name: str, shape, transformed: bool, predictor: bool = False):
+    def target(name: str, shape, transformed: bool, predictor: bool = False, quiet: bool = False):
+        out_notes = [] if quiet else notes
         if outtype != "auto":
-            return _matrix_type(name, shape, OUTTYPES[outtype], notes, predictor)
+            return _matrix_type(name, shape, OUTTYPES[outtype], out_notes, predictor)
         if not hasattr(source, "tensor_type"):   # HF folder: f16
-            return _matrix_type(name, shape, Q.F16, notes, predictor)
+            return _matrix_type(name, shape, Q.F16, out_notes, predictor)
         st = source.tensor_type(name if name in source.shapes else "token_embd.weight")
         if st not in FILE_TYPES or (transformed and st in (Q.Q4_0, Q.Q4_1)):
             st = Q.Q8_0   # re-quantizing a transposed 4-bit matrix to 4 bits would add a second rounding
-        return _matrix_type(name, shape, st, notes, predictor)
+        return _matrix_type(name, shape, st, out_notes, predictor)
 
     perms = [hot_first(stats.counts[i]) if stats is not None else None for i in range(spec.n_layer)]
     tensors: list[OutTensor] = []
@@ -157,6 +158,7 @@ def build_plan(source, arch: str, outtype: str, llama_compat: bool,
         # (functions defined in this loop are bound through default arguments, never by closure)
         add(b + "ffn_gate.weight", (f, e), lambda n=b + "ffn_gate.weight", r=rows: r(n), rows_of=perm)
         add(b + "ffn_up.weight", (f, e), lambda n=b + "ffn_up.weight", r=rows: r(n), rows_of=perm)
+        keep_down = threshold_only and target(b + "ffn_down.weight", (e, f), False, quiet=True) in _BLOCK_TYPES
         if sparse_file and not keep_down:
             def down_t(n=b + "ffn_down.weight", p=perm):
                 w = load(n).T                      # [n_ff, n_embd]: one row per neuron

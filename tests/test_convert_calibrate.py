@@ -29,6 +29,7 @@ def test_cutoffs_give_the_target_sparsity(tmp_path, silu_model, target):
     m = GGUFModel(out)
     cut = np.array(m.kv("prosparse.ffn.cutoffs"))
     assert m.hp("ffn.activation") == "silu" and m.hp("ffn.cutoff_sparsity") == pytest.approx(target)
+    assert "blk.0.ffn_down_t.weight" in m.t   # F16: transposing is exact, and the rows pay there
     assert cut.shape == (2,) and (cut > 0).all()
     # The reference's |silu(gate)| on the same tokens (same 256-token chunks) falls below the
     # cut-off for the target share of neurons.
@@ -51,9 +52,9 @@ def test_cutoffs_give_the_target_sparsity(tmp_path, silu_model, target):
 
 
 def test_threshold_file_keeps_ffn_down(tmp_path, silu_model):
-    """A threshold-only file keeps the source's ffn_down bytes (no transposed,
-    re-rounded ffn_down_t): its dense mode is the source's function exactly,
-    and threshold mode still skips neurons."""
+    """A threshold-only file of a block-quantized model keeps the source's
+    ffn_down bytes (no transposed, re-rounded ffn_down_t): its dense mode is
+    the source's function exactly, and threshold mode still skips neurons."""
     hf, text = silu_model
     src, out = tmp_path / "q4_0.gguf", tmp_path / "thr.gguf"
     convert(hf, src, "q4_0", progress=False)
