@@ -9,6 +9,9 @@ alternating rounds; the ratio of their medians is what to read.
     make lib && cp prosparse_cpu/libprosparse.so /tmp/lib_a.so   # before the change
     make lib && cp prosparse_cpu/libprosparse.so /tmp/lib_b.so   # after it
     python scripts/ab_libs.py MODEL.gguf /tmp/lib_a.so /tmp/lib_b.so --mode predict [--rounds 8]
+
+With one library twice and --mode-b it compares two engine modes instead:
+    python scripts/ab_libs.py MODEL.gguf LIB LIB --mode dense --mode-b sparse
 """
 from __future__ import annotations
 
@@ -68,14 +71,16 @@ def main() -> int:
     ap.add_argument("lib_a")
     ap.add_argument("lib_b")
     ap.add_argument("--mode", choices=MODES, default="dense")
+    ap.add_argument("--mode-b", choices=MODES, default=None, help="build B's mode (default: --mode)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=64, help="decode steps per round")
     ap.add_argument("--simd-a", type=int, default=None, help="force build A's SIMD level (0 scalar, 1 AVX2, 2 AVX-512)")
     ap.add_argument("--simd-b", type=int, default=None, help="likewise for build B")
     a = ap.parse_args()
+    mode_b = a.mode_b or a.mode
     builds = [Build(a.lib_a, a.model, MODES[a.mode], a.threads, a.simd_a),
-              Build(a.lib_b, a.model, MODES[a.mode], a.threads, a.simd_b)]
+              Build(a.lib_b, a.model, MODES[mode_b], a.threads, a.simd_b)]
     bw = builds[0].L.ps_model_read_bandwidth(builds[0].model, a.threads, 3)
     for b in builds:  # warm-up
         b.decode(16)
@@ -84,7 +89,8 @@ def main() -> int:
         for k in ((0, 1) if r % 2 == 0 else (1, 0)):  # alternate who goes first
             rates[k].append(builds[k].decode(a.tokens))
     ma, mb = statistics.median(rates[0]), statistics.median(rates[1])
-    print(f"weights read at {bw:.1f} GB/s in this process; {a.mode}, {a.threads} threads, "
+    modes = a.mode if mode_b == a.mode else f"A {a.mode}, B {mode_b}"
+    print(f"weights read at {bw:.1f} GB/s in this process; {modes}, {a.threads} threads, "
           f"{a.rounds} rounds of {a.tokens} tokens")
     print(f"A {ma:.1f} t/s ({min(rates[0]):.1f}-{max(rates[0]):.1f})   B {mb:.1f} t/s "
           f"({min(rates[1]):.1f}-{max(rates[1]):.1f})   B/A {mb / ma:.3f}")

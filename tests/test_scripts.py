@@ -26,6 +26,16 @@ def test_ab_libs_times_two_builds_in_one_process(tmp_path):
     assert "B/A" in r.stdout
 
 
+def test_ab_libs_compares_two_modes(tmp_path):
+    model = tm.make_hf_llama(seed=4, n_layer=2, n_embd=64, n_ff=96)
+    path = tm.write_gguf(model, tmp_path / "relu.gguf", wtype="q8_0", arch="prosparse", activation="relu")
+    lib = str(library_path())
+    r = subprocess.run([sys.executable, str(AB), str(path), lib, lib, "--mode", "dense", "--mode-b", "sparse",
+                        "--rounds", "2", "--tokens", "4"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "A dense, B sparse, 2 threads" in r.stdout
+
+
 def test_ab_libs_bad_model_is_one_error_line(tmp_path):
     r = subprocess.run([sys.executable, str(AB), str(tmp_path / "missing.gguf"), str(library_path()),
                         str(library_path())], capture_output=True, text=True, timeout=60)
