@@ -61,6 +61,16 @@ def calibrate_cutoffs(source, spec: ModelSpec, ids: list[int], target: float, ch
         raise ConvertError("--target-sparsity must be between 0 and 1")
     if len(ids) < 16:
         raise ConvertError(f"the calibration text is too short ({len(ids)} tokens; at least 16)")
+    cutoffs = np.zeros(spec.n_layer, dtype=np.float32)
+    for L, acts in enumerate(silu_gate_activations(source, spec, ids, chunk)):
+        cutoffs[L] = np.quantile(acts, target)
+    return cutoffs
+
+
+def silu_gate_activations(source, spec: ModelSpec, ids: list[int], chunk: int = 256):
+    """Per layer, |silu(gate)| of every token of ids: float32 [n_tokens, n_ff].
+    A dense float32 forward pass in chunks of `chunk` tokens, one layer's
+    weights in memory at a time."""
     E, H, KV, hd = spec.n_embd, spec.n_head, spec.n_head_kv, spec.head_dim
     seqs = [np.array(ids[i:i + chunk]) for i in range(0, len(ids), chunk)]
     emb = source.load("token_embd.weight")
@@ -68,7 +78,6 @@ def calibrate_cutoffs(source, spec: ModelSpec, ids: list[int], target: float, ch
     del emb
     inv = 1.0 / spec.rope_theta ** (np.arange(0, hd, 2) / hd)
     rs = np.float32(spec.residual_scale)
-    cutoffs = np.zeros(spec.n_layer, dtype=np.float32)
     for L in range(spec.n_layer):
         b = f"blk.{L}."
         w = {n: source.load(b + n + ".weight") for n in
@@ -93,10 +102,9 @@ def calibrate_cutoffs(source, spec: ModelSpec, ids: list[int], target: float, ch
             x = _rms(h, w["ffn_norm"], spec.rms_eps)
             g = x @ w["ffn_gate"].T
             s = g * np.float32(0.5) * (1 + np.tanh(g * np.float32(0.5)))   # silu, without exp overflow
-            acts.append(np.abs(s).ravel())
+            acts.append(np.abs(s))
             hs[j] = h + rs * ((s * (x @ w["ffn_up"].T)) @ w["ffn_down"].T)
-        cutoffs[L] = np.quantile(np.concatenate(acts), target)
-    return cutoffs
+        yield np.concatenate(acts)
 
 
 def read_text(path: Path) -> str:
