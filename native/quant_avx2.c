@@ -660,6 +660,85 @@ AXPY_PAIR(axpy_f16, axpy_rows_float, FT_F16)
 AXPY_PAIR(axpy_bf16, axpy_rows_float, FT_BF16)
 
 #ifndef PS_QUANT_AVX512 /* (quant_avx512.c has its own table) */
+/* Packed Q4_0 / Q4_1 (quant.h: tiles of 16 rows, one row per 32-bit lane):
+ * each half tile of 8 rows is one 256-bit vector per 4 quant bytes, so a
+ * block needs neither regrouping nor horizontal sums. maddubs sums pairs of
+ * nibble x activation products in 16 bits; the 8 of a block stay within
+ * 8 * 2 * 15 * 127 = 30480, so one madd per block makes the exact 32-bit
+ * sum. The float steps per lane are gemm_q4's: the same bits. */
+INLINE __m256i q4_dot8(const __m256i q[8], const int8_t *xq) {
+    __m256i s = _mm256_maddubs_epi16(q[0], _mm256_set1_epi32(ld32((const uint8_t *)xq)));
+    for (int j = 1; j < 8; j++)
+        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[j], _mm256_set1_epi32(ld32((const uint8_t *)xq + 4 * j))));
+    return _mm256_madd_epi16(s, _mm256_set1_epi16(1));
+}
+
+#define PF_PACKED_BLOCKS 8 /* blocks ahead that the packed kernel prefetches */
+
+/* One 16-row tile against nt tokens: acc[2 * t + h] for rows 8h..8h+7. */
+INLINE void packed8_tile(const uint8_t *tile, int64_t nb, const ps_block_q8a *X, int32_t nt, __m256 *acc,
+                         const int has_min) {
+    const size_t tb = (size_t)PS_PACK_ROWS * (has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0));
+    const size_t qoff = has_min ? 64 : 32;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *p = tile + (size_t)b * tb;
+        for (size_t o = 0; o < tb; o += 64) _mm_prefetch((const char *)(p + PF_PACKED_BLOCKS * tb + o), _MM_HINT_T0);
+        for (int h = 0; h < 2; h++) {
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16 * h)));
+            const __m256 c = has_min ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 32 + 16 * h)))
+                                     : _mm256_mul_ps(d, _mm256_set1_ps(-8.0f));
+            __m256i q[8];
+            for (int k = 0; k < 4; k++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(p + qoff + 64 * k + 32 * h));
+                q[k] = _mm256_and_si256(v, m4);
+                q[4 + k] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            }
+            const ps_block_q8a *xb = X + b;
+            for (int32_t t = 0; t < nt; t++, xb += nb) {
+                __m256 a = acc[2 * t + h];
+                a = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(xb->d)), _mm256_cvtepi32_ps(q4_dot8(q, xb->qs)), a);
+                acc[2 * t + h] = _mm256_fmadd_ps(c, _mm256_set1_ps(xb->s), a);
+            }
+        }
+    }
+}
+
+INLINE void gemm_packed8(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *Xv, int32_t n_tok,
+                         float *Y, int64_t ldy, const int has_min) {
+    const int64_t nb = n_cols / PS_QK;
+    const size_t tb = (size_t)PS_PACK_ROWS * (has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0));
+    const ps_block_q8a *X = Xv;
+    __m256 acc[2 * TOK_TILE];
+    for (int64_t row0 = r0 - r0 % PS_PACK_ROWS; row0 < r1; row0 += PS_PACK_ROWS) {
+        const uint8_t *tile = P + (size_t)(row0 / PS_PACK_ROWS) * nb * tb;
+        const int64_t lo = r0 > row0 ? r0 - row0 : 0, hi = r1 < row0 + PS_PACK_ROWS ? r1 - row0 : PS_PACK_ROWS;
+        int32_t keep[PS_PACK_ROWS];
+        for (int i = 0; i < PS_PACK_ROWS; i++) keep[i] = i >= lo && i < hi ? -1 : 0;
+        for (int32_t t0 = 0; t0 < n_tok; t0 += TOK_TILE) {
+            const int32_t nt = n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE;
+            for (int32_t t = 0; t < 2 * nt; t++) acc[t] = _mm256_setzero_ps();
+            /* (one token, the common decode case, gets its own copy with acc in registers) */
+            if (nt == 1) packed8_tile(tile, nb, X + (size_t)t0 * nb, 1, acc, has_min);
+            else packed8_tile(tile, nb, X + (size_t)t0 * nb, nt, acc, has_min);
+            for (int32_t t = 0; t < nt; t++)
+                for (int h = 0; h < 2; h++)
+                    _mm256_maskstore_ps(Y + (size_t)(t0 + t) * ldy + row0 + 8 * h,
+                                        _mm256_loadu_si256((const __m256i *)(keep + 8 * h)), acc[2 * t + h]);
+        }
+    }
+}
+
+static void gemm_q4_0_packed8(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *X,
+                              int32_t n_tok, float *Y, int64_t ldy) {
+    gemm_packed8(P, n_cols, r0, r1, X, n_tok, Y, ldy, 0);
+}
+
+static void gemm_q4_1_packed8(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *X,
+                              int32_t n_tok, float *Y, int64_t ldy) {
+    gemm_packed8(P, n_cols, r0, r1, X, n_tok, Y, ldy, 1);
+}
+
 AXPY_PAIR(axpy_q4_0, axpy_rows_q, 0)
 AXPY_PAIR(axpy_q4_1, axpy_rows_q, 1)
 AXPY_PAIR(axpy_q8_0, axpy_rows_q, 2)
@@ -668,8 +747,8 @@ static const ps_kernels k_f32 = {gemm_f32, dequant_f32, axpy_f32, axpy_f32_4, 0,
 static const ps_kernels k_f16 = {gemm_f16, dequant_f16, axpy_f16, axpy_f16_4, 0, NULL};
 static const ps_kernels k_bf16 = {gemm_bf16, dequant_bf16, axpy_bf16, axpy_bf16_4, 0, NULL};
 static const ps_kernels k_q8_0 = {gemm_q8_0, dequant_q8_0, axpy_q8_0, axpy_q8_0_4, 1, NULL};
-static const ps_kernels k_q4_0 = {gemm_q4_0, dequant_q4_0, axpy_q4_0, axpy_q4_0_4, 1, NULL};
-static const ps_kernels k_q4_1 = {gemm_q4_1, dequant_q4_1, axpy_q4_1, axpy_q4_1_4, 1, NULL};
+static const ps_kernels k_q4_0 = {gemm_q4_0, dequant_q4_0, axpy_q4_0, axpy_q4_0_4, 1, gemm_q4_0_packed8};
+static const ps_kernels k_q4_1 = {gemm_q4_1, dequant_q4_1, axpy_q4_1, axpy_q4_1_4, 1, gemm_q4_1_packed8};
 
 const ps_kernels *ps_kernels_avx2(int32_t type) {
     switch (type) {
