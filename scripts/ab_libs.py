@@ -10,15 +10,20 @@ alternating rounds; the ratio of their medians is what to read.
     make lib && cp prosparse_cpu/libprosparse.so /tmp/lib_b.so   # after it
     python scripts/ab_libs.py MODEL.gguf /tmp/lib_a.so /tmp/lib_b.so --mode predict [--rounds 8]
 
-With one library twice and --mode-b it compares two engine modes instead:
+With one library twice and --mode-b it compares two engine modes instead,
+and with --simd-b two SIMD levels (B then runs from a copy of the library):
     python scripts/ab_libs.py MODEL.gguf LIB LIB --mode dense --mode-b sparse
+    python scripts/ab_libs.py MODEL.gguf LIB LIB --simd-b 1
 """
 from __future__ import annotations
 
 import argparse
 import ctypes as C
+import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 
 MODES = {"dense": 0, "sparse": 1, "predict": 2, "threshold": 3}
@@ -79,8 +84,13 @@ def main() -> int:
     ap.add_argument("--simd-b", type=int, default=None, help="likewise for build B")
     a = ap.parse_args()
     mode_b = a.mode_b or a.mode
+    lib_b = a.lib_b
+    if os.path.realpath(a.lib_a) == os.path.realpath(lib_b) and a.simd_a != a.simd_b:
+        # one path loads one library, whose SIMD level is process-wide: B gets its own copy
+        lib_b = os.path.join(tempfile.mkdtemp(prefix="ab_libs"), "b.so")
+        shutil.copy(a.lib_b, lib_b)
     builds = [Build(a.lib_a, a.model, MODES[a.mode], a.threads, a.simd_a),
-              Build(a.lib_b, a.model, MODES[mode_b], a.threads, a.simd_b)]
+              Build(lib_b, a.model, MODES[mode_b], a.threads, a.simd_b)]
     bw = builds[0].L.ps_model_read_bandwidth(builds[0].model, a.threads, 3)
     for b in builds:  # warm-up
         b.decode(16)
