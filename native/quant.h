@@ -53,7 +53,8 @@ typedef void (*ps_axpy4_fn)(const void *const src[4], const float a[4], float *y
 typedef void (*ps_quantize_fn)(const float *x, ps_block_q8a *y, int64_t n);
 
 /* Row-interleaved ("packed") Q4_0 / Q4_1 / Q8_0 matrices, for a kernel that
- * keeps one row per 32-bit lane of a 16-lane vector. Rows are grouped in
+ * keeps one row per 32-bit lane of a 16-lane vector (AVX-512) or of two
+ * 8-lane vectors (AVX2, Q4 only). Rows are grouped in
  * tiles of PS_PACK_ROWS (the last one padded with zero rows); a tile's
  * blocks are contiguous, and block b of a tile is
  *   d[16] (fp16), for Q4_1 also m[16] (fp16), then K x 64 bytes q[k] where

@@ -2,9 +2,11 @@
  *
  * quant_avx2.c is compiled again here with AVX-512 enabled (one source for
  * the shared kernels, so the two levels cannot drift apart; its integer sums
- * then use VNNI's dpbusd), and this file adds what only AVX-512 has:
+ * then use VNNI's dpbusd), and this file adds the kernels written for
+ * 16-lane vectors:
  *   - packed products over row-interleaved copies (quant.h): one row per
- *     32-bit lane of a 16-lane vector, 8 dpbusd per block and token;
+ *     32-bit lane of a 16-lane vector, 8 dpbusd per block and token (the
+ *     AVX2 table has Q4 ones working on half tiles);
  *   - Q4 row lists built into the same layout from 16 row pointers;
  *   - the down projection's axpy in 16 lanes.
  * Integer sums are exact and the float steps per element are the AVX2
