@@ -376,6 +376,7 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
                                      "weights_read_bandwidth_samples_gb_s": weights_bw},
         "engines": [],
     }
+    result["machine"]["bandwidth_unstable"] = bandwidth_unstable(result)
     for e in engines:
         entry = {"name": e.name, "kind": e.kind, "mode": e.mode, "file": os.path.abspath(e.path), "tests": {}}
         for t, _, _ in tests:
@@ -490,7 +491,23 @@ def bandwidth_note(result: dict) -> str:
                  f"buffer, {one('read_bandwidth')}")
     else:
         note += f"a fresh buffer, {one('read_bandwidth')}"
+    if bandwidth_unstable(result):
+        note += (f"; the samples differ by more than {BW_SPREAD - 1:.0%} (the memory's speed changed during the "
+                 "run), so the shares of the bound are unreliable here")
     return note
+
+
+BW_SPREAD = 1.2  # largest/smallest bandwidth sample of a run beyond which its bounds are called unreliable
+
+
+def bandwidth_unstable(result: dict) -> bool:
+    """True when a run's read-bandwidth samples spread too far for one bound to describe it."""
+    mach = result["machine"]
+    for key in ("read_bandwidth_samples_gb_s", "weights_read_bandwidth_samples_gb_s"):
+        xs = [x for x in mach.get(key) or [] if x]
+        if len(xs) > 1 and max(xs) > BW_SPREAD * min(xs):
+            return True
+    return False
 
 
 def _write_atomic(path: str, write) -> None:

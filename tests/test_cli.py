@@ -91,6 +91,18 @@ def test_bench_ours_alone(tiny_path, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_flags_a_run_whose_bandwidth_changed():
+    from prosparse_cpu.bench import bandwidth_note, bandwidth_unstable
+    steady = {"config": {"threads": 2}, "machine": {"read_bandwidth_gb_s": 42.0,
+                                                    "read_bandwidth_samples_gb_s": [41.0, 42.0, 44.0]}}
+    moved = {"config": {"threads": 2}, "machine": {"read_bandwidth_gb_s": 42.0,
+                                                   "read_bandwidth_samples_gb_s": [41.0, 42.0, 44.0],
+                                                   "weights_read_bandwidth_gb_s": 49.6,
+                                                   "weights_read_bandwidth_samples_gb_s": [64.5, 42.8, 49.6]}}
+    assert not bandwidth_unstable(steady) and "unreliable" not in bandwidth_note(steady)
+    assert bandwidth_unstable(moved) and "unreliable" in bandwidth_note(moved)
+
+
 def test_bench_bad_options(tiny_path, tmp_path):
     for args in (["--modes", "dense,fastest"], ["--pp", "0", "--tg", "0"], ["--json", tmp_path / "no" / "x.json"]):
         r = run("bench", tiny_path, "--no-llama", *args)
