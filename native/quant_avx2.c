@@ -662,15 +662,13 @@ AXPY_PAIR(axpy_bf16, axpy_rows_float, FT_BF16)
 #ifndef PS_QUANT_AVX512 /* (quant_avx512.c has its own table) */
 /* Packed Q4_0 / Q4_1 (quant.h: tiles of 16 rows, one row per 32-bit lane):
  * each half tile of 8 rows is one 256-bit vector per 4 quant bytes, so a
- * block needs neither regrouping nor horizontal sums. maddubs sums pairs of
- * nibble x activation products in 16 bits; the 8 of a block stay within
- * 8 * 2 * 15 * 127 = 30480, so one madd per block makes the exact 32-bit
- * sum. The float steps per lane are gemm_q4's: the same bits. */
+ * block needs neither regrouping nor horizontal sums; q[j] meets activation
+ * bytes 4j..4j+3 in every lane (dot4_u8s8, exact). The float steps per lane
+ * are gemm_q4's: the same bits. */
 INLINE __m256i q4_dot8(const __m256i q[8], const int8_t *xq) {
-    __m256i s = _mm256_maddubs_epi16(q[0], _mm256_set1_epi32(ld32((const uint8_t *)xq)));
-    for (int j = 1; j < 8; j++)
-        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[j], _mm256_set1_epi32(ld32((const uint8_t *)xq + 4 * j))));
-    return _mm256_madd_epi16(s, _mm256_set1_epi16(1));
+    __m256i x[8];
+    for (int j = 0; j < 8; j++) x[j] = _mm256_set1_epi32(ld32((const uint8_t *)xq + 4 * j));
+    return _mm256_add_epi32(dot4_u8s8(q, x), dot4_u8s8(q + 4, x + 4));
 }
 
 #define PF_PACKED_BLOCKS 8 /* blocks ahead that the packed kernel prefetches */
