@@ -181,13 +181,19 @@ const float *ps_session_logits(const ps_session *s) {
 
 int32_t ps_session_n_past(const ps_session *s) { return s ? s->n_past : 0; }
 
+/* The layers' pending runs without predictor or sparse path (ffn.c): they
+ * belong to the tokens and mode before a reset or a mode switch. */
+static void forget_layer_rests(ps_session *s) {
+    memset(s->pred_rest, 0, sizeof(int32_t) * (size_t)s->model->hp.n_layer);
+    memset(s->dense_rest, 0, sizeof(int32_t) * (size_t)s->model->hp.n_layer);
+}
+
 void ps_session_reset(ps_session *s) {
     if (!s) return;
     s->n_past = 0;
     s->has_logits = 0;
     memset(s->stats, 0, sizeof(ps_layer_stats) * (size_t)s->model->hp.n_layer);
-    memset(s->pred_rest, 0, sizeof(int32_t) * (size_t)s->model->hp.n_layer);
-    memset(s->dense_rest, 0, sizeof(int32_t) * (size_t)s->model->hp.n_layer);
+    forget_layer_rests(s);
 }
 
 int ps_session_truncate(ps_session *s, int32_t n_keep) {
@@ -204,8 +210,7 @@ int ps_session_set_mode(ps_session *s, int32_t mode) {
     int rc = check_mode(s->model, mode);
     if (rc != PS_OK) return rc;
     s->mode = mode;
-    memset(s->pred_rest, 0, sizeof(int32_t) * (size_t)s->model->hp.n_layer);
-    memset(s->dense_rest, 0, sizeof(int32_t) * (size_t)s->model->hp.n_layer);
+    forget_layer_rests(s);
     return PS_OK;
 }
 
