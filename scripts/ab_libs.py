@@ -26,33 +26,20 @@ import sys
 import tempfile
 import time
 
-MODES = {"dense": 0, "sparse": 1, "predict": 2, "threshold": 3}
-
-
-class SessionParams(C.Structure):
-    _fields_ = [("n_threads", C.c_int32), ("n_ctx", C.c_int32), ("n_batch", C.c_int32), ("mode", C.c_int32)]
+from prosparse_cpu._lib import MODES, _declare, ps_session_params
 
 
 class Build:
     """One copy of the library (distinct paths load as distinct copies), its model and session."""
 
     def __init__(self, lib_path: str, model_path: str, mode: int, threads: int, simd: int | None):
-        L = self.L = C.CDLL(lib_path)
-        L.ps_last_error.restype = C.c_char_p
-        L.ps_model_load.restype = C.c_void_p
-        L.ps_model_load.argtypes = [C.c_char_p]
-        L.ps_session_new.restype = C.c_void_p
-        L.ps_session_new.argtypes = [C.c_void_p, C.POINTER(SessionParams)]
-        L.ps_session_eval.argtypes = [C.c_void_p, C.POINTER(C.c_int32), C.c_int32, C.c_void_p]
-        L.ps_session_reset.argtypes = [C.c_void_p]
-        L.ps_model_read_bandwidth.restype = C.c_double
-        L.ps_model_read_bandwidth.argtypes = [C.c_void_p, C.c_int32, C.c_int32]
+        L = self.L = _declare(C.CDLL(lib_path))   # the package's own prototypes, on this copy
         if simd is not None:
             L.ps_simd_set(simd)
         self.model = L.ps_model_load(model_path.encode())
         if not self.model:
             sys.exit(f"error: {lib_path}: {L.ps_last_error().decode()}")
-        self.session = L.ps_session_new(self.model, C.byref(SessionParams(threads, 512, 64, mode)))
+        self.session = L.ps_session_new(self.model, C.byref(ps_session_params(threads, 512, 64, mode)))
         if not self.session:
             sys.exit(f"error: {lib_path}: {L.ps_last_error().decode()}")
         self.tok = (C.c_int32 * 1)()
