@@ -91,6 +91,11 @@ int ps_model_meta_str(const ps_model *m, const char *key, char *buf, size_t bufl
     return (int)s.n;
 }
 
+int ps_model_check_mode(const ps_model *m, int32_t mode) {
+    if (!m) return ps_fail(PS_ERR_ARG, "ps_model_check_mode: model is NULL");
+    return check_mode(m, mode);
+}
+
 /* ---- tokenizer --------------------------------------------------------- */
 
 int32_t ps_token_bos(const ps_model *m) { return m ? ps_tokenizer_bos(m->tok) : -1; }
@@ -180,6 +185,8 @@ const float *ps_session_logits(const ps_session *s) {
 }
 
 int32_t ps_session_n_past(const ps_session *s) { return s ? s->n_past : 0; }
+
+int32_t ps_session_n_ctx(const ps_session *s) { return s ? s->n_ctx : 0; }
 
 /* The layers' pending runs without predictor or sparse path (ffn.c): they
  * belong to the tokens and mode before a reset or a mode switch. */

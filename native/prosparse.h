@@ -100,6 +100,12 @@ PS_API int ps_model_get_info(const ps_model *model, ps_model_info *out);
  * a negative error if the key is missing or not a string. */
 PS_API int ps_model_meta_str(const ps_model *model, const char *key, char *buf, size_t buflen);
 
+/* PS_OK if this model can run in `mode` (enum ps_mode); otherwise the error
+ * ps_session_set_mode would return, with ps_last_error() saying why (sparse
+ * on a SiLU model, predict without predictor tensors, threshold without
+ * cut-offs, an unknown mode). */
+PS_API int ps_model_check_mode(const ps_model *model, int32_t mode);
+
 /* ---- tokenizer -------------------------------------------------------- */
 /* Special token ids, -1 when the file has none. */
 PS_API int32_t ps_token_bos(const ps_model *model);
@@ -147,6 +153,8 @@ PS_API int ps_session_eval(ps_session *session, const int32_t *tokens, int32_t n
 /* Logits of the last evaluated position (n_vocab floats), NULL before any eval. */
 PS_API const float *ps_session_logits(const ps_session *session);
 PS_API int32_t ps_session_n_past(const ps_session *session);
+/* KV cache length in tokens, after the defaults of ps_session_params. */
+PS_API int32_t ps_session_n_ctx(const ps_session *session);
 /* Empty the KV cache and the counters. */
 PS_API void ps_session_reset(ps_session *session);
 /* Drop the KV cache past position n_keep (0 <= n_keep <= n_past). */

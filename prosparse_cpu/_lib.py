@@ -189,6 +189,8 @@ def _declare(dll: ctypes.CDLL) -> ctypes.CDLL:
     _fn(dll, "ps_model_get_info", [ps_model_p, POINTER(ps_model_info)], c_int)
     # int ps_model_meta_str(const ps_model *model, const char *key, char *buf, size_t buflen);
     _fn(dll, "ps_model_meta_str", [ps_model_p, c_char_p, c_char_p, c_size_t], c_int)
+    # int ps_model_check_mode(const ps_model *model, int32_t mode);
+    _fn(dll, "ps_model_check_mode", [ps_model_p, c_int32], c_int)
 
     # int32_t ps_token_bos(const ps_model *model);
     _fn(dll, "ps_token_bos", [ps_model_p], c_int32)
@@ -219,6 +221,8 @@ def _declare(dll: ctypes.CDLL) -> ctypes.CDLL:
     _fn(dll, "ps_session_logits", [ps_session_p], POINTER(c_float))
     # int32_t ps_session_n_past(const ps_session *session);
     _fn(dll, "ps_session_n_past", [ps_session_p], c_int32)
+    # int32_t ps_session_n_ctx(const ps_session *session);
+    _fn(dll, "ps_session_n_ctx", [ps_session_p], c_int32)
     # void ps_session_reset(ps_session *session);
     _fn(dll, "ps_session_reset", [ps_session_p], None)
     # int ps_session_truncate(ps_session *session, int32_t n_keep);

@@ -139,7 +139,7 @@ class Model:
         if measure:
             self.set_measure(True)
         self.threads = int(threads)
-        self.n_ctx = int(n_ctx) if n_ctx > 0 else min(self.info.n_ctx_train, 4096)
+        self.n_ctx = int(L.ps_session_n_ctx(session))
         self.n_batch = int(n_batch)
         self._tokens: list[int] = []  # ids in the KV cache, in order
         self.last_generation = GenerationStats()
@@ -305,6 +305,14 @@ class Model:
     def set_mode(self, mode: str) -> None:
         """Switch the engine mode (dense, sparse, predict, threshold) for what follows."""
         check(self._live().ps_session_set_mode(self._session, parse_mode(mode)), f"mode {mode}")
+
+    def supports_mode(self, mode: str) -> bool:
+        """Whether this file can run in `mode` (the engine's own check, as set_mode's)."""
+        return self._live().ps_model_check_mode(self._model, parse_mode(mode)) == 0
+
+    def supported_modes(self) -> list[str]:
+        """The engine modes this file can run, dense first."""
+        return [name for name in MODES if self.supports_mode(name)]
 
     def set_measure(self, on: bool) -> None:
         """Measure option: in predict mode also compute every layer's dense gate so
