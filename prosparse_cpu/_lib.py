@@ -238,6 +238,23 @@ def _declare(dll: ctypes.CDLL) -> ctypes.CDLL:
     _fn(dll, "ps_session_set_measure", [ps_session_p, c_int], c_int)
     # double ps_debug_read_bandwidth(int n_threads, int64_t bytes, int reps);
     _fn(dll, "ps_debug_read_bandwidth", [c_int, c_int64, c_int], ctypes.c_double)
+
+    # Kernel entry points for the tests (tests/test_kernels.py); W is raw block bytes.
+    # int ps_debug_dequantize(int32_t type, const void *src, int64_t n, float *dst);
+    _fn(dll, "ps_debug_dequantize", [c_int32, c_void_p, c_int64, POINTER(c_float)], c_int)
+    # int ps_debug_matmul(int32_t type, const void *W, int64_t n_rows, int64_t n_cols,
+    #                     const float *X, int32_t n_tok, float *Y, int32_t n_threads);
+    _fn(dll, "ps_debug_matmul", [c_int32, c_void_p, c_int64, c_int64, POINTER(c_float), c_int32,
+                                 POINTER(c_float), c_int32], c_int)
+    # int ps_debug_matmul_packed(int32_t type, const void *W, int64_t n_rows, int64_t n_cols,
+    #                            const float *X, int32_t n_tok, float *Y, int32_t n_threads);
+    _fn(dll, "ps_debug_matmul_packed", [c_int32, c_void_p, c_int64, c_int64, POINTER(c_float), c_int32,
+                                        POINTER(c_float), c_int32], c_int)
+    # int ps_debug_accum_rows(int32_t type, const void *W, int64_t n_rows, int64_t n_cols,
+    #                         const float *X, int32_t n_tok, const int32_t *idx, int64_t n_idx,
+    #                         float *Y, int32_t n_threads);
+    _fn(dll, "ps_debug_accum_rows", [c_int32, c_void_p, c_int64, c_int64, POINTER(c_float), c_int32,
+                                     POINTER(c_int32), c_int64, POINTER(c_float), c_int32], c_int)
     # double ps_model_read_bandwidth(const ps_model *model, int32_t n_threads, int32_t reps);
     _fn(dll, "ps_model_read_bandwidth", [ps_model_p, c_int32, c_int32], ctypes.c_double)
 

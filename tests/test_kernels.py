@@ -7,22 +7,22 @@ quantization allows (integer types) or float rounding (float types); the
 scalar reference path (forced with ps_simd_set(0)) and the AVX2 path agree to
 float rounding, the AVX-512 path equals the AVX2 path bit for bit; thread counts do not change any result.
 
-The library is loaded directly with ctypes (prosparse_cpu/libprosparse.so,
-env PROSPARSE_LIB overrides), independent of the Python package.
+The kernels are reached through the package's ctypes binding of the
+ps_debug_* entry points (prosparse_cpu/_lib.py; env PROSPARSE_LIB picks the
+library).
 """
 
 from __future__ import annotations
 
 import ctypes
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 from gguf.quants import dequantize, quantize
 
-LIB_PATH = Path(os.environ.get("PROSPARSE_LIB", Path(__file__).resolve().parents[1] / "prosparse_cpu" / "libprosparse.so"))
+from prosparse_cpu import _lib
+
 TYPES = [T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1]
 INTEGER_TYPES = {T.Q8_0, T.Q4_0, T.Q4_1}
 
@@ -32,31 +32,12 @@ i32p = ctypes.POINTER(ctypes.c_int32)
 
 @pytest.fixture(scope="module")
 def lib():
-    assert LIB_PATH.exists(), f"{LIB_PATH} missing: run `make lib`"
-    lib = ctypes.CDLL(str(LIB_PATH))
-    # int ps_debug_dequantize(int32_t type, const void *src, int64_t n, float *dst);
-    lib.ps_debug_dequantize.argtypes = [ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, f32p]
-    lib.ps_debug_dequantize.restype = ctypes.c_int
-    # int ps_debug_matmul(int32_t type, const void *W, int64_t n_rows, int64_t n_cols,
-    #                     const float *X, int32_t n_tok, float *Y, int32_t n_threads);
-    lib.ps_debug_matmul.argtypes = [ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
-                                    f32p, ctypes.c_int32, f32p, ctypes.c_int32]
-    lib.ps_debug_matmul.restype = ctypes.c_int
-    lib.ps_debug_matmul_packed.argtypes = lib.ps_debug_matmul.argtypes
-    lib.ps_debug_matmul_packed.restype = ctypes.c_int
-    # int ps_debug_accum_rows(int32_t type, const void *W, int64_t n_rows, int64_t n_cols,
-    #     const float *X, int32_t n_tok, const int32_t *idx, int64_t n_idx, float *Y, int32_t n_threads);
-    lib.ps_debug_accum_rows.argtypes = [ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
-                                        f32p, ctypes.c_int32, i32p, ctypes.c_int64, f32p, ctypes.c_int32]
-    lib.ps_debug_accum_rows.restype = ctypes.c_int
-    # int ps_simd_supported(void); int ps_simd_set(int level);
-    lib.ps_simd_supported.restype = ctypes.c_int
-    lib.ps_simd_set.argtypes = [ctypes.c_int]
-    lib.ps_simd_set.restype = ctypes.c_int
-    lib.ps_last_error.restype = ctypes.c_char_p
-    best = lib.ps_simd_supported()
-    yield lib
-    lib.ps_simd_set(best)
+    """The package's binding (every ps_debug_* prototype declared in _lib._declare);
+    the SIMD level is restored afterwards."""
+    dll = _lib.lib()
+    best = dll.ps_simd_supported()
+    yield dll
+    dll.ps_simd_set(best)
 
 
 def fptr(a: np.ndarray):
