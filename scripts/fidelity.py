@@ -7,9 +7,8 @@ through three forward passes, every position's logits kept:
 
   ours     prosparse_cpu.Model.eval_all (dense mode, batched prompt processing)
   llama    llama.cpp through llama-cpp-python (logits_all=True, same tokens)
-  exact    a float64 numpy forward over the file's own dequantized weights
-           (gguf.quants.dequantize), written independently of the C engine:
-           q/k rows un-permuted back to Hugging Face order, rotate-half RoPE
+  exact    the float64 numpy reference (prosparse_cpu.convert.reference) over
+           the file's own dequantized weights, written independently of the C engine
 
 and the argmax at each position compared pairwise. Near-ties flip under any
 rounding, so agreement with llama.cpp alone cannot separate our error from
@@ -34,6 +33,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from prosparse_cpu.convert.reference import Reference
 
 DEFAULT_MODEL = os.path.expanduser("~/.cache/prosparse-cpu/SmolLM2-135M-Instruct.Q4_1.gguf")
 
@@ -64,94 +65,20 @@ SAMPLE_ROWS = 256
 
 # ---- the exact float64 reference ------------------------------------------------
 
-class ExactLlama:
-    """A float64 numpy llama forward over a GGUF file's dequantized weights."""
-
-    def __init__(self, path: str):
-        import gguf
-
-        self.reader = gguf.GGUFReader(path)
-        f = self.reader.fields
-        arch = f["general.architecture"].contents()
-        if arch != "llama":
-            raise SystemExit(f"exact reference: architecture {arch!r} not handled (llama only)")
-        get = lambda k, d=None: f[f"llama.{k}"].contents() if f"llama.{k}" in f else d  # noqa: E731
-        self.n_layer = int(get("block_count"))
-        self.n_embd = int(get("embedding_length"))
-        self.n_head = int(get("attention.head_count"))
-        self.n_head_kv = int(get("attention.head_count_kv", self.n_head))
-        self.head_dim = int(get("attention.key_length", self.n_embd // self.n_head))
-        self.base = float(get("rope.freq_base", 10000.0))
-        self.eps = float(get("attention.layer_norm_rms_epsilon", 1e-5))
-        self.tensors = {t.name: t for t in self.reader.tensors}
-
-    def weight(self, name: str) -> np.ndarray:
-        """A tensor as float64 (rows, cols), dequantized with gguf-py."""
-        import gguf
-
-        t = self.tensors[name]
-        return np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float64)
-
-    def unpermute(self, w: np.ndarray, n_head: int) -> np.ndarray:
-        """Undo convert_hf_to_gguf's q/k permutation (back to rotate-half order)."""
-        d = w.shape[0] // n_head
-        return w.reshape(n_head, d // 2, 2, w.shape[1]).swapaxes(1, 2).reshape(w.shape)
-
-    def rmsnorm(self, x, w):
-        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * w
-
-    def rope(self, x, pos):
-        """Hugging Face rotate-half RoPE on (n, heads, head_dim)."""
-        hd = self.head_dim
-        inv = self.base ** (-np.arange(0, hd, 2, dtype=np.float64) / hd)
-        ang = pos[:, None] * inv[None, :]
-        cos = np.concatenate([np.cos(ang)] * 2, axis=-1)[:, None, :]
-        sin = np.concatenate([np.sin(ang)] * 2, axis=-1)[:, None, :]
-        rot = np.concatenate([-x[..., hd // 2:], x[..., :hd // 2]], axis=-1)
-        return x * cos + rot * sin
-
-    def final_hidden(self, tokens, progress=None) -> np.ndarray:
-        n, hd = len(tokens), self.head_dim
-        emb = self.weight("token_embd.weight")
-        x = emb[np.asarray(tokens)]
-        pos = np.arange(n, dtype=np.float64)
-        mask = np.triu(np.full((n, n), -np.inf), k=1)
-        group = self.n_head // self.n_head_kv
-        for il in range(self.n_layer):
-            W = lambda s: self.weight(f"blk.{il}.{s}.weight")  # noqa: E731
-            h = self.rmsnorm(x, W("attn_norm"))
-            q = (h @ self.unpermute(W("attn_q"), self.n_head).T).reshape(n, self.n_head, hd)
-            k = (h @ self.unpermute(W("attn_k"), self.n_head_kv).T).reshape(n, self.n_head_kv, hd)
-            v = (h @ W("attn_v").T).reshape(n, self.n_head_kv, hd)
-            q, k = self.rope(q, pos), self.rope(k, pos)
-            att = np.empty((n, self.n_head, hd))
-            for hh in range(self.n_head):
-                s = q[:, hh, :] @ k[:, hh // group, :].T / np.sqrt(hd) + mask
-                s = np.exp(s - s.max(axis=1, keepdims=True))
-                s /= s.sum(axis=1, keepdims=True)
-                att[:, hh, :] = s @ v[:, hh // group, :]
-            x = x + att.reshape(n, -1) @ W("attn_output").T
-            h = self.rmsnorm(x, W("ffn_norm"))
-            g, u = h @ W("ffn_gate").T, h @ W("ffn_up").T
-            x = x + (g / (1.0 + np.exp(-g)) * u) @ W("ffn_down").T
-            if progress:
-                progress(il + 1, self.n_layer)
-        self.out = self.weight("output.weight") if "output.weight" in self.tensors else emb
-        return self.rmsnorm(x, self.weight("output_norm.weight"))
-
-    def top2(self, tokens, chunk: int = 256, progress=None):
-        """(argmax, margin between the two largest logits) at every position, and
-        the full logits of the first SAMPLE_ROWS positions."""
-        hid = self.final_hidden(tokens, progress)
-        top, margin, sample = [], [], None
-        for i in range(0, len(tokens), chunk):
-            lg = hid[i:i + chunk] @ self.out.T
-            part = np.partition(lg, -2, axis=1)[:, -2:]
-            top.append(lg.argmax(axis=1))
-            margin.append(part[:, 1] - part[:, 0])
-            if sample is None:
-                sample = lg[:SAMPLE_ROWS]
-        return np.concatenate(top), np.concatenate(margin), sample
+def exact_top2(model: str, tokens, chunk: int = 256, progress=None):
+    """(argmax, margin between the two largest logits) of the float64 reference
+    at every position, and the full logits of the first SAMPLE_ROWS positions."""
+    ref = Reference.from_gguf(model)
+    hid = ref.hidden([list(tokens)], progress=progress)[0]
+    top, margin, sample = [], [], None
+    for i in range(0, len(tokens), chunk):
+        lg = ref.logits(hid[i:i + chunk])
+        part = np.partition(lg, -2, axis=1)[:, -2:]
+        top.append(lg.argmax(axis=1))
+        margin.append(part[:, 1] - part[:, 0])
+        if sample is None:
+            sample = lg[:SAMPLE_ROWS]
+    return np.concatenate(top), np.concatenate(margin), sample
 
 
 def write_f32_copy(src: str, dst: str) -> str:
@@ -248,8 +175,8 @@ def measure(model: str, text_path: str, n_tokens: int, threads: int, use_llama: 
             ours_f32, _, _ = ours_top1(write_f32_copy(model, os.path.join(tmp, "f32.gguf")), tokens, threads)
 
     t0 = time.perf_counter()
-    exact, margin, exact_lg = ExactLlama(model).top2(
-        tokens, progress=lambda i, n: log(f"\rexact float64 reference: layer {i}/{n}", end="") if i < n else log(""))
+    exact, margin, exact_lg = exact_top2(
+        model, tokens, progress=lambda i, n: log(f"\rexact float64 reference: layer {i}/{n}", end="") if i < n else log(""))
     log(f"exact: {time.perf_counter() - t0:.1f} s")
 
     agree = lambda a, b: float(np.mean(a == b))  # noqa: E731
@@ -312,10 +239,9 @@ def greedy_gaps(model: str, prompt_ids, generated) -> np.ndarray:
     """For each generated token, how far its exact logit is below the exact
     maximum at that step (0 where the engine picked the exact top-1): one
     exact forward over prompt + generation, teacher-forced on our choices."""
-    ex = ExactLlama(model)
+    ref = Reference.from_gguf(model)
     seq = list(prompt_ids) + list(generated)
-    hid = ex.final_hidden(seq[:-1])[len(prompt_ids) - 1:]
-    lg = hid @ ex.out.T
+    lg = ref.logits(ref.hidden([seq[:-1]])[0][len(prompt_ids) - 1:])
     return lg.max(axis=1) - lg[np.arange(len(generated)), generated]
 
 

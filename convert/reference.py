@@ -1,0 +1,189 @@
+"""The reference forward pass: a numpy llama / prosparse model, written from the
+file format and independent of the C engine.
+
+It is the oracle the engine and the converter are checked against (float64),
+and the converter's calibration runs it for its per-layer gate activations
+(float32: the same arithmetic at half the memory). It reads weights through a
+`load(name)` function under llama's GGUF names, in GGUF orientation ([out, in]
+for matrices) with q/k rows in llama.cpp's permuted order, so RoPE rotates
+adjacent pairs. All sequences advance together one layer at a time: only one
+layer's weights are in memory at once, as a SmolLM2-size calibration needs.
+
+    ref = Reference.from_gguf("model.gguf")
+    logits = ref.logits(ref.hidden([ids])[0])          # float64 [len(ids), n_vocab]
+
+Function: token_embd * embedding_scale; per layer h += residual_scale *
+attention(rmsnorm(h)), h += residual_scale * ffn(rmsnorm(h)) with
+ffn(x) = down(act(gate x) * up x) (drelu: relu(gate x) * relu(up x)); logits =
+logit_scale * rmsnorm(h) @ output^T (token_embd when there is no output).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Container
+
+import gguf
+import numpy as np
+
+from .spec import ModelSpec
+
+
+def activation(act: str, g: np.ndarray, threshold: float = 0.0) -> np.ndarray:
+    """act(gate) for the five gate activations (drelu: relu of the gate; its up side is applied in the FFN)."""
+    if act == "silu":
+        half = g.dtype.type(0.5)
+        return g * half * (1 + np.tanh(g * half))   # = g * sigmoid(g), with no exp overflow
+    if act in ("relu", "drelu"):
+        return np.maximum(g, 0)
+    if act == "fatrelu":
+        return np.where(g >= threshold, g, 0).astype(g.dtype)
+    if act == "relu2":
+        return np.maximum(g, 0) ** 2
+    raise ValueError(f"unknown activation {act!r}")
+
+
+def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
+
+
+def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate adjacent pairs (2i, 2i+1) of each head. x: [T, heads, head_dim]; cos, sin: [T, 1, head_dim/2]."""
+    y = np.empty_like(x)
+    x0, x1 = x[..., 0::2], x[..., 1::2]
+    y[..., 0::2] = x0 * cos - x1 * sin
+    y[..., 1::2] = x0 * sin + x1 * cos
+    return y
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Causal softmax attention. q: [T, n_head, hd]; k, v: [T, n_head_kv, hd]
+    (grouped-query: n_head / n_head_kv consecutive heads share one). Returns [T, n_head * hd]."""
+    T, n_head, hd = q.shape
+    k = np.repeat(k, n_head // k.shape[1], axis=1)
+    v = np.repeat(v, n_head // v.shape[1], axis=1)
+    att = np.einsum("thd,shd->hts", q, k) / q.dtype.type(np.sqrt(hd))
+    att = att + np.triu(np.full((T, T), -np.inf, dtype=q.dtype), 1)
+    att = np.exp(att - att.max(-1, keepdims=True))
+    att /= att.sum(-1, keepdims=True)
+    return np.einsum("hts,shd->thd", att, v).reshape(T, n_head * hd)
+
+
+class Reference:
+    """spec: the hyper-parameters; load(name): a tensor as an array; names: the tensor names present
+    (ffn_down_t is used where a layer has it, else ffn_down; no output.weight means tied)."""
+
+    def __init__(self, spec: ModelSpec, load: Callable[[str], np.ndarray], names: Container[str],
+                 dtype=np.float64):
+        self.spec, self.load, self.names, self.dtype = spec, load, names, np.dtype(dtype)
+        self._out = None
+
+    @classmethod
+    def from_gguf(cls, path, dtype=np.float64) -> "Reference":
+        m = GGUFModel(path)
+        return cls(m.spec(), m.w, m.t, dtype)
+
+    def _w(self, name: str) -> np.ndarray:
+        return np.asarray(self.load(name), dtype=self.dtype)
+
+    def hidden(self, seqs: list[list[int]], on_gate: Callable[[int, list[np.ndarray]], None] | None = None,
+               progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
+        """The final-normed hidden states [len(seq), n_embd] of each sequence, each an
+        independent context starting at position 0. on_gate(layer, [act(gate) per sequence])
+        is called once per layer; progress(done, n_layer) after each layer."""
+        sp, f = self.spec, self.dtype.type
+        E, H, KV, hd = sp.n_embd, sp.n_head, sp.n_head_kv, sp.head_dim
+        emb = self._w("token_embd.weight")
+        hs = [emb[np.asarray(s)] * f(sp.embedding_scale) for s in seqs]
+        del emb
+        inv = 1.0 / sp.rope_theta ** (np.arange(0, hd, 2) / hd)
+        rs = f(sp.residual_scale)
+        for L in range(sp.n_layer):
+            b = f"blk.{L}."
+            W = {n: self._w(b + n + ".weight") for n in
+                 ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up")}
+            down_t = (self._w(b + "ffn_down_t.weight") if b + "ffn_down_t.weight" in self.names
+                      else self._w(b + "ffn_down.weight").T)           # [n_ff, n_embd]
+            gates = []
+            for j, h in enumerate(hs):
+                T = len(h)
+                ang = np.outer(np.arange(T), inv).astype(self.dtype)
+                cos, sin = np.cos(ang)[:, None], np.sin(ang)[:, None]
+                x = rmsnorm(h, W["attn_norm"], sp.rms_eps)
+                q = rope((x @ W["attn_q"].T).reshape(T, H, hd), cos, sin)
+                k = rope((x @ W["attn_k"].T).reshape(T, KV, hd), cos, sin)
+                v = (x @ W["attn_v"].T).reshape(T, KV, hd)
+                h = h + rs * (attention(q, k, v) @ W["attn_output"].T)
+                x = rmsnorm(h, W["ffn_norm"], sp.rms_eps)
+                a = activation(sp.activation, x @ W["ffn_gate"].T, sp.threshold)
+                gates.append(a)
+                u = x @ W["ffn_up"].T
+                hs[j] = h + rs * ((a * (np.maximum(u, 0) if sp.activation == "drelu" else u)) @ down_t)
+            if on_gate is not None:
+                on_gate(L, gates)
+            del W, down_t, gates
+            if progress is not None:
+                progress(L + 1, sp.n_layer)
+        norm = self._w("output_norm.weight")
+        return [rmsnorm(h, norm, sp.rms_eps) for h in hs]
+
+    def output(self) -> np.ndarray:
+        """The output matrix [n_vocab, n_embd] (loaded once)."""
+        if self._out is None:
+            self._out = self._w("output.weight" if "output.weight" in self.names else "token_embd.weight")
+        return self._out
+
+    def logits(self, hidden: np.ndarray) -> np.ndarray:
+        """logit_scale * hidden @ output^T: [len(hidden), n_vocab]."""
+        return (hidden @ self.output().T) * self.dtype.type(self.spec.logit_scale)
+
+
+class GGUFModel:
+    """A GGUF file read with gguf-py: keys (kv, and hp under the architecture's
+    prefix), tensors by name (t) and dequantized to float64 (w)."""
+
+    def __init__(self, path):
+        self.r = gguf.GGUFReader(str(path))
+        self.arch = self.kv("general.architecture")
+        self.t = {t.name: t for t in self.r.tensors}
+
+    def kv(self, key, default=None):
+        f = self.r.get_field(key)
+        return default if f is None else f.contents()
+
+    def hp(self, suffix, default=None):
+        return self.kv(f"{self.arch}.{suffix}", default)
+
+    def w(self, name) -> np.ndarray:
+        t = self.t[name]
+        x = gguf.quants.dequantize(t.data, t.tensor_type)
+        return np.asarray(x, dtype=np.float64).reshape(list(reversed(t.shape.tolist())))
+
+    def type(self, name):
+        return self.t[name].tensor_type
+
+    def spec(self) -> ModelSpec:
+        """The hyper-parameters the forward pass needs (prosparse.* keys: activation and scalings)."""
+        sparse = self.arch == "prosparse"
+        n_embd, n_head = int(self.hp("embedding_length")), int(self.hp("attention.head_count"))
+        emb = self.t["token_embd.weight"]
+        return ModelSpec(
+            family="llama", n_vocab=int(emb.shape[1]), n_embd=n_embd,
+            n_ff=int(self.hp("feed_forward_length")), n_layer=int(self.hp("block_count")),
+            n_head=n_head, n_head_kv=int(self.hp("attention.head_count_kv", n_head)),
+            n_ctx=int(self.hp("context_length", 2048)),
+            rope_theta=float(self.hp("rope.freq_base", 10000.0)),
+            rms_eps=float(self.hp("attention.layer_norm_rms_epsilon", 1e-5)),
+            tied="output.weight" not in self.t,
+            activation=self.hp("ffn.activation") if sparse else "silu",
+            threshold=float(self.hp("ffn.activation_threshold", 0.0)) if sparse else 0.0,
+            embedding_scale=float(self.hp("embedding_scale", 1.0)) if sparse else 1.0,
+            residual_scale=float(self.hp("residual_scale", 1.0)) if sparse else 1.0,
+            logit_scale=float(self.hp("logit_scale", 1.0)) if sparse else 1.0,
+            name=str(self.kv("general.name", "")))
+
+
+def gguf_logits(path: Path, ids: list[int], gate_acts: list | None = None) -> np.ndarray:
+    """float64 logits [len(ids), n_vocab] of a GGUF file; gate_acts: if a list, receives each layer's act(gate)."""
+    ref = Reference.from_gguf(path)
+    hid = ref.hidden([list(ids)], on_gate=None if gate_acts is None else lambda L, g: gate_acts.append(g[0]))
+    return ref.logits(hid[0])
