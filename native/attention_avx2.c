@@ -1,11 +1,10 @@
-/* attention_avx2.c: AVX2/FMA kernels for one query head's attention over the
- * F32 KV cache (the Makefile compiles *_avx2.c with -mavx2 -mfma; session.c
- * calls these only when ps_simd_get() selects AVX2, and only for head_dim a
- * multiple of 8). The scalar versions live in session.c. */
+/* attention_avx2.c: the AVX2/FMA level's attention of one query head over
+ * the F32 KV cache (quant.h's ps_attn_*_fn, for head_dim a multiple of 8;
+ * attention.c has the scalar reference). */
 #include <immintrin.h>
 #include <math.h>
 
-#include "session.h"
+#include "quant.h"
 
 /* att[j] = scale * (q . k_j) for j < n, k_j = k + j*stride; returns the max.
  * Four keys at a time, so the horizontal sums share their shuffles. */

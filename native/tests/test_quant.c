@@ -17,6 +17,7 @@
 static const int32_t TYPES[] = {PS_TYPE_F32, PS_TYPE_F16, PS_TYPE_BF16,
                                 PS_TYPE_Q8_0, PS_TYPE_Q4_0, PS_TYPE_Q4_1};
 #define N_TYPES (int)(sizeof TYPES / sizeof TYPES[0])
+static const ps_level_ops *const LEVEL_OPS[] = {&ps_ops_scalar, &ps_ops_avx2, &ps_ops_avx512};
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint32_t rnd(void) {
@@ -79,8 +80,8 @@ static void reference_matmul(int32_t type, const void *W, int64_t n_rows, int64_
     ps_matrix M = {W, type, n_cols, n_rows, NULL};
     float *row = malloc((size_t)n_cols * sizeof(float));
     float *xd = malloc((size_t)n_cols * n_tok * sizeof(float));
-    const ps_kernels *k = ps_kernels_scalar(type);
-    if (k->quantized) {
+    const ps_type_kernels *k = ps_kernels_get(type, &ps_ops_scalar);
+    if (k->q8a_input) {
         ps_block_q8a *q = malloc((size_t)n_cols / 32 * sizeof(ps_block_q8a));
         for (int32_t t = 0; t < n_tok; t++) {
             ps_quantize_q8a_scalar(X + (size_t)t * n_cols, q, n_cols);
@@ -113,7 +114,7 @@ TEST(test_traits) {
     CHECK(ps_row_bytes(PS_TYPE_Q8_0, 96) == 102);
     CHECK(ps_row_bytes(PS_TYPE_F16, 7) == 14);
     CHECK(ps_row_bytes(PS_TYPE_Q4_0, 33) == 0);
-    CHECK(ps_type_get(12) && !ps_type_get(12)->supported);
+    CHECK(ps_type_get(12) && !ps_type_supported(12));
     CHECK(ps_type_get(99) == NULL);
     CHECK(strcmp(ps_type_get(PS_TYPE_BF16)->name, "bf16") == 0);
 }
@@ -429,7 +430,7 @@ TEST(test_axpy4) {
     const int64_t n = 96;
     for (int ti = 0; ti < N_TYPES; ti++)
         for (int level = 0; level <= ps_simd_supported(); level++) {
-            const ps_kernels *k = ps_kernels_get(TYPES[ti], level);
+            const ps_type_kernels *k = ps_kernels_get(TYPES[ti], LEVEL_OPS[level]);
             uint8_t *W = random_matrix(TYPES[ti], 4, n);
             const size_t rb = ps_row_bytes(TYPES[ti], n);
             const void *src[4] = {W, W + rb, W + 2 * rb, W + 3 * rb};
@@ -454,7 +455,7 @@ TEST(test_silu_mul) {
         ps_simd_set(level);
         float out[N];
         memcpy(out, g, sizeof g);
-        ps_silu_mul(out, u, N);
+        ps_ops()->silu_mul(out, u, N);
         int bad = 0;
         for (int i = 0; i < N; i++) {
             ref[i] = (float)((double)g[i] / (1.0 + exp(-(double)g[i])) * u[i]);
