@@ -69,7 +69,8 @@ int ps_compute_n_threads(const ps_compute *c);
 
 /* The pool's scratch: slot 0 is shared (quantized activations), slot 1+ith
  * belongs to thread ith. NULL when the slot holds fewer than `bytes` (the
- * pool was created for smaller matrices or batches). */
+ * pool was created for smaller matrices or batches); ps_debug_fail_alloc
+ * counts each claim as an allocation. */
 void *ps_compute_scratch(ps_compute *c, int slot, size_t bytes);
 /* Scratch bytes the products need for max_cols and max_tokens (matmul.c):
  * the shared slot, each per-thread slot, and thread 0's slot (which also

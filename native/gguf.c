@@ -78,21 +78,18 @@ static int need(cursor *c, uint64_t n, const char *what) {
     return PS_OK;
 }
 
-static int rd_u32(cursor *c, uint32_t *v, const char *what) {
-    int rc = need(c, 4, what);
+/* The next n bytes into v (a little-endian scalar of that size). */
+static int rd(cursor *c, void *v, size_t n, const char *what) {
+    int rc = need(c, n, what);
     if (rc) return rc;
-    memcpy(v, c->base + c->pos, 4);
-    c->pos += 4;
+    memcpy(v, c->base + c->pos, n);
+    c->pos += n;
     return PS_OK;
 }
 
-static int rd_u64(cursor *c, uint64_t *v, const char *what) {
-    int rc = need(c, 8, what);
-    if (rc) return rc;
-    memcpy(v, c->base + c->pos, 8);
-    c->pos += 8;
-    return PS_OK;
-}
+static int rd_u32(cursor *c, uint32_t *v, const char *what) { return rd(c, v, 4, what); }
+
+static int rd_u64(cursor *c, uint64_t *v, const char *what) { return rd(c, v, 8, what); }
 
 static int rd_str(cursor *c, ps_str *s, const char *what) {
     uint64_t n;

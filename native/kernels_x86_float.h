@@ -81,20 +81,10 @@ INLINE void gemm_float(const uint8_t *W, size_t rb, int64_t n_cols, const int32_
     }
 }
 
-static void gemm_f32(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
-                     int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_float(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, FT_F32);
-}
+GEMM_OF(gemm_f32, gemm_float, FT_F32)
+GEMM_OF(gemm_f16, gemm_float, FT_F16)
+GEMM_OF(gemm_bf16, gemm_float, FT_BF16)
 
-static void gemm_f16(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
-                     int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_float(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, FT_F16);
-}
-
-static void gemm_bf16(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
-                      int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_float(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, FT_BF16);
-}
 
 /* ---- dequantization (bit-exact with the scalar path and gguf-py) ------------ */
 static void dequant_q8_0(const void *src, float *dst, int64_t n) {

@@ -124,7 +124,7 @@ static int matmul_batch(ps_compute *c, int n_w, const ps_matrix *const *W, const
     if (need_q) {
         m.Xq = quantize_activations(c, X, m.n_cols, n_tok, ops);
         if (!m.Xq)
-            return ps_fail(PS_ERR_MEMORY, "matmul: the pool's scratch is too small for %d tokens of %lld columns",
+            return ps_fail(PS_ERR_MEMORY, "matmul: no scratch for %d tokens of %lld columns (the pool was made for less)",
                            (int)n_tok, (long long)m.n_cols);
     }
     const int nth = ps_compute_n_threads(c);
@@ -315,7 +315,7 @@ int ps_accum_rows(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_t
     if (n_tok > 1)
         for (int i = 0; i < nth; i++)
             if (!(a.seg[i] = ps_compute_scratch(c, 1 + i, ACC_SEG_FLOATS * sizeof(float))))
-                return ps_fail(PS_ERR_MEMORY, "accum_rows: the pool's scratch is too small for %d tokens",
+                return ps_fail(PS_ERR_MEMORY, "accum_rows: no scratch for %d tokens (the pool was made for less)",
                                (int)n_tok);
     /* One token over narrow rows (fewer than ACC_SPLIT_BLOCKS blocks): column
      * units would spend more on each row's bookkeeping than on its few
@@ -326,7 +326,7 @@ int ps_accum_rows(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_t
         a.n_parts = ACC_PARTS;
         a.partial = ps_compute_scratch(c, 1, sizeof(float) * (size_t)(ACC_PARTS * W->n_cols));
         if (!a.partial)
-            return ps_fail(PS_ERR_MEMORY, "accum_rows: the pool's scratch is too small for %lld columns",
+            return ps_fail(PS_ERR_MEMORY, "accum_rows: no scratch for %lld columns (the pool was made for less)",
                            (long long)W->n_cols);
         ps_parallel_for(c, a.n_parts, 1, acc_part, &a);
         for (int64_t col = 0; col < W->n_cols; col++) {

@@ -216,9 +216,11 @@ PS_API int ps_debug_matmul_packed(int32_t type, const void *W, int64_t n_rows, i
 PS_API int ps_debug_accum_rows(int32_t type, const void *W, int64_t n_rows, int64_t n_cols,
                                const float *X, int32_t n_tok, const int32_t *idx, int64_t n_idx,
                                float *Y, int32_t n_threads);
-/* Force the next `n`-th allocation of the engine (counting from this call;
- * 1 = the next one) to fail as if the system were out of memory; 0 turns
- * this off. For tests of the error paths. */
+/* Make the n-th allocation of the engine from now on (1 = the next one) fail
+ * as if the system were out of memory, once; 0 turns this off. Claims of a
+ * session's preallocated scratch during ps_session_eval count as
+ * allocations, so an eval can be made to fail too. For tests of the error
+ * paths; process-wide. */
 PS_API void ps_debug_fail_alloc(int64_t n);
 
 /* ---- benchmark support ---------------------------------------------------

@@ -62,30 +62,15 @@ const ps_level_ops ps_ops_scalar = {
     .attn_head_multiple = 1,
 };
 
-const ps_level_ops ps_ops_avx2 = {
-    .level = PS_SIMD_AVX2,
-    .types = ps_type_kernels_avx2,
-    .quantize_q8a = ps_quantize_q8a_avx2,
-    .gemm_acc = ps_gemm_acc_avx2,
-    .silu_mul = ps_silu_mul_avx2,
-    .attn_scores = ps_attn_scores_avx2,
-    .attn_softmax = ps_attn_softmax_avx2,
-    .attn_values = ps_attn_values_avx2,
-    .attn_head_multiple = 8,
-};
+/* The x86 levels' operations besides the weight kernels: AVX-512 has its
+ * own weight kernels and shares the rest with AVX2. */
+#define X86_VECTOR_OPS                                                                        \
+    .quantize_q8a = ps_quantize_q8a_avx2, .gemm_acc = ps_gemm_acc_avx2, .silu_mul = ps_silu_mul_avx2, \
+    .attn_scores = ps_attn_scores_avx2, .attn_softmax = ps_attn_softmax_avx2,                  \
+    .attn_values = ps_attn_values_avx2, .attn_head_multiple = 8
 
-/* AVX-512 has its own weight kernels; the rest is the AVX2 level's. */
-const ps_level_ops ps_ops_avx512 = {
-    .level = PS_SIMD_AVX512,
-    .types = ps_type_kernels_avx512,
-    .quantize_q8a = ps_quantize_q8a_avx2,
-    .gemm_acc = ps_gemm_acc_avx2,
-    .silu_mul = ps_silu_mul_avx2,
-    .attn_scores = ps_attn_scores_avx2,
-    .attn_softmax = ps_attn_softmax_avx2,
-    .attn_values = ps_attn_values_avx2,
-    .attn_head_multiple = 8,
-};
+const ps_level_ops ps_ops_avx2 = {.level = PS_SIMD_AVX2, .types = ps_type_kernels_avx2, X86_VECTOR_OPS};
+const ps_level_ops ps_ops_avx512 = {.level = PS_SIMD_AVX512, .types = ps_type_kernels_avx512, X86_VECTOR_OPS};
 
 static _Atomic(const ps_level_ops *) current_ops; /* NULL: not chosen yet */
 

@@ -6,15 +6,8 @@
 #include "kernels_x86_dot.h"
 #include "kernels_x86_float.h"
 
-static void gemm_q4_0(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, int64_t r1,
-                      const void *X, int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_q4(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 0);
-}
-
-static void gemm_q4_1(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, int64_t r1,
-                      const void *X, int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_q4(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
-}
+GEMM_OF(gemm_q4_0, gemm_q4, 0)
+GEMM_OF(gemm_q4_1, gemm_q4, 1)
 
 /* Packed Q4_0 / Q4_1 (quant.h: tiles of 16 rows, one row per 32-bit lane):
  * each half tile of 8 rows is one 256-bit vector per 4 quant bytes, so a
@@ -83,15 +76,8 @@ INLINE void gemm_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1
     }
 }
 
-static void gemm_q4_0_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *X,
-                              int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_packed(P, n_cols, r0, r1, X, n_tok, Y, ldy, 0);
-}
-
-static void gemm_q4_1_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *X,
-                              int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_packed(P, n_cols, r0, r1, X, n_tok, Y, ldy, 1);
-}
+GEMM_PACKED_OF(gemm_q4_0_packed, gemm_packed, 0)
+GEMM_PACKED_OF(gemm_q4_1_packed, gemm_packed, 1)
 
 AXPY_PAIR(axpy_q4_0, axpy_rows_q, 0)
 AXPY_PAIR(axpy_q4_1, axpy_rows_q, 1)

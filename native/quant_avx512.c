@@ -126,18 +126,13 @@ INLINE void gemm_q4_rows16(const uint8_t *W, size_t rb, int64_t n_cols, const in
 
 /* Row lists: gemm_q4_rows16; whole unpacked matrices: gemm_q4's 8-row
  * tiles, whose streaming prefetch suits a contiguous matrix better. */
-static void gemm_q4_0(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
-                      int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
-    if (idx) gemm_q4_rows16(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 0);
-    else gemm_q4(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 0);
+INLINE void gemm_q4_any(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, int64_t r1,
+                        const void *X, int32_t n_tok, float *Y, int64_t ldy, const int has_min) {
+    if (idx) gemm_q4_rows16(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, has_min);
+    else gemm_q4(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, has_min);
 }
-
-static void gemm_q4_1(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
-                      int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
-    if (idx) gemm_q4_rows16(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
-    else gemm_q4(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
-}
-
+GEMM_OF(gemm_q4_0, gemm_q4_any, 0)
+GEMM_OF(gemm_q4_1, gemm_q4_any, 1)
 
 /* Packed matrices (quant.h), type 0 = Q4_0, 1 = Q4_1, 2 = Q8_0: one row
  * per 32-bit lane of a 16-lane vector, so a block of 16 rows is 4 or 8 loads
@@ -184,20 +179,9 @@ INLINE void gemm_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1
     }
 }
 
-static void gemm_q8_0_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *X,
-                             int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_packed(P, n_cols, r0, r1, X, n_tok, Y, ldy, 2);
-}
-
-static void gemm_q4_0_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *X,
-                             int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_packed(P, n_cols, r0, r1, X, n_tok, Y, ldy, 0);
-}
-
-static void gemm_q4_1_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *X,
-                             int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_packed(P, n_cols, r0, r1, X, n_tok, Y, ldy, 1);
-}
+GEMM_PACKED_OF(gemm_q8_0_packed, gemm_packed, 2)
+GEMM_PACKED_OF(gemm_q4_0_packed, gemm_packed, 0)
+GEMM_PACKED_OF(gemm_q4_1_packed, gemm_packed, 1)
 
 /* ---- axpy in 16 lanes ---------------------------------------------------- */
 /* The same per-element steps as axpy_rows_q in 16 lanes: one block is two

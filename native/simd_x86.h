@@ -195,6 +195,19 @@ INLINE void q4_groups(const uint8_t *qs, __m256i g[4]) {
 }
 
 /* type: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0 */
+/* Table entries from kernel bodies whose last argument picks the block type:
+ * a ps_gemm_fn and a ps_gemm_packed_fn. */
+#define GEMM_OF(name, body, arg)                                                                       \
+    static void name(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,      \
+                     int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {                 \
+        body(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, arg);                                       \
+    }
+#define GEMM_PACKED_OF(name, body, arg)                                                                \
+    static void name(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *X,         \
+                     int32_t n_tok, float *Y, int64_t ldy) {                                           \
+        body(P, n_cols, r0, r1, X, n_tok, Y, ldy, arg);                                                \
+    }
+
 /* name (one row) and name##_4 (four rows) from one NR-row axpy body. */
 #define AXPY_PAIR(name, body, arg)                                                               \
     static void name(const void *src, float a, float *y, int64_t n) {                            \

@@ -195,7 +195,7 @@ void ps_compute_free(ps_compute *c) {
 int ps_compute_n_threads(const ps_compute *c) { return c ? c->n_threads : 1; }
 
 void *ps_compute_scratch(ps_compute *c, int slot, size_t bytes) {
-    if (slot < 0 || slot > c->n_threads || c->scratch_cap[slot] < bytes) return NULL;
+    if (slot < 0 || slot > c->n_threads || c->scratch_cap[slot] < bytes || ps_alloc_fails()) return NULL;
     return c->scratch[slot];
 }
 

@@ -21,6 +21,9 @@ void ps_clear_error(void);
  * realloc; free them with free), so ps_debug_fail_alloc can make any one
  * of them fail. */
 void *ps_malloc(size_t n);
+/* 1 when ps_debug_fail_alloc says this allocation fails (for allocators of
+ * their own, such as the pool's scratch). */
+int ps_alloc_fails(void);
 void *ps_calloc(size_t n, size_t size);
 void *ps_realloc(void *p, size_t n);
 /* Aligned allocation (64 bytes) for scratch buffers; free with ps_free. */

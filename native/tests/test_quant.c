@@ -4,6 +4,7 @@
  * dequantized weights for every product; the scalar path is the reference
  * for the AVX2 one. The bit-exactness with gguf-py is tests/test_kernels.py.
  */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -466,6 +467,109 @@ TEST(test_silu_mul) {
     ps_simd_set(ps_simd_supported());
 }
 
+/* The one vectorised exp (SwiGLU and softmax): within 1.5 ulp of exp over
+ * [-87.3, 88], the range where exp(x) is a normal float and 2^n finite;
+ * 0 below it (exp < FLT_MIN there), exp(88) above it, never inf or NaN. */
+static double ulps(float got, double want) {
+    const float w = (float)want;
+    return fabs((double)got - want) / (double)(nextafterf(w, INFINITY) - w);
+}
+
+TEST(test_exp_error_bound) {
+    if (ps_simd_supported() < PS_SIMD_AVX2) return;
+    enum { N = 1 << 20 };
+    float *x = malloc(N * sizeof(float)), *y = malloc(N * sizeof(float));
+    for (int i = 0; i < N; i++) x[i] = -87.3f + (88.0f + 87.3f) * (float)i / (float)(N - 1);
+    memcpy(y, x, N * sizeof(float));
+    ps_exp_avx2(y, N);
+    double worst = 0;
+    for (int i = 0; i < N; i++) {
+        const double e = ulps(y[i], exp((double)x[i]));
+        if (e > worst) worst = e;
+    }
+    CHECK(worst <= 1.5);
+    const float edge[] = {-87.34f, -88.0f, -103.0f, -1e30f, 88.5f, 1e30f, 0.0f, -0.0f};
+    float v[8];
+    memcpy(v, edge, sizeof v);
+    ps_exp_avx2(v, 8);
+    for (int i = 0; i < 4; i++) CHECK(v[i] == 0.0f && exp((double)edge[i]) < FLT_MIN);
+    float e88 = 88.0f;
+    ps_exp_avx2(&e88, 1);
+    CHECK(v[4] == v[5] && isfinite(v[4]) && ulps(v[4], exp(88.0)) <= 1.5);
+    CHECK(v[6] == 1.0f && v[7] == 1.0f);
+    free(x);
+    free(y);
+}
+
+/* Every type the scalar level runs has a complete row at every level, with
+ * the same activation format; no level runs a type the scalar level lacks. */
+TEST(test_tables_complete) {
+    for (int32_t type = 0; type < PS_TYPE_COUNT; type++) {
+        const ps_type_kernels *ref = ps_kernels_get(type, &ps_ops_scalar);
+        for (int level = 0; level < 3; level++) {
+            const ps_type_kernels *k = ps_kernels_get(type, LEVEL_OPS[level]);
+            if (!ref) {
+                CHECK(k == NULL);
+                continue;
+            }
+            CHECK(k && k->gemm && k->dequant && k->axpy && k->axpy4 && k->q8a_input == ref->q8a_input);
+            CHECK(ps_type_get(type) != NULL);
+        }
+        const ps_type_traits *t = ps_type_get(type);
+        if (t) CHECK((ps_packed_bytes(type, 16, 64) > 0) == (t->pack_dwords > 0 && ref != NULL));
+    }
+    for (int level = 0; level < 3; level++) {
+        const ps_level_ops *o = LEVEL_OPS[level];
+        CHECK(o->level == level && o->quantize_q8a && o->gemm_acc && o->silu_mul && o->attn_scores &&
+              o->attn_softmax && o->attn_values && o->attn_head_multiple >= 1);
+    }
+}
+
+/* A pool made for smaller matrices or batches than a product needs: the
+ * product returns an error and writes nothing, instead of overrunning. */
+TEST(test_scratch_too_small) {
+    enum { ROWS = 64, COLS = 256 };
+    ps_compute *c = ps_compute_new(2, 64, 1);
+    uint8_t *W = random_matrix(PS_TYPE_Q8_0, ROWS, COLS);
+    float *X = random_floats(2 * ROWS > 2 * COLS ? 2 * ROWS : 2 * COLS), Y[2 * COLS];
+    for (int i = 0; i < 2 * COLS; i++) Y[i] = -7.0f;
+    ps_matrix M = {W, PS_TYPE_Q8_0, COLS, ROWS, NULL};
+    ps_clear_error();
+    CHECK(ps_matmul(c, &M, X, 1, Y) == PS_ERR_MEMORY);
+    CHECK(strstr(ps_last_error(), "scratch") != NULL);
+    CHECK(ps_accum_rows(c, &M, X, 2, NULL, ROWS, Y) == PS_ERR_MEMORY);   /* 2 tokens: no per-thread rows */
+    CHECK(ps_accum_rows(c, &M, X, 1, NULL, ROWS, Y) == PS_ERR_MEMORY);   /* partial sums of 256 columns */
+    int untouched = 1;
+    for (int i = 0; i < 2 * COLS; i++) untouched &= Y[i] == -7.0f;
+    CHECK(untouched);
+    ps_compute_free(c);
+    c = ps_compute_new(2, COLS, 2); /* big enough: the same calls work */
+    CHECK(ps_matmul(c, &M, X, 1, Y) == PS_OK);
+    CHECK(ps_accum_rows(c, &M, X, 2, NULL, ROWS, Y) == PS_OK);
+    CHECK(ps_accum_rows(c, &M, X, 1, NULL, ROWS, Y) == PS_OK);
+    ps_compute_free(c);
+    free(W), free(X);
+}
+
+/* Every allocation of a pool can fail: the constructor then returns NULL
+ * with an error, frees what it had, and the next try works. */
+TEST(test_pool_allocation_failures) {
+    int failures = 0;
+    for (int64_t n = 1; n < 200; n++) {
+        ps_debug_fail_alloc(n);
+        ps_clear_error();
+        ps_compute *c = ps_compute_new(2, 4096, 64);
+        ps_debug_fail_alloc(0);
+        if (c) {
+            ps_compute_free(c);
+            break;
+        }
+        failures++;
+        CHECK(ps_last_error_code() == PS_ERR_MEMORY && ps_last_error()[0]);
+    }
+    CHECK(failures >= 4); /* the pool has at least its slots and workers to allocate */
+}
+
 /* The pool: every index visited exactly once, many dispatches in a row. */
 static void count_range(void *ctx, int64_t i0, int64_t i1, int ith) {
     int *hits = ctx;
@@ -512,6 +616,10 @@ int main(void) {
     RUN(test_avx512_matches_avx2);
     RUN(test_axpy4);
     RUN(test_silu_mul);
+    RUN(test_exp_error_bound);
+    RUN(test_tables_complete);
+    RUN(test_scratch_too_small);
+    RUN(test_pool_allocation_failures);
     RUN(test_parallel_for);
     return CHECK_DONE();
 }
