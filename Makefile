@@ -41,8 +41,7 @@ $(LIB): $(OBJ)
 $(BUILD)/%_avx2.o: native/%_avx2.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) $(AVX2_FLAGS) -c $< -o $@
 
-# quant_avx512.c includes quant_avx2.c
-$(BUILD)/%_avx512.o: native/%_avx512.c native/%_avx2.c $(HDR) | $(BUILD)
+$(BUILD)/%_avx512.o: native/%_avx512.c $(HDR) | $(BUILD)
 	$(CC) $(CFLAGS) $(AVX512_FLAGS) -c $< -o $@
 
 $(BUILD)/%.o: native/%.c $(HDR) | $(BUILD)

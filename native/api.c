@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "compute.h"
 #include "ffn.h"
 #include "model.h"
 #include "prosparse.h"
@@ -13,7 +14,6 @@
 #include "util.h"
 
 #define MAX_CTX (1 << 20)
-#define MAX_THREADS 512
 
 static const char *mode_name(int32_t mode) {
     switch (mode) {
@@ -142,10 +142,10 @@ ps_session *ps_session_new(const ps_model *m, const ps_session_params *params) {
     ps_session_params p = params ? *params : ps_session_default_params();
     if (p.n_threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
-        p.n_threads = n > 0 ? (int32_t)(n < MAX_THREADS ? n : MAX_THREADS) : 1;
+        p.n_threads = n > 0 ? (int32_t)(n < PS_MAX_THREADS ? n : PS_MAX_THREADS) : 1;
     }
-    if (p.n_threads > MAX_THREADS) {
-        ps_fail(PS_ERR_ARG, "n_threads %d is more than %d", (int)p.n_threads, MAX_THREADS);
+    if (p.n_threads > PS_MAX_THREADS) {
+        ps_fail(PS_ERR_ARG, "n_threads %d is more than %d", (int)p.n_threads, PS_MAX_THREADS);
         return NULL;
     }
     if (p.n_ctx <= 0) {
@@ -188,11 +188,10 @@ int32_t ps_session_n_past(const ps_session *s) { return s ? s->n_past : 0; }
 
 int32_t ps_session_n_ctx(const ps_session *s) { return s ? s->n_ctx : 0; }
 
-/* The layers' pending runs without predictor or sparse path (ffn.c): they
- * belong to the tokens and mode before a reset or a mode switch. */
-static void forget_layer_rests(ps_session *s) {
-    memset(s->pred_rest, 0, sizeof(int32_t) * (size_t)s->model->hp.n_layer);
-    memset(s->dense_rest, 0, sizeof(int32_t) * (size_t)s->model->hp.n_layer);
+/* The layers' paused decisions (ffn.h) belong to the tokens and mode
+ * before a reset or a mode switch. */
+static void forget_ffn_pauses(ps_session *s) {
+    memset(s->ffn_pause, 0, sizeof *s->ffn_pause * (size_t)s->model->hp.n_layer);
 }
 
 void ps_session_reset(ps_session *s) {
@@ -200,7 +199,7 @@ void ps_session_reset(ps_session *s) {
     s->n_past = 0;
     s->has_logits = 0;
     memset(s->stats, 0, sizeof(ps_layer_stats) * (size_t)s->model->hp.n_layer);
-    forget_layer_rests(s);
+    forget_ffn_pauses(s);
 }
 
 int ps_session_truncate(ps_session *s, int32_t n_keep) {
@@ -217,7 +216,7 @@ int ps_session_set_mode(ps_session *s, int32_t mode) {
     int rc = check_mode(s->model, mode);
     if (rc != PS_OK) return rc;
     s->mode = mode;
-    forget_layer_rests(s);
+    forget_ffn_pauses(s);
     return PS_OK;
 }
 

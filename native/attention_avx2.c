@@ -1,11 +1,11 @@
-/* attention_avx2.c: AVX2/FMA kernels for one query head's attention over the
- * F32 KV cache (the Makefile compiles *_avx2.c with -mavx2 -mfma; session.c
- * calls these only when ps_simd_get() selects AVX2, and only for head_dim a
- * multiple of 8). The scalar versions live in session.c. */
+/* attention_avx2.c: the AVX2/FMA level's attention of one query head over
+ * the F32 KV cache (quant.h's ps_attn_*_fn, for head_dim a multiple of 8;
+ * attention.c has the scalar reference). */
 #include <immintrin.h>
 #include <math.h>
 
-#include "session.h"
+#include "math_avx2.h"
+#include "quant.h"
 
 /* att[j] = scale * (q . k_j) for j < n, k_j = k + j*stride; returns the max.
  * Four keys at a time, so the horizontal sums share their shuffles. */
@@ -46,27 +46,6 @@ float ps_attn_scores_avx2(const float *q, const float *k, int64_t stride, int64_
         if (att[j] > mx) mx = att[j];
     }
     return mx;
-}
-
-/* exp(x) for 8 floats: Cephes' expf (range reduction by ln 2, degree-5
- * polynomial), ~1 ulp on [-87, 88]; below that it flushes to 0. */
-static inline __m256 exp8(__m256 x) {
-    x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), x);
-    y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
 /* att[j] = exp(att[j] - mx) for j < n; returns the sum. */

@@ -3,9 +3,9 @@
  * (far above the L3) with the pool's threads and chunking is what a decode
  * step does with the weights, so the bound it gives is the engine's own.
  * ps_model_read_bandwidth streams the model's own weight copies: on a VM the
- * same machine reads some memory at twice the speed of other memory
- * (measured here: 42-45 vs 68-77 GB/s, by where the host placed the pages),
- * so the bound of a model is best taken on the memory its weights are in. */
+ * same machine can read some memory much faster than other memory (by where
+ * the host placed the pages), so the bound of a model is best taken on the
+ * memory its weights are in. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

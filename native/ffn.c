@@ -12,12 +12,15 @@
  *   5. down: ffn_down_t rows of the neurons whose x1 is non-zero for some
  *      token (ps_accum_rows), or ps_matmul over ffn_down with the zeros in
  *      place for llama files (exact, at dense cost for that projection).
+ * Each path reports what it counted (ffn_count); ps_ffn_forward adds that to
+ * the layer's counters once, and applies the pause policy (ffn.h).
  */
 #include "ffn.h"
 
 #include <math.h>
 #include <string.h>
 
+#include "quant.h"
 #include "util.h"
 
 /* ---- activations ------------------------------------------------------- */
@@ -67,6 +70,11 @@ int ps_ffn_check_mode(const ps_model *m, int32_t mode) {
                            "file has none (convert with prosparse-convert --predictor DIR)");
         return PS_OK;
     case PS_MODE_THRESHOLD:
+        if (hp->act != PS_ACT_SILU)
+            return ps_fail(PS_ERR_UNSUPPORTED,
+                           "mode 'threshold' is for SiLU models; this model's %s activation is exactly "
+                           "sparse already (use mode 'sparse')",
+                           ps_act_name(hp->act));
         if (!m->cutoffs)
             return ps_fail(PS_ERR_UNSUPPORTED,
                            "mode 'threshold' needs per-layer cut-offs (prosparse.ffn.cutoffs); this file has "
@@ -76,15 +84,20 @@ int ps_ffn_check_mode(const ps_model *m, int32_t mode) {
     return ps_fail(PS_ERR_ARG, "unknown mode %d", (int)mode);
 }
 
+/* What one layer's FFN counted for the batch. */
+typedef struct ffn_count {
+    int64_t active; /* x1 != 0 */
+    int64_t kept;   /* neurons the decision kept (all of them on a dense path) */
+} ffn_count;
+
+/* Rows from which a union counts as dense (PS_FFN_DENSE_SHARE of n). */
+static int64_t dense_rows(int64_t n) { return (int64_t)(PS_FFN_DENSE_SHARE * (double)n); }
+
 /* ---- dense ------------------------------------------------------------- */
 
-typedef struct act_ctx {
-    ps_session *s;
-} act_ctx;
-
 /* x1 = act(gate) * up into hb for tokens [t0, t1), counting non-zero x1. */
-static void activation_rows(void *vc, int64_t t0, int64_t t1, int ith) {
-    ps_session *s = ((act_ctx *)vc)->s;
+static void activation_rows(void *ctx, int64_t t0, int64_t t1, int ith) {
+    ps_session *s = ctx;
     const ps_hparams *hp = &s->model->hp;
     const int n = hp->n_ff;
     const float thr = hp->act_threshold;
@@ -94,7 +107,7 @@ static void activation_rows(void *vc, int64_t t0, int64_t t1, int ith) {
         const float *u = s->hb2 + t * n;
         switch (hp->act) {
         case PS_ACT_SILU:
-            ps_silu_mul(g, u, n); /* vectorised exp in the AVX2 path */
+            ps_ops()->silu_mul(g, u, n);
             break;
         case PS_ACT_RELU:
             for (int i = 0; i < n; i++) g[i] = g[i] > 0.0f ? g[i] * u[i] : 0.0f;
@@ -114,44 +127,43 @@ static void activation_rows(void *vc, int64_t t0, int64_t t1, int ith) {
     s->active_by_thread[ith] += active;
 }
 
-static void down_projection(ps_session *s, const ps_layer *L, int32_t n_tok, const int32_t *idx,
-                            int64_t n_idx) {
-    if (L->has_down_t)
-        ps_accum_rows(s->pool, &L->down_t, s->hb, n_tok, idx, n_idx, s->xb2);
-    else /* llama files: x1 holds zeros where skipped, so the dense product is exact */
-        ps_matmul(s->pool, &L->down, s->hb, n_tok, s->xb2);
+static int down_projection(ps_session *s, const ps_layer *L, int32_t n_tok, const int32_t *idx, int64_t n_idx) {
+    if (L->has_down_t) return ps_accum_rows(s->pool, &L->down_t, s->hb, n_tok, idx, n_idx, s->xb2);
+    /* llama files: x1 holds zeros where skipped, so the dense product is exact */
+    return ps_matmul(s->pool, &L->down, s->hb, n_tok, s->xb2);
 }
 
 /* x1 and down for every neuron, with gate in s->hb and up in s->hb2. */
-static void dense_tail(ps_session *s, const ps_layer *L, int32_t n_tok, ps_layer_stats *st) {
+static int dense_tail(ps_session *s, const ps_layer *L, int32_t n_tok, ffn_count *n) {
     memset(s->active_by_thread, 0, sizeof(int64_t) * s->n_threads);
-    act_ctx c = {s};
-    if (n_tok == 1) activation_rows(&c, 0, 1, 0);
-    else ps_parallel_for(s->pool, n_tok, 8, activation_rows, &c);
-    down_projection(s, L, n_tok, NULL, s->model->hp.n_ff);
-    for (int i = 0; i < s->n_threads; i++) st->neurons_active += s->active_by_thread[i];
+    if (n_tok == 1) activation_rows(s, 0, 1, 0);
+    else ps_parallel_for(s->pool, n_tok, 8, activation_rows, s);
+    PS_TRY(down_projection(s, L, n_tok, NULL, s->model->hp.n_ff));
+    for (int i = 0; i < s->n_threads; i++) n->active += s->active_by_thread[i];
+    n->kept = (int64_t)n_tok * s->model->hp.n_ff;
+    return PS_OK;
 }
 
-static void ffn_dense(ps_session *s, const ps_layer *L, int32_t n_tok, ps_layer_stats *st) {
+static int ffn_dense(ps_session *s, const ps_layer *L, int32_t n_tok, ffn_count *n) {
     const ps_matrix *gu[2] = {&L->gate, &L->up};
     float *gu_out[2] = {s->hb, s->hb2};
-    ps_matmul_multi(s->pool, 2, gu, s->xb, n_tok, gu_out);
-    dense_tail(s, L, n_tok, st);
+    PS_TRY(ps_matmul_multi(s->pool, 2, gu, s->xb, n_tok, gu_out));
+    return dense_tail(s, L, n_tok, n);
 }
 
 /* ---- sparse modes -------------------------------------------------------- */
 
 /* Predict mode, measure option: the dense gate (and up for drelu) in
  * ref_g/ref_u, to count how many truly active neurons the predictor kept. */
-static void measure_recall(ps_session *s, const ps_layer *L, int32_t n_tok, ps_layer_stats *st) {
+static int measure_recall(ps_session *s, const ps_layer *L, int32_t n_tok, ps_layer_stats *st) {
     const ps_hparams *hp = &s->model->hp;
     const int64_t n = hp->n_ff;
     if (hp->act == PS_ACT_DRELU) {
         const ps_matrix *gu[2] = {&L->gate, &L->up};
         float *out[2] = {s->ref_g, s->ref_u};
-        ps_matmul_multi(s->pool, 2, gu, s->xb, n_tok, out);
+        PS_TRY(ps_matmul_multi(s->pool, 2, gu, s->xb, n_tok, out));
     } else {
-        ps_matmul(s->pool, &L->gate, s->xb, n_tok, s->ref_g);
+        PS_TRY(ps_matmul(s->pool, &L->gate, s->xb, n_tok, s->ref_g));
     }
     int64_t hits = 0, total = 0;
     for (int64_t k = 0; k < (int64_t)n_tok * n; k++) {
@@ -163,59 +175,57 @@ static void measure_recall(ps_session *s, const ps_layer *L, int32_t n_tok, ps_l
     }
     st->recall_hits += hits;
     st->recall_total += total;
+    return PS_OK;
 }
 
 /* Step 1's decision for one token's row of n neurons: keep[i] = 1 when the
- * token keeps neuron i; returns how many it keeps. v is the gate (sparse),
- * silu(gate) (threshold on SiLU models), or the predictor logits (predict). */
-static int64_t decide_row(const ps_session *s, int mode, const float *v, float cutoff, int pre_act,
-                          uint8_t *keep) {
+ * token keeps neuron i; returns how many it keeps. scores is the gate
+ * (sparse), silu(gate) (threshold, SiLU models only) or the predictor's
+ * logits (predict). */
+static int64_t decide_row(const ps_session *s, int mode, const float *scores, float cutoff, uint8_t *keep) {
     const ps_hparams *hp = &s->model->hp;
     const int64_t n = hp->n_ff;
-    const float thr = hp->act_threshold;
     int64_t kept = 0;
     if (mode == PS_MODE_PREDICT) {
         const float pt = hp->pred_threshold;
-        for (int64_t i = 0; i < n; i++) kept += keep[i] = v[i] > pt;
+        for (int64_t i = 0; i < n; i++) kept += keep[i] = scores[i] > pt;
     } else if (mode == PS_MODE_THRESHOLD) {
-        if (pre_act)
-            for (int64_t i = 0; i < n; i++) kept += keep[i] = fabsf(v[i]) >= cutoff;
-        else
-            for (int64_t i = 0; i < n; i++) kept += keep[i] = fabsf(act_gate(hp->act, v[i], thr)) >= cutoff;
+        for (int64_t i = 0; i < n; i++) kept += keep[i] = fabsf(scores[i]) >= cutoff;
     } else if (hp->act == PS_ACT_FATRELU) {
-        for (int64_t i = 0; i < n; i++) kept += keep[i] = v[i] >= thr;
+        const float thr = hp->act_threshold;
+        for (int64_t i = 0; i < n; i++) kept += keep[i] = scores[i] >= thr;
     } else { /* relu, relu2, drelu: act(gate) != 0 exactly when gate > 0 */
-        for (int64_t i = 0; i < n; i++) kept += keep[i] = v[i] > 0.0f;
+        for (int64_t i = 0; i < n; i++) kept += keep[i] = scores[i] > 0.0f;
     }
     return kept;
 }
 
-static void ffn_sparse(ps_session *s, int mode, const ps_layer *L, int il, int32_t n_tok,
-                       ps_layer_stats *st) {
+static int ffn_sparse(ps_session *s, int mode, const ps_layer *L, int il, int32_t n_tok, ffn_count *count) {
     const ps_model *m = s->model;
     const ps_hparams *hp = &m->hp;
     const int64_t n = hp->n_ff;
-    const float cutoff = mode == PS_MODE_THRESHOLD ? m->cutoffs[il] : 0.0f;
-    /* threshold on SiLU: hb holds silu(gate) from step 1 on (vectorised once) */
-    const int pre_act = mode == PS_MODE_THRESHOLD && hp->act == PS_ACT_SILU;
+    /* threshold mode (SiLU models): hb holds silu(gate) from step 1 on, so
+     * step 4 multiplies by up only */
+    const int threshold = mode == PS_MODE_THRESHOLD;
+    const float cutoff = threshold ? m->cutoffs[il] : 0.0f;
     uint8_t *mask = s->ffn_mask;
     int32_t *idx = s->ffn_idx;
 
     /* 1. what decides: the full gate, or the predictor's two small products */
-    const float *decider = s->hb;
+    const float *scores = s->hb;
     if (mode == PS_MODE_PREDICT) {
         const int64_t r = hp->predictor_rank;
-        ps_matmul(s->pool, &L->pred_in, hp->pred_on_normed ? s->xb : s->x, n_tok, s->pred_h);
+        PS_TRY(ps_matmul(s->pool, &L->pred_in, hp->pred_on_normed ? s->xb : s->x, n_tok, s->pred_h));
         if (hp->pred_hidden_relu)
             for (int64_t k = 0; k < (int64_t)n_tok * r; k++)
                 if (s->pred_h[k] < 0.0f) s->pred_h[k] = 0.0f;
-        ps_matmul(s->pool, &L->pred_out, s->pred_h, n_tok, s->pred_l);
-        if (s->measure) measure_recall(s, L, n_tok, st);
-        decider = s->pred_l;
+        PS_TRY(ps_matmul(s->pool, &L->pred_out, s->pred_h, n_tok, s->pred_l));
+        if (s->measure) PS_TRY(measure_recall(s, L, n_tok, &s->stats[il]));
+        scores = s->pred_l;
     } else {
-        ps_matmul(s->pool, &L->gate, s->xb, n_tok, s->hb);
-        if (pre_act)
-            for (int32_t t = 0; t < n_tok; t++) ps_silu_mul(s->hb + (int64_t)t * n, s->ones, n);
+        PS_TRY(ps_matmul(s->pool, &L->gate, s->xb, n_tok, s->hb));
+        if (threshold)
+            for (int32_t t = 0; t < n_tok; t++) ps_ops()->silu_mul(s->hb + (int64_t)t * n, NULL, n);
     }
 
     /* 2. each token's decisions, and their union over the batch in index order */
@@ -223,7 +233,7 @@ static void ffn_sparse(ps_session *s, int mode, const ps_layer *L, int il, int32
     if (n_tok > 1) memset(mask, 0, (size_t)n);
     for (int32_t t = 0; t < n_tok; t++) {
         const uint8_t *k = s->ffn_keep + (int64_t)t * n;
-        kept += decide_row(s, mode, decider + (int64_t)t * n, cutoff, pre_act, s->ffn_keep + (int64_t)t * n);
+        kept += decide_row(s, mode, scores + (int64_t)t * n, cutoff, s->ffn_keep + (int64_t)t * n);
         if (n_tok == 1) {
             memcpy(mask, k, (size_t)n);
             n_union = kept;
@@ -235,12 +245,9 @@ static void ffn_sparse(ps_session *s, int mode, const ps_layer *L, int il, int32
         }
         /* exact mode, a union this dense: the dense path gives the same
          * values, without the per-token bookkeeping of the others */
-        if (mode == PS_MODE_SPARSE && n_union >= (int64_t)(PS_FFN_DENSE_SHARE * (double)n)) {
-            ps_matmul(s->pool, &L->up, s->xb, n_tok, s->hb2);
-            dense_tail(s, L, n_tok, st);
-            if (s->mode != PS_MODE_SPARSE) st->neurons_predicted += (int64_t)n_tok * n;
-            if (n_tok == 1) s->dense_rest[il] = PS_FFN_PRED_REST;
-            return;
+        if (mode == PS_MODE_SPARSE && n_union >= dense_rows(n)) {
+            PS_TRY(ps_matmul(s->pool, &L->up, s->xb, n_tok, s->hb2));
+            return dense_tail(s, L, n_tok, count);
         }
     }
     int64_t n_idx = 0;
@@ -248,18 +255,18 @@ static void ffn_sparse(ps_session *s, int mode, const ps_layer *L, int il, int32
         idx[n_idx] = (int32_t)i;
         n_idx += mask[i];
     }
-    const int all_rows = n_idx >= (int64_t)(PS_FFN_DENSE_SHARE * (double)n);
+    const int all_rows = n_idx >= dense_rows(n);
 
     /* 3. the rows still missing, for the list only (or all of them) */
     if (mode == PS_MODE_PREDICT) {
         const ps_matrix *gu[2] = {&L->gate, &L->up};
         float *gu_out[2] = {s->hb, s->hb2};
-        if (all_rows) ps_matmul_multi(s->pool, 2, gu, s->xb, n_tok, gu_out);
-        else ps_matmul_rows_multi(s->pool, 2, gu, s->xb, n_tok, idx, n_idx, gu_out);
+        if (all_rows) PS_TRY(ps_matmul_multi(s->pool, 2, gu, s->xb, n_tok, gu_out));
+        else PS_TRY(ps_matmul_rows_multi(s->pool, 2, gu, s->xb, n_tok, idx, n_idx, gu_out));
     } else if (all_rows) {
-        ps_matmul(s->pool, &L->up, s->xb, n_tok, s->hb2);
+        PS_TRY(ps_matmul(s->pool, &L->up, s->xb, n_tok, s->hb2));
     } else {
-        ps_matmul_rows(s->pool, &L->up, s->xb, n_tok, idx, n_idx, s->hb2);
+        PS_TRY(ps_matmul_rows(s->pool, &L->up, s->xb, n_tok, idx, n_idx, s->hb2));
     }
 
     /* 4. x1 per token on the list: computed where the token keeps the neuron,
@@ -274,7 +281,7 @@ static void ffn_sparse(ps_session *s, int mode, const ps_layer *L, int il, int32
         for (int64_t j = 0; j < n_idx; j++) {
             const int32_t i = idx[j];
             float v = 0.0f;
-            if (k[i]) v = pre_act ? g[i] * u[i] : x1_of(hp->act, g[i], u[i], hp->act_threshold);
+            if (k[i]) v = threshold ? g[i] * u[i] : x1_of(hp->act, g[i], u[i], hp->act_threshold);
             g[i] = v;
             active += v != 0.0f;
         }
@@ -292,51 +299,53 @@ static void ffn_sparse(ps_session *s, int mode, const ps_layer *L, int il, int32
         idx[n_down] = i;
         n_down += nz;
     }
-    if (n_down == n || (all_rows && n_down >= (int64_t)(PS_FFN_DENSE_SHARE * (double)n)))
-        down_projection(s, L, n_tok, NULL, n);
-    else
-        down_projection(s, L, n_tok, idx, n_down);
+    if (n_down == n || (all_rows && n_down >= dense_rows(n))) PS_TRY(down_projection(s, L, n_tok, NULL, n));
+    else PS_TRY(down_projection(s, L, n_tok, idx, n_down));
 
-    st->neurons_active += active;
-    if (s->mode != PS_MODE_SPARSE) st->neurons_predicted += kept;
+    count->active = active;
+    count->kept = kept;
+    return PS_OK;
 }
 
-void ps_ffn_forward(ps_session *s, int il, int32_t n_tok) {
-    const ps_hparams *hp = &s->model->hp;
-    const ps_layer *L = &s->model->layers[il];
-    ps_layer_stats *st = &s->stats[il];
-    int mode = s->mode;
-    if (mode == PS_MODE_PREDICT) {
-        /* Prompt batches: the union of many tokens' candidates covers most
-         * rows, so the predictor's two products would only add to a dense
-         * cost; the exact union of the really active neurons (sparse mode's
-         * gate-driven path) is never slower than dense. Likewise, when this
-         * layer's predictor kept nearly every neuron for a token (little
-         * sparsity in this model or text), the next PS_FFN_PRED_REST tokens
-         * of the layer take the exact path before the predictor is asked
-         * again. SiLU models have no exact sparse path: dense. */
+/* The path this layer takes for the batch: the session's mode, except that
+ * predict decides prompt batches (and paused layers) by the gate, and a
+ * paused exact layer runs dense (ffn.h). */
+static int choose_path(ps_session *s, int il, int32_t n_tok) {
+    ps_ffn_pause *pause = &s->ffn_pause[il];
+    int path = s->mode;
+    if (path == PS_MODE_PREDICT) {
         int exact = n_tok > 1;
-        if (n_tok == 1 && s->pred_rest[il] > 0) {
-            s->pred_rest[il]--;
+        if (n_tok == 1 && pause->predictor > 0) {
+            pause->predictor--;
             exact = 1;
         }
-        if (exact) {
-            mode = hp->act == PS_ACT_SILU ? PS_MODE_DENSE : PS_MODE_SPARSE;
-            if (mode == PS_MODE_DENSE) st->neurons_predicted += (int64_t)n_tok * hp->n_ff;
-        }
+        if (exact) path = s->model->hp.act == PS_ACT_SILU ? PS_MODE_DENSE : PS_MODE_SPARSE;
     }
-    /* a layer whose last exact token was dense: dense for a while (same values) */
-    if (n_tok == 1 && mode == PS_MODE_SPARSE && s->dense_rest[il] > 0) {
-        s->dense_rest[il]--;
-        mode = PS_MODE_DENSE;
-        if (s->mode == PS_MODE_PREDICT) st->neurons_predicted += hp->n_ff;
+    if (n_tok == 1 && path == PS_MODE_SPARSE && pause->sparse > 0) {
+        pause->sparse--;
+        path = PS_MODE_DENSE;
     }
-    const int64_t predicted_before = st->neurons_predicted;
-    if (mode == PS_MODE_DENSE) ffn_dense(s, L, n_tok, st);
-    else ffn_sparse(s, mode, L, il, n_tok, st);
-    if (mode == PS_MODE_PREDICT &&
-        st->neurons_predicted - predicted_before >= (int64_t)(PS_FFN_DENSE_SHARE * (double)hp->n_ff))
-        s->pred_rest[il] = PS_FFN_PRED_REST;
+    return path;
+}
+
+int ps_ffn_forward(ps_session *s, int il, int32_t n_tok) {
+    const int64_t n_ff = s->model->hp.n_ff;
+    const ps_layer *L = &s->model->layers[il];
+    const int path = choose_path(s, il, n_tok);
+    ffn_count count = {0, 0};
+    PS_TRY(path == PS_MODE_DENSE ? ffn_dense(s, L, n_tok, &count) : ffn_sparse(s, path, L, il, n_tok, &count));
+
+    /* the pause policy: a decode token whose decision kept nearly every
+     * neuron pauses that decision for the layer's next tokens */
+    if (n_tok == 1 && count.kept >= dense_rows(n_ff)) {
+        if (path == PS_MODE_PREDICT) s->ffn_pause[il].predictor = PS_FFN_PAUSE_TOKENS;
+        if (path == PS_MODE_SPARSE) s->ffn_pause[il].sparse = PS_FFN_PAUSE_TOKENS;
+    }
+
+    ps_layer_stats *st = &s->stats[il];
     st->tokens += n_tok;
-    st->neurons_total += (int64_t)n_tok * hp->n_ff;
+    st->neurons_total += (int64_t)n_tok * n_ff;
+    st->neurons_active += count.active;
+    if (s->mode == PS_MODE_PREDICT || s->mode == PS_MODE_THRESHOLD) st->neurons_predicted += count.kept;
+    return PS_OK;
 }

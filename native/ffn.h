@@ -11,11 +11,17 @@
  * token's own x1 is still zero where it is not kept), or on all rows when
  * the union is large. Batches in predict mode are decided by the gate, as in
  * sparse mode (exact; dense for SiLU): there the predictor could only add
- * cost, since many tokens' candidates cover most rows; so are a layer's next
- * PS_FFN_PRED_REST tokens after its predictor kept nearly all neurons.
- * An exact batch stops deciding token by token as soon as its union is
- * dense, and finishes as the dense path does (the same values); after such
- * a single token the layer's next PS_FFN_PRED_REST exact tokens run dense.
+ * cost, since many tokens' candidates cover most rows. An exact batch stops
+ * deciding token by token as soon as its union is dense, and finishes as the
+ * dense path does (the same values).
+ *
+ * The pause policy: when a layer's decision for a decode token keeps
+ * PS_FFN_DENSE_SHARE or more of its neurons (a model or text with little
+ * sparsity there), deciding costs more than it saves, so the layer pauses
+ * that decision for its next PS_FFN_PAUSE_TOKENS decode tokens: predict mode
+ * decides by the gate instead of the predictor (exact), and the exact sparse
+ * path runs dense (the same values). The pauses are per session and layer
+ * (ps_session.ffn_pause) and are forgotten on reset and on a mode change.
  */
 #ifndef PS_FFN_H
 #define PS_FFN_H
@@ -33,18 +39,17 @@ int ps_ffn_check_mode(const struct ps_model *m, int32_t mode);
 /* The FFN of layer il for the batch's n_tok tokens: reads the normed input
  * s->xb (and the residual s->x for the predictor), writes the block's output
  * to s->xb2 (n_tok x n_embd), adds to s->stats[il]. Uses s->hb, s->hb2 and
- * the sparse scratch of the session. */
-void ps_ffn_forward(struct ps_session *s, int il, int32_t n_tok);
+ * the sparse scratch of the session. PS_OK or the first product's error. */
+int ps_ffn_forward(struct ps_session *s, int il, int32_t n_tok);
 
 /* Share of n_ff above which a batch's union of kept neurons is computed as
- * all rows (one dense product) instead of a row list. Measured (Q4_0,
- * 5632 x 2048, 2 threads, 8 and 64 tokens): a row list costs about
- * share x 1.05 of the dense product, so they cross near 0.95; 0.90 keeps
- * the list path below the dense cost with the machine's noise. */
+ * all rows (one dense product) instead of a row list: a row list costs a
+ * little more per row than the dense product (bench_matmul's scatter mode
+ * shows how much), so the two cross somewhat below all rows, and this
+ * keeps the list path below the dense cost with a margin. */
 #define PS_FFN_DENSE_SHARE 0.90
 
-/* Decode tokens a layer runs exactly (no predictor) after its predictor
- * kept PS_FFN_DENSE_SHARE or more of the neurons for a token. */
-#define PS_FFN_PRED_REST 16
+/* Decode tokens a layer's decision stays paused (the pause policy above). */
+#define PS_FFN_PAUSE_TOKENS 16
 
 #endif

@@ -78,21 +78,18 @@ static int need(cursor *c, uint64_t n, const char *what) {
     return PS_OK;
 }
 
-static int rd_u32(cursor *c, uint32_t *v, const char *what) {
-    int rc = need(c, 4, what);
+/* The next n bytes into v (a little-endian scalar of that size). */
+static int rd(cursor *c, void *v, size_t n, const char *what) {
+    int rc = need(c, n, what);
     if (rc) return rc;
-    memcpy(v, c->base + c->pos, 4);
-    c->pos += 4;
+    memcpy(v, c->base + c->pos, n);
+    c->pos += n;
     return PS_OK;
 }
 
-static int rd_u64(cursor *c, uint64_t *v, const char *what) {
-    int rc = need(c, 8, what);
-    if (rc) return rc;
-    memcpy(v, c->base + c->pos, 8);
-    c->pos += 8;
-    return PS_OK;
-}
+static int rd_u32(cursor *c, uint32_t *v, const char *what) { return rd(c, v, 4, what); }
+
+static int rd_u64(cursor *c, uint64_t *v, const char *what) { return rd(c, v, 8, what); }
 
 static int rd_str(cursor *c, ps_str *s, const char *what) {
     uint64_t n;
@@ -232,7 +229,7 @@ static int parse_kv(cursor *c, gguf_kv *kv) {
     if (n > left(c) / 8)
         return ps_fail(PS_ERR_FORMAT, "%s: array key '%s': %llu strings cannot fit in the %llu bytes left",
                        c->path, show(kv->key, nb, sizeof nb), (unsigned long long)n, (unsigned long long)left(c));
-    kv->strs = malloc((n ? n : 1) * sizeof *kv->strs);
+    kv->strs = ps_malloc((n ? n : 1) * sizeof *kv->strs);
     if (!kv->strs) return ps_fail(PS_ERR_MEMORY, "%s: out of memory indexing %llu strings", c->path,
                                   (unsigned long long)n);
     for (uint64_t i = 0; i < n; i++) {
@@ -358,12 +355,12 @@ static int parse(ps_gguf *g, const char *path) {
         return ps_fail(PS_ERR_FORMAT, "%s: tensor count %llu cannot fit in a %llu-byte file", path,
                        (unsigned long long)nt, (unsigned long long)g->size);
 
-    g->kv = calloc(nkv ? nkv : 1, sizeof *g->kv);
-    g->tensors = calloc(nt ? nt : 1, sizeof *g->tensors);
+    g->kv = ps_calloc(nkv ? nkv : 1, sizeof *g->kv);
+    g->tensors = ps_calloc(nt ? nt : 1, sizeof *g->tensors);
     g->kv_hash_cap = hash_cap_for((int64_t)nkv);
     g->t_hash_cap = hash_cap_for((int64_t)nt);
-    g->kv_hash = malloc(g->kv_hash_cap * sizeof *g->kv_hash);
-    g->t_hash = malloc(g->t_hash_cap * sizeof *g->t_hash);
+    g->kv_hash = ps_malloc(g->kv_hash_cap * sizeof *g->kv_hash);
+    g->t_hash = ps_malloc(g->t_hash_cap * sizeof *g->t_hash);
     if (!g->kv || !g->tensors || !g->kv_hash || !g->t_hash)
         return ps_fail(PS_ERR_MEMORY, "%s: out of memory for %llu keys / %llu tensors", path,
                        (unsigned long long)nkv, (unsigned long long)nt);
@@ -455,7 +452,7 @@ ps_gguf *ps_gguf_open(const char *path) {
         ps_fail(PS_ERR_IO, "%s: cannot mmap: %s", path, strerror(errno));
         return NULL;
     }
-    ps_gguf *g = calloc(1, sizeof *g);
+    ps_gguf *g = ps_calloc(1, sizeof *g);
     if (!g) {
         munmap(map, (size_t)st.st_size);
         ps_fail(PS_ERR_MEMORY, "%s: out of memory", path);

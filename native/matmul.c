@@ -1,9 +1,9 @@
 /* matmul.c: matrix products of compute.h, split across the thread pool.
  *
  * ps_matmul / ps_matmul_multi: quantize the activations once (integer
- * kernels), then hand out row chunks x token chunks; the per-type kernel
- * (quant.c scalar, quant_avx2.c AVX2) tiles rows x tokens inside a chunk so a
- * decoded weight block is reused across tokens.
+ * kernels), then hand out row chunks x token chunks; the per-type kernel of
+ * the level in force (quant.h's tables) tiles rows x tokens inside a chunk so
+ * a decoded weight block is reused across tokens.
  * ps_accum_rows: each unit owns a range of output columns, so no two threads
  * write the same float and the summation order never depends on timing.
  */
@@ -37,13 +37,13 @@ static void quant_range(void *ctx, int64_t t0, int64_t t1, int ith) {
         q->quantize(q->X + t * q->n_cols, q->Xq + t * nb, q->n_cols);
 }
 
-/* Quantized copy of X in the pool's scratch; NULL on allocation failure. */
+/* Quantized copy of X in the pool's scratch; NULL when the scratch is smaller. */
 static ps_block_q8a *quantize_activations(ps_compute *c, const float *X, int64_t n_cols,
-                                          int32_t n_tok, int level) {
+                                          int32_t n_tok, const ps_level_ops *ops) {
     const size_t bytes = (size_t)n_tok * (size_t)(n_cols / PS_QK) * sizeof(ps_block_q8a);
     ps_block_q8a *Xq = ps_compute_scratch(c, 0, bytes);
     if (!Xq) return NULL;
-    quant_task q = {X, Xq, n_cols, ps_quantize_q8a_get(level)};
+    quant_task q = {X, Xq, n_cols, ops->quantize_q8a};
     if (n_tok >= 8)
         ps_parallel_for(c, n_tok, 4, quant_range, &q);
     else
@@ -55,7 +55,7 @@ static ps_block_q8a *quantize_activations(ps_compute *c, const float *X, int64_t
 typedef struct mm_task {
     int n_w;
     const ps_matrix *W[MULTI_MAX];
-    const ps_kernels *k[MULTI_MAX];
+    const ps_type_kernels *k[MULTI_MAX];
     int packed[MULTI_MAX];            /* 1: use W's packed copy */
     float *Y[MULTI_MAX];
     int64_t first_row[MULTI_MAX + 1]; /* prefix sums of rows computed per matrix */
@@ -83,7 +83,7 @@ static void mm_range(void *ctx, int64_t u0, int64_t u1, int ith) {
             if (g0 >= hi) continue;
             const int64_t r1 = (g1 < hi ? g1 : hi) - lo;
             const ps_matrix *W = m->W[w];
-            const void *X = m->k[w]->quantized
+            const void *X = m->k[w]->q8a_input
                                 ? (const void *)(m->Xq + (size_t)t0 * (m->n_cols / PS_QK))
                                 : (const void *)(m->X + (size_t)t0 * m->n_cols);
             float *Y = m->Y[w] + (size_t)t0 * W->n_rows;
@@ -97,9 +97,9 @@ static void mm_range(void *ctx, int64_t u0, int64_t u1, int ith) {
     }
 }
 
-static void matmul_batch(ps_compute *c, int n_w, const ps_matrix *const *W, const float *X,
-                         int32_t n_tok, const int32_t *idx, int64_t n_idx, float *const *Y) {
-    const int level = ps_simd_level();
+static int matmul_batch(ps_compute *c, int n_w, const ps_matrix *const *W, const float *X,
+                        int32_t n_tok, const int32_t *idx, int64_t n_idx, float *const *Y) {
+    const ps_level_ops *ops = ps_ops();
     mm_task m;
     memset(&m, 0, sizeof m);
     m.n_w = n_w;
@@ -111,33 +111,30 @@ static void matmul_batch(ps_compute *c, int n_w, const ps_matrix *const *W, cons
     for (int w = 0; w < n_w; w++) {
         m.W[w] = W[w];
         m.Y[w] = Y[w];
-        m.k[w] = ps_kernels_get(W[w]->type, level);
+        m.k[w] = ps_kernels_get(W[w]->type, ops);
         /* the model loader validates shapes and types; this only keeps a bad
          * call from reading out of bounds */
-        if (!m.k[w] || W[w]->n_cols != m.n_cols || ps_row_bytes(W[w]->type, W[w]->n_cols) == 0) {
-            ps_fail(PS_ERR_UNSUPPORTED, "matmul: weight type %d with %lld columns not supported",
-                    W[w]->type, (long long)W[w]->n_cols);
-            return;
-        }
+        if (!m.k[w] || W[w]->n_cols != m.n_cols || ps_row_bytes(W[w]->type, W[w]->n_cols) == 0)
+            return ps_fail(PS_ERR_UNSUPPORTED, "matmul: weight type %d with %lld columns not supported",
+                           W[w]->type, (long long)W[w]->n_cols);
         m.packed[w] = !idx && W[w]->packed && m.k[w]->gemm_packed;
-        need_q |= m.k[w]->quantized;
+        need_q |= m.k[w]->q8a_input;
         m.first_row[w + 1] = m.first_row[w] + (idx ? n_idx : W[w]->n_rows);
     }
     if (need_q) {
-        m.Xq = quantize_activations(c, X, m.n_cols, n_tok, level);
-        if (!m.Xq) {
-            ps_fail(PS_ERR_MEMORY, "matmul: out of memory for activations");
-            return;
-        }
+        m.Xq = quantize_activations(c, X, m.n_cols, n_tok, ops);
+        if (!m.Xq)
+            return ps_fail(PS_ERR_MEMORY, "matmul: no scratch for %d tokens of %lld columns (the pool was made for less)",
+                           (int)n_tok, (long long)m.n_cols);
     }
     const int nth = ps_compute_n_threads(c);
     const int64_t rows = m.first_row[n_w];
-    if (rows == 0) return;
+    if (rows == 0) return PS_OK;
     const int64_t n_tok_units = (n_tok + TOK_CHUNK - 1) / TOK_CHUNK;
     /* Units claimed dynamically: ~8 per thread for whole matrices (the
      * streaming prefetch runs on across a thread's consecutive units); 2 per
-     * thread for row lists, whose prefetch stops at a unit's end (measured on
-     * the ~1B shape's predict mode: 8 per thread ran ~8% slower) */
+     * thread for row lists, whose prefetch stops at a unit's end, so shorter
+     * units would cut it more often */
     int64_t row_units = (int64_t)nth * (idx ? 2 : 8) / n_tok_units;
     if (row_units < 1) row_units = 1;
     int64_t chunk = (rows + row_units - 1) / row_units;
@@ -147,41 +144,51 @@ static void matmul_batch(ps_compute *c, int n_w, const ps_matrix *const *W, cons
     m.row_chunk = chunk;
     m.n_row_units = (rows + chunk - 1) / chunk;
     ps_parallel_for(c, m.n_row_units * n_tok_units, 1, mm_range, &m);
+    return PS_OK;
 }
 
-void ps_matmul_multi(ps_compute *c, int n_w, const ps_matrix *const *W, const float *X,
-                     int32_t n_tok, float *const *Y) {
-    for (int i = 0; i < n_w; i += MULTI_MAX)
-        matmul_batch(c, n_w - i < MULTI_MAX ? n_w - i : MULTI_MAX, W + i, X, n_tok, NULL, 0, Y + i);
+int ps_matmul_multi(ps_compute *c, int n_w, const ps_matrix *const *W, const float *X,
+                    int32_t n_tok, float *const *Y) {
+    for (int i = 0; i < n_w; i += MULTI_MAX) {
+        int rc = matmul_batch(c, n_w - i < MULTI_MAX ? n_w - i : MULTI_MAX, W + i, X, n_tok, NULL, 0, Y + i);
+        if (rc != PS_OK) return rc;
+    }
+    return PS_OK;
 }
 
-void ps_matmul(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_tok, float *Y) {
-    matmul_batch(c, 1, &W, X, n_tok, NULL, 0, &Y);
+int ps_matmul(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_tok, float *Y) {
+    return matmul_batch(c, 1, &W, X, n_tok, NULL, 0, &Y);
 }
 
-void ps_matmul_rows_multi(ps_compute *c, int n_w, const ps_matrix *const *W, const float *X,
-                          int32_t n_tok, const int32_t *idx, int64_t n_idx, float *const *Y) {
+int ps_matmul_rows_multi(ps_compute *c, int n_w, const ps_matrix *const *W, const float *X,
+                         int32_t n_tok, const int32_t *idx, int64_t n_idx, float *const *Y) {
     if (!idx) n_idx = 0; /* no list: nothing to compute (use ps_matmul_multi for all rows) */
-    for (int i = 0; i < n_w; i += MULTI_MAX)
-        matmul_batch(c, n_w - i < MULTI_MAX ? n_w - i : MULTI_MAX, W + i, X, n_tok, idx, n_idx, Y + i);
+    for (int i = 0; i < n_w; i += MULTI_MAX) {
+        int rc = matmul_batch(c, n_w - i < MULTI_MAX ? n_w - i : MULTI_MAX, W + i, X, n_tok, idx, n_idx, Y + i);
+        if (rc != PS_OK) return rc;
+    }
+    return PS_OK;
 }
 
-void ps_matmul_rows(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_tok,
-                    const int32_t *idx, int64_t n_idx, float *Y) {
-    ps_matmul_rows_multi(c, 1, &W, X, n_tok, idx, n_idx, &Y);
+int ps_matmul_rows(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_tok,
+                   const int32_t *idx, int64_t n_idx, float *Y) {
+    return ps_matmul_rows_multi(c, 1, &W, X, n_tok, idx, n_idx, &Y);
 }
 
-void ps_dequant_row(const ps_matrix *W, int64_t r, float *out) {
-    const ps_kernels *k = ps_kernels_get(W->type, ps_simd_level());
-    if (!k || r < 0 || r >= W->n_rows || ps_row_bytes(W->type, W->n_cols) == 0) return;
+int ps_dequant_row(const ps_matrix *W, int64_t r, float *out) {
+    const ps_type_kernels *k = ps_kernels_get(W->type, ps_ops());
     const size_t rb = ps_row_bytes(W->type, W->n_cols);
+    if (!k || rb == 0) return ps_fail(PS_ERR_UNSUPPORTED, "dequantize: weight type %d not supported", W->type);
+    if (r < 0 || r >= W->n_rows)
+        return ps_fail(PS_ERR_ARG, "row %lld is outside [0, %lld)", (long long)r, (long long)W->n_rows);
     k->dequant((const uint8_t *)W->data + (size_t)r * rb, out, W->n_cols);
+    return PS_OK;
 }
 
 /* ---- neuron-major accumulation (ffn_down_t) -------------------------------- */
 typedef struct acc_task {
     const ps_matrix *W;
-    const ps_kernels *k;
+    const ps_type_kernels *k;
     size_t row_bytes;
     const float *X; /* n_tok x W.n_rows */
     int32_t n_tok;
@@ -191,7 +198,7 @@ typedef struct acc_task {
     int64_t col_unit; /* column units: columns per unit, a multiple of the block size */
     int64_t n_parts;  /* row units (one token, narrow rows): list parts, each with ... */
     float *partial;   /* ... its own full-width sum here, added up in part order */
-    ps_compute *c;
+    float *seg[PS_MAX_THREADS]; /* several tokens: each thread's decoded rows, then gathered x */
     ps_gemm_acc_fn gemm_acc;
 } acc_task;
 
@@ -251,7 +258,7 @@ static void acc_unit(acc_task *a, int64_t u, int ith) {
     }
     /* Several tokens: decode ACC_ROWS row segments once, gather the matching
      * activations, and multiply them as a small float GEMM. */
-    float *seg = ps_compute_scratch(a->c, 1 + ith, 0); /* sized by the caller */
+    float *seg = a->seg[ith]; /* (checked by the caller) */
     float *xa = seg + (size_t)ACC_ROWS * a->col_unit;  /* ACC_TOK x ACC_ROWS */
     for (int64_t j0 = 0; j0 < a->n_idx; j0 += ACC_ROWS) {
         const int64_t nj = a->n_idx - j0 < ACC_ROWS ? a->n_idx - j0 : ACC_ROWS;
@@ -274,32 +281,42 @@ static void acc_range(void *ctx, int64_t u0, int64_t u1, int ith) {
     for (int64_t u = u0; u < u1; u++) acc_unit(ctx, u, ith);
 }
 
-void ps_accum_rows(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_tok,
-                   const int32_t *idx, int64_t n_idx, float *Y) {
-    const ps_kernels *k = ps_kernels_get(W->type, ps_simd_level());
+/* Scratch floats of accum_rows for several tokens: ACC_ROWS decoded row
+ * segments of up to ACC_MAX_UNIT columns, and the gathered activations. */
+#define ACC_MAX_UNIT 256 /* 8 blocks of 32 columns, see col_unit below */
+#define ACC_SEG_FLOATS ((size_t)ACC_ROWS * ACC_MAX_UNIT + (size_t)ACC_TOK * ACC_ROWS)
+
+ps_scratch_sizes ps_matmul_scratch_sizes(int64_t max_cols, int32_t max_tokens) {
+    if (max_tokens < 1) max_tokens = 1;
+    const size_t blocks = (size_t)((max_cols + PS_QK - 1) / PS_QK);
+    const size_t partial = sizeof(float) * (size_t)ACC_PARTS * (size_t)max_cols;
+    const size_t seg = max_tokens > 1 ? ACC_SEG_FLOATS * sizeof(float) : 0;
+    ps_scratch_sizes z = {blocks * (size_t)max_tokens * sizeof(ps_block_q8a), seg, seg > partial ? seg : partial};
+    return z;
+}
+
+int ps_accum_rows(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_tok,
+                  const int32_t *idx, int64_t n_idx, float *Y) {
+    const ps_level_ops *ops = ps_ops();
+    const ps_type_kernels *k = ps_kernels_get(W->type, ops);
     const ps_type_traits *tr = ps_type_get(W->type);
-    if (!k || !tr || ps_row_bytes(W->type, W->n_cols) == 0) {
-        ps_fail(PS_ERR_UNSUPPORTED, "accum_rows: unsupported weight type %d", W->type);
-        return;
-    }
+    if (!k || !tr || ps_row_bytes(W->type, W->n_cols) == 0)
+        return ps_fail(PS_ERR_UNSUPPORTED, "accum_rows: unsupported weight type %d", W->type);
     const int nth = ps_compute_n_threads(c);
     const int64_t bs = tr->block_size > 1 ? tr->block_size : 32;
     const int64_t n_units_min = (W->n_cols + bs - 1) / bs;
     /* one contiguous column range per thread for a single token (each thread
      * streams its part of every row); smaller units when there is more work */
     int64_t per = (n_units_min + nth - 1) / nth;
-    if (n_tok > 1 && per > 8) per = 8;
+    if (n_tok > 1 && per > ACC_MAX_UNIT / bs) per = ACC_MAX_UNIT / bs;
     if (per < 1) per = 1;
-    acc_task a = {W, k, ps_row_bytes(W->type, W->n_cols), X, n_tok, idx, n_idx, Y, per * bs, 0, NULL, c,
-                  ps_simd_level() >= PS_SIMD_AVX2 ? ps_gemm_acc_avx2 : ps_gemm_acc_scalar};
-    if (n_tok > 1) {
-        const size_t floats = (size_t)ACC_ROWS * per * bs + (size_t)ACC_TOK * ACC_ROWS;
+    acc_task a = {W, k, ps_row_bytes(W->type, W->n_cols), X, n_tok, idx, n_idx, Y, per * bs, 0, NULL, {NULL},
+                  ops->gemm_acc};
+    if (n_tok > 1)
         for (int i = 0; i < nth; i++)
-            if (!ps_compute_scratch(c, 1 + i, floats * sizeof(float))) {
-                ps_fail(PS_ERR_MEMORY, "accum_rows: out of memory");
-                return;
-            }
-    }
+            if (!(a.seg[i] = ps_compute_scratch(c, 1 + i, ACC_SEG_FLOATS * sizeof(float))))
+                return ps_fail(PS_ERR_MEMORY, "accum_rows: no scratch for %d tokens (the pool was made for less)",
+                               (int)n_tok);
     /* One token over narrow rows (fewer than ACC_SPLIT_BLOCKS blocks): column
      * units would spend more on each row's bookkeeping than on its few
      * blocks, so split the list instead, into ACC_PARTS fixed parts with a
@@ -308,26 +325,26 @@ void ps_accum_rows(ps_compute *c, const ps_matrix *W, const float *X, int32_t n_
     if (n_tok == 1 && n_idx >= 64 && n_units_min < ACC_SPLIT_BLOCKS) {
         a.n_parts = ACC_PARTS;
         a.partial = ps_compute_scratch(c, 1, sizeof(float) * (size_t)(ACC_PARTS * W->n_cols));
-        if (!a.partial) {
-            ps_fail(PS_ERR_MEMORY, "accum_rows: out of memory");
-            return;
-        }
+        if (!a.partial)
+            return ps_fail(PS_ERR_MEMORY, "accum_rows: no scratch for %lld columns (the pool was made for less)",
+                           (long long)W->n_cols);
         ps_parallel_for(c, a.n_parts, 1, acc_part, &a);
         for (int64_t col = 0; col < W->n_cols; col++) {
             float v = a.partial[col];
             for (int64_t u = 1; u < a.n_parts; u++) v += a.partial[u * W->n_cols + col];
             Y[col] = v;
         }
-        return;
+        return PS_OK;
     }
     const int64_t n_units = (W->n_cols + a.col_unit - 1) / a.col_unit;
     ps_parallel_for(c, n_units, 1, acc_range, &a);
+    return PS_OK;
 }
 
 /* ---- testing hooks (prosparse.h) ------------------------------------------ */
 static int check_matrix(int32_t type, const void *W, int64_t n_rows, int64_t n_cols) {
     const ps_type_traits *tr = ps_type_get(type);
-    if (!tr || !tr->supported) return ps_fail(PS_ERR_UNSUPPORTED, "type %d not supported", type);
+    if (!tr || !ps_type_supported(type)) return ps_fail(PS_ERR_UNSUPPORTED, "type %d not supported", type);
     if (!W || n_rows <= 0 || n_cols <= 0 || n_cols % tr->block_size)
         return ps_fail(PS_ERR_ARG, "bad matrix %lld x %lld for %s", (long long)n_rows,
                        (long long)n_cols, tr->name);
@@ -338,8 +355,7 @@ int ps_debug_dequantize(int32_t type, const void *src, int64_t n, float *dst) {
     int rc = check_matrix(type, src, 1, n);
     if (rc) return rc;
     ps_matrix W = {src, type, n, 1, NULL};
-    ps_dequant_row(&W, 0, dst);
-    return PS_OK;
+    return ps_dequant_row(&W, 0, dst);
 }
 
 static int debug_matmul(int32_t type, const void *W, int64_t n_rows, int64_t n_cols, const float *X,
@@ -360,11 +376,10 @@ static int debug_matmul(int32_t type, const void *W, int64_t n_rows, int64_t n_c
         return PS_ERR_MEMORY;
     }
     ps_matrix M = {W, type, n_cols, n_rows, P};
-    ps_clear_error();
-    ps_matmul(c, &M, X, n_tok, Y);
+    rc = ps_matmul(c, &M, X, n_tok, Y);
     ps_compute_free(c);
     ps_free(P);
-    return ps_last_error()[0] ? PS_ERR_MEMORY : PS_OK;
+    return rc;
 }
 
 int ps_debug_matmul(int32_t type, const void *W, int64_t n_rows, int64_t n_cols, const float *X,
@@ -389,8 +404,7 @@ int ps_debug_accum_rows(int32_t type, const void *W, int64_t n_rows, int64_t n_c
     ps_compute *c = ps_compute_new(n_threads, n_cols, n_tok);
     if (!c) return PS_ERR_MEMORY;
     ps_matrix M = {W, type, n_cols, n_rows, NULL};
-    ps_clear_error();
-    ps_accum_rows(c, &M, X, n_tok, idx, n_idx, Y);
+    rc = ps_accum_rows(c, &M, X, n_tok, idx, n_idx, Y);
     ps_compute_free(c);
-    return ps_last_error()[0] ? PS_ERR_MEMORY : PS_OK;
+    return rc;
 }

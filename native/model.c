@@ -116,11 +116,6 @@ static int read_sparse_keys(ps_model *m) {
         else if (strcmp(val, "none") != 0)
             return ps_fail(PS_ERR_FORMAT, "prosparse.predictor.hidden_act '%s' (expected none or relu)", val);
     }
-    int b = 0;
-    rc = ps_gguf_get_bool(g, "prosparse.ffn.reordered", &b);
-    if (rc < 0) return key_error("prosparse.ffn.reordered");
-    hp->reordered = rc == 1 && b;
-
     int et = 0;
     uint64_t n = 0;
     if (ps_gguf_find_key(g, "prosparse.ffn.cutoffs") >= 0) {
@@ -129,7 +124,7 @@ static int read_sparse_keys(ps_model *m) {
         if (n != (uint64_t)hp->n_layer)
             return ps_fail(PS_ERR_FORMAT, "prosparse.ffn.cutoffs has %llu values for %d layers",
                            (unsigned long long)n, hp->n_layer);
-        m->cutoffs = malloc(sizeof(float) * (size_t)n);
+        m->cutoffs = ps_malloc(sizeof(float) * (size_t)n);
         if (!m->cutoffs) return ps_fail(PS_ERR_MEMORY, "out of memory");
         memcpy(m->cutoffs, ps_gguf_arr_data(g, "prosparse.ffn.cutoffs"), sizeof(float) * (size_t)n);
         for (uint64_t i = 0; i < n; i++)
@@ -257,7 +252,7 @@ static int get_tensor(const ps_model *m, const char *name, int64_t rows, int64_t
                            tt ? tt->name : "unknown");
         return PS_OK;
     }
-    if (!tt || !tt->supported)
+    if (!tt || !ps_type_supported(t->type))
         return ps_fail(PS_ERR_UNSUPPORTED, "tensor '%s' has type %s (id %d), which this engine does not run",
                        name, tt ? tt->name : "unknown", (int)t->type);
     if (ps_row_bytes(t->type, cols) == 0)
@@ -357,8 +352,10 @@ static int load_layer(ps_model *m, int il) {
     }
     if (!sparse_arch) return PS_OK;
 
-    /* Optional sparse extras: frequencies and the low-rank predictor. */
-    if ((rc = get_f32(m, NAME("ffn_freq"), hp->n_ff, 1, &L->ffn_freq))) return rc;
+    /* Optional sparse extras: per-neuron frequencies (checked, for the tools
+     * that read them; the engine does not need them) and the predictor. */
+    const float *freq;
+    if ((rc = get_f32(m, NAME("ffn_freq"), hp->n_ff, 1, &freq))) return rc;
     const ps_gguf_tensor *pin = ps_gguf_find_tensor(m->gguf, NAME("ffn_pred_in.weight"));
     const ps_gguf_tensor *pout = ps_gguf_find_tensor(m->gguf, NAME("ffn_pred_out.weight"));
     if (!pin != !pout)
@@ -401,7 +398,7 @@ static int load_tensors(ps_model *m) {
             m->hp.predictor_rank = (int32_t)pin->ne[1];
         }
     }
-    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    m->layers = ps_calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) return ps_fail(PS_ERR_MEMORY, "out of memory for %d layers", hp->n_layer);
     for (int il = 0; il < hp->n_layer; il++)
         if ((rc = load_layer(m, il))) return rc;
@@ -433,7 +430,7 @@ void ps_model_close(ps_model *m) {
 }
 
 ps_model *ps_model_open(const char *path, int copy_weights) {
-    ps_model *m = calloc(1, sizeof *m);
+    ps_model *m = ps_calloc(1, sizeof *m);
     if (!m) {
         ps_fail(PS_ERR_MEMORY, "out of memory");
         return NULL;

@@ -53,7 +53,6 @@ typedef struct ps_hparams {
     float pred_threshold;
     int32_t pred_on_normed;   /* prosparse.predictor.input: 0 "residual", 1 "ffn_norm" */
     int32_t pred_hidden_relu; /* prosparse.predictor.hidden_act: 0 "none", 1 "relu" */
-    int32_t reordered;        /* prosparse.ffn.reordered: neurons stored hot-first */
 } ps_hparams;
 
 /* One transformer block's weights (q_dim = n_head*head_dim,
@@ -70,7 +69,6 @@ typedef struct ps_layer {
     ps_matrix down;          /* (n_embd, n_ff): llama files */
     ps_matrix down_t;        /* (n_ff, n_embd): prosparse files, one row per neuron */
     int has_down_t;          /* 1: use down_t (ps_accum_rows), 0: down (ps_matmul) */
-    const float *ffn_freq;   /* (n_ff) F32 activation frequencies, or NULL */
     ps_matrix pred_in;       /* (rank, n_embd), data NULL without predictor */
     ps_matrix pred_out;      /* (n_ff, rank) */
 } ps_layer;

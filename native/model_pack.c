@@ -8,12 +8,11 @@
  * reads by rows is not packed.
  *
  * Row-major copies: every other weight matrix, as in the file, when huge
- * pages are available (else it stays in the mapping). On this machine's VM
- * the file's pages cost TLB misses: the row kernels of `make bench`'s ~1B
- * shape ran 19-35% faster on huge pages, SmolLM2-135M Q4_1 decode 13%.
- * Embedding rows and norms stay in the mapping.
+ * pages are available (else it stays in the mapping): the file's 4 KiB
+ * pages cost a TLB miss every few rows, which the scattered row reads of
+ * the sparse modes feel most. Embedding rows and norms stay in the mapping.
  *
- * Either way a copy has the file's bytes (reordered or not); after copying,
+ * Either way a copy has the file's bytes (in the file's neuron order); after copying,
  * the original pages are dropped from the mapping (re-read from the page
  * cache if ever touched). The copying runs on every core. */
 #include <pthread.h>
@@ -82,7 +81,7 @@ static void add(copy_list *l, ps_matrix *w, size_t bytes, int packed, int drop) 
  * (when there are none, it stays in the mapping). */
 static void add_matrix(copy_list *l, ps_matrix *w, int whole, int huge, int drop) {
     if (!w->data) return;
-    const ps_kernels *k = ps_kernels_get(w->type, ps_simd_level());
+    const ps_type_kernels *k = ps_kernels_get(w->type, ps_ops());
     const size_t packed = ps_packed_bytes(w->type, w->n_rows, w->n_cols);
     if (whole && k && k->gemm_packed && packed) add(l, w, packed, 1, drop);
     else if (huge) add(l, w, matrix_bytes(w), 0, drop);
@@ -105,7 +104,7 @@ int ps_model_copy_weights(ps_model *m) {
     const int gate_whole = hp->predictor_rank == 0;
     const int up_whole = hp->act == PS_ACT_SILU && !m->cutoffs && hp->predictor_rank == 0;
     const int huge = thp_available();
-    copy_list l = {calloc((size_t)hp->n_layer * PER_LAYER + 1, sizeof(copy_job)), 0, 0, NULL, 0};
+    copy_list l = {ps_calloc((size_t)hp->n_layer * PER_LAYER + 1, sizeof(copy_job)), 0, 0, NULL, 0};
     if (!l.jobs) return ps_fail(PS_ERR_MEMORY, "out of memory");
     /* a tied output matrix is also the embedding table: its rows stay mapped */
     add_matrix(&l, &m->output, 1, huge, !m->tied_output);

@@ -7,13 +7,14 @@
  */
 #include "pretokenize.h"
 #include "unicode_tables.h"
+#include "util.h"
 
 #include <stdlib.h>
 
 int ps_ivec_push(ps_ivec *a, int32_t x) {
     if (a->n == a->cap) {
         size_t cap = a->cap ? a->cap * 2 : 64;
-        int32_t *v = realloc(a->v, cap * sizeof *v);
+        int32_t *v = ps_realloc(a->v, cap * sizeof *v);
         if (!v) return -1;
         a->v = v;
         a->cap = cap;

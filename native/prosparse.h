@@ -61,6 +61,7 @@ PS_API int ps_simd_supported(void);
  * PS_SIMD_SCALAR to compare against the reference). Levels above what the
  * CPU supports are clamped. Returns the level now in force. */
 PS_API int ps_simd_set(int level);
+/* The level in force. */
 PS_API int ps_simd_get(void);
 
 /* ---- model ------------------------------------------------------------ */
@@ -215,6 +216,16 @@ PS_API int ps_debug_matmul_packed(int32_t type, const void *W, int64_t n_rows, i
 PS_API int ps_debug_accum_rows(int32_t type, const void *W, int64_t n_rows, int64_t n_cols,
                                const float *X, int32_t n_tok, const int32_t *idx, int64_t n_idx,
                                float *Y, int32_t n_threads);
+/* Make the n-th allocation of the engine from now on (1 = the next one) fail
+ * as if the system were out of memory, once; 0 turns this off. Claims of a
+ * session's preallocated scratch during ps_session_eval count as
+ * allocations, so an eval can be made to fail too. For tests of the error
+ * paths; process-wide. */
+PS_API void ps_debug_fail_alloc(int64_t n);
+
+/* ---- benchmark support ---------------------------------------------------
+ * Not needed to run a model: `prosparse bench` uses these to state what a
+ * decode step could reach on this machine's memory. */
 /* Main-memory read bandwidth in GB/s (1e9 bytes/s): n_threads threads of the
  * engine's pool stream a buffer of `bytes` (>= 1 MiB; use >= 1 GiB, well above
  * the L3) `reps` times (1..64); the median pass. A negative PS_ERR_* on failure. */

@@ -1,7 +1,9 @@
-/* quant.h: block formats and the kernel table behind compute.h (not public).
+/* quant.h: block formats and the kernel tables behind compute.h (not public).
  *
- * Shared by quant.c (scalar reference), quant_avx2.c (AVX2/FMA/F16C; built
- * again as quant_avx512.c for AVX-512 VNNI) and matmul.c (work splitting). Block layouts are ggml's, byte for byte.
+ * quant.c holds the type traits and the level selection, quant_scalar.c the
+ * reference kernels, quant_avx2.c and quant_avx512.c the SIMD ones (their
+ * shared bodies are the kernels_x86_*.h headers); matmul.c splits the work.
+ * Block layouts are ggml's, byte for byte.
  *
  * Activations for the integer kernels are quantized once per matmul call to
  * ps_block_q8a: a Q8_0-style block with an fp32 scale and, as in ggml's Q8_1,
@@ -74,43 +76,90 @@ void ps_pack_matrix(int32_t type, const uint8_t *W, int64_t n_rows, int64_t n_co
 typedef void (*ps_gemm_packed_fn)(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1,
                                   const void *X, int32_t n_tok, float *Y, int64_t ldy);
 
-typedef struct ps_kernels {
-    ps_gemm_fn gemm;
-    ps_dequant_fn dequant;
-    ps_axpy_fn axpy;
-    ps_axpy4_fn axpy4;
-    int32_t quantized; /* 1: gemm takes q8a activations */
-    ps_gemm_packed_fn gemm_packed; /* NULL: this level has none for the type */
-} ps_kernels;
-
-/* Kernels for a type at a SIMD level (NULL: unsupported type). */
-const ps_kernels *ps_kernels_get(int32_t type, int level);
-const ps_kernels *ps_kernels_scalar(int32_t type);
-const ps_kernels *ps_kernels_avx2(int32_t type);
-const ps_kernels *ps_kernels_avx512(int32_t type);
-ps_quantize_fn ps_quantize_q8a_get(int level);
-void ps_quantize_q8a_scalar(const float *x, ps_block_q8a *y, int64_t n);
-void ps_quantize_q8a_avx2(const float *x, ps_block_q8a *y, int64_t n);
-
-/* A growable buffer owned by the pool: slot 0 is shared (quantized
- * activations), slot 1+ith belongs to thread ith. Call from the calling
- * thread only, before a dispatch. NULL if the allocation fails. */
-void *ps_compute_scratch(ps_compute *c, int slot, size_t bytes);
-
 /* Y[t*ldy + c] += sum_j A[t*lda + j] * B[j*ldb + c] for t < m, j < k, c < n
  * (small float GEMM of accum_rows over decoded rows). Each output element's
  * terms are summed in order of j, whatever its position in the tiling. */
 typedef void (*ps_gemm_acc_fn)(const float *A, int64_t lda, const float *B, int64_t ldb, float *Y,
                                int64_t ldy, int64_t m, int64_t k, int64_t n);
+/* SwiGLU: g[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i]; with
+ * u == NULL, g[i] = silu(g[i]) (the same bits as u[i] = 1). */
+typedef void (*ps_silu_mul_fn)(float *g, const float *u, int64_t n);
+/* One query head's attention over cached rows k_j = k + j*stride (and v_j):
+ * scores: att[j] = scale * (q . k_j) for j < n, returns the max;
+ * softmax: att[j] = exp(att[j] - mx), returns the sum;
+ * values: out[0..hd) = sum_j (att[j] * inv) v_j (as the level rounds it). */
+typedef float (*ps_attn_scores_fn)(const float *q, const float *k, int64_t stride, int64_t n, int hd,
+                                   float scale, float *att);
+typedef float (*ps_attn_softmax_fn)(float *att, int64_t n, float mx);
+typedef void (*ps_attn_values_fn)(const float *att, float inv, const float *v, int64_t stride, int64_t n,
+                                  int hd, float *out);
+
+/* ---- the kernel tables ----------------------------------------------------
+ * One row per weight type, indexed by the ggml type id; one table per SIMD
+ * level (ps_type_kernels_scalar / _avx2 / _avx512), each written with
+ * designated initializers in its level's file. A row with gemm == NULL means
+ * the type does not run. To add a weight type:
+ *   1. its block struct in this header, with a _Static_assert on its size;
+ *   2. its row in ps_type_traits' table (quant.c: name, block size, bytes);
+ *   3. its scalar kernels and row in quant_scalar.c (the reference);
+ *   4. its SIMD kernels and row in quant_avx2.c and quant_avx512.c, each
+ *      bit-identical to the scalar row (test_quant.c compares every level);
+ * and nothing else: the engine finds it through these tables. */
+typedef struct ps_type_kernels {
+    ps_gemm_fn gemm;
+    ps_gemm_packed_fn gemm_packed; /* NULL: no packed product at this level */
+    ps_dequant_fn dequant;
+    ps_axpy_fn axpy;
+    ps_axpy4_fn axpy4;
+    int32_t q8a_input;             /* 1: gemm takes q8a activation blocks, 0: floats */
+} ps_type_kernels;
+
+extern const ps_type_kernels ps_type_kernels_scalar[PS_TYPE_COUNT];
+extern const ps_type_kernels ps_type_kernels_avx2[PS_TYPE_COUNT];
+extern const ps_type_kernels ps_type_kernels_avx512[PS_TYPE_COUNT];
+
+/* Everything a SIMD level provides, chosen once by ps_simd_set. */
+typedef struct ps_level_ops {
+    int level;                         /* PS_SIMD_* */
+    const ps_type_kernels *types;      /* [PS_TYPE_COUNT] */
+    ps_quantize_fn quantize_q8a;
+    ps_gemm_acc_fn gemm_acc;
+    ps_silu_mul_fn silu_mul;
+    ps_attn_scores_fn attn_scores;
+    ps_attn_softmax_fn attn_softmax;
+    ps_attn_values_fn attn_values;
+    int32_t attn_head_multiple;        /* head_dim must be a multiple of this, else
+                                        * the scalar attention runs */
+} ps_level_ops;
+
+extern const ps_level_ops ps_ops_scalar, ps_ops_avx2, ps_ops_avx512;
+
+/* The level in force (cheap: one relaxed load). */
+const ps_level_ops *ps_ops(void);
+/* Kernels of a type at a level, NULL when the type does not run. */
+const ps_type_kernels *ps_kernels_get(int32_t type, const ps_level_ops *ops);
+
+/* The functions behind the level tables (quant_scalar.c, vec_avx2.c,
+ * attention.c, attention_avx2.c). */
+void ps_quantize_q8a_scalar(const float *x, ps_block_q8a *y, int64_t n);
+void ps_quantize_q8a_avx2(const float *x, ps_block_q8a *y, int64_t n);
 void ps_gemm_acc_scalar(const float *A, int64_t lda, const float *B, int64_t ldb, float *Y,
                         int64_t ldy, int64_t m, int64_t k, int64_t n);
 void ps_gemm_acc_avx2(const float *A, int64_t lda, const float *B, int64_t ldb, float *Y,
                       int64_t ldy, int64_t m, int64_t k, int64_t n);
-
-/* AVX2 version of compute.h's ps_silu_mul. */
+void ps_silu_mul_scalar(float *g, const float *u, int64_t n);
 void ps_silu_mul_avx2(float *g, const float *u, int64_t n);
-
-/* The level in force (PS_SIMD_*), cheap to call. */
-int ps_simd_level(void);
+/* exp of n floats in place with the AVX2 level's vectorised exp (tests). */
+void ps_exp_avx2(float *x, int64_t n);
+float ps_attn_scores_scalar(const float *q, const float *k, int64_t stride, int64_t n, int hd, float scale,
+                            float *att);
+float ps_attn_softmax_scalar(float *att, int64_t n, float mx);
+void ps_attn_values_scalar(const float *att, float inv, const float *v, int64_t stride, int64_t n, int hd,
+                           float *out);
+float ps_attn_scores_avx2(const float *q, const float *k, int64_t stride, int64_t n, int hd, float scale,
+                          float *att);
+float ps_attn_softmax_avx2(float *att, int64_t n, float mx);
+void ps_attn_values_avx2(const float *att, float inv, const float *v, int64_t stride, int64_t n, int hd,
+                         float *out);
 
 #endif

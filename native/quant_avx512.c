@@ -1,9 +1,9 @@
-/* quant_avx512.c: the AVX-512 (F/BW/VL/VNNI) kernel table.
+/* quant_avx512.c: the AVX-512 (F/BW/VL/VNNI) weight-kernel table.
  *
- * quant_avx2.c is compiled again here with AVX-512 enabled (one source for
- * the shared kernels, so the two levels cannot drift apart; its integer sums
- * then use VNNI's dpbusd), and this file adds the kernels written for
- * 16-lane vectors:
+ * The kernels_x86_*.h bodies are compiled here a second time with AVX-512
+ * enabled (one source for the shared kernels, so the two levels cannot drift
+ * apart; their integer sums then use VNNI's dpbusd), and this file adds the
+ * kernels written for 16-lane vectors:
  *   - packed products over row-interleaved copies (quant.h): one row per
  *     32-bit lane of a 16-lane vector, 8 dpbusd per block and token (the
  *     AVX2 table has Q4 ones working on half tiles);
@@ -12,8 +12,8 @@
  * Integer sums are exact and the float steps per element are the AVX2
  * kernels', so this table gives the AVX2 table's results bit for bit
  * (test_quant.c, test_kernels.py). */
-#define PS_QUANT_AVX512 1
-#include "quant_avx2.c"
+#include "kernels_x86_dot.h"
+#include "kernels_x86_float.h"
 
 /* Sum of the 32 quants of an activation block (exact). */
 INLINE int32_t q8a_sum(const int8_t *qs) {
@@ -93,7 +93,8 @@ INLINE void rows16_tile(const uint8_t *const row[PS_PACK_ROWS], const uint8_t *c
  * gemm_packed's 16-lane layout, built per block from 16 row pointers by a
  * 4x4 transpose of 32-bit pieces within each 128-bit lane: z[j] holds the
  * nibble bytes of rows j, 4+j, 8+j, 12+j, so after the transpose lane 4L+m
- * is row 4L+m (natural order). Gathers were measured slower here. */
+ * is row 4L+m (natural order). (Gathers are slower than these loads on the
+ * CPUs this level targets.) */
 INLINE void gemm_q4_rows16(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
                            int64_t r1, const void *Xv, int32_t n_tok, float *Y, int64_t ldy, const int has_min) {
     const int64_t nb = n_cols / PS_QK;
@@ -124,19 +125,14 @@ INLINE void gemm_q4_rows16(const uint8_t *W, size_t rb, int64_t n_cols, const in
 }
 
 /* Row lists: gemm_q4_rows16; whole unpacked matrices: gemm_q4's 8-row
- * tiles with their streaming prefetch measured ~4% faster. */
-static void gemm_q4_0_v512(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
-                           int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
-    if (idx) gemm_q4_rows16(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 0);
-    else gemm_q4(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 0);
+ * tiles, whose streaming prefetch suits a contiguous matrix better. */
+INLINE void gemm_q4_any(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, int64_t r1,
+                        const void *X, int32_t n_tok, float *Y, int64_t ldy, const int has_min) {
+    if (idx) gemm_q4_rows16(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, has_min);
+    else gemm_q4(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, has_min);
 }
-
-static void gemm_q4_1_v512(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
-                           int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
-    if (idx) gemm_q4_rows16(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
-    else gemm_q4(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
-}
-
+GEMM_OF(gemm_q4_0, gemm_q4_any, 0)
+GEMM_OF(gemm_q4_1, gemm_q4_any, 1)
 
 /* Packed matrices (quant.h), type 0 = Q4_0, 1 = Q4_1, 2 = Q8_0: one row
  * per 32-bit lane of a 16-lane vector, so a block of 16 rows is 4 or 8 loads
@@ -183,26 +179,15 @@ INLINE void gemm_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1
     }
 }
 
-static void gemm_q8_0_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *X,
-                             int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_packed(P, n_cols, r0, r1, X, n_tok, Y, ldy, 2);
-}
-
-static void gemm_q4_0_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *X,
-                             int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_packed(P, n_cols, r0, r1, X, n_tok, Y, ldy, 0);
-}
-
-static void gemm_q4_1_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *X,
-                             int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_packed(P, n_cols, r0, r1, X, n_tok, Y, ldy, 1);
-}
+GEMM_PACKED_OF(gemm_q8_0_packed, gemm_packed, 2)
+GEMM_PACKED_OF(gemm_q4_0_packed, gemm_packed, 0)
+GEMM_PACKED_OF(gemm_q4_1_packed, gemm_packed, 1)
 
 /* ---- axpy in 16 lanes ---------------------------------------------------- */
 /* The same per-element steps as axpy_rows_q in 16 lanes: one block is two
  * vectors (elements 0..15 are the low nibbles of its 16 bytes, 16..31 the
  * high ones, as in q4_groups). */
-INLINE void axpy_rows_q512(const void *const *src, const float *a, const int NR, float *y, int64_t n,
+INLINE void axpy_rows_q16(const void *const *src, const float *a, const int NR, float *y, int64_t n,
                            const int type) {
     const size_t bb = type == 0 ? sizeof(ps_block_q4_0) : type == 1 ? sizeof(ps_block_q4_1) : sizeof(ps_block_q8_0);
     /* nibble k as a float: k - 8 for Q4_0, k for Q4_1 */
@@ -239,25 +224,18 @@ INLINE void axpy_rows_q512(const void *const *src, const float *a, const int NR,
     }
 }
 
-AXPY_PAIR(axpy512_q4_0, axpy_rows_q512, 0)
-AXPY_PAIR(axpy512_q4_1, axpy_rows_q512, 1)
-AXPY_PAIR(axpy512_q8_0, axpy_rows_q512, 2)
+AXPY_PAIR(axpy_q4_0, axpy_rows_q16, 0)
+AXPY_PAIR(axpy_q4_1, axpy_rows_q16, 1)
+AXPY_PAIR(axpy_q8_0, axpy_rows_q16, 2)
 
-static const ps_kernels k512_f32 = {gemm_f32, dequant_f32, axpy_f32, axpy_f32_4, 0, NULL};
-static const ps_kernels k512_f16 = {gemm_f16, dequant_f16, axpy_f16, axpy_f16_4, 0, NULL};
-static const ps_kernels k512_bf16 = {gemm_bf16, dequant_bf16, axpy_bf16, axpy_bf16_4, 0, NULL};
-static const ps_kernels k512_q8_0 = {gemm_q8_0, dequant_q8_0, axpy512_q8_0, axpy512_q8_0_4, 1, gemm_q8_0_packed};
-static const ps_kernels k512_q4_0 = {gemm_q4_0_v512, dequant_q4_0, axpy512_q4_0, axpy512_q4_0_4, 1, gemm_q4_0_packed};
-static const ps_kernels k512_q4_1 = {gemm_q4_1_v512, dequant_q4_1, axpy512_q4_1, axpy512_q4_1_4, 1, gemm_q4_1_packed};
-
-const ps_kernels *ps_kernels_avx512(int32_t type) {
-    switch (type) {
-    case PS_TYPE_F32: return &k512_f32;
-    case PS_TYPE_F16: return &k512_f16;
-    case PS_TYPE_BF16: return &k512_bf16;
-    case PS_TYPE_Q8_0: return &k512_q8_0;
-    case PS_TYPE_Q4_0: return &k512_q4_0;
-    case PS_TYPE_Q4_1: return &k512_q4_1;
-    default: return NULL;
-    }
-}
+const ps_type_kernels ps_type_kernels_avx512[PS_TYPE_COUNT] = {
+    [PS_TYPE_F32] = {.gemm = gemm_f32, .dequant = dequant_f32, .axpy = axpy_f32, .axpy4 = axpy_f32_4},
+    [PS_TYPE_F16] = {.gemm = gemm_f16, .dequant = dequant_f16, .axpy = axpy_f16, .axpy4 = axpy_f16_4},
+    [PS_TYPE_BF16] = {.gemm = gemm_bf16, .dequant = dequant_bf16, .axpy = axpy_bf16, .axpy4 = axpy_bf16_4},
+    [PS_TYPE_Q8_0] = {.gemm = gemm_q8_0, .gemm_packed = gemm_q8_0_packed, .dequant = dequant_q8_0,
+                      .axpy = axpy_q8_0, .axpy4 = axpy_q8_0_4, .q8a_input = 1},
+    [PS_TYPE_Q4_0] = {.gemm = gemm_q4_0, .gemm_packed = gemm_q4_0_packed, .dequant = dequant_q4_0,
+                      .axpy = axpy_q4_0, .axpy4 = axpy_q4_0_4, .q8a_input = 1},
+    [PS_TYPE_Q4_1] = {.gemm = gemm_q4_1, .gemm_packed = gemm_q4_1_packed, .dequant = dequant_q4_1,
+                      .axpy = axpy_q4_1, .axpy4 = axpy_q4_1_4, .q8a_input = 1},
+};

@@ -61,7 +61,7 @@ ps_sampler *ps_sampler_new(const ps_sampler_params *params) {
         ps_fail(PS_ERR_ARG, "sampler: temperature and top_p must be numbers");
         return NULL;
     }
-    ps_sampler *r = calloc(1, sizeof *r);
+    ps_sampler *r = ps_calloc(1, sizeof *r);
     if (!r) {
         ps_fail(PS_ERR_MEMORY, "sampler: out of memory");
         return NULL;
@@ -209,9 +209,9 @@ int32_t ps_sampler_sample(ps_sampler *r, const float *logits, int32_t n_vocab) {
     if (p->temperature <= 0.0f || p->top_k == 1 || p->top_p <= 0.0f) return best;
 
     if (r->cap < n_vocab) {
-        int32_t *idx = realloc(r->idx, (size_t)n_vocab * sizeof *idx);
+        int32_t *idx = ps_realloc(r->idx, (size_t)n_vocab * sizeof *idx);
         if (idx) r->idx = idx;
-        float *val = realloc(r->val, (size_t)n_vocab * sizeof *val);
+        float *val = ps_realloc(r->val, (size_t)n_vocab * sizeof *val);
         if (val) r->val = val;
         if (!idx || !val) return ps_fail(PS_ERR_MEMORY, "sample: out of memory");
         r->cap = n_vocab;

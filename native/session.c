@@ -5,11 +5,13 @@
  * consecutive tokens: matrix products go through compute.h (one dispatch for
  * Q/K/V, one for gate/up), attention is parallel over heads x tokens, and the
  * small elementwise steps are fused loops over each token's row. Nothing is
- * allocated after ps_session_create.
+ * allocated after ps_session_create; every step that can fail returns its
+ * status, and the first failure ends the pass.
  */
 #include "session.h"
 
 #include "ffn.h"
+#include "quant.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -18,18 +20,6 @@
 #include "util.h"
 
 /* ---- small vector helpers ---------------------------------------------- */
-
-/* Dot product with 8 independent partial sums, so the compiler can keep
- * them in SIMD registers without reassociating a single accumulator. */
-static inline float dot_f32(const float *a, const float *b, int n) {
-    float acc[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) acc[k] += a[i + k] * b[i + k];
-    float sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; i < n; i++) sum += a[i] * b[i];
-    return sum;
-}
 
 /* out = x / rms(x) * w * scale (RMSNorm; the sum of squares in double). */
 static void rmsnorm(float *out, const float *x, const float *w, int n, float eps, float scale) {
@@ -126,8 +116,8 @@ static void attention_items(void *vc, int64_t i0, int64_t i1, int ith) {
     const float *k_layer = s->k_cache + (int64_t)c->layer * s->n_ctx * kv_dim;
     const float *v_layer = s->v_cache + (int64_t)c->layer * s->n_ctx * kv_dim;
     float *att = s->att + (int64_t)ith * s->n_ctx;
-
-    const int use_avx2 = ps_simd_get() >= PS_SIMD_AVX2 && hd % 8 == 0;
+    const ps_level_ops *ops = ps_ops();
+    if (hd % ops->attn_head_multiple) ops = &ps_ops_scalar;
 
     for (int64_t item = i0; item < i1; item++) {
         const int64_t t = item / hp->n_head;
@@ -137,31 +127,9 @@ static void attention_items(void *vc, int64_t i0, int64_t i1, int ith) {
         const float *k = k_layer + (int64_t)(h / group) * hd;
         const float *v = v_layer + (int64_t)(h / group) * hd;
         float *out = s->att_out + t * q_dim + (int64_t)h * hd;
-
-        if (use_avx2) {
-            float mx = ps_attn_scores_avx2(q, k, kv_dim, n_keys, hd, scale, att);
-            float sum = ps_attn_softmax_avx2(att, n_keys, mx);
-            ps_attn_values_avx2(att, 1.0f / sum, v, kv_dim, n_keys, hd, out);
-            continue;
-        }
-        /* scalar reference: scores, a numerically safe softmax, weighted values */
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < n_keys; j++) {
-            att[j] = dot_f32(q, k + j * kv_dim, hd) * scale;
-            if (att[j] > mx) mx = att[j];
-        }
-        float sum = 0.0f;
-        for (int64_t j = 0; j < n_keys; j++) {
-            att[j] = expf(att[j] - mx);
-            sum += att[j];
-        }
-        const float inv = 1.0f / sum;
-        memset(out, 0, sizeof(float) * hd);
-        for (int64_t j = 0; j < n_keys; j++) {
-            const float p = att[j] * inv;
-            const float *vj = v + j * kv_dim;
-            for (int d = 0; d < hd; d++) out[d] += p * vj[d];
-        }
+        const float mx = ops->attn_scores(q, k, kv_dim, n_keys, hd, scale, att);
+        const float sum = ops->attn_softmax(att, n_keys, mx);
+        ops->attn_values(att, 1.0f / sum, v, kv_dim, n_keys, hd, out);
     }
 }
 
@@ -170,8 +138,8 @@ static void attention_items(void *vc, int64_t i0, int64_t i1, int ith) {
 /* Run n_tok tokens at positions n_past.. through the model. Logits go to
  * all_logits (n_tok x n_vocab) when given, else, if want_last, the last
  * token's logits go to s->logits. */
-static void forward_batch(ps_session *s, const int32_t *tokens, int32_t n_tok,
-                          float *all_logits, int want_last) {
+static int forward_batch(ps_session *s, const int32_t *tokens, int32_t n_tok,
+                         float *all_logits, int want_last) {
     const ps_model *m = s->model;
     const ps_hparams *hp = &m->hp;
     const int n_embd = hp->n_embd;
@@ -182,7 +150,7 @@ static void forward_batch(ps_session *s, const int32_t *tokens, int32_t n_tok,
     /* 1. token embeddings (dequantized rows), times the embedding scale */
     for (int32_t t = 0; t < n_tok; t++) {
         float *x = s->x + (int64_t)t * n_embd;
-        ps_dequant_row(&m->tok_embd, tokens[t], x);
+        PS_TRY(ps_dequant_row(&m->tok_embd, tokens[t], x));
         if (hp->embedding_scale != 1.0f)
             for (int i = 0; i < n_embd; i++) x[i] *= hp->embedding_scale;
     }
@@ -210,17 +178,17 @@ static void forward_batch(ps_session *s, const int32_t *tokens, int32_t n_tok,
         for_tokens(s, &c, residual_norm_rows);
         const ps_matrix *qkv[3] = {&L->wq, &L->wk, &L->wv};
         float *qkv_out[3] = {s->q, kc, vc};
-        ps_matmul_multi(s->pool, 3, qkv, s->xb, n_tok, qkv_out);
+        PS_TRY(ps_matmul_multi(s->pool, 3, qkv, s->xb, n_tok, qkv_out));
         for_tokens(s, &c, rope_rows);
         ps_parallel_for(s->pool, (int64_t)n_tok * hp->n_head, n_tok > 1 ? 4 : 1, attention_items, &c);
-        ps_matmul(s->pool, &L->wo, s->att_out, n_tok, s->xb2);
+        PS_TRY(ps_matmul(s->pool, &L->wo, s->att_out, n_tok, s->xb2));
 
         /* 4. FFN block: xb = norm(x + attn), then the FFN of the session's
          *    mode (ffn.c) writes its output to xb2 and counts neurons */
         c.norm_w = L->ffn_norm;
         c.add_residual = 1;
         for_tokens(s, &c, residual_norm_rows);
-        ps_ffn_forward(s, il, n_tok);
+        PS_TRY(ps_ffn_forward(s, il, n_tok));
     }
 
     /* 5. last residual add, final norm (times the logit scale), output matrix */
@@ -229,22 +197,30 @@ static void forward_batch(ps_session *s, const int32_t *tokens, int32_t n_tok,
     c.add_residual = 1;
     if (all_logits) {
         for_tokens(s, &c, residual_norm_rows);
-        ps_matmul(s->pool, &m->output, s->xb, n_tok, all_logits);
-    } else if (want_last) {
+        return ps_matmul(s->pool, &m->output, s->xb, n_tok, all_logits);
+    }
+    if (want_last) {
         /* only the last token: add its residual and norm it alone */
         step_ctx last = c;
         last.n_tok = 1;
         residual_norm_rows(&last, n_tok - 1, n_tok, 0);
-        ps_matmul(s->pool, &m->output, s->xb + (int64_t)(n_tok - 1) * n_embd, 1, s->logits);
+        return ps_matmul(s->pool, &m->output, s->xb + (int64_t)(n_tok - 1) * n_embd, 1, s->logits);
     }
+    return PS_OK;
 }
 
 int ps_session_forward(ps_session *s, const int32_t *tokens, int32_t n, float *all_logits) {
     const int32_t n_vocab = s->model->hp.n_vocab;
+    const int32_t n_past0 = s->n_past;
     for (int32_t done = 0; done < n;) {
         int32_t nb = n - done < s->n_batch ? n - done : s->n_batch;
         float *lo = all_logits ? all_logits + (int64_t)done * n_vocab : NULL;
-        forward_batch(s, tokens + done, nb, lo, done + nb == n);
+        const int rc = forward_batch(s, tokens + done, nb, lo, done + nb == n);
+        if (rc != PS_OK) { /* the cache as before the call; no logits */
+            s->n_past = n_past0;
+            s->has_logits = 0;
+            return rc;
+        }
         s->n_past += nb;
         done += nb;
     }
@@ -270,9 +246,7 @@ void ps_session_destroy(ps_session *s) {
     free(s->ffn_mask);
     free(s->ffn_idx);
     free(s->ffn_keep);
-    free(s->pred_rest);
-    free(s->dense_rest);
-    ps_free(s->ones);
+    free(s->ffn_pause);
     free(s->stats);
     free(s->active_by_thread);
     free(s);
@@ -290,7 +264,7 @@ static float *alloc_floats(int64_t a, int64_t b, int64_t c) {
 
 ps_session *ps_session_create(const ps_model *m, const ps_session_params *p) {
     const ps_hparams *hp = &m->hp;
-    ps_session *s = calloc(1, sizeof *s);
+    ps_session *s = ps_calloc(1, sizeof *s);
     if (!s) {
         ps_fail(PS_ERR_MEMORY, "out of memory");
         return NULL;
@@ -325,30 +299,26 @@ ps_session *ps_session_create(const ps_model *m, const ps_session_params *p) {
     s->rope_sin = alloc_floats(nb, half, 1);
     s->logits = alloc_floats(hp->n_vocab, 1, 1);
     s->inv_freq = ps_alloc(sizeof(double) * (size_t)half);
-    s->ffn_mask = malloc((size_t)hp->n_ff);
-    s->ffn_idx = malloc(sizeof(int32_t) * (size_t)hp->n_ff);
-    s->ffn_keep = malloc((size_t)nb * (size_t)hp->n_ff);
-    s->pred_rest = calloc((size_t)hp->n_layer, sizeof(int32_t));
-    s->dense_rest = calloc((size_t)hp->n_layer, sizeof(int32_t));
-    s->ones = alloc_floats(hp->n_ff, 1, 1);
+    s->ffn_mask = ps_malloc((size_t)hp->n_ff);
+    s->ffn_idx = ps_malloc(sizeof(int32_t) * (size_t)hp->n_ff);
+    s->ffn_keep = ps_malloc((size_t)nb * (size_t)hp->n_ff);
+    s->ffn_pause = ps_calloc((size_t)hp->n_layer, sizeof *s->ffn_pause);
     int pred_ok = 1;
     if (hp->predictor_rank > 0) {
         s->pred_h = alloc_floats(nb, hp->predictor_rank, 1);
         s->pred_l = alloc_floats(nb, hp->n_ff, 1);
         pred_ok = s->pred_h && s->pred_l;
     }
-    s->stats = calloc((size_t)hp->n_layer, sizeof *s->stats);
-    s->active_by_thread = calloc((size_t)s->n_threads, sizeof(int64_t));
+    s->stats = ps_calloc((size_t)hp->n_layer, sizeof *s->stats);
+    s->active_by_thread = ps_calloc((size_t)s->n_threads, sizeof(int64_t));
     if (!s->k_cache || !s->v_cache || !s->x || !s->xb || !s->xb2 || !s->q || !s->att_out ||
         !s->att || !s->hb || !s->hb2 || !s->rope_cos || !s->rope_sin || !s->logits ||
-        !s->inv_freq || !s->stats || !s->active_by_thread || !s->ffn_mask || !s->ffn_idx || !s->ffn_keep || !s->ones || !s->pred_rest || !s->dense_rest ||
-        !pred_ok) {
+        !s->inv_freq || !s->stats || !s->active_by_thread || !s->ffn_mask || !s->ffn_idx || !s->ffn_keep || !s->ffn_pause || !pred_ok) {
         ps_fail(PS_ERR_MEMORY, "out of memory for a session of n_ctx %d, n_batch %d", s->n_ctx,
                 s->n_batch);
         ps_session_destroy(s);
         return NULL;
     }
-    for (int64_t i = 0; i < hp->n_ff; i++) s->ones[i] = 1.0f;
     for (int64_t i = 0; i < half; i++)
         s->inv_freq[i] = pow((double)hp->rope_freq_base, -2.0 * (double)i / hp->n_rot) *
                          hp->rope_freq_scale;

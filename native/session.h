@@ -1,5 +1,5 @@
 /* session.h: the state of one conversation with a model (not public;
- * prosparse.h's ps_session is this struct). Owned by engineer C.
+ * prosparse.h's ps_session is this struct).
  *
  * All buffers are allocated once in ps_session_create and sized for n_batch
  * tokens, so forward() never allocates. Shapes: q_dim = n_head*head_dim,
@@ -14,6 +14,12 @@
 #include "compute.h"
 #include "model.h"
 #include "prosparse.h"
+
+/* A layer's paused decisions (ffn.h's pause policy): decode tokens left. */
+typedef struct ps_ffn_pause {
+    int32_t predictor; /* predict mode decides by the gate instead */
+    int32_t sparse;    /* the exact sparse path runs dense instead */
+} ps_ffn_pause;
 
 struct ps_session {
     const struct ps_model *model; /* not owned; must outlive the session */
@@ -43,14 +49,10 @@ struct ps_session {
     uint8_t *ffn_mask;  /* (n_ff) 1: some token of the batch keeps the neuron */
     int32_t *ffn_idx;   /* (n_ff) row list: kept neurons, then those with x1 != 0 */
     uint8_t *ffn_keep;  /* (n_batch, n_ff) 1: this token keeps the neuron */
-    float *ones;        /* (n_ff) 1.0f: silu(gate) through ps_silu_mul */
     float *pred_h;      /* (n_batch, rank) predictor hidden; NULL without predictor */
     float *pred_l;      /* (n_batch, n_ff) predictor logits; NULL without predictor */
     int measure;        /* 1: predict mode also runs the dense gate to count recall */
-    int32_t *pred_rest; /* (n_layer) decode tokens this layer still runs without
-                         * its predictor (it kept nearly every neuron); 0 normally */
-    int32_t *dense_rest; /* (n_layer) decode tokens this layer's exact sparse path
-                          * still runs as dense (nearly every neuron was active) */
+    ps_ffn_pause *ffn_pause; /* (n_layer) */
     float *ref_g, *ref_u; /* (n_batch, n_ff) dense gate/up for the measure option */
 
     ps_layer_stats *stats;   /* (n_layer) counters since the last reset */
@@ -67,15 +69,5 @@ int ps_session_forward(struct ps_session *s, const int32_t *tokens, int32_t n, f
 
 /* Turn the predictor-recall measurement on (allocating its buffers) or off. */
 int ps_session_measure(struct ps_session *s, int on);
-
-/* AVX2 kernels for one query head's attention (attention_avx2.c; head_dim
- * a multiple of 8). scores: att[j] = scale * q.k_j, returns the max;
- * softmax: att[j] = exp(att[j] - mx), returns the sum; values:
- * out = inv * sum_j att[j] * v_j. Rows k_j, v_j are stride floats apart. */
-float ps_attn_scores_avx2(const float *q, const float *k, int64_t stride, int64_t n, int hd,
-                          float scale, float *att);
-float ps_attn_softmax_avx2(float *att, int64_t n, float mx);
-void ps_attn_values_avx2(const float *att, float inv, const float *v, int64_t stride, int64_t n, int hd,
-                         float *out);
 
 #endif

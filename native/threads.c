@@ -25,7 +25,6 @@
 #include "prosparse.h"
 #include "util.h"
 
-#define MAX_THREADS 64
 static void cpu_relax_(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -140,23 +139,25 @@ ps_compute *ps_compute_new(int n_threads, int64_t max_cols, int32_t max_tokens) 
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         n_threads = n > 0 ? (int)n : 1;
     }
-    if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
+    if (n_threads > PS_MAX_THREADS) n_threads = PS_MAX_THREADS;
     if (max_cols < 0 || max_tokens < 0) {
         ps_fail(PS_ERR_ARG, "ps_compute_new: negative size");
         return NULL;
     }
-    ps_compute *c = calloc(1, sizeof *c);
+    ps_compute *c = ps_calloc(1, sizeof *c);
     if (!c) goto oom;
     c->n_threads = n_threads;
-    c->scratch = calloc((size_t)n_threads + 1, sizeof *c->scratch);
-    c->scratch_cap = calloc((size_t)n_threads + 1, sizeof *c->scratch_cap);
-    c->workers = calloc((size_t)n_threads, sizeof *c->workers);
+    c->scratch = ps_calloc((size_t)n_threads + 1, sizeof *c->scratch);
+    c->scratch_cap = ps_calloc((size_t)n_threads + 1, sizeof *c->scratch_cap);
+    c->workers = ps_calloc((size_t)n_threads, sizeof *c->workers);
     if (!c->scratch || !c->scratch_cap || !c->workers) goto oom;
-    /* activation scratch sized up front so the first token does not allocate */
-    int64_t blocks = (max_cols + PS_QK - 1) / PS_QK;
-    if (max_tokens < 1) max_tokens = 1;
-    if (blocks > 0 && !ps_compute_scratch(c, 0, (size_t)blocks * max_tokens * sizeof(ps_block_q8a)))
-        goto oom;
+    /* all scratch up front: the products never allocate */
+    const ps_scratch_sizes z = ps_matmul_scratch_sizes(max_cols, max_tokens);
+    for (int slot = 0; slot <= n_threads; slot++) {
+        const size_t bytes = slot == 0 ? z.shared : slot == 1 ? z.first_thread : z.per_thread;
+        if (!(c->scratch[slot] = ps_alloc(bytes))) goto oom;
+        c->scratch_cap[slot] = bytes;
+    }
     for (int i = 1; i < n_threads; i++) {
         worker *w = &c->workers[i];
         w->c = c;
@@ -194,14 +195,8 @@ void ps_compute_free(ps_compute *c) {
 int ps_compute_n_threads(const ps_compute *c) { return c ? c->n_threads : 1; }
 
 void *ps_compute_scratch(ps_compute *c, int slot, size_t bytes) {
-    if (slot < 0 || slot > c->n_threads) return NULL;
-    if (c->scratch_cap[slot] >= bytes && c->scratch[slot]) return c->scratch[slot];
-    void *p = ps_alloc(bytes);
-    if (!p) return NULL;
-    ps_free(c->scratch[slot]);
-    c->scratch[slot] = p;
-    c->scratch_cap[slot] = bytes;
-    return p;
+    if (slot < 0 || slot > c->n_threads || c->scratch_cap[slot] < bytes || ps_alloc_fails()) return NULL;
+    return c->scratch[slot];
 }
 
 void ps_parallel_for(ps_compute *c, int64_t n, int64_t chunk, ps_range_fn fn, void *ctx) {

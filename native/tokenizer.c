@@ -116,13 +116,13 @@ static int load_vocab(ps_tokenizer *t, const ps_gguf *g) {
         total += s.n ? s.n : 24;
     }
     if (total >= UINT32_MAX) return ps_fail(PS_ERR_FORMAT, "tokenizer vocabulary text too large");
-    t->text = malloc(total + 1);
-    t->text_off = malloc((n + 1) * sizeof *t->text_off);
-    t->score = calloc(n, sizeof *t->score);
-    t->attr = malloc(n);
-    t->eog = calloc(n, 1);
+    t->text = ps_malloc(total + 1);
+    t->text_off = ps_malloc((n + 1) * sizeof *t->text_off);
+    t->score = ps_calloc(n, sizeof *t->score);
+    t->attr = ps_malloc(n);
+    t->eog = ps_calloc(n, 1);
     t->vocab_cap = pow2_at_least(2 * n);
-    t->vocab_hash = malloc(t->vocab_cap * sizeof *t->vocab_hash);
+    t->vocab_hash = ps_malloc(t->vocab_cap * sizeof *t->vocab_hash);
     if (!t->text || !t->text_off || !t->score || !t->attr || !t->eog || !t->vocab_hash)
         return ps_fail(PS_ERR_MEMORY, "out of memory loading a %llu-token vocabulary", (unsigned long long)n);
     memset(t->vocab_hash, 0xff, t->vocab_cap * sizeof *t->vocab_hash);
@@ -186,9 +186,9 @@ static int load_merges(ps_tokenizer *t, const ps_gguf *g) {
         return ps_fail(PS_ERR_FORMAT, "tokenizer.ggml.merges is missing or not a string array (needed by gpt2 BPE)");
     if (n > (uint64_t)INT32_MAX / 4) return ps_fail(PS_ERR_FORMAT, "tokenizer.ggml.merges: %llu entries", (unsigned long long)n);
     t->merge_cap = pow2_at_least(2 * n + 1);
-    t->merge_key = malloc(t->merge_cap * sizeof *t->merge_key);
-    t->merge_rank = malloc(t->merge_cap * sizeof *t->merge_rank);
-    t->merge_out = malloc(t->merge_cap * sizeof *t->merge_out);
+    t->merge_key = ps_malloc(t->merge_cap * sizeof *t->merge_key);
+    t->merge_rank = ps_malloc(t->merge_cap * sizeof *t->merge_rank);
+    t->merge_out = ps_malloc(t->merge_cap * sizeof *t->merge_out);
     cvec buf = {0};
     if (!t->merge_key || !t->merge_rank || !t->merge_out)
         return ps_fail(PS_ERR_MEMORY, "out of memory for %llu merges", (unsigned long long)n);
@@ -296,7 +296,7 @@ static int decode_token(const ps_tokenizer *t, int32_t id, const int16_t *cp_byt
 
 static int build_pieces(ps_tokenizer *t) {
     cvec out = {0};
-    t->piece_off = malloc(((size_t)t->n_vocab + 1) * sizeof *t->piece_off);
+    t->piece_off = ps_malloc(((size_t)t->n_vocab + 1) * sizeof *t->piece_off);
     if (!t->piece_off) return ps_fail(PS_ERR_MEMORY, "out of memory for token pieces");
     int16_t cp_byte[324];
     memset(cp_byte, 0xff, sizeof cp_byte);
@@ -309,7 +309,7 @@ static int build_pieces(ps_tokenizer *t) {
         }
     }
     t->piece_off[t->n_vocab] = (uint32_t)out.n;
-    t->piece = out.v ? out.v : malloc(1);
+    t->piece = out.v ? out.v : ps_malloc(1);
     return t->piece ? PS_OK : ps_fail(PS_ERR_MEMORY, "out of memory for token pieces");
 }
 
@@ -323,8 +323,8 @@ static int cmp_longest_first(const void *a, const void *b) {
 
 /* Tokens cut out of the text before BPE: control, user-defined, unknown. */
 static int build_specials(ps_tokenizer *t) {
-    len_id *tmp = malloc(((size_t)t->n_vocab) * sizeof *tmp);
-    t->special = malloc(((size_t)t->n_vocab) * sizeof *t->special);
+    len_id *tmp = ps_malloc(((size_t)t->n_vocab) * sizeof *tmp);
+    t->special = ps_malloc(((size_t)t->n_vocab) * sizeof *t->special);
     if (!tmp || !t->special) {
         free(tmp);
         return ps_fail(PS_ERR_MEMORY, "out of memory for special tokens");
@@ -392,7 +392,7 @@ ps_tokenizer *ps_tokenizer_load(const ps_gguf *g) {
         ps_fail(PS_ERR_ARG, "tokenizer: no GGUF file");
         return NULL;
     }
-    ps_tokenizer *t = calloc(1, sizeof *t);
+    ps_tokenizer *t = ps_calloc(1, sizeof *t);
     if (!t) {
         ps_fail(PS_ERR_MEMORY, "out of memory for the tokenizer");
         return NULL;

@@ -22,7 +22,7 @@ typedef struct { bigram *v; size_t n, cap; } heap;
 static int heap_push(heap *h, bigram x) {
     if (h->n == h->cap) {
         size_t cap = h->cap ? h->cap * 2 : 64;
-        bigram *v = realloc(h->v, cap * sizeof *v);
+        bigram *v = ps_realloc(h->v, cap * sizeof *v);
         if (!v) return -1;
         h->v = v;
         h->cap = cap;
@@ -67,7 +67,7 @@ typedef struct {       /* per-call scratch, so a tokenizer can be shared by thre
 
 static int sym_reserve(scratch *sc, size_t n) {
     if (n <= sc->sym_cap) return 0;
-    symbol *s = realloc(sc->sym, n * sizeof *s);
+    symbol *s = ps_realloc(sc->sym, n * sizeof *s);
     if (!s) return -1;
     sc->sym = s;
     sc->sym_cap = n;
@@ -128,10 +128,10 @@ static int bpe_word(const ps_tokenizer *t, scratch *sc, const unsigned char *w, 
 static int bpe_fragment(const ps_tokenizer *t, scratch *sc, const char *text, size_t len) {
     /* decode to code points; re-encode canonically (bad bytes become U+FFFD) */
     if (len + 1 > sc->cp_cap) {
-        uint32_t *cp = realloc(sc->cp, (len + 1) * sizeof *cp);
+        uint32_t *cp = ps_realloc(sc->cp, (len + 1) * sizeof *cp);
         if (!cp) return -1;
         sc->cp = cp;
-        uint8_t *fl = realloc(sc->fl, len + 1);
+        uint8_t *fl = ps_realloc(sc->fl, len + 1);
         if (!fl) return -1;
         sc->fl = fl;
         sc->cp_cap = len + 1;
@@ -227,7 +227,7 @@ typedef struct { fragment *v; size_t n, cap; } fvec;
 static int fvec_push(fvec *a, fragment f) {
     if (a->n == a->cap) {
         size_t cap = a->cap ? a->cap * 2 : 16;
-        fragment *v = realloc(a->v, cap * sizeof *v);
+        fragment *v = ps_realloc(a->v, cap * sizeof *v);
         if (!v) return -1;
         a->v = v;
         a->cap = cap;

@@ -3,6 +3,7 @@
 #include "prosparse.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,8 +33,25 @@ int ps_fail(int code, const char *fmt, ...) {
     return code;
 }
 
+/* ps_debug_fail_alloc: allocations left until the one that fails (0: off). */
+static _Atomic int64_t fail_countdown;
+
+int ps_alloc_fails(void) {
+    if (atomic_load_explicit(&fail_countdown, memory_order_relaxed) <= 0) return 0;
+    return atomic_fetch_sub(&fail_countdown, 1) == 1;
+}
+
+void ps_debug_fail_alloc(int64_t n) { atomic_store(&fail_countdown, n > 0 ? n : 0); }
+
+void *ps_malloc(size_t n) { return ps_alloc_fails() ? NULL : malloc(n); }
+
+void *ps_calloc(size_t n, size_t size) { return ps_alloc_fails() ? NULL : calloc(n, size); }
+
+void *ps_realloc(void *p, size_t n) { return ps_alloc_fails() ? NULL : realloc(p, n); }
+
 void *ps_alloc(size_t n) {
     void *p = NULL;
+    if (ps_alloc_fails()) return NULL;
     if (n == 0) n = 64;
     n = (n + 63) & ~(size_t)63;
     if (posix_memalign(&p, 64, n) != 0) return NULL;

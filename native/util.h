@@ -10,6 +10,22 @@
 int ps_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void ps_clear_error(void);
 
+/* Return from the calling function with expr's status unless it is PS_OK. */
+#define PS_TRY(expr)                  \
+    do {                              \
+        const int ps_rc_ = (expr);    \
+        if (ps_rc_ != 0) return ps_rc_; \
+    } while (0)
+
+/* Every allocation of the engine goes through these (malloc, calloc,
+ * realloc; free them with free), so ps_debug_fail_alloc can make any one
+ * of them fail. */
+void *ps_malloc(size_t n);
+/* 1 when ps_debug_fail_alloc says this allocation fails (for allocators of
+ * their own, such as the pool's scratch). */
+int ps_alloc_fails(void);
+void *ps_calloc(size_t n, size_t size);
+void *ps_realloc(void *p, size_t n);
 /* Aligned allocation (64 bytes) for scratch buffers; free with ps_free. */
 void *ps_alloc(size_t n);
 void ps_free(void *p);

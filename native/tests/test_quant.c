@@ -4,6 +4,7 @@
  * dequantized weights for every product; the scalar path is the reference
  * for the AVX2 one. The bit-exactness with gguf-py is tests/test_kernels.py.
  */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 static const int32_t TYPES[] = {PS_TYPE_F32, PS_TYPE_F16, PS_TYPE_BF16,
                                 PS_TYPE_Q8_0, PS_TYPE_Q4_0, PS_TYPE_Q4_1};
 #define N_TYPES (int)(sizeof TYPES / sizeof TYPES[0])
+static const ps_level_ops *const LEVEL_OPS[] = {&ps_ops_scalar, &ps_ops_avx2, &ps_ops_avx512};
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint32_t rnd(void) {
@@ -79,8 +81,8 @@ static void reference_matmul(int32_t type, const void *W, int64_t n_rows, int64_
     ps_matrix M = {W, type, n_cols, n_rows, NULL};
     float *row = malloc((size_t)n_cols * sizeof(float));
     float *xd = malloc((size_t)n_cols * n_tok * sizeof(float));
-    const ps_kernels *k = ps_kernels_scalar(type);
-    if (k->quantized) {
+    const ps_type_kernels *k = ps_kernels_get(type, &ps_ops_scalar);
+    if (k->q8a_input) {
         ps_block_q8a *q = malloc((size_t)n_cols / 32 * sizeof(ps_block_q8a));
         for (int32_t t = 0; t < n_tok; t++) {
             ps_quantize_q8a_scalar(X + (size_t)t * n_cols, q, n_cols);
@@ -113,7 +115,7 @@ TEST(test_traits) {
     CHECK(ps_row_bytes(PS_TYPE_Q8_0, 96) == 102);
     CHECK(ps_row_bytes(PS_TYPE_F16, 7) == 14);
     CHECK(ps_row_bytes(PS_TYPE_Q4_0, 33) == 0);
-    CHECK(ps_type_get(12) && !ps_type_get(12)->supported);
+    CHECK(ps_type_get(12) && !ps_type_supported(12));
     CHECK(ps_type_get(99) == NULL);
     CHECK(strcmp(ps_type_get(PS_TYPE_BF16)->name, "bf16") == 0);
 }
@@ -429,7 +431,7 @@ TEST(test_axpy4) {
     const int64_t n = 96;
     for (int ti = 0; ti < N_TYPES; ti++)
         for (int level = 0; level <= ps_simd_supported(); level++) {
-            const ps_kernels *k = ps_kernels_get(TYPES[ti], level);
+            const ps_type_kernels *k = ps_kernels_get(TYPES[ti], LEVEL_OPS[level]);
             uint8_t *W = random_matrix(TYPES[ti], 4, n);
             const size_t rb = ps_row_bytes(TYPES[ti], n);
             const void *src[4] = {W, W + rb, W + 2 * rb, W + 3 * rb};
@@ -454,7 +456,7 @@ TEST(test_silu_mul) {
         ps_simd_set(level);
         float out[N];
         memcpy(out, g, sizeof g);
-        ps_silu_mul(out, u, N);
+        ps_ops()->silu_mul(out, u, N);
         int bad = 0;
         for (int i = 0; i < N; i++) {
             ref[i] = (float)((double)g[i] / (1.0 + exp(-(double)g[i])) * u[i]);
@@ -463,6 +465,109 @@ TEST(test_silu_mul) {
         CHECK(bad == 0);
     }
     ps_simd_set(ps_simd_supported());
+}
+
+/* The one vectorised exp (SwiGLU and softmax): within 1.5 ulp of exp over
+ * [-87.3, 88], the range where exp(x) is a normal float and 2^n finite;
+ * 0 below it (exp < FLT_MIN there), exp(88) above it, never inf or NaN. */
+static double ulps(float got, double want) {
+    const float w = (float)want;
+    return fabs((double)got - want) / (double)(nextafterf(w, INFINITY) - w);
+}
+
+TEST(test_exp_error_bound) {
+    if (ps_simd_supported() < PS_SIMD_AVX2) return;
+    enum { N = 1 << 20 };
+    float *x = malloc(N * sizeof(float)), *y = malloc(N * sizeof(float));
+    for (int i = 0; i < N; i++) x[i] = -87.3f + (88.0f + 87.3f) * (float)i / (float)(N - 1);
+    memcpy(y, x, N * sizeof(float));
+    ps_exp_avx2(y, N);
+    double worst = 0;
+    for (int i = 0; i < N; i++) {
+        const double e = ulps(y[i], exp((double)x[i]));
+        if (e > worst) worst = e;
+    }
+    CHECK(worst <= 1.5);
+    const float edge[] = {-87.34f, -88.0f, -103.0f, -1e30f, 88.5f, 1e30f, 0.0f, -0.0f};
+    float v[8];
+    memcpy(v, edge, sizeof v);
+    ps_exp_avx2(v, 8);
+    for (int i = 0; i < 4; i++) CHECK(v[i] == 0.0f && exp((double)edge[i]) < FLT_MIN);
+    float e88 = 88.0f;
+    ps_exp_avx2(&e88, 1);
+    CHECK(v[4] == v[5] && isfinite(v[4]) && ulps(v[4], exp(88.0)) <= 1.5);
+    CHECK(v[6] == 1.0f && v[7] == 1.0f);
+    free(x);
+    free(y);
+}
+
+/* Every type the scalar level runs has a complete row at every level, with
+ * the same activation format; no level runs a type the scalar level lacks. */
+TEST(test_tables_complete) {
+    for (int32_t type = 0; type < PS_TYPE_COUNT; type++) {
+        const ps_type_kernels *ref = ps_kernels_get(type, &ps_ops_scalar);
+        for (int level = 0; level < 3; level++) {
+            const ps_type_kernels *k = ps_kernels_get(type, LEVEL_OPS[level]);
+            if (!ref) {
+                CHECK(k == NULL);
+                continue;
+            }
+            CHECK(k && k->gemm && k->dequant && k->axpy && k->axpy4 && k->q8a_input == ref->q8a_input);
+            CHECK(ps_type_get(type) != NULL);
+        }
+        const ps_type_traits *t = ps_type_get(type);
+        if (t) CHECK((ps_packed_bytes(type, 16, 64) > 0) == (t->pack_dwords > 0 && ref != NULL));
+    }
+    for (int level = 0; level < 3; level++) {
+        const ps_level_ops *o = LEVEL_OPS[level];
+        CHECK(o->level == level && o->quantize_q8a && o->gemm_acc && o->silu_mul && o->attn_scores &&
+              o->attn_softmax && o->attn_values && o->attn_head_multiple >= 1);
+    }
+}
+
+/* A pool made for smaller matrices or batches than a product needs: the
+ * product returns an error and writes nothing, instead of overrunning. */
+TEST(test_scratch_too_small) {
+    enum { ROWS = 64, COLS = 256 };
+    ps_compute *c = ps_compute_new(2, 64, 1);
+    uint8_t *W = random_matrix(PS_TYPE_Q8_0, ROWS, COLS);
+    float *X = random_floats(2 * ROWS > 2 * COLS ? 2 * ROWS : 2 * COLS), Y[2 * COLS];
+    for (int i = 0; i < 2 * COLS; i++) Y[i] = -7.0f;
+    ps_matrix M = {W, PS_TYPE_Q8_0, COLS, ROWS, NULL};
+    ps_clear_error();
+    CHECK(ps_matmul(c, &M, X, 1, Y) == PS_ERR_MEMORY);
+    CHECK(strstr(ps_last_error(), "scratch") != NULL);
+    CHECK(ps_accum_rows(c, &M, X, 2, NULL, ROWS, Y) == PS_ERR_MEMORY);   /* 2 tokens: no per-thread rows */
+    CHECK(ps_accum_rows(c, &M, X, 1, NULL, ROWS, Y) == PS_ERR_MEMORY);   /* partial sums of 256 columns */
+    int untouched = 1;
+    for (int i = 0; i < 2 * COLS; i++) untouched &= Y[i] == -7.0f;
+    CHECK(untouched);
+    ps_compute_free(c);
+    c = ps_compute_new(2, COLS, 2); /* big enough: the same calls work */
+    CHECK(ps_matmul(c, &M, X, 1, Y) == PS_OK);
+    CHECK(ps_accum_rows(c, &M, X, 2, NULL, ROWS, Y) == PS_OK);
+    CHECK(ps_accum_rows(c, &M, X, 1, NULL, ROWS, Y) == PS_OK);
+    ps_compute_free(c);
+    free(W), free(X);
+}
+
+/* Every allocation of a pool can fail: the constructor then returns NULL
+ * with an error, frees what it had, and the next try works. */
+TEST(test_pool_allocation_failures) {
+    int failures = 0;
+    for (int64_t n = 1; n < 200; n++) {
+        ps_debug_fail_alloc(n);
+        ps_clear_error();
+        ps_compute *c = ps_compute_new(2, 4096, 64);
+        ps_debug_fail_alloc(0);
+        if (c) {
+            ps_compute_free(c);
+            break;
+        }
+        failures++;
+        CHECK(ps_last_error_code() == PS_ERR_MEMORY && ps_last_error()[0]);
+    }
+    CHECK(failures >= 4); /* the pool has at least its slots and workers to allocate */
 }
 
 /* The pool: every index visited exactly once, many dispatches in a row. */
@@ -511,6 +616,10 @@ int main(void) {
     RUN(test_avx512_matches_avx2);
     RUN(test_axpy4);
     RUN(test_silu_mul);
+    RUN(test_exp_error_bound);
+    RUN(test_tables_complete);
+    RUN(test_scratch_too_small);
+    RUN(test_pool_allocation_failures);
     RUN(test_parallel_for);
     return CHECK_DONE();
 }

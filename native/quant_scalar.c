@@ -1,0 +1,228 @@
+/* quant_scalar.c: the scalar reference level: weight kernels, activation
+ * quantization, the small float GEMM and the SwiGLU product.
+ *
+ * These are the definition the SIMD levels are tested against: the same
+ * activation quantization (bit-identical), the same per-block formulas
+ * (quant.h), plain loops. They also run on CPUs without AVX2.
+ */
+#include "quant.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "util.h"
+
+/* ---- activation quantization --------------------------------------------- */
+void ps_quantize_q8a_scalar(const float *x, ps_block_q8a *y, int64_t n) {
+    for (int64_t b = 0; b < n / PS_QK; b++, x += PS_QK) {
+        float amax = 0.0f;
+        for (int j = 0; j < PS_QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        int sum = 0;
+        for (int j = 0; j < PS_QK; j++) {
+            int q = (int)nearbyintf(x[j] * id); /* nearest even, like _mm256_round_ps */
+            y[b].qs[j] = (int8_t)q;
+            sum += q;
+        }
+        y[b].d = d;
+        y[b].s = d * (float)sum;
+    }
+}
+
+/* ---- small float GEMM for accum_rows --------------------------------------- */
+void ps_gemm_acc_scalar(const float *A, int64_t lda, const float *B, int64_t ldb, float *Y,
+                        int64_t ldy, int64_t m, int64_t k, int64_t n) {
+    for (int64_t t = 0; t < m; t++)
+        for (int64_t c = 0; c < n; c++) {
+            float acc = 0.0f;
+            for (int64_t j = 0; j < k; j++) acc += A[t * lda + j] * B[j * ldb + c];
+            Y[t * ldy + c] += acc;
+        }
+}
+
+/* ---- SwiGLU ------------------------------------------------------------------- */
+void ps_silu_mul_scalar(float *g, const float *u, int64_t n) {
+    if (!u) {
+        for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i]));
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+/* ---- dequantization (bit-exact with gguf-py) ------------------------------ */
+static void dequant_f32(const void *src, float *dst, int64_t n) {
+    memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+static void dequant_f16(const void *src, float *dst, int64_t n) {
+    const uint16_t *s = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = ps_fp16_to_f32(s[i]);
+}
+
+static void dequant_bf16(const void *src, float *dst, int64_t n) {
+    const uint16_t *s = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = ps_bf16_to_f32(s[i]);
+}
+
+static void dequant_q8_0(const void *src, float *dst, int64_t n) {
+    const ps_block_q8_0 *b = src;
+    for (int64_t i = 0; i < n / PS_QK; i++, dst += PS_QK) {
+        const float d = ps_fp16_to_f32(b[i].d);
+        for (int j = 0; j < PS_QK; j++) dst[j] = d * (float)b[i].qs[j];
+    }
+}
+
+static void dequant_q4_0(const void *src, float *dst, int64_t n) {
+    const ps_block_q4_0 *b = src;
+    for (int64_t i = 0; i < n / PS_QK; i++, dst += PS_QK) {
+        const float d = ps_fp16_to_f32(b[i].d);
+        for (int j = 0; j < PS_QK / 2; j++) {
+            dst[j] = d * (float)((b[i].qs[j] & 0x0f) - 8);
+            dst[j + PS_QK / 2] = d * (float)((b[i].qs[j] >> 4) - 8);
+        }
+    }
+}
+
+static void dequant_q4_1(const void *src, float *dst, int64_t n) {
+    const ps_block_q4_1 *b = src;
+    for (int64_t i = 0; i < n / PS_QK; i++, dst += PS_QK) {
+        const float d = ps_fp16_to_f32(b[i].d), m = ps_fp16_to_f32(b[i].m);
+        for (int j = 0; j < PS_QK / 2; j++) {
+            float lo = d * (float)(b[i].qs[j] & 0x0f);
+            float hi = d * (float)(b[i].qs[j] >> 4);
+            dst[j] = lo + m;
+            dst[j + PS_QK / 2] = hi + m;
+        }
+    }
+}
+
+/* ---- axpy over one dequantized row segment ------------------------------- */
+#define AXPY_VIA_DEQUANT(name, dq, type)                                    \
+    static void name(const void *src, float a, float *y, int64_t n) {       \
+        float buf[256];                                                     \
+        for (int64_t c = 0; c < n; c += 256) {                              \
+            int64_t m_ = n - c < 256 ? n - c : 256;                         \
+            dq(src, buf, m_);                                               \
+            for (int64_t j = 0; j < m_; j++) y[c + j] += a * buf[j];        \
+            src = (const uint8_t *)src + ps_row_bytes(type, m_);            \
+        }                                                                   \
+    }
+AXPY_VIA_DEQUANT(axpy_f32, dequant_f32, PS_TYPE_F32)
+AXPY_VIA_DEQUANT(axpy_f16, dequant_f16, PS_TYPE_F16)
+AXPY_VIA_DEQUANT(axpy_bf16, dequant_bf16, PS_TYPE_BF16)
+AXPY_VIA_DEQUANT(axpy_q8_0, dequant_q8_0, PS_TYPE_Q8_0)
+AXPY_VIA_DEQUANT(axpy_q4_0, dequant_q4_0, PS_TYPE_Q4_0)
+AXPY_VIA_DEQUANT(axpy_q4_1, dequant_q4_1, PS_TYPE_Q4_1)
+
+#define AXPY4_VIA_AXPY(name, one)                                                    \
+    static void name(const void *const src[4], const float a[4], float *y, int64_t n) { \
+        for (int r = 0; r < 4; r++) one(src[r], a[r], y, n);                             \
+    }
+AXPY4_VIA_AXPY(axpy4_f32, axpy_f32)
+AXPY4_VIA_AXPY(axpy4_f16, axpy_f16)
+AXPY4_VIA_AXPY(axpy4_bf16, axpy_bf16)
+AXPY4_VIA_AXPY(axpy4_q8_0, axpy_q8_0)
+AXPY4_VIA_AXPY(axpy4_q4_0, axpy_q4_0)
+AXPY4_VIA_AXPY(axpy4_q4_1, axpy_q4_1)
+
+/* ---- float-weight products ----------------------------------------------- */
+/* One row at a time through a dequantized chunk; activations stay float. */
+#define GEMM_FLOAT(name, dq, esize)                                                  \
+    static void name(const uint8_t *W, size_t row_bytes, int64_t n_cols,             \
+                     const int32_t *idx, int64_t r0, int64_t r1, const void *Xv,     \
+                     int32_t n_tok, float *Y, int64_t ldy) {                         \
+        const float *X = Xv;                                                         \
+        float buf[256];                                                              \
+        for (int64_t pos = r0; pos < r1; pos++) {                                    \
+            const int64_t r = idx ? idx[pos] : pos;                                  \
+            const uint8_t *row = W + (size_t)r * row_bytes;                          \
+            for (int32_t t = 0; t < n_tok; t++) {                                    \
+                const float *x = X + (size_t)t * n_cols;                             \
+                float acc = 0.0f;                                                    \
+                for (int64_t c = 0; c < n_cols; c += 256) {                          \
+                    int64_t m = n_cols - c < 256 ? n_cols - c : 256;                 \
+                    dq(row + (size_t)c * esize, buf, m);                             \
+                    for (int64_t j = 0; j < m; j++) acc += buf[j] * x[c + j];        \
+                }                                                                    \
+                Y[(size_t)t * ldy + r] = acc;                                        \
+            }                                                                        \
+        }                                                                            \
+    }
+GEMM_FLOAT(gemm_f32, dequant_f32, 4)
+GEMM_FLOAT(gemm_f16, dequant_f16, 2)
+GEMM_FLOAT(gemm_bf16, dequant_bf16, 2)
+
+/* ---- integer products against q8a activations ---------------------------- */
+static void gemm_q8_0(const uint8_t *W, size_t row_bytes, int64_t n_cols, const int32_t *idx,
+                      int64_t r0, int64_t r1, const void *Xv, int32_t n_tok, float *Y, int64_t ldy) {
+    const int64_t nb = n_cols / PS_QK;
+    for (int64_t pos = r0; pos < r1; pos++) {
+        const int64_t r = idx ? idx[pos] : pos;
+        const ps_block_q8_0 *w = (const void *)(W + (size_t)r * row_bytes);
+        for (int32_t t = 0; t < n_tok; t++) {
+            const ps_block_q8a *x = (const ps_block_q8a *)Xv + (size_t)t * nb;
+            float acc = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                int isum = 0;
+                for (int j = 0; j < PS_QK; j++) isum += w[b].qs[j] * x[b].qs[j];
+                acc += ps_fp16_to_f32(w[b].d) * x[b].d * (float)isum;
+            }
+            Y[(size_t)t * ldy + r] = acc;
+        }
+    }
+}
+
+/* Q4_0 and Q4_1 share one loop: dw*dx*sum(q*x) + c*s, c = -8*dw or m. */
+static inline void gemm_q4(const uint8_t *W, size_t row_bytes, int64_t n_cols, const int32_t *idx,
+                           int64_t r0, int64_t r1, const void *Xv, int32_t n_tok, float *Y,
+                           int64_t ldy, int has_min) {
+    const int64_t nb = n_cols / PS_QK;
+    const size_t bbytes = has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0);
+    for (int64_t pos = r0; pos < r1; pos++) {
+        const int64_t r = idx ? idx[pos] : pos;
+        const uint8_t *row = W + (size_t)r * row_bytes;
+        for (int32_t t = 0; t < n_tok; t++) {
+            const ps_block_q8a *x = (const ps_block_q8a *)Xv + (size_t)t * nb;
+            float acc = 0.0f, corr = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *blk = row + (size_t)b * bbytes;
+                uint16_t dh, mh = 0;
+                memcpy(&dh, blk, 2);
+                if (has_min) memcpy(&mh, blk + 2, 2);
+                const uint8_t *qs = blk + (has_min ? 4 : 2);
+                int isum = 0;
+                for (int j = 0; j < PS_QK / 2; j++)
+                    isum += (qs[j] & 0x0f) * x[b].qs[j] + (qs[j] >> 4) * x[b].qs[j + PS_QK / 2];
+                const float dw = ps_fp16_to_f32(dh);
+                const float c = has_min ? ps_fp16_to_f32(mh) : -8.0f * dw;
+                acc += dw * x[b].d * (float)isum;
+                corr += c * x[b].s;
+            }
+            Y[(size_t)t * ldy + r] = acc + corr;
+        }
+    }
+}
+
+static void gemm_q4_0(const uint8_t *W, size_t row_bytes, int64_t n_cols, const int32_t *idx,
+                      int64_t r0, int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
+    gemm_q4(W, row_bytes, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 0);
+}
+
+static void gemm_q4_1(const uint8_t *W, size_t row_bytes, int64_t n_cols, const int32_t *idx,
+                      int64_t r0, int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
+    gemm_q4(W, row_bytes, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
+}
+
+/* ---- the scalar table (quant.h) ---------------------------------------------- */
+const ps_type_kernels ps_type_kernels_scalar[PS_TYPE_COUNT] = {
+    [PS_TYPE_F32] = {.gemm = gemm_f32, .dequant = dequant_f32, .axpy = axpy_f32, .axpy4 = axpy4_f32},
+    [PS_TYPE_F16] = {.gemm = gemm_f16, .dequant = dequant_f16, .axpy = axpy_f16, .axpy4 = axpy4_f16},
+    [PS_TYPE_BF16] = {.gemm = gemm_bf16, .dequant = dequant_bf16, .axpy = axpy_bf16, .axpy4 = axpy4_bf16},
+    [PS_TYPE_Q8_0] = {.gemm = gemm_q8_0, .dequant = dequant_q8_0, .axpy = axpy_q8_0, .axpy4 = axpy4_q8_0,
+                      .q8a_input = 1},
+    [PS_TYPE_Q4_0] = {.gemm = gemm_q4_0, .dequant = dequant_q4_0, .axpy = axpy_q4_0, .axpy4 = axpy4_q4_0,
+                      .q8a_input = 1},
+    [PS_TYPE_Q4_1] = {.gemm = gemm_q4_1, .dequant = dequant_q4_1, .axpy = axpy_q4_1, .axpy4 = axpy4_q4_1,
+                      .q8a_input = 1},
+};
