@@ -45,7 +45,7 @@ DEFAULT_MODEL = CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf"
 SECTIONS = ("sparse7b", "sparse1b", "threshold", "smollm2", "dense0")
 SPARSE_TARGETS = {"sparse": 1.5, "predict": 1.8}  # issue 4: tg speed-up over llama.cpp dense
 BOUND_TARGET = 0.8                                 # issue 4: share of the bytes-per-token bound
-LOADS: list[float] = []  # 1-min load averages around each measurement: a busy machine spoils them
+MACHINES: list[dict] = []  # each measurement's machine record (load, others' CPU share, busy) of the current section
 
 
 def say(msg: str) -> None:
@@ -142,7 +142,7 @@ def measure(label: str, path: Path, baseline: Path | None, a, pp: int, tg: int, 
                     n_pp=pp, n_tg=tg, modes=modes)
     print_table(res)
     write_json(res, str(out / f"{label}_{path.stem}.json"))
-    LOADS.append(max(res["machine"]["loadavg_before"][0], res["machine"]["loadavg_after"][0]))
+    MACHINES.append(res["machine"])
     return res
 
 
@@ -187,7 +187,7 @@ def section_dense0(a, out: Path) -> dict:
                     llama=False)
     print_table(res)
     write_json(res, str(out / f"dense0_{model.stem}.json"))
-    LOADS.append(max(res["machine"]["loadavg_before"][0], res["machine"]["loadavg_after"][0]))
+    MACHINES.append(res["machine"])
     rows = engine_rows(res)
     base = next(r for r in rows if r["mode"] == "dense")
     cmd = bench_cmd(model, None, a, a.dense0_pp, a.tg_1b, modes) + " --no-llama"
@@ -381,11 +381,18 @@ def main() -> int:
             say(f"== [{i + 1}/{len(sections)}] {name} (elapsed {time.monotonic() - t_start:.0f} s)")
             results.append(run[name]())
             results[-1]["seconds"] = time.monotonic() - t0
-            results[-1]["max_loadavg"] = max(LOADS, default=None)
-            if LOADS and max(LOADS) > a.threads + 0.5:
-                results[-1]["markdown"] += (f"\nWarning: 1-min load average up to {max(LOADS):.1f} on "
-                                            f"{os.cpu_count()} cores during this section: other work competed.\n")
-            LOADS.clear()
+            results[-1]["max_loadavg"] = max((max(m["loadavg_before"][0], m["loadavg_after"][0])
+                                              for m in MACHINES), default=None)
+            busy = [m for m in MACHINES if m.get("busy")]
+            results[-1]["busy"] = bool(busy)
+            if busy:
+                worst = max(max(m.get("others_cpu_share_before") or 0, m.get("others_cpu_share_during") or 0)
+                            for m in busy)
+                results[-1]["markdown"] = (f"Warning: the machine was busy in {len(busy)} of {len(MACHINES)} "
+                                           f"runs of this section (other processes' share of the CPUs' time up to "
+                                           f"{worst:.0%}, limit {busy[0]['busy_threshold_share']:.0%}): its ratios "
+                                           "to llama.cpp are unreliable.\n\n" + results[-1]["markdown"])
+            MACHINES.clear()
             say(f"   {name} done in {results[-1]['seconds']:.0f} s")
     except (ProSparseError, subprocess.CalledProcessError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

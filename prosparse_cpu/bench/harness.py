@@ -20,7 +20,8 @@ import numpy as np
 
 from .._lib import ProSparseError
 from .engines import LlamaCppEngine, OurEngine
-from .machine import bandwidth_unstable, machine_info, measure_read_bandwidth
+from .machine import (bandwidth_unstable, busy_verdict, cpu_clock, machine_info, measure_read_bandwidth, others_share,
+                      sample_others)
 from .traffic import bytes_per_token, weight_bytes
 
 
@@ -79,6 +80,7 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
     n_ctx = n_pp + n_tg + 8
     n_batch = max(n_pp, 1)
     load_before = os.getloadavg()
+    others_before = sample_others()
 
     model = Model(path, threads=threads, n_ctx=n_ctx, n_batch=min(n_batch, 512))
     engines: list = []
@@ -116,6 +118,8 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
         weights_bw: list[float] = []  # the same over our model's own weight copies
         measure_weights = measure_bandwidth
 
+        clock_start = clock_round = cpu_clock()
+        others_rounds: list[float | None] = []  # others' CPU share in each round of repetitions
         with _progress(console, len(engines) * len(tests) * (reps + 1)) as step:
             for e in engines:  # warm-up: one full prompt and a few decodes each, not recorded
                 for t, fn, ids in tests:
@@ -144,6 +148,10 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
                     except ProSparseError as e:
                         say(f"read bandwidth of the weights: {e}; bounds use the machine's figure")
                         measure_weights = False
+                clock = cpu_clock()
+                others_rounds.append(others_share(clock_round, clock))
+                clock_round = clock
+        others_during = others_share(clock_start, cpu_clock())
         # predictor recall needs the dense gate as well (the measure option): one
         # separate, untimed pass per predict engine, never mixed into the timings
         for e in engines:
@@ -174,6 +182,7 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
         "engines": [],
     }
     result["machine"]["bandwidth_unstable"] = bandwidth_unstable(result)
+    result["machine"] |= busy_verdict(others_before, others_during) | {"others_cpu_share_rounds": others_rounds}
     for e in engines:
         entry = {"name": e.name, "kind": e.kind, "mode": e.mode, "file": os.path.abspath(e.path), "tests": {}}
         for t, _, _ in tests:
@@ -204,11 +213,14 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
 
 
 def _add_ratios(result: dict) -> None:
+    """Each test's ratio to llama.cpp's median, and whether the machine was quiet enough to trust it."""
     ref = next((e for e in result["engines"] if e["kind"] == "llama.cpp"), None)
+    busy = bool(result["machine"].get("busy"))
     for e in result["engines"]:
         for t, s in e["tests"].items():
             r = ref["tests"].get(t, {}).get("median") if ref else None
             s["ratio_vs_llama_cpp"] = s["median"] / r if r and s.get("median") else None
+            s["ratio_reliable"] = None if s["ratio_vs_llama_cpp"] is None else not busy
 
 
 class _progress:

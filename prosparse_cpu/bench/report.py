@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from .machine import BW_SPREAD, bandwidth_unstable
+from .machine import BW_SPREAD, bandwidth_unstable, busy_note
 
 
 def _fmt_pct(x) -> str:
@@ -20,10 +20,14 @@ def print_table(result: dict, file=None) -> None:
     from rich.table import Table
 
     cfg, mach = result["config"], result["machine"]
+    busy = bool(mach.get("busy"))
+    console = Console(file=file or sys.stdout, width=140)
+    if busy:  # above the table: a reader who stops at the numbers must see it first
+        console.print(f"[bold red]warning:[/] {busy_note(mach)}", highlight=False)
     table = Table(title=f"{os.path.basename(cfg['model'])}, {cfg['threads']} threads",
                   caption=f"median of {cfg['reps']} reps, engines interleaved, after a warm-up")
     for col, just in (("engine", "left"), ("test", "left"), ("t/s", "right"), ("min-max", "right"),
-                      ("stdev", "right"), ("vs llama.cpp", "right"), ("sparsity", "right"), ("recall", "right"),
+                      ("stdev", "right"), ("vs llama.cpp?" if busy else "vs llama.cpp", "right"), ("sparsity", "right"), ("recall", "right"),
                       ("MB/token", "right"), ("GB/s", "right"), ("bound t/s", "right"),
                       ("of bound", "right")):
         table.add_column(col, justify=just, no_wrap=col in ("engine", "test"))
@@ -36,22 +40,30 @@ def print_table(result: dict, file=None) -> None:
             ratio = s.get("ratio_vs_llama_cpp")
             tg = t.startswith("tg")  # counters and bytes describe decode steps
             table.add_row(e["name"], t, f"{s['median']:.1f}", f"{s['min']:.1f}-{s['max']:.1f}", f"{s['stdev']:.1f}",
-                          "-" if ratio is None else f"{ratio:.2f}x",
+                          "-" if ratio is None else f"{ratio:.2f}x" + ("?" if busy else ""),
                           _fmt_pct(c.get("sparsity")) if tg else "-",
                           _fmt_pct(c.get("recall")) if tg else "-",
                           f"{bpt / 1e6:.1f}" if tg and bpt else "-",
                           f"{s['implied_gb_per_s']:.1f}" if tg and s.get("implied_gb_per_s") else "-",
                           f"{s['bound_tps']:.1f}" if tg and s.get("bound_tps") else "-",
                           _fmt_pct(s.get("share_of_bandwidth")) if tg else "-")
-    console = Console(file=file or sys.stdout, width=140)
     console.print(table)
     la, lb = mach.get("loadavg_before"), mach.get("loadavg_after")
     console.print("MB/token: weight bytes a decode step reads (KV cache not counted); GB/s: that times tg t/s"
                   + (f"; bound t/s: read bandwidth / MB per token ({bandwidth_note(result)}); of bound: t/s / bound t/s"
                      if mach.get("read_bandwidth_gb_s") else "")
-                  + "; recall of predict: from a separate untimed pass with the measure option", highlight=False)
+                  + "; recall of predict: from a separate untimed pass with the measure option"
+                  + ("; ?: unreliable, the machine was busy (see the warning above)" if busy else ""), highlight=False)
     console.print(f"machine: {mach.get('cpu', '?')}, {mach.get('cpu_count')} cores; load average "
-                  f"{la[0]:.2f} before, {lb[0]:.2f} after (a busy machine makes every number noisy)", highlight=False)
+                  f"{la[0]:.2f} before, {lb[0]:.2f} after; {others_note(mach)}", highlight=False)
+
+
+def others_note(mach: dict) -> str:
+    """Other processes' share of the CPUs before and during the run, in words."""
+    parts = [f"{100 * x:.0f}% {when}" for when, x in (("before", mach.get("others_cpu_share_before")),
+                                                      ("during", mach.get("others_cpu_share_during")))
+             if x is not None]
+    return "other processes' share of the CPUs " + (", ".join(parts) if parts else "not measured")
 
 
 def bandwidth_note(result: dict) -> str:
