@@ -43,8 +43,8 @@ HERE = Path(__file__).resolve().parent
 CACHE = Path.home() / ".cache" / "prosparse-cpu"
 DEFAULT_MODEL = CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf"
 SECTIONS = ("sparse7b", "sparse1b", "threshold", "smollm2", "dense0")
-SPARSE_TARGETS = {"sparse": 1.5, "predict": 1.8}  # issue 4: tg speed-up over llama.cpp dense
-BOUND_TARGET = 0.8                                 # issue 4: share of the bytes-per-token bound
+SPARSE_TARGETS = {"sparse": 1.5, "predict": 1.8}  # the project's targets: tg speed-up over llama.cpp dense
+BOUND_TARGET = 0.8                                 # and share of the bytes-per-token bound
 MACHINES: list[dict] = []  # each measurement's machine record (load, others' CPU share, busy) of the current section
 
 
@@ -173,14 +173,14 @@ def section_sparse(shape: str, a, out: Path) -> dict:
             checks.append(f"{r['mode']} at {pct(r['bound_share'])} of its bound (target >= {BOUND_TARGET:.0%}: "
                           f"{'met' if r['bound_share'] >= BOUND_TARGET else 'NOT met'})")
     if checks:
-        lines += ["", "Issue-4 targets: " + "; ".join(checks) + "."]
+        lines += ["", "Targets: " + "; ".join(checks) + "."]
     return {"section": f"sparse{shape}", "rows": rows, "markdown": "\n".join(lines) + "\n",
             "read_bandwidth_gb_s": res["machine"].get("read_bandwidth_gb_s"), "command": bench_cmd(
                 model, twin, a, a.sparse_pp, tg, modes)}
 
 
 def section_dense0(a, out: Path) -> dict:
-    """Issue 4, must-show 4: at 0% sparsity no mode is slower than dense by more than a few percent."""
+    """At 0% sparsity: every mode against our own dense, to show what the sparse machinery costs."""
     model = dense0_file(a.synth_dir)
     modes = ["dense", "sparse", "predict"]
     res = run_bench(str(model), threads=a.threads, reps=a.reps, n_pp=a.dense0_pp, n_tg=a.tg_1b, modes=modes,
@@ -225,7 +225,6 @@ def section_threshold(a, out: Path) -> dict:
 
     rows, cmds, dense_ppl = [], [], None
     for target in a.targets:
-        # (its own folder: files from before threshold files kept ffn_down must not be reused)
         path, conv = calibrated(src, a.calib_text, target, a.calib_tokens, a.synth_dir.parent / "calibrated")
         cmds.append(conv)
         res = measure(f"threshold{round(100 * target):02d}", path, src, a, 0, a.tg_threshold,
@@ -331,7 +330,7 @@ def main() -> int:
     ap.add_argument("--model", type=Path, default=Path(os.environ.get("PROSPARSE_SMOLLM2") or DEFAULT_MODEL),
                     help="SmolLM2-135M-Instruct GGUF (smollm2, threshold)")
     ap.add_argument("--synth-dir", type=Path, default=CACHE / "synth",
-                    help="synthetic models (made once); calibrated files go to its parent's threshold/")
+                    help="synthetic models (made once); calibrated files go to its parent's calibrated/")
     ap.add_argument("--types", default="q4_1,q8_0,q4_0", help="smollm2: weight types (variants are made once)")
     ap.add_argument("--pp", type=int, default=512, help="smollm2: prompt tokens")
     ap.add_argument("--tg", type=int, default=128, help="smollm2: generated tokens")

@@ -200,7 +200,7 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
             if t.startswith("tg") and bpt and s.get("median"):
                 s["implied_gb_per_s"] = bpt * s["median"] / 1e9
                 # the bound: every byte read at the read bandwidth of the memory it is in;
-                # ours: our weight copies (on a VM, memory differs: see bandwidth.c);
+                # ours: our weight copies (memory can differ in speed by where it lies);
                 # llama.cpp's page-cache pages cannot be measured: the machine's figure
                 bw = weights_bandwidth if e.kind == "prosparse" and weights_bandwidth else bandwidth
                 if bw:

@@ -60,7 +60,7 @@ def machine_info() -> dict:
 def measure_read_bandwidth(threads: int, gib: float = 1.0, reps: int = 5) -> float:
     """Main-memory read bandwidth in GB/s with `threads` threads of the engine's own
     pool (native ps_debug_read_bandwidth): the median of `reps` passes over a
-    `gib` GiB buffer, far above any L3. Repeated calls agree within a few percent."""
+    `gib` GiB buffer, far above any L3."""
     from .._lib import read_bandwidth
 
     return read_bandwidth(threads, gib, reps)
