@@ -255,6 +255,8 @@ def _declare(dll: ctypes.CDLL) -> ctypes.CDLL:
     #                         float *Y, int32_t n_threads);
     _fn(dll, "ps_debug_accum_rows", [c_int32, c_void_p, c_int64, c_int64, POINTER(c_float), c_int32,
                                      POINTER(c_int32), c_int64, POINTER(c_float), c_int32], c_int)
+    # void ps_debug_fail_alloc(int64_t n);
+    _fn(dll, "ps_debug_fail_alloc", [c_int64], None)
     # double ps_model_read_bandwidth(const ps_model *model, int32_t n_threads, int32_t reps);
     _fn(dll, "ps_model_read_bandwidth", [ps_model_p, c_int32, c_int32], ctypes.c_double)
 

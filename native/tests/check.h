@@ -6,6 +6,7 @@
 #define PS_CHECK_H
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 static int check_failures_ = 0, tests_passed_ = 0, tests_failed_ = 0;
 
@@ -22,6 +23,16 @@ static int check_failures_ = 0, tests_passed_ = 0, tests_failed_ = 0;
 #define RUN(name) do { int before_ = check_failures_; name(); \
     if (check_failures_ == before_) tests_passed_++; \
     else { tests_failed_++; fprintf(stderr, "FAILED %s\n", #name); } } while (0)
+/* A fresh directory under $TMPDIR (or /tmp) named prefix_XXXXXX into dir;
+ * 0 on success. */
+static inline int make_test_dir(char *dir, size_t n, const char *prefix) {
+    const char *base = getenv("TMPDIR");
+    snprintf(dir, n, "%s/%s_XXXXXX", base && *base ? base : "/tmp", prefix);
+    if (mkdtemp(dir)) return 0;
+    perror("mkdtemp");
+    return 1;
+}
+
 #define CHECK_DONE() (printf("%d passed, %d failed\n", tests_passed_, tests_failed_), \
                       tests_failed_ ? 1 : 0)
 #endif

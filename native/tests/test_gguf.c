@@ -383,27 +383,24 @@ TEST(bad_value_types_and_nesting) {
     CHECK(fails_with(&b, "unknown element type 77"));
 }
 
-TEST(bad_alignment) {
+/* One F32 tensor after a general.alignment key of the given value (u32, or a string). */
+static buf with_alignment(uint32_t align, const char *as_string) {
     buf b = {0};
     header(&b, 3, 1, 1);
-    kv_u32(&b, "general.alignment", 3);
+    if (as_string) kv_str(&b, "general.alignment", as_string);
+    else kv_u32(&b, "general.alignment", align);
     tensor_info(&b, "t", 1, (uint64_t[]){4}, 0, 0);
     pad_to(&b, 32);
     for (int i = 0; i < 16; i++) put_u8(&b, 0);
-    CHECK(fails_with(&b, "not a power of two"));
+    return b;
+}
 
-    header(&b, 3, 1, 1);
-    kv_u32(&b, "general.alignment", 0);
-    tensor_info(&b, "t", 1, (uint64_t[]){4}, 0, 0);
-    pad_to(&b, 32);
-    for (int i = 0; i < 16; i++) put_u8(&b, 0);
+TEST(bad_alignment) {
+    buf b = with_alignment(3, NULL);
     CHECK(fails_with(&b, "not a power of two"));
-
-    header(&b, 3, 1, 1);
-    kv_str(&b, "general.alignment", "32");
-    tensor_info(&b, "t", 1, (uint64_t[]){4}, 0, 0);
-    pad_to(&b, 32);
-    for (int i = 0; i < 16; i++) put_u8(&b, 0);
+    b = with_alignment(0, NULL);
+    CHECK(fails_with(&b, "not a power of two"));
+    b = with_alignment(0, "32");
     CHECK(fails_with(&b, "general.alignment has value type"));
 
     /* offset not a multiple of the (default) alignment */
@@ -452,9 +449,7 @@ TEST(many_tensors_hash_lookup) {
 }
 
 int main(void) {
-    const char *base = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/ps_gguf_XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
+    if (make_test_dir(tmpdir, sizeof tmpdir, "ps_gguf")) return 1;
     RUN(valid_file_reads_back);
     RUN(every_truncation_fails_cleanly);
     RUN(random_corruption_never_crashes);

@@ -475,9 +475,7 @@ TEST(smollm2_random_text) {
 }
 
 int main(void) {
-    const char *base = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/ps_tok_XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
+    if (make_test_dir(tmpdir, sizeof tmpdir, "ps_tok")) return 1;
     RUN(bpe_merges_by_rank);
     RUN(bpe_pretokenizers_and_specials);
     RUN(bpe_round_trip_random_text);
