@@ -24,21 +24,63 @@ import sys
 import time
 from pathlib import Path
 
+from prosparse_cpu.chat import CHATML_TEMPLATE
 from prosparse_cpu.trainer import config as C
 from prosparse_cpu.trainer.loop import train
-from prosparse_cpu.trainer.testing import tiny_llama, train_bpe, write_config
 
 DOCS = Path("/usr/share/doc/python3.11/html/_sources")
 
 PRESETS = {
     # ~3.3M-parameter model (1.6M of it embeddings); 3M pre-training tokens + 3 x 1.2M variant tokens (6.6M tokens in all):
-    # measured: 16 min on an idle 2-core machine (~8k tokens/s); ~95 min when other jobs share the cores.
     "full": dict(vocab=4096, hidden=192, n_ff=512, layers=4, heads=4, seq_len=128, batch=16,
                  pretrain_tokens=3_000_000, variant_tokens=1_200_000, max_corpus_tokens=0, heldout=64),
     # a few minutes: proves the pipeline end to end, numbers mean little.
     "quick": dict(vocab=1024, hidden=64, n_ff=176, layers=2, heads=4, seq_len=64, batch=8,
                   pretrain_tokens=40_000, variant_tokens=16_000, max_corpus_tokens=300_000, heldout=16),
 }
+
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def train_bpe(files, vocab_size: int):
+    """A byte-level BPE learned from `files` (the `tokenizers` trainer), with ChatML specials."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train([str(f) for f in files], trainer)
+    t = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=SPECIALS[0], bos_token=SPECIALS[0],
+                                additional_special_tokens=SPECIALS[1:])
+    t.chat_template = CHATML_TEMPLATE
+    return t
+
+
+def random_llama(vocab_size: int, hidden: int, n_ff: int, layers: int, heads: int, max_pos: int, eos: int):
+    """A dense SiLU LlamaForCausalLM with HF's initialisation (seed 0), to pre-train from scratch."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=n_ff,
+                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                      max_position_embeddings=max_pos, hidden_act="silu", tie_word_embeddings=False,
+                      bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+    return LlamaForCausalLM(cfg)
+
+
+def write_config(path: Path, model: Path, corpus: Path, out: Path, activation: str, data: dict, train: dict,
+                 **sections) -> Path:
+    """One run's TOML config (kept in --out, so a run can be repeated with prosparse-train)."""
+    raw = {"model": {"path": str(model), "activation": activation},
+           "data": {"train": [str(corpus)], **data}, **sections,
+           "train": {"out_dir": str(out), **train}}
+    path.write_text(C.to_toml(raw))
+    return path
 
 
 def progressive_stages(steps: int, lam_max: float) -> list:
@@ -95,8 +137,8 @@ def main(argv=None) -> int:
     if not (init / "config.json").is_file():
         files = sorted(f for f in corpus.rglob("*") if f.is_file())
         tok = train_bpe(files, P["vocab"])
-        model = tiny_llama(len(tok), hidden=P["hidden"], n_ff=P["n_ff"], layers=P["layers"], heads=P["heads"],
-                           kv_heads=P["heads"], max_pos=P["seq_len"], act="silu", eos=tok.eos_token_id)
+        model = random_llama(len(tok), hidden=P["hidden"], n_ff=P["n_ff"], layers=P["layers"], heads=P["heads"],
+                             max_pos=P["seq_len"], eos=tok.eos_token_id)
         model.save_pretrained(str(init))
         tok.save_pretrained(str(init))
     tokens_per_step = P["batch"] * P["seq_len"]
@@ -105,8 +147,7 @@ def main(argv=None) -> int:
     common = dict(data=data, train={"progress": True, "seed": 1234})
 
     pre_steps = max(2, P["pretrain_tokens"] // tokens_per_step)
-    pre_cfg = write_config(out / "pretrain.toml", init, corpus, out / "pretrain",
-                           model={"path": str(init), "activation": "silu"},
+    pre_cfg = write_config(out / "pretrain.toml", init, corpus, out / "pretrain", "silu",
                            sparsity={"stages": [[0.0, pre_steps]]},
                            optim={"lr": args.pretrain_lr, "min_lr": args.pretrain_lr / 10, "warmup_steps": pre_steps // 20,
                                   "micro_batch": P["batch"], "grad_accum": 1, "weight_decay": 0.1}, **common)
@@ -129,8 +170,7 @@ def main(argv=None) -> int:
     optim = {"lr": args.lr, "min_lr": args.lr / 10, "warmup_steps": steps // 20, "micro_batch": P["batch"],
              "grad_accum": 1, "max_steps": steps}   # the same LR curve and token budget for every variant
     for name, (stages, t) in variants.items():
-        cfg = write_config(out / f"{name}.toml", dense, corpus, out / name,
-                           model={"path": str(dense), "activation": "relu"}, sparsity={"stages": stages},
+        cfg = write_config(out / f"{name}.toml", dense, corpus, out / name, "relu", sparsity={"stages": stages},
                            optim=optim, fatrelu={"threshold": t}, **common)
         results[name] = run(cfg, f"{name}: {steps} steps, stages {stages}")
         results[name]["stages"] = stages

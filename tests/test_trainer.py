@@ -7,7 +7,8 @@ import pytest
 from prosparse_cpu.trainer import config as C
 from prosparse_cpu.trainer.cli import main
 from prosparse_cpu.trainer.schedule import lambda_at, lr_at, stage_table
-from prosparse_cpu.trainer.testing import make_tiny_model_dir, write_config, write_corpus
+from support.hf_models import make_tiny_model_dir
+from support.trainer_runs import write_config, write_corpus
 
 
 def paper_lambda(t, stages):

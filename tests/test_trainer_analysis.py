@@ -12,7 +12,8 @@ from prosparse_cpu.trainer.data import load_tokenizer
 from prosparse_cpu.trainer.modeling import load_model, save_prosparse
 from prosparse_cpu.trainer.predictors import train_layer
 from prosparse_cpu.trainer.sparsify import sparsify
-from prosparse_cpu.trainer.testing import make_tiny_model_dir, write_config, write_corpus
+from support.hf_models import make_tiny_model_dir
+from support.trainer_runs import write_config, write_corpus
 
 N_FF, N_EMBD, LAYERS = 176, 64, 2
 
@@ -79,7 +80,7 @@ def test_predictors_formats_and_convert_reads_them(relu_model, tmp_path):
         sd = torch.load(out / f"model_{L}.pt")
         assert set(sd) == {"fc1.weight", "fc2.weight"}
         assert sd["fc1.weight"].shape == (8, N_EMBD) and sd["fc2.weight"].shape == (N_FF, 8)
-    # the converter (engineer D's prosparse-convert) accepts the trainer's outputs
+    # prosparse-convert accepts the trainer's outputs
     prof = tmp_path / "prof"
     assert main(["profile", str(relu), "--data", str(data), "-o", str(prof), "--seq-len", "32",
                  "--max-tokens", "256", "--no-cett"]) == 0

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from prosparse_cpu.trainer.testing import make_tiny_model_dir, write_config, write_corpus
+from support.hf_models import make_tiny_model_dir
+from support.trainer_runs import write_config, write_corpus
 
 
 def free_port():

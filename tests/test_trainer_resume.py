@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from prosparse_cpu.trainer.testing import make_tiny_model_dir, write_config, write_corpus
+from support.hf_models import make_tiny_model_dir
+from support.trainer_runs import write_config, write_corpus
 
 TOTAL = 40
 

@@ -205,6 +205,22 @@ def load(path: str | Path, overrides: dict | None = None) -> Config:
     return from_dict(raw)
 
 
+def to_toml(raw: dict) -> str:
+    """The TOML text of a config dict ({section: {key: value}}; values are
+    booleans, numbers, strings or lists of them): what `load` reads back."""
+    def fmt(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return repr(v)
+
+    return "".join(f"[{name}]\n" + "".join(f"{k} = {fmt(v)}\n" for k, v in vals.items()) + "\n"
+                   for name, vals in raw.items())
+
+
 def validate(cfg: Config) -> None:
     m, d, s, o = cfg.model, cfg.data, cfg.sparsity, cfg.optim
     if m.activation not in ACTIVATIONS:
