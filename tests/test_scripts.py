@@ -1,4 +1,4 @@
-"""Developer scripts that tests can run in seconds: scripts/ab_libs.py, scripts/threshold_tiles.py."""
+"""scripts/ab_libs.py runs two builds of the library (or two modes) in one process."""
 from __future__ import annotations
 
 import shutil
@@ -11,7 +11,6 @@ from prosparse_cpu._lib import library_path
 
 ROOT = Path(__file__).resolve().parent.parent
 AB = ROOT / "scripts" / "ab_libs.py"
-TILES = ROOT / "scripts" / "threshold_tiles.py"
 
 
 def test_ab_libs_times_two_builds_in_one_process(tmp_path):
@@ -43,24 +42,3 @@ def test_ab_libs_bad_model_is_one_error_line(tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip().startswith("error:") and "missing.gguf" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
-
-
-def test_threshold_tiles_reports_empty_tile_shares(tmp_path):
-    model = tm.make_hf_llama(seed=5, n_layer=2, n_embd=64, n_ff=96)
-    path = tm.write_gguf(model, tmp_path / "silu.gguf", wtype="f32", arch="llama", activation="silu")
-    text = tmp_path / "t.txt"
-    text.write_text("the quick brown fox jumps over the lazy dog. " * 20)
-    r = subprocess.run([sys.executable, str(TILES), str(path), str(text), "--tokens", "64", "--every", "1"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    rows = [line for line in r.stdout.splitlines() if line.startswith("layer")]
-    assert len(rows) == 2 and all("S=50%" in x and "S=70%" in x for x in rows)
-
-
-def test_threshold_tiles_refuses_relu_models(tmp_path):
-    model = tm.make_hf_llama(seed=5, n_layer=2, n_embd=64, n_ff=96)
-    path = tm.write_gguf(model, tmp_path / "relu.gguf", wtype="f32", arch="prosparse", activation="relu")
-    text = tmp_path / "t.txt"
-    text.write_text("hello world " * 20)
-    r = subprocess.run([sys.executable, str(TILES), str(path), str(text)], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and r.stderr.startswith("error:") and "relu" in r.stderr
