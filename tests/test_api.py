@@ -1,14 +1,16 @@
-"""The Python API (DESIGN.md contract) on tiny models written by conftest, and on SmolLM2 (`real`)."""
+"""The Python API (DESIGN.md contract) on tiny models (support/gguf_files.py), and on SmolLM2 (`real`)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from conftest import token_id
 from prosparse_cpu import Model, ProSparseError
 from prosparse_cpu.chat import CHATML_TEMPLATE, render_chat, render_template
 from prosparse_cpu.model import TextStream
+from support.gguf_files import write_gguf, write_tiny_llama
+from support.hf_models import make_hf_llama
+from support.vocab import token_id
 
 TEXT = "hello world!\n\tTabs,   runs of spaces; digits 12345; ünïcödé, 日本語, emoji 😀👍🏽."
 
@@ -202,8 +204,6 @@ def test_chat_uses_the_file_template(succ):
 
 
 def test_chat_without_template_warns(tmp_path):
-    from conftest import write_tiny_llama
-
     path = write_tiny_llama(tmp_path / "notemplate.gguf", chat_template=None)
     with Model(path, threads=1, n_ctx=64) as m:
         with pytest.warns(UserWarning, match="ChatML"):
@@ -263,7 +263,6 @@ def test_smollm2_greedy_reads_sensibly(smol):
 
 
 def test_relu_file_counters_and_bench_modes(tmp_path):
-    from conftest import write_tiny_llama
     from prosparse_cpu.bench import default_modes
 
     path = write_tiny_llama(tmp_path / "relu.gguf", activation="relu", predictor_rank=8)
@@ -348,10 +347,8 @@ def test_model_read_bandwidth(tiny, smollm2_path):
 def test_map_only_equals_copied_weights(smollm2_path, tmp_path):
     """Running from the mapping (no load-time copies) gives the copies' logits
     bit for bit, on the real model and on a tiny Q4_0 prosparse model."""
-    import tiny_models as tm
-
-    tiny = tm.write_gguf(tm.make_hf_llama(seed=3, n_layer=2, n_embd=64, n_ff=96), tmp_path / "q4.gguf",
-                         wtype="q4_0", arch="prosparse", activation="relu")
+    tiny = write_gguf(make_hf_llama(seed=3, n_layer=2, n_embd=64, n_ff=96), tmp_path / "q4.gguf",
+                      wtype="q4_0", arch="prosparse", activation="relu")
     for path in (smollm2_path, str(tiny)):
         out = []
         for copy in (True, False):

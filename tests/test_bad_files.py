@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from conftest import write_tiny_llama
 from prosparse_cpu import Model, ProSparseError
+from support.gguf_files import write_tiny_llama
 
 pytestmark = pytest.mark.asan
 

@@ -14,48 +14,12 @@ import numpy as np
 import pytest
 
 from prosparse_cpu.convert.cli import convert
-from test_convert_fixtures import (GGUFModel, gguf_logits, make_bpe_tokenizer, make_hf_model,
-                                   make_spm_tokenizer, rel_err, torch_logits)
+from prosparse_cpu.convert.reference import GGUFModel, gguf_logits
+from support.compare import engine_logits, random_sequences, rel_err, top1_agreement
+from support.hf_models import hf_folder, make_hf_model
+from support.torch_reference import torch_logits
 
 CASES = [(f, a) for f in ("llama", "mistral", "minicpm") for a in ("silu", "relu", "fatrelu", "relu2", "drelu")]
-
-
-@pytest.fixture(scope="session")
-def tokenizers_dir(tmp_path_factory):
-    """One BPE and one SentencePiece tokenizer, trained once per session."""
-    d = tmp_path_factory.mktemp("tok")
-    return {"bpe": (d / "bpe", make_bpe_tokenizer(d / "bpe")),
-            "spm": (d / "spm", make_spm_tokenizer(d / "spm"))}
-
-
-def hf_folder(path, tokenizers_dir, family, act, tok="bpe", **kw):
-    src, n = tokenizers_dir[tok]
-    shutil.copytree(src, path, dirs_exist_ok=True)
-    make_hf_model(path, family, act, n, **kw)
-    return n
-
-
-def random_sequences(n_vocab, n_seq=4, length=32, seed=1):
-    rng = np.random.default_rng(seed)
-    return [[int(x) for x in rng.integers(0, n_vocab, length)] for _ in range(n_seq)]
-
-
-def engine():
-    """prosparse_cpu.Model, or skip while the native library is not built yet."""
-    from prosparse_cpu import Model, ProSparseError
-    return Model, ProSparseError
-
-
-def engine_logits(path, ids):
-    Model, ProSparseError = engine()
-    try:
-        m = Model(str(path), threads=2, n_ctx=256)
-    except ProSparseError as e:
-        if "cannot load native library" in str(e):
-            pytest.skip(f"engine not built: {e}")
-        raise
-    with m:
-        return m.eval_all(ids)
 
 
 @pytest.mark.parametrize("family,act", CASES)
@@ -89,20 +53,6 @@ def test_engine_f32_logits_match_pytorch(tmp_path, tokenizers_dir, family, act):
     convert(tmp_path / "hf", out, "f32", progress=False)
     ids = random_sequences(n, 1, 24)[0]
     assert rel_err(engine_logits(out, ids), torch_logits(tmp_path / "hf", ids)) <= 1e-4
-
-
-def top1_agreement(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
-    """(raw agreement, agreement where the reference is not a near-tie).
-
-    Random tiny models have many near-tied logits; a position counts as a
-    near-tie when the reference's top-2 margin is below 3x the RMS logit error
-    that Q8_0 rounding caused in that same sequence (REFERENCE.md, Fidelity).
-    """
-    top2 = np.sort(ref, -1)[:, -2:]
-    noise = np.sqrt(np.mean((got - ref) ** 2))
-    clear = (top2[:, 1] - top2[:, 0]) > 3 * noise
-    same = ref.argmax(-1) == got.argmax(-1)
-    return float(same.mean()), float(same[clear].mean()) if clear.any() else 1.0
 
 
 @pytest.mark.parametrize("family,act", [("llama", "relu"), ("llama", "silu"), ("minicpm", "fatrelu"),

@@ -14,9 +14,8 @@ from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
 from prosparse_cpu.convert.cli import main
-from test_convert import hf_folder, tokenizers_dir  # noqa: F401
-from test_convert_fixtures import make_hf_model
-from test_convert_predictor import powerinfer_dirs
+from support.hf_models import hf_folder, make_hf_model
+from support.predictors import powerinfer_dirs
 
 
 def run_bad(args, out_dir, expect):
@@ -32,7 +31,7 @@ def run_bad(args, out_dir, expect):
 
 
 @pytest.fixture
-def model(tmp_path, tokenizers_dir):  # noqa: F811
+def model(tmp_path, tokenizers_dir):
     hf_folder(tmp_path / "hf", tokenizers_dir, "llama", "relu", shard=None)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -107,7 +106,7 @@ def test_vocab_size_mismatch_config_vs_embedding(model):
     run_bad([hf, "-o", out / "m.gguf"], out, "token_embd.weight has shape")
 
 
-def test_vocab_size_mismatch_tokenizer_vs_embedding(tmp_path, tokenizers_dir):  # noqa: F811
+def test_vocab_size_mismatch_tokenizer_vs_embedding(tmp_path, tokenizers_dir):
     src, n = tokenizers_dir["bpe"]
     import shutil
     shutil.copytree(src, tmp_path / "hf")
@@ -212,7 +211,7 @@ def test_nan_in_gguf_input(model):
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
-def test_signal_leaves_nothing(tmp_path, tokenizers_dir, sig):  # noqa: F811
+def test_signal_leaves_nothing(tmp_path, tokenizers_dir, sig):
     """`kill` or Ctrl-C during a conversion: the temporary file is removed, status 130."""
     import signal
     import time

@@ -8,12 +8,16 @@ import pytest
 
 from prosparse_cpu.convert.cli import convert
 from prosparse_cpu.convert.errors import ConvertError
-from test_convert import engine_logits, hf_folder, random_sequences, tokenizers_dir  # noqa: F401
-from test_convert_fixtures import GGUFModel, SAMPLE_TEXTS, corpus_text, torch_logits
+from prosparse_cpu.convert.reference import GGUFModel, gguf_logits
+from support import SMOLLM2
+from support.compare import engine_logits, random_sequences
+from support.hf_models import hf_folder
+from support.torch_reference import torch_logits
+from support.vocab import SAMPLE_TEXTS, corpus_text
 
 
 @pytest.fixture
-def silu_model(tmp_path, tokenizers_dir):  # noqa: F811
+def silu_model(tmp_path, tokenizers_dir):
     hf_folder(tmp_path / "hf", tokenizers_dir, "llama", "silu")
     text = tmp_path / "calib.txt"
     text.write_text(corpus_text()[:20000])
@@ -71,7 +75,7 @@ def test_threshold_file_keeps_ffn_down(tmp_path, silu_model):
         assert 0.2 < m.stats()["sparsity"] < 0.8
 
 
-def test_calibrate_errors(tmp_path, silu_model, tokenizers_dir):  # noqa: F811
+def test_calibrate_errors(tmp_path, silu_model, tokenizers_dir):
     hf, text = silu_model
     with pytest.raises(ConvertError, match="go together"):
         convert(hf, tmp_path / "m.gguf", calibrate=text, progress=False)
@@ -90,7 +94,6 @@ def test_calibrate_errors(tmp_path, silu_model, tokenizers_dir):  # noqa: F811
 def test_smollm2_calibration(tmp_path):
     """SmolLM2 (GGUF input, tokenized by the engine): cut-offs at 50% reproduce 50% on the
     calibration tokens under an independent float64 forward of the same file."""
-    from test_convert_gguf import SMOLLM2
     if not SMOLLM2.is_file():
         pytest.skip(f"{SMOLLM2} not present (make model)")
     text = tmp_path / "calib.txt"
@@ -100,7 +103,6 @@ def test_smollm2_calibration(tmp_path):
     cut = np.array(GGUFModel(out).kv("prosparse.ffn.cutoffs"))
     assert cut.shape == (30,) and (cut > 0).all()
     from prosparse_cpu import Model
-    from test_convert_fixtures import gguf_logits
     with Model(str(SMOLLM2), threads=2, n_ctx=512) as m:
         ids = m.tokenize(text.read_text(), add_bos=True)[:200]
     acts = []
@@ -114,7 +116,6 @@ def test_smollm2_calibration(tmp_path):
 @pytest.mark.slow
 def test_smollm2_threshold_mode_in_engine(tmp_path):
     """The engine's threshold mode, with the converter's cut-offs, skips about the target share."""
-    from test_convert_gguf import SMOLLM2
     if not SMOLLM2.is_file():
         pytest.skip(f"{SMOLLM2} not present (make model)")
     from prosparse_cpu import Model

@@ -6,25 +6,22 @@ along the transposed rows). Engine and llama.cpp read the results.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from prosparse_cpu.convert.cli import convert
-from test_convert import engine_logits, hf_folder, random_sequences, tokenizers_dir, top1_agreement  # noqa: F401
-from test_convert_fixtures import GGUFModel, gguf_logits, rel_err, torch_logits
-
-SMOLLM2 = Path(os.environ.get("PROSPARSE_SMOLLM2",
-                              Path.home() / ".cache/prosparse-cpu/SmolLM2-135M-Instruct.Q4_1.gguf"))
+from prosparse_cpu.convert.reference import GGUFModel, gguf_logits
+from support import SMOLLM2
+from support.compare import engine_logits, random_sequences, rel_err, top1_agreement
+from support.hf_models import hf_folder
+from support.torch_reference import torch_logits
 TEXT = ("The converter is how users get their models in. Activation sparsity means that most neurons "
         "of a feed-forward layer output exactly zero for a given token, so their weights need not be read. "
         "def main():\n    print('hello, world', 12345)\n")
 
 
 @pytest.fixture
-def tiny_llama_gguf(tmp_path, tokenizers_dir):  # noqa: F811
+def tiny_llama_gguf(tmp_path, tokenizers_dir):
     """A SiLU HF model and its llama GGUF in F32 (both made by the tests)."""
     n = hf_folder(tmp_path / "hf", tokenizers_dir, "llama", "silu")
     src = tmp_path / "llama-f32.gguf"

@@ -4,50 +4,19 @@ predictor's output rows, so the reordered file computes the same function.
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from prosparse_cpu.convert.cli import convert
-from test_convert import engine_logits, hf_folder, random_sequences, tokenizers_dir  # noqa: F401
-from test_convert_fixtures import GGUFModel, gguf_logits, rel_err
-
-RANK, N_FF, N_EMBD, N_LAYER = 16, 128, 64, 2
-
-
-def powerinfer_dirs(tmp_path, threshold=0.25):
-    g = torch.Generator().manual_seed(7)
-    pred, stats = tmp_path / "pred", tmp_path / "stats"
-    pred.mkdir()
-    stats.mkdir()
-    for L in range(N_LAYER):
-        torch.save({"fc1.weight": torch.randn(RANK, N_EMBD, generator=g),
-                    "fc2.weight": torch.randn(N_FF, RANK, generator=g)}, pred / f"model_{L}.pt")
-        torch.save(torch.randint(0, 1000, (N_FF,), generator=g), stats / f"activation_{L}.pt")
-    (pred / "config.json").write_text(json.dumps({"sparse_threshold": threshold}))
-    return pred, stats
-
-
-def trainer_dirs(tmp_path, n_tokens=5000):
-    g = torch.Generator().manual_seed(8)
-    pred, stats = tmp_path / "tpred", tmp_path / "tstats"
-    pred.mkdir()
-    stats.mkdir()
-    save_file({f"layers.{L}.fc{i}.weight": torch.randn(*shape, generator=g)
-               for L in range(N_LAYER) for i, shape in ((1, (RANK, N_EMBD)), (2, (N_FF, RANK)))},
-              str(pred / "predictors.safetensors"),
-              metadata={"threshold": "0.1", "input": "ffn_norm", "hidden_act": "none"})
-    save_file({f"layers.{L}.counts": torch.randint(0, n_tokens, (N_FF,), generator=g).float()
-               for L in range(N_LAYER)}, str(stats / "activation_stats.safetensors"),
-              metadata={"n_tokens": str(n_tokens)})
-    return pred, stats
+from prosparse_cpu.convert.reference import GGUFModel, gguf_logits
+from support.compare import engine_logits, random_sequences, rel_err
+from support.hf_models import hf_folder
+from support.predictors import N_EMBD, N_FF, N_LAYER, RANK, powerinfer_dirs, trainer_dirs
 
 
 @pytest.fixture
-def relu_model(tmp_path, tokenizers_dir):  # noqa: F811
+def relu_model(tmp_path, tokenizers_dir):
     n = hf_folder(tmp_path / "hf", tokenizers_dir, "llama", "relu")
     return tmp_path / "hf", n
 
@@ -105,7 +74,7 @@ def test_trainer_formats(tmp_path, relu_model):
     assert np.allclose(m.w("blk.0.ffn_freq"), np.sort(counts)[::-1] / 5000)
 
 
-def test_cli_overrides_and_silu_becomes_prosparse(tmp_path, tokenizers_dir):  # noqa: F811
+def test_cli_overrides_and_silu_becomes_prosparse(tmp_path, tokenizers_dir):
     hf_folder(tmp_path / "hf", tokenizers_dir, "llama", "silu")
     pred, stats = powerinfer_dirs(tmp_path)
     out = tmp_path / "m.gguf"

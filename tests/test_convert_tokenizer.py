@@ -11,8 +11,10 @@ import shutil
 import pytest
 
 from prosparse_cpu.convert.cli import convert
-from test_convert import engine, hf_folder, tokenizers_dir  # noqa: F401  (session fixture)
-from test_convert_fixtures import SAMPLE_TEXTS, GGUFModel, corpus_text
+from prosparse_cpu.convert.reference import GGUFModel
+from support.compare import engine
+from support.hf_models import hf_folder, make_hf_model
+from support.vocab import SAMPLE_TEXTS, corpus_text
 
 TEXTS = SAMPLE_TEXTS + [corpus_text()[:2000]]
 
@@ -26,7 +28,7 @@ def hf_ids(folder, kind, text):
 
 
 @pytest.fixture(params=["bpe", "spm"])
-def converted(request, tmp_path, tokenizers_dir):  # noqa: F811
+def converted(request, tmp_path, tokenizers_dir):
     kind = request.param
     hf_folder(tmp_path / "hf", tokenizers_dir, "llama", "silu", tok=kind)
     out = tmp_path / "m.gguf"
@@ -80,7 +82,7 @@ def test_engine_tokenizes_like_hf(converted):
             assert m.tokenize("<|im_start|>user", add_bos=False, special=True)[0] == 1
 
 
-def test_bytefallback_bpe_tokenizer_json(tmp_path, tokenizers_dir):  # noqa: F811
+def test_bytefallback_bpe_tokenizer_json(tmp_path, tokenizers_dir):
     """A LLaMA-style tokenizer.json (BPE + byte fallback) without tokenizer.model: merges
     become SentencePiece scores. Known difference, as in llama.cpp: HF's Metaspace adds no
     '▁' before text that already starts with a space; SentencePiece (and so llama.cpp) does."""
@@ -90,7 +92,6 @@ def test_bytefallback_bpe_tokenizer_json(tmp_path, tokenizers_dir):  # noqa: F81
     AutoTokenizer.from_pretrained(src).save_pretrained(hf)
     (hf / "tokenizer.model").unlink(missing_ok=True)
     tok = AutoTokenizer.from_pretrained(hf)
-    from test_convert_fixtures import make_hf_model
     make_hf_model(hf, "llama", "silu", len(tok), shard=None)
     out = tmp_path / "m.gguf"
     convert(hf, out, "f16", progress=False)

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import support
+
 ROOT = Path(__file__).resolve().parent.parent
-SMOLLM2 = os.environ.get("PROSPARSE_SMOLLM2",
-                         os.path.expanduser("~/.cache/prosparse-cpu/SmolLM2-135M-Instruct.Q4_1.gguf"))
+SMOLLM2 = str(support.SMOLLM2)
 
 
 def _fidelity():

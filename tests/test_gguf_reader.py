@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from support import SMOLLM2
+
 ROOT = Path(__file__).resolve().parents[1]
-SMOLLM2 = Path(os.environ.get("PROSPARSE_SMOLLM2",
-                              Path.home() / ".cache/prosparse-cpu/SmolLM2-135M-Instruct.Q4_1.gguf"))
 
 DUMP_C = r"""
 #include <stdio.h>

@@ -1,4 +1,4 @@
-"""Engine logits vs transformers on tiny random models (tiny_models.py).
+"""Engine logits vs transformers on tiny random models (support/hf_models.py).
 
 F32 files must match the HF model to 1e-4 of the largest |logit| at every
 position, whether the tokens arrive as one batch, split across several
@@ -11,7 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import tiny_models as tm
+from support.gguf_files import WEIGHT_TYPES, dequantized_copy, write_gguf
+from support.hf_models import ACTIVATIONS, make_hf_llama
+from support.torch_reference import Act, reference_logits
+from support.vocab import N_VOCAB
 from prosparse_cpu import Model, ProSparseError
 
 REL_TOL = 1e-4
@@ -22,7 +25,7 @@ def rel_err(a, b) -> float:
 
 
 def random_tokens(n: int, seed: int = 0) -> list[int]:
-    return [int(t) for t in np.random.default_rng(seed).integers(0, tm.N_VOCAB, n)]
+    return [int(t) for t in np.random.default_rng(seed).integers(0, N_VOCAB, n)]
 
 
 def engine_all(path, tokens, n_batch=512, threads=2) -> np.ndarray:
@@ -45,10 +48,10 @@ def engine_one_by_one(path, tokens, threads=2) -> np.ndarray:
     (False, 8, 2, 10000.0),   # 4 query heads per kv head, head_dim 8
 ])
 def test_f32_llama_matches_transformers(tmp_path, tied, n_head, n_head_kv, theta):
-    model = tm.make_hf_llama(seed=3, tied=tied, n_head=n_head, n_head_kv=n_head_kv, rope_theta=theta)
-    path = tm.write_gguf(model, tmp_path / "m.gguf")
+    model = make_hf_llama(seed=3, tied=tied, n_head=n_head, n_head_kv=n_head_kv, rope_theta=theta)
+    path = write_gguf(model, tmp_path / "m.gguf")
     tokens = random_tokens(60)
-    ref = tm.reference_logits(model, tokens)
+    ref = reference_logits(model, tokens)
     one_batch = engine_all(path, tokens)
     batched = engine_all(path, tokens, n_batch=7)  # 9 batches, the last one partial
     single = engine_one_by_one(path, tokens[:24])
@@ -60,10 +63,10 @@ def test_f32_llama_matches_transformers(tmp_path, tied, n_head, n_head_kv, theta
 
 
 def test_f32_single_thread_and_last_logits(tmp_path):
-    model = tm.make_hf_llama(seed=4)
-    path = tm.write_gguf(model, tmp_path / "m.gguf")
+    model = make_hf_llama(seed=4)
+    path = write_gguf(model, tmp_path / "m.gguf")
     tokens = random_tokens(33, seed=1)
-    ref = tm.reference_logits(model, tokens)
+    ref = reference_logits(model, tokens)
     assert rel_err(engine_all(path, tokens, threads=1), ref) <= REL_TOL
     # eval() without all-logits computes only the last position
     with Model(path, threads=2, n_ctx=64, n_batch=8) as m:
@@ -74,17 +77,17 @@ def test_f32_single_thread_and_last_logits(tmp_path):
 
 
 def test_rope_linear_scaling(tmp_path):
-    model = tm.make_hf_llama(seed=5, rope_linear_factor=4.0)
-    path = tm.write_gguf(model, tmp_path / "m.gguf")
+    model = make_hf_llama(seed=5, rope_linear_factor=4.0)
+    path = write_gguf(model, tmp_path / "m.gguf")
     tokens = random_tokens(40, seed=2)
-    assert rel_err(engine_all(path, tokens, n_batch=16), tm.reference_logits(model, tokens)) <= REL_TOL
+    assert rel_err(engine_all(path, tokens, n_batch=16), reference_logits(model, tokens)) <= REL_TOL
 
 
 def test_truncate_then_continue_matches_fresh(tmp_path):
-    model = tm.make_hf_llama(seed=6)
-    path = tm.write_gguf(model, tmp_path / "m.gguf")
+    model = make_hf_llama(seed=6)
+    path = write_gguf(model, tmp_path / "m.gguf")
     a, b = random_tokens(30, seed=3), random_tokens(12, seed=4)
-    ref = tm.reference_logits(model, a[:18] + b)
+    ref = reference_logits(model, a[:18] + b)
     with Model(path, threads=2, n_ctx=64, n_batch=16) as m:
         m.eval(a)
         m.truncate(18)
@@ -94,14 +97,14 @@ def test_truncate_then_continue_matches_fresh(tmp_path):
         assert rel_err(m.eval_all(a[:18] + b), ref) <= REL_TOL
 
 
-@pytest.mark.parametrize("activation", tm.ACTIVATIONS)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_f32_prosparse_activations_and_scales(tmp_path, activation):
-    model = tm.make_hf_llama(seed=7, n_layer=3, tied=True)
+    model = make_hf_llama(seed=7, n_layer=3, tied=True)
     kw = dict(activation=activation, threshold=0.05 if activation == "fatrelu" else 0.0,
               embedding_scale=3.0, residual_scale=0.4, logit_scale=0.2)
-    path = tm.write_gguf(model, tmp_path / "m.gguf", arch="prosparse", **kw)
+    path = write_gguf(model, tmp_path / "m.gguf", arch="prosparse", **kw)
     tokens = random_tokens(50, seed=5)
-    ref = tm.reference_logits(model, tokens, **kw)
+    ref = reference_logits(model, tokens, **kw)
     out = engine_all(path, tokens, n_batch=16)
     single = engine_one_by_one(path, tokens[:10])
     print(f"{activation}: rel err {rel_err(out, ref):.2e}")
@@ -113,10 +116,10 @@ def test_f32_prosparse_activations_and_scales(tmp_path, activation):
 
 def test_prosparse_with_plain_ffn_down(tmp_path):
     """A prosparse file may keep ffn_down (not transposed): same function."""
-    model = tm.make_hf_llama(seed=8)
-    path = tm.write_gguf(model, tmp_path / "m.gguf", arch="prosparse", activation="relu", down_t=False)
+    model = make_hf_llama(seed=8)
+    path = write_gguf(model, tmp_path / "m.gguf", arch="prosparse", activation="relu", down_t=False)
     tokens = random_tokens(30, seed=6)
-    assert rel_err(engine_all(path, tokens), tm.reference_logits(model, tokens, activation="relu")) <= REL_TOL
+    assert rel_err(engine_all(path, tokens), reference_logits(model, tokens, activation="relu")) <= REL_TOL
 
 
 def _count_active(model, tokens, activation, threshold=0.0):
@@ -129,7 +132,7 @@ def _count_active(model, tokens, activation, threshold=0.0):
     patched = copy.deepcopy(model)
     counts = []
     for layer in patched.model.layers:
-        layer.mlp.act_fn = tm._Act(activation, threshold)
+        layer.mlp.act_fn = Act(activation, threshold)
         layer.mlp.register_forward_hook(lambda mod, inp, out: counts.append(
             int((mod.act_fn(mod.gate_proj(inp[0])) * mod.up_proj(inp[0]) != 0).sum())))
     with torch.no_grad():
@@ -139,9 +142,9 @@ def _count_active(model, tokens, activation, threshold=0.0):
 
 @pytest.mark.parametrize("activation", ["relu", "fatrelu"])
 def test_dense_mode_counts_measured_sparsity(tmp_path, activation):
-    model = tm.make_hf_llama(seed=9, n_layer=2)
+    model = make_hf_llama(seed=9, n_layer=2)
     thr = 0.1 if activation == "fatrelu" else 0.0
-    path = tm.write_gguf(model, tmp_path / "m.gguf", arch="prosparse", activation=activation, threshold=thr)
+    path = write_gguf(model, tmp_path / "m.gguf", arch="prosparse", activation=activation, threshold=thr)
     tokens = random_tokens(40, seed=7)
     want = _count_active(model, tokens, activation, thr)
     with Model(path, threads=2, n_ctx=64, n_batch=16) as m:
@@ -165,10 +168,10 @@ def test_quantized_vs_dequantized_reference(tmp_path, wtype, min_top1, max_err):
     match it exactly; for block-quantized ones the engine also rounds each
     matmul's input to 8 bits, which moves logits by ~2% of the largest: top-1
     may flip only where the reference's top-2 margin is smaller than that."""
-    model = tm.make_hf_llama(seed=10, n_layer=2, n_embd=128, n_ff=256, std=0.05)
-    path = tm.write_gguf(model, tmp_path / "m.gguf", wtype=wtype)
+    model = make_hf_llama(seed=10, n_layer=2, n_embd=128, n_ff=256, std=0.05)
+    path = write_gguf(model, tmp_path / "m.gguf", wtype=wtype)
     tokens = random_tokens(200, seed=8)
-    ref = tm.reference_logits(tm.dequantized_copy(model, wtype), tokens)
+    ref = reference_logits(dequantized_copy(model, wtype), tokens)
     out = engine_all(path, tokens, n_batch=64)
     agree = out.argmax(1) == ref.argmax(1)
     top2 = np.sort(ref, axis=1)[:, -2:]
@@ -180,15 +183,15 @@ def test_quantized_vs_dequantized_reference(tmp_path, wtype, min_top1, max_err):
     assert agree[clear].all()
     assert err <= max_err
     with Model(path, threads=2, n_ctx=16) as m:
-        assert m.info.weight_type == int(tm.WEIGHT_TYPES[wtype])
+        assert m.info.weight_type == int(WEIGHT_TYPES[wtype])
 
 
 @pytest.mark.asan
 def test_modes_the_file_cannot_run_are_refused(tmp_path):
     """relu file without predictor or cut-offs: sparse runs, predict and
     threshold say what is missing (tests/test_sparse.py covers the modes)."""
-    model = tm.make_hf_llama(seed=11)
-    path = tm.write_gguf(model, tmp_path / "m.gguf", arch="prosparse", activation="relu")
+    model = make_hf_llama(seed=11)
+    path = write_gguf(model, tmp_path / "m.gguf", arch="prosparse", activation="relu")
     with Model(path, threads=1, n_ctx=32) as m:
         for mode, why in (("predict", "predictor"), ("threshold", "cut-offs")):
             with pytest.raises(ProSparseError, match=why):
@@ -202,11 +205,11 @@ def test_modes_the_file_cannot_run_are_refused(tmp_path):
 
 @pytest.mark.asan
 def test_bad_eval_arguments(tmp_path):
-    model = tm.make_hf_llama(seed=12)
-    path = tm.write_gguf(model, tmp_path / "m.gguf")
+    model = make_hf_llama(seed=12)
+    path = write_gguf(model, tmp_path / "m.gguf")
     with Model(path, threads=1, n_ctx=8) as m:
         with pytest.raises(ProSparseError, match="outside"):
-            m.eval([1, tm.N_VOCAB])
+            m.eval([1, N_VOCAB])
         with pytest.raises(ProSparseError, match="outside"):
             m.eval([-1])
         assert m.n_past == 0
@@ -231,20 +234,20 @@ def scalar_kernels():
 
 @pytest.mark.parametrize("activation", ["silu", "relu2"])
 def test_scalar_path_matches_transformers(tmp_path, scalar_kernels, activation):
-    model = tm.make_hf_llama(seed=13, n_head=4, n_head_kv=2)
-    path = tm.write_gguf(model, tmp_path / "m.gguf", arch="prosparse", activation=activation)
+    model = make_hf_llama(seed=13, n_head=4, n_head_kv=2)
+    path = write_gguf(model, tmp_path / "m.gguf", arch="prosparse", activation=activation)
     tokens = random_tokens(40, seed=9)
-    ref = tm.reference_logits(model, tokens, activation=activation)
+    ref = reference_logits(model, tokens, activation=activation)
     assert rel_err(engine_all(path, tokens, n_batch=16), ref) <= REL_TOL
     assert rel_err(engine_one_by_one(path, tokens[:8]), ref[:8]) <= REL_TOL
 
 
 def test_long_context_attention(tmp_path):
     """Positions up to 300 (many 4-key groups plus a remainder, several batches)."""
-    model = tm.make_hf_llama(seed=14, n_embd=128, n_head=2, n_head_kv=1, max_pos=512)  # head_dim 64
-    path = tm.write_gguf(model, tmp_path / "m.gguf")
+    model = make_hf_llama(seed=14, n_embd=128, n_head=2, n_head_kv=1, max_pos=512)  # head_dim 64
+    path = write_gguf(model, tmp_path / "m.gguf")
     tokens = random_tokens(301, seed=10)
-    ref = tm.reference_logits(model, tokens)
+    ref = reference_logits(model, tokens)
     with Model(path, threads=2, n_ctx=512, n_batch=128) as m:
         out = m.eval_all(tokens[:290])
         rows = [out]

@@ -10,7 +10,9 @@ import gguf
 import numpy as np
 import pytest
 
-import tiny_models as tm
+from support.gguf_files import write_gguf
+from support.hf_models import make_hf_llama
+from support.vocab import N_VOCAB, byte_vocab
 from prosparse_cpu import Model, ProSparseError
 
 pytestmark = pytest.mark.asan
@@ -18,17 +20,17 @@ pytestmark = pytest.mark.asan
 
 @pytest.fixture(scope="module")
 def hf_model():
-    return tm.make_hf_llama(seed=21, n_layer=2)
+    return make_hf_llama(seed=21, n_layer=2)
 
 
 @pytest.fixture(scope="module")
 def good_llama(hf_model, tmp_path_factory):
-    return tm.write_gguf(hf_model, tmp_path_factory.mktemp("good") / "llama.gguf")
+    return write_gguf(hf_model, tmp_path_factory.mktemp("good") / "llama.gguf")
 
 
 @pytest.fixture(scope="module")
 def good_sparse(hf_model, tmp_path_factory):
-    return tm.write_gguf(hf_model, tmp_path_factory.mktemp("good") / "sparse.gguf", arch="prosparse",
+    return write_gguf(hf_model, tmp_path_factory.mktemp("good") / "sparse.gguf", arch="prosparse",
                          activation="relu")
 
 
@@ -140,12 +142,12 @@ def test_llama3_rope_freqs_refused(good_llama, tmp_path):
 
 
 def test_vocab_size_key_mismatch(good_llama, tmp_path):
-    p = rewrite(good_llama, tmp_path / "x.gguf", set_kv={"llama.vocab_size": (tm.N_VOCAB + 1, VT.UINT32)})
+    p = rewrite(good_llama, tmp_path / "x.gguf", set_kv={"llama.vocab_size": (N_VOCAB + 1, VT.UINT32)})
     assert "vocab_size" in load_error(p)
 
 
 def test_tokenizer_and_embedding_disagree(good_llama, tmp_path):
-    toks, types, _ = tm.byte_vocab()
+    toks, types, _ = byte_vocab()
     p = rewrite(good_llama, tmp_path / "x.gguf", drop_kv=["llama.vocab_size"], set_kv={
         "tokenizer.ggml.tokens": (toks + ["<extra>"], VT.ARRAY, VT.STRING),
         "tokenizer.ggml.token_type": (types + [1], VT.ARRAY, VT.INT32),
@@ -274,7 +276,7 @@ def test_session_argument_checks(good_llama):
         finally:
             L.ps_session_free(s)
         buf = ctypes.create_string_buffer(8)
-        assert L.ps_token_to_piece(m, tm.N_VOCAB, buf, 8, 0) == -4
+        assert L.ps_token_to_piece(m, N_VOCAB, buf, 8, 0) == -4
         assert L.ps_token_to_piece(m, -5, buf, 8, 0) == -4
         assert L.ps_tokenize(m, b"hi", -2, None, 0, 0, 0) == -4
         assert L.ps_model_meta_str(m, b"no.such.key", buf, 8) < 0

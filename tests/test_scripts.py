@@ -6,16 +6,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import tiny_models as tm
 from prosparse_cpu._lib import library_path
+from support.gguf_files import write_gguf
+from support.hf_models import make_hf_llama
 
 ROOT = Path(__file__).resolve().parent.parent
 AB = ROOT / "scripts" / "ab_libs.py"
 
 
 def test_ab_libs_times_two_builds_in_one_process(tmp_path):
-    model = tm.make_hf_llama(seed=3, n_layer=2, n_embd=64, n_ff=96)
-    path = tm.write_gguf(model, tmp_path / "relu.gguf", wtype="q4_0", arch="prosparse", activation="relu")
+    model = make_hf_llama(seed=3, n_layer=2, n_embd=64, n_ff=96)
+    path = write_gguf(model, tmp_path / "relu.gguf", wtype="q4_0", arch="prosparse", activation="relu")
     a, b = tmp_path / "a.so", tmp_path / "b.so"  # two paths: two copies of the library in one process
     shutil.copy(library_path(), a)
     shutil.copy(library_path(), b)
@@ -27,8 +28,8 @@ def test_ab_libs_times_two_builds_in_one_process(tmp_path):
 
 
 def test_ab_libs_compares_two_modes(tmp_path):
-    model = tm.make_hf_llama(seed=4, n_layer=2, n_embd=64, n_ff=96)
-    path = tm.write_gguf(model, tmp_path / "relu.gguf", wtype="q8_0", arch="prosparse", activation="relu")
+    model = make_hf_llama(seed=4, n_layer=2, n_embd=64, n_ff=96)
+    path = write_gguf(model, tmp_path / "relu.gguf", wtype="q8_0", arch="prosparse", activation="relu")
     lib = str(library_path())
     r = subprocess.run([sys.executable, str(AB), str(path), lib, lib, "--mode", "dense", "--mode-b", "sparse",
                         "--rounds", "2", "--tokens", "4"], capture_output=True, text=True, timeout=120)

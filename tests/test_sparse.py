@@ -1,4 +1,4 @@
-"""Sparse engine modes (issue 4) on tiny random models (tiny_models.py).
+"""Sparse engine modes on tiny random models (support/hf_models.py).
 
 - `sparse` (exact) equals `dense` up to the summation order of the down
   projection, for every ReLU-family activation and weight type, one token at
@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-import tiny_models as tm
+from support.gguf_files import write_gguf
+from support.hf_models import make_hf_llama
+from support.vocab import N_VOCAB
 from prosparse_cpu import Model, ProSparseError
 
 EXACT_TOL = 1e-5
@@ -31,7 +33,7 @@ def rel_err(a, b) -> float:
 
 
 def tokens(n: int, seed: int = 0) -> list[int]:
-    return [int(t) for t in np.random.default_rng(seed).integers(0, tm.N_VOCAB, n)]
+    return [int(t) for t in np.random.default_rng(seed).integers(0, N_VOCAB, n)]
 
 
 def run(path, toks, mode="dense", n_batch=512, threads=2, one_by_one=False, measure=False):
@@ -50,8 +52,8 @@ def run(path, toks, mode="dense", n_batch=512, threads=2, one_by_one=False, meas
 
 
 def relu_model(tmp_path, act, wtype="f32", threshold=0.0, down_t=True, seed=1, **kw):
-    model = tm.make_hf_llama(seed=seed, n_layer=2, n_embd=64, n_ff=96)
-    path = tm.write_gguf(model, tmp_path / f"{act}-{wtype}.gguf", wtype=wtype, arch="prosparse",
+    model = make_hf_llama(seed=seed, n_layer=2, n_embd=64, n_ff=96)
+    path = write_gguf(model, tmp_path / f"{act}-{wtype}.gguf", wtype=wtype, arch="prosparse",
                          activation=act, threshold=threshold, down_t=down_t, **kw)
     return model, path
 
@@ -236,16 +238,16 @@ def silu_gates(model, toks):
 
 
 def test_threshold_zero_equals_dense_and_median_skips_half(tmp_path):
-    model = tm.make_hf_llama(seed=2, n_layer=2, n_embd=64, n_ff=96)
+    model = make_hf_llama(seed=2, n_layer=2, n_embd=64, n_ff=96)
     toks = tokens(40)
-    zero = tm.write_gguf(model, tmp_path / "zero.gguf", arch="prosparse", activation="silu", cutoffs=[0.0, 0.0])
+    zero = write_gguf(model, tmp_path / "zero.gguf", arch="prosparse", activation="silu", cutoffs=[0.0, 0.0])
     dense, _ = run(zero, toks)
     th, st = run(zero, toks, "threshold")
     assert rel_err(th, dense) <= EXACT_TOL
     assert st["predicted_share"] == 1.0
 
     med = [float(np.quantile(a, 0.5)) for a in silu_gates(model, toks)]
-    half = tm.write_gguf(model, tmp_path / "half.gguf", arch="prosparse", activation="silu", cutoffs=med)
+    half = write_gguf(model, tmp_path / "half.gguf", arch="prosparse", activation="silu", cutoffs=med)
     for kw in ({}, {"one_by_one": True}):
         th, st = run(half, toks, "threshold", **kw)
         shares = [layer["predicted_share"] for layer in st["layers"]]
@@ -258,9 +260,9 @@ def test_threshold_zero_equals_dense_and_median_skips_half(tmp_path):
 # ---- refusals ------------------------------------------------------------------------
 
 def test_mode_errors(tmp_path):
-    model = tm.make_hf_llama(seed=2, n_layer=2, n_embd=64, n_ff=96)
-    silu = tm.write_gguf(model, tmp_path / "silu.gguf", arch="prosparse", activation="silu")
-    llama = tm.write_gguf(model, tmp_path / "llama.gguf")
+    model = make_hf_llama(seed=2, n_layer=2, n_embd=64, n_ff=96)
+    silu = write_gguf(model, tmp_path / "silu.gguf", arch="prosparse", activation="silu")
+    llama = write_gguf(model, tmp_path / "llama.gguf")
     _, relu = relu_model(tmp_path, "relu")
     for path in (silu, llama):
         with Model(path, threads=1, n_ctx=32) as m:

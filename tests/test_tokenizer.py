@@ -13,17 +13,16 @@
 from __future__ import annotations
 
 import ctypes
-import os
 import sysconfig
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from support import SMOLLM2
+
 gguf = pytest.importorskip("gguf")
 
-SMOLLM2 = Path(os.environ.get("PROSPARSE_SMOLLM2",
-                              Path.home() / ".cache/prosparse-cpu/SmolLM2-135M-Instruct.Q4_1.gguf"))
 
 VARIED = [
     # prose

@@ -1,15 +1,16 @@
-"""Tiny random transformers models written as GGUF files, for tests.
+"""Tiny GGUF files for the engine, the API, the CLI and the converter tests.
 
-- `make_hf_llama` builds a small random `LlamaForCausalLM` (float32, GQA,
-  optionally tied embeddings).
-- `write_gguf` writes it the way convert_hf_to_gguf does (q/k rows permuted for
-  adjacent-pair RoPE) as a `llama` file, or as a `prosparse` file with an
-  activation, `ffn_down_t` and the MiniCPM scale keys; weights in F32, F16,
-  BF16, Q8_0, Q4_0 or Q4_1 (gguf.quants).
-- `reference_logits` runs the HF model, patched for the prosparse activations
-  and scales, as the independent reference; `dequantized_copy` gives the
-  reference for a quantized file (the same rounded weights, in float).
-- `byte_vocab` is a small GPT-2 byte-level vocabulary so the files are complete.
+- `write_tiny_llama`: tensors made by hand (all F32) with tiny_vocab(): small
+  random weights (shapes, determinism, argmax chains), or a *successor* model
+  (one-hot embeddings, zero attention/FFN weights and an output matrix that
+  maps token t to a chosen next token, so greedy generation follows a chain the
+  test wrote); optionally a `prosparse` file with ffn_down_t, ffn_freq and a
+  predictor; tensors left out or misshapen for the bad-file tests.
+- `write_gguf`: a Hugging Face LlamaForCausalLM written the way
+  convert_hf_to_gguf does (q/k rows permuted for adjacent-pair RoPE) as a
+  `llama` file, or as a `prosparse` file with an activation, `ffn_down_t` and
+  the MiniCPM scale keys; weights in F32, F16, BF16, Q8_0, Q4_0 or Q4_1
+  (gguf.quants). `dequantized_copy` is the model with the file's rounding.
 """
 from __future__ import annotations
 
@@ -18,63 +19,113 @@ from pathlib import Path
 
 import gguf
 import numpy as np
-import torch
-from conftest import byte_to_unicode
 from gguf import GGMLQuantizationType as QT
+
+from .vocab import CHATML, SPECIALS, TINY_MERGES, byte_vocab, tiny_vocab
+
+def write_tiny_llama(path, *, n_embd: int = 32, n_ff: int = 64, n_layer: int = 2, n_head: int = 4,
+                     n_head_kv: int = 2, seed: int = 0, successor: dict[int, int] | None = None,
+                     tied: bool = False, chat_template: str | None = CHATML, drop: tuple = (),
+                     shapes: dict | None = None, scale: float = 0.3, activation: str | None = None,
+                     predictor_rank: int = 0) -> Path:
+    """Write a tiny `llama` GGUF (all F32). drop: tensor names to leave out;
+    shapes: tensor name -> numpy shape to use instead of the right one.
+    activation (relu, fatrelu, ...): a `prosparse` file instead, with ffn_down_t,
+    ffn_freq and, with predictor_rank, predictor tensors."""
+    tokens = tiny_vocab()
+    n_vocab = len(tokens)
+    rng = np.random.default_rng(seed)
+    head_dim = n_embd // n_head
+    kv = n_head_kv * head_dim
+    if successor is not None:
+        assert n_embd >= n_vocab, "successor models need one-hot embeddings (n_embd >= n_vocab)"
+        tied = False
+
+    def rand(*shape):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    def proj(*shape):  # zero in successor models: attention and FFN add nothing to the residual
+        return np.zeros(shape, np.float32) if successor is not None else rand(*shape)
+
+    tensors: dict[str, np.ndarray] = {}
+    if successor is not None:
+        embd = np.zeros((n_vocab, n_embd), np.float32)
+        embd[np.arange(n_vocab), np.arange(n_vocab)] = 1.0
+        out = np.zeros((n_vocab, n_embd), np.float32)
+        for t, nxt in successor.items():
+            out[nxt, t] = 1.0   # logits[nxt] = h[t] = sqrt(n_embd) after the final RMSNorm
+        tensors["token_embd.weight"] = embd
+        tensors["output.weight"] = out
+    else:
+        tensors["token_embd.weight"] = rand(n_vocab, n_embd)
+        if not tied:
+            tensors["output.weight"] = rand(n_vocab, n_embd)
+    tensors["output_norm.weight"] = np.ones(n_embd, np.float32)
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        tensors[b + "attn_norm.weight"] = np.ones(n_embd, np.float32)
+        tensors[b + "attn_q.weight"] = proj(n_embd, n_embd)
+        tensors[b + "attn_k.weight"] = proj(kv, n_embd)
+        tensors[b + "attn_v.weight"] = proj(kv, n_embd)
+        tensors[b + "attn_output.weight"] = proj(n_embd, n_embd)
+        tensors[b + "ffn_norm.weight"] = np.ones(n_embd, np.float32)
+        tensors[b + "ffn_gate.weight"] = proj(n_ff, n_embd)
+        tensors[b + "ffn_up.weight"] = proj(n_ff, n_embd)
+        if activation is None:
+            tensors[b + "ffn_down.weight"] = proj(n_embd, n_ff)
+        else:
+            tensors[b + "ffn_down_t.weight"] = proj(n_ff, n_embd)  # one row per neuron
+            tensors[b + "ffn_freq"] = rng.uniform(0, 1, n_ff).astype(np.float32)
+            if predictor_rank:
+                tensors[b + "ffn_pred_in.weight"] = rand(predictor_rank, n_embd)
+                tensors[b + "ffn_pred_out.weight"] = rand(n_ff, predictor_rank)
+    for name, shape in (shapes or {}).items():
+        tensors[name] = rand(*shape)
+
+    w = gguf.GGUFWriter(str(path), "llama" if activation is None else "prosparse")
+    if activation is not None:
+        w.add_string("prosparse.ffn.activation", activation)
+        w.add_float32("prosparse.ffn.activation_threshold", 0.1 if activation == "fatrelu" else 0.0)
+        if predictor_rank:
+            w.add_float32("prosparse.predictor.threshold", 0.0)
+            w.add_string("prosparse.predictor.input", "residual")
+    w.add_name("tiny-test")
+    w.add_block_count(n_layer)
+    w.add_context_length(256)
+    w.add_embedding_length(n_embd)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(head_dim)
+    w.add_vocab_size(n_vocab)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(tokens)
+    w.add_token_types([3] * len(SPECIALS) + [1] * (n_vocab - len(SPECIALS)))
+    w.add_token_merges(TINY_MERGES)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_add_bos_token(False)
+    if chat_template:
+        w.add_chat_template(chat_template)
+    for name, arr in tensors.items():
+        if name not in drop:
+            w.add_tensor(name, arr)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return Path(path)
+
+
+# ---- a Hugging Face model as a GGUF file ----------------------------------------
 
 WEIGHT_TYPES = {
     "f32": QT.F32, "f16": QT.F16, "bf16": QT.BF16,
     "q8_0": QT.Q8_0, "q4_0": QT.Q4_0, "q4_1": QT.Q4_1,
 }
-ACTIVATIONS = ("silu", "relu", "fatrelu", "relu2", "drelu")
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("e", "r"), ("a", "n")]
-
-
-# ---- vocabulary ---------------------------------------------------------------
-
-def byte_vocab() -> tuple[list[str], list[int], list[str]]:
-    """(tokens, token types, merges): 256 byte tokens, a few merges, 3 specials."""
-    b2u = byte_to_unicode()
-    tokens = [b2u[b] for b in range(256)]
-    merges = []
-    for a, b in MERGES:
-        tokens.append(a + b)
-        merges.append(f"{a} {b}")
-    types = [int(gguf.TokenType.NORMAL)] * len(tokens)
-    tokens += SPECIALS
-    types += [int(gguf.TokenType.CONTROL)] * len(SPECIALS)
-    return tokens, types, merges
-
-
-N_VOCAB = len(byte_vocab()[0])
-
-
-# ---- the model ----------------------------------------------------------------
-
-def make_hf_llama(seed: int = 0, n_layer: int = 2, n_embd: int = 64, n_head: int = 4, n_head_kv: int = 2,
-                  n_ff: int = 96, tied: bool = False, rope_theta: float = 10000.0, std: float = 0.08,
-                  max_pos: int = 512, rope_linear_factor: float | None = None):
-    """A random float32 LlamaForCausalLM; weights drawn with a larger spread than
-    HF's default so logits are far from uniform, norms randomised around 1."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(vocab_size=N_VOCAB, hidden_size=n_embd, intermediate_size=n_ff,
-                      num_hidden_layers=n_layer, num_attention_heads=n_head, num_key_value_heads=n_head_kv,
-                      rms_norm_eps=1e-5, max_position_embeddings=max_pos,
-                      rope_parameters={"rope_type": "linear", "factor": rope_linear_factor, "rope_theta": rope_theta}
-                      if rope_linear_factor else {"rope_type": "default", "rope_theta": rope_theta},
-                      tie_word_embeddings=tied, hidden_act="silu", bos_token_id=0, eos_token_id=0)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg).float().eval()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(std * torch.randn(p.shape, generator=gen))
-    return model
 
 
 def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -92,6 +143,8 @@ def _roundtrip(w: np.ndarray, qtype: QT) -> np.ndarray:
 def dequantized_copy(model, wtype: str):
     """The HF model with every matrix rounded through wtype, exactly as it is in
     the file (blocks run along rows in both layouts; norms stay float32)."""
+    import torch
+
     qtype = WEIGHT_TYPES[wtype]
     ref = copy.deepcopy(model)
     with torch.no_grad():
@@ -112,6 +165,8 @@ def write_gguf(model, path, wtype: str = "f32", arch: str = "llama", activation:
     of per-layer (P_in [rank, n_embd], P_out [n_ff, rank]) float arrays
     (ffn_pred_in/out, in wtype) with the predictor keys; cutoffs: per-layer
     threshold-mode cut-offs (prosparse.ffn.cutoffs)."""
+    import torch
+
     cfg = model.config
     qtype = WEIGHT_TYPES[wtype]
     if down_t is None:
@@ -190,54 +245,3 @@ def write_gguf(model, path, wtype: str = "f32", arch: str = "llama", activation:
     w.write_tensors_to_file()
     w.close()
     return path
-
-
-# ---- the reference ------------------------------------------------------------
-
-class _Act(torch.nn.Module):
-    """The gate activation of a prosparse file, as a module HF's MLP can hold."""
-
-    def __init__(self, activation: str, threshold: float):
-        super().__init__()
-        self.activation, self.threshold = activation, threshold
-
-    def forward(self, x):
-        if self.activation == "silu":
-            return torch.nn.functional.silu(x)
-        if self.activation == "relu":
-            return torch.relu(x)
-        if self.activation == "fatrelu":
-            return torch.where(x >= self.threshold, x, torch.zeros_like(x))
-        if self.activation == "relu2":
-            return torch.relu(x) ** 2
-        raise ValueError(self.activation)
-
-
-def reference_logits(model, tokens, activation: str = "silu", threshold: float = 0.0,
-                     embedding_scale: float | None = None, residual_scale: float | None = None,
-                     logit_scale: float | None = None) -> np.ndarray:
-    """Logits (n, n_vocab) of the HF model on tokens, with its MLP activation
-    replaced and MiniCPM-style scalings added by forward hooks."""
-    model = copy.deepcopy(model)
-    hooks = []
-    for layer in model.model.layers:
-        mlp = layer.mlp
-        if activation == "drelu":
-            mlp.forward = (lambda m: lambda x: m.down_proj(torch.relu(m.gate_proj(x)) * torch.relu(m.up_proj(x))))(mlp)
-        else:
-            mlp.act_fn = _Act(activation, threshold)
-        if residual_scale is not None:
-            rs = float(residual_scale)
-            hooks.append(layer.self_attn.register_forward_hook(lambda mod, inp, out: (out[0] * rs,) + tuple(out[1:])))
-            hooks.append(mlp.register_forward_hook(lambda mod, inp, out: out * rs))
-    if embedding_scale is not None:
-        es = float(embedding_scale)
-        hooks.append(model.model.embed_tokens.register_forward_hook(lambda mod, inp, out: out * es))
-    if logit_scale is not None:
-        ls = float(logit_scale)
-        hooks.append(model.model.norm.register_forward_hook(lambda mod, inp, out: out * ls))
-    with torch.no_grad():
-        out = model(torch.tensor([list(tokens)], dtype=torch.long)).logits[0]
-    for h in hooks:
-        h.remove()
-    return out.double().numpy()
