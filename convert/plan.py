@@ -8,11 +8,11 @@ Layout decisions (DESIGN.md contract):
   ([n_ff, n_embd] in numpy order, ggml ne = [n_embd, n_ff]) instead of ffn_down,
   except in threshold-only files (--calibrate, no predictor) whose down is
   block-quantized: transposing it would round it again (4-bit to Q8_0, twice
-  the bytes), and the engine's packed product over ffn_down (zeros for the
-  skipped neurons, so exact) measured faster than accumulating ffn_down_t
-  rows there (SmolLM2 Q4_0: 1.10x/1.03x/0.99x at 30/50/70%); the file's
-  dense mode then computes exactly what the source does. F16 keeps
-  ffn_down_t (1.06x/1.11x faster than ffn_down at 50/70%).
+  the bytes), the engine's packed product over ffn_down (zeros for the
+  skipped neurons, so exact) is as fast there as accumulating ffn_down_t
+  rows, and the file's dense mode then computes exactly what the source
+  does. F16 keeps ffn_down_t, which is faster than ffn_down at those
+  sparsities.
 - With --stats, each layer's neurons are permuted hot-first, the same way in
   gate rows, up rows, down columns (down_t rows), ffn_freq and predictor rows.
 - --llama-compat of a MiniCPM model folds the scalings into the weights

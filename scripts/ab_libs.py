@@ -1,9 +1,9 @@
 """A/B two builds of the native library in one process, for kernel work.
 
-This VM gives each process its own memory speed (32-50 or 60-77 GB/s, by
-where the host puts its pages) and, at times, its own compute speed, so two
-builds timed in two processes differ by more than most changes are worth.
-Here both builds load the model side by side in one process and decode in
+A virtual machine can give each process its own memory speed (by where the
+host puts its pages) and, at times, its own compute speed, so two builds
+timed in two processes can differ by more than most changes are worth. Here
+both builds load the model side by side in one process and decode in
 alternating rounds; the ratio of their medians is what to read.
 
     make lib && cp prosparse_cpu/libprosparse.so /tmp/lib_a.so   # before the change

@@ -1,4 +1,4 @@
-"""Synthetic prosparse models for speed measurements (issue 4, must-show 2).
+"""Synthetic prosparse models for speed measurements.
 
 Writes, streaming with gguf-py (one tensor in memory at a time):
   OUT/prosparse-<shape>.gguf   `prosparse`, FATReLU, ffn_down_t, a low-rank
@@ -45,7 +45,7 @@ QK = 32
 
 
 def vocab() -> tuple[list[str], list[int]]:
-    """GPT-2 byte-level tokens (tests/tiny_models.py's), padded with filler tokens."""
+    """GPT-2 byte-level tokens (as tests/support/vocab.py's byte_vocab), padded with filler tokens."""
     keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
     extra, toks = 0, []
     for b in range(256):
