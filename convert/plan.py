@@ -9,9 +9,9 @@ Layout decisions (DESIGN.md contract):
   except in threshold-only files (--calibrate, no predictor) whose down is
   block-quantized: transposing it would round it again (4-bit to Q8_0, twice
   the bytes), the engine's packed product over ffn_down (zeros for the
-  skipped neurons, so exact) is as fast there as accumulating ffn_down_t
-  rows, and the file's dense mode then computes exactly what the source
-  does. F16 keeps ffn_down_t, which is faster than ffn_down at those
+  skipped neurons, so exact) is at least as fast there as accumulating
+  ffn_down_t rows, and the file's dense mode then computes exactly what the
+  source does. F16 keeps ffn_down_t, which is faster than ffn_down at those
   sparsities.
 - With --stats, each layer's neurons are permuted hot-first, the same way in
   gate rows, up rows, down columns (down_t rows), ffn_freq and predictor rows.
