@@ -70,15 +70,15 @@ int ps_ffn_check_mode(const ps_model *m, int32_t mode) {
                            "file has none (convert with prosparse-convert --predictor DIR)");
         return PS_OK;
     case PS_MODE_THRESHOLD:
+        if (!m->cutoffs)
+            return ps_fail(PS_ERR_UNSUPPORTED,
+                           "mode 'threshold' needs per-layer cut-offs (prosparse.ffn.cutoffs); this file has "
+                           "none (make them with prosparse-convert --calibrate TEXT --target-sparsity S)");
         if (hp->act != PS_ACT_SILU)
             return ps_fail(PS_ERR_UNSUPPORTED,
                            "mode 'threshold' is for SiLU models; this model's %s activation is exactly "
                            "sparse already (use mode 'sparse')",
                            ps_act_name(hp->act));
-        if (!m->cutoffs)
-            return ps_fail(PS_ERR_UNSUPPORTED,
-                           "mode 'threshold' needs per-layer cut-offs (prosparse.ffn.cutoffs); this file has "
-                           "none (make them with prosparse-convert --calibrate TEXT --target-sparsity S)");
         return PS_OK;
     }
     return ps_fail(PS_ERR_ARG, "unknown mode %d", (int)mode);

@@ -139,15 +139,13 @@ static void dequant_bf16(const void *src, float *dst, int64_t n) {
 /* type: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0 */
 INLINE void axpy_rows_q(const void *const *src, const float *a, const int NR, float *y, int64_t n,
                         const int type) {
-    const size_t bb = type == 0 ? sizeof(ps_block_q4_0) : type == 1 ? sizeof(ps_block_q4_1) : sizeof(ps_block_q8_0);
     for (int64_t i = 0; i < n / PS_QK; i++, y += PS_QK) {
         __m256 acc[4];
         for (int k = 0; k < 4; k++) acc[k] = _mm256_loadu_ps(y + 8 * k);
         for (int r = 0; r < NR; r++) {
-            const uint8_t *blk = (const uint8_t *)src[r] + (size_t)i * bb;
-            uint16_t h[2];
-            memcpy(h, blk, type == 1 ? 4 : 2);
-            const __m256 d = _mm256_set1_ps(fp16(h[0]) * a[r]);
+            float da, ma;
+            const uint8_t *blk = scaled_block(src[r], i, type, a[r], &da, &ma);
+            const __m256 d = _mm256_set1_ps(da);
             if (type == 2) {
                 for (int k = 0; k < 4; k++)
                     acc[k] = _mm256_fmadd_ps(d, q8_to_f32((const int8_t *)blk + 2 + 8 * k), acc[k]);
@@ -156,7 +154,7 @@ INLINE void axpy_rows_q(const void *const *src, const float *a, const int NR, fl
             __m256i g[4];
             q4_groups(blk + (type == 1 ? 4 : 2), g);
             if (type == 1) {
-                const __m256 m = _mm256_set1_ps(fp16(h[1]) * a[r]);
+                const __m256 m = _mm256_set1_ps(ma);
                 for (int k = 0; k < 4; k++)
                     acc[k] = _mm256_add_ps(_mm256_fmadd_ps(d, _mm256_cvtepi32_ps(g[k]), m), acc[k]);
             } else {

@@ -91,31 +91,32 @@ static int read_str(const ps_gguf *g, const char *key, char *buf, size_t n) {
     return 1;
 }
 
+/* An optional string key with two allowed values: *out = 0 for `off` (also
+ * when the key is absent), 1 for `on`; anything else is a format error. */
+static int read_choice(const ps_gguf *g, const char *key, const char *off, const char *on, int32_t *out) {
+    char val[64];
+    int rc = read_str(g, key, val, sizeof val);
+    if (rc < 0) return PS_ERR_FORMAT;
+    *out = 0;
+    if (rc == 0 || strcmp(val, off) == 0) return PS_OK;
+    if (strcmp(val, on) == 0) {
+        *out = 1;
+        return PS_OK;
+    }
+    return ps_fail(PS_ERR_FORMAT, "%s '%s' (expected %s or %s)", key, val, off, on);
+}
+
 /* The optional sparse-inference keys of prosparse files: predictor
- * settings, hot-first flag, threshold-mode cut-offs (copied: GGUF arrays
- * need not be 4-byte aligned). */
+ * settings and threshold-mode cut-offs (copied: GGUF arrays need not be
+ * 4-byte aligned). */
 static int read_sparse_keys(ps_model *m) {
     const ps_gguf *g = m->gguf;
     ps_hparams *hp = &m->hp;
-    char val[64];
     int rc;
     if ((rc = read_float(g, "prosparse", "predictor.threshold", 0.0f, &hp->pred_threshold))) return rc;
-    rc = read_str(g, "prosparse.predictor.input", val, sizeof val);
-    if (rc < 0) return PS_ERR_FORMAT;
-    hp->pred_on_normed = 0;
-    if (rc == 1) {
-        if (strcmp(val, "ffn_norm") == 0) hp->pred_on_normed = 1;
-        else if (strcmp(val, "residual") != 0)
-            return ps_fail(PS_ERR_FORMAT, "prosparse.predictor.input '%s' (expected residual or ffn_norm)", val);
-    }
-    rc = read_str(g, "prosparse.predictor.hidden_act", val, sizeof val);
-    if (rc < 0) return PS_ERR_FORMAT;
-    hp->pred_hidden_relu = 0;
-    if (rc == 1) {
-        if (strcmp(val, "relu") == 0) hp->pred_hidden_relu = 1;
-        else if (strcmp(val, "none") != 0)
-            return ps_fail(PS_ERR_FORMAT, "prosparse.predictor.hidden_act '%s' (expected none or relu)", val);
-    }
+    if ((rc = read_choice(g, "prosparse.predictor.input", "residual", "ffn_norm", &hp->pred_on_normed))) return rc;
+    if ((rc = read_choice(g, "prosparse.predictor.hidden_act", "none", "relu", &hp->pred_hidden_relu))) return rc;
+
     int et = 0;
     uint64_t n = 0;
     if (ps_gguf_find_key(g, "prosparse.ffn.cutoffs") >= 0) {

@@ -13,11 +13,9 @@
 
 int ps_ivec_push(ps_ivec *a, int32_t x) {
     if (a->n == a->cap) {
-        size_t cap = a->cap ? a->cap * 2 : 64;
-        int32_t *v = ps_realloc(a->v, cap * sizeof *v);
+        int32_t *v = ps_grow(a->v, &a->cap, sizeof *v, 64);
         if (!v) return -1;
         a->v = v;
-        a->cap = cap;
     }
     a->v[a->n++] = x;
     return 0;

@@ -97,14 +97,23 @@ typedef void (*ps_attn_values_fn)(const float *att, float inv, const float *v, i
 /* ---- the kernel tables ----------------------------------------------------
  * One row per weight type, indexed by the ggml type id; one table per SIMD
  * level (ps_type_kernels_scalar / _avx2 / _avx512), each written with
- * designated initializers in its level's file. A row with gemm == NULL means
- * the type does not run. To add a weight type:
+ * designated initializers in its level's file (PS_KERNEL_ROW below). A row
+ * with gemm == NULL means the type does not run. To add a weight type:
  *   1. its block struct in this header, with a _Static_assert on its size;
  *   2. its row in ps_type_traits' table (quant.c: name, block size, bytes);
  *   3. its scalar kernels and row in quant_scalar.c (the reference);
  *   4. its SIMD kernels and row in quant_avx2.c and quant_avx512.c, each
  *      bit-identical to the scalar row (test_quant.c compares every level);
  * and nothing else: the engine finds it through these tables. */
+/* A table row from a level file's kernels named by type: gemm_<t>, dequant_<t>,
+ * axpy_<t>, axpy_<t>_4 (and gemm_<t>_packed for PS_KERNEL_ROW_PACKED). */
+#define PS_KERNEL_ROW(T, t, q8a)                                                                   \
+    [PS_TYPE_##T] = {.gemm = gemm_##t, .dequant = dequant_##t, .axpy = axpy_##t, .axpy4 = axpy_##t##_4, \
+                     .q8a_input = q8a}
+#define PS_KERNEL_ROW_PACKED(T, t, q8a)                                                             \
+    [PS_TYPE_##T] = {.gemm = gemm_##t, .gemm_packed = gemm_##t##_packed, .dequant = dequant_##t,       \
+                     .axpy = axpy_##t, .axpy4 = axpy_##t##_4, .q8a_input = q8a}
+
 typedef struct ps_type_kernels {
     ps_gemm_fn gemm;
     ps_gemm_packed_fn gemm_packed; /* NULL: no packed product at this level */

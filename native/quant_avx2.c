@@ -84,13 +84,6 @@ AXPY_PAIR(axpy_q4_1, axpy_rows_q, 1)
 AXPY_PAIR(axpy_q8_0, axpy_rows_q, 2)
 
 const ps_type_kernels ps_type_kernels_avx2[PS_TYPE_COUNT] = {
-    [PS_TYPE_F32] = {.gemm = gemm_f32, .dequant = dequant_f32, .axpy = axpy_f32, .axpy4 = axpy_f32_4},
-    [PS_TYPE_F16] = {.gemm = gemm_f16, .dequant = dequant_f16, .axpy = axpy_f16, .axpy4 = axpy_f16_4},
-    [PS_TYPE_BF16] = {.gemm = gemm_bf16, .dequant = dequant_bf16, .axpy = axpy_bf16, .axpy4 = axpy_bf16_4},
-    [PS_TYPE_Q8_0] = {.gemm = gemm_q8_0, .dequant = dequant_q8_0, .axpy = axpy_q8_0, .axpy4 = axpy_q8_0_4,
-                      .q8a_input = 1},
-    [PS_TYPE_Q4_0] = {.gemm = gemm_q4_0, .gemm_packed = gemm_q4_0_packed, .dequant = dequant_q4_0,
-                      .axpy = axpy_q4_0, .axpy4 = axpy_q4_0_4, .q8a_input = 1},
-    [PS_TYPE_Q4_1] = {.gemm = gemm_q4_1, .gemm_packed = gemm_q4_1_packed, .dequant = dequant_q4_1,
-                      .axpy = axpy_q4_1, .axpy4 = axpy_q4_1_4, .q8a_input = 1},
+    PS_KERNEL_ROW(F32, f32, 0), PS_KERNEL_ROW(F16, f16, 0), PS_KERNEL_ROW(BF16, bf16, 0),
+    PS_KERNEL_ROW(Q8_0, q8_0, 1), PS_KERNEL_ROW_PACKED(Q4_0, q4_0, 1), PS_KERNEL_ROW_PACKED(Q4_1, q4_1, 1),
 };

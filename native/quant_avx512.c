@@ -189,17 +189,15 @@ GEMM_PACKED_OF(gemm_q4_1_packed, gemm_packed, 1)
  * high ones, as in q4_groups). */
 INLINE void axpy_rows_q16(const void *const *src, const float *a, const int NR, float *y, int64_t n,
                            const int type) {
-    const size_t bb = type == 0 ? sizeof(ps_block_q4_0) : type == 1 ? sizeof(ps_block_q4_1) : sizeof(ps_block_q8_0);
     /* nibble k as a float: k - 8 for Q4_0, k for Q4_1 */
     const __m512 nib = _mm512_sub_ps(_mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                      _mm512_set1_ps(type == 0 ? 8.0f : 0.0f));
     for (int64_t i = 0; i < n / PS_QK; i++, y += PS_QK) {
         __m512 acc0 = _mm512_loadu_ps(y), acc1 = _mm512_loadu_ps(y + 16);
         for (int r = 0; r < NR; r++) {
-            const uint8_t *blk = (const uint8_t *)src[r] + (size_t)i * bb;
-            uint16_t h[2];
-            memcpy(h, blk, type == 1 ? 4 : 2);
-            const __m512 d = _mm512_set1_ps(fp16(h[0]) * a[r]);
+            float da, ma;
+            const uint8_t *blk = scaled_block(src[r], i, type, a[r], &da, &ma);
+            const __m512 d = _mm512_set1_ps(da);
             if (type == 2) {
                 const __m128i *q = (const __m128i *)(blk + 2);
                 acc0 = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q))), acc0);
@@ -211,7 +209,7 @@ INLINE void axpy_rows_q16(const void *const *src, const float *a, const int NR, 
             const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blk + (type == 1 ? 4 : 2))));
             const __m512i hi = _mm512_srli_epi32(q, 4);
             if (type == 1) {
-                const __m512 m = _mm512_set1_ps(fp16(h[1]) * a[r]);
+                const __m512 m = _mm512_set1_ps(ma);
                 acc0 = _mm512_add_ps(_mm512_fmadd_ps(d, _mm512_permutexvar_ps(q, nib), m), acc0);
                 acc1 = _mm512_add_ps(_mm512_fmadd_ps(d, _mm512_permutexvar_ps(hi, nib), m), acc1);
             } else {
@@ -229,13 +227,6 @@ AXPY_PAIR(axpy_q4_1, axpy_rows_q16, 1)
 AXPY_PAIR(axpy_q8_0, axpy_rows_q16, 2)
 
 const ps_type_kernels ps_type_kernels_avx512[PS_TYPE_COUNT] = {
-    [PS_TYPE_F32] = {.gemm = gemm_f32, .dequant = dequant_f32, .axpy = axpy_f32, .axpy4 = axpy_f32_4},
-    [PS_TYPE_F16] = {.gemm = gemm_f16, .dequant = dequant_f16, .axpy = axpy_f16, .axpy4 = axpy_f16_4},
-    [PS_TYPE_BF16] = {.gemm = gemm_bf16, .dequant = dequant_bf16, .axpy = axpy_bf16, .axpy4 = axpy_bf16_4},
-    [PS_TYPE_Q8_0] = {.gemm = gemm_q8_0, .gemm_packed = gemm_q8_0_packed, .dequant = dequant_q8_0,
-                      .axpy = axpy_q8_0, .axpy4 = axpy_q8_0_4, .q8a_input = 1},
-    [PS_TYPE_Q4_0] = {.gemm = gemm_q4_0, .gemm_packed = gemm_q4_0_packed, .dequant = dequant_q4_0,
-                      .axpy = axpy_q4_0, .axpy4 = axpy_q4_0_4, .q8a_input = 1},
-    [PS_TYPE_Q4_1] = {.gemm = gemm_q4_1, .gemm_packed = gemm_q4_1_packed, .dequant = dequant_q4_1,
-                      .axpy = axpy_q4_1, .axpy4 = axpy_q4_1_4, .q8a_input = 1},
+    PS_KERNEL_ROW(F32, f32, 0), PS_KERNEL_ROW(F16, f16, 0), PS_KERNEL_ROW(BF16, bf16, 0),
+    PS_KERNEL_ROW_PACKED(Q8_0, q8_0, 1), PS_KERNEL_ROW_PACKED(Q4_0, q4_0, 1), PS_KERNEL_ROW_PACKED(Q4_1, q4_1, 1),
 };

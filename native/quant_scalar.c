@@ -119,12 +119,12 @@ AXPY_VIA_DEQUANT(axpy_q4_1, dequant_q4_1, PS_TYPE_Q4_1)
     static void name(const void *const src[4], const float a[4], float *y, int64_t n) { \
         for (int r = 0; r < 4; r++) one(src[r], a[r], y, n);                             \
     }
-AXPY4_VIA_AXPY(axpy4_f32, axpy_f32)
-AXPY4_VIA_AXPY(axpy4_f16, axpy_f16)
-AXPY4_VIA_AXPY(axpy4_bf16, axpy_bf16)
-AXPY4_VIA_AXPY(axpy4_q8_0, axpy_q8_0)
-AXPY4_VIA_AXPY(axpy4_q4_0, axpy_q4_0)
-AXPY4_VIA_AXPY(axpy4_q4_1, axpy_q4_1)
+AXPY4_VIA_AXPY(axpy_f32_4, axpy_f32)
+AXPY4_VIA_AXPY(axpy_f16_4, axpy_f16)
+AXPY4_VIA_AXPY(axpy_bf16_4, axpy_bf16)
+AXPY4_VIA_AXPY(axpy_q8_0_4, axpy_q8_0)
+AXPY4_VIA_AXPY(axpy_q4_0_4, axpy_q4_0)
+AXPY4_VIA_AXPY(axpy_q4_1_4, axpy_q4_1)
 
 /* ---- float-weight products ----------------------------------------------- */
 /* One row at a time through a dequantized chunk; activations stay float. */
@@ -216,13 +216,6 @@ static void gemm_q4_1(const uint8_t *W, size_t row_bytes, int64_t n_cols, const 
 
 /* ---- the scalar table (quant.h) ---------------------------------------------- */
 const ps_type_kernels ps_type_kernels_scalar[PS_TYPE_COUNT] = {
-    [PS_TYPE_F32] = {.gemm = gemm_f32, .dequant = dequant_f32, .axpy = axpy_f32, .axpy4 = axpy4_f32},
-    [PS_TYPE_F16] = {.gemm = gemm_f16, .dequant = dequant_f16, .axpy = axpy_f16, .axpy4 = axpy4_f16},
-    [PS_TYPE_BF16] = {.gemm = gemm_bf16, .dequant = dequant_bf16, .axpy = axpy_bf16, .axpy4 = axpy4_bf16},
-    [PS_TYPE_Q8_0] = {.gemm = gemm_q8_0, .dequant = dequant_q8_0, .axpy = axpy_q8_0, .axpy4 = axpy4_q8_0,
-                      .q8a_input = 1},
-    [PS_TYPE_Q4_0] = {.gemm = gemm_q4_0, .dequant = dequant_q4_0, .axpy = axpy_q4_0, .axpy4 = axpy4_q4_0,
-                      .q8a_input = 1},
-    [PS_TYPE_Q4_1] = {.gemm = gemm_q4_1, .dequant = dequant_q4_1, .axpy = axpy_q4_1, .axpy4 = axpy4_q4_1,
-                      .q8a_input = 1},
+    PS_KERNEL_ROW(F32, f32, 0), PS_KERNEL_ROW(F16, f16, 0), PS_KERNEL_ROW(BF16, bf16, 0),
+    PS_KERNEL_ROW(Q8_0, q8_0, 1), PS_KERNEL_ROW(Q4_0, q4_0, 1), PS_KERNEL_ROW(Q4_1, q4_1, 1),
 };

@@ -195,6 +195,18 @@ INLINE void q4_groups(const uint8_t *qs, __m256i g[4]) {
 }
 
 /* type: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0 */
+/* Block i of row src of a Q4_0 / Q4_1 / Q8_0 matrix (type 0 / 1 / 2), with
+ * its scales times a: *da = d * a and, for Q4_1, *ma = m * a (axpy rows). */
+INLINE const uint8_t *scaled_block(const void *src, int64_t i, const int type, float a, float *da, float *ma) {
+    const size_t bb = type == 0 ? sizeof(ps_block_q4_0) : type == 1 ? sizeof(ps_block_q4_1) : sizeof(ps_block_q8_0);
+    const uint8_t *blk = (const uint8_t *)src + (size_t)i * bb;
+    uint16_t h[2] = {0, 0};
+    memcpy(h, blk, type == 1 ? 4 : 2);
+    *da = fp16(h[0]) * a;
+    *ma = type == 1 ? fp16(h[1]) * a : 0.0f;
+    return blk;
+}
+
 /* Table entries from kernel bodies whose last argument picks the block type:
  * a ps_gemm_fn and a ps_gemm_packed_fn. */
 #define GEMM_OF(name, body, arg)                                                                       \

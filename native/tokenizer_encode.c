@@ -21,11 +21,9 @@ typedef struct { bigram *v; size_t n, cap; } heap;
 
 static int heap_push(heap *h, bigram x) {
     if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 64;
-        bigram *v = ps_realloc(h->v, cap * sizeof *v);
+        bigram *v = ps_grow(h->v, &h->cap, sizeof *v, 64);
         if (!v) return -1;
         h->v = v;
-        h->cap = cap;
     }
     size_t i = h->n++;
     while (i > 0) {
@@ -226,11 +224,9 @@ typedef struct { fragment *v; size_t n, cap; } fvec;
 
 static int fvec_push(fvec *a, fragment f) {
     if (a->n == a->cap) {
-        size_t cap = a->cap ? a->cap * 2 : 16;
-        fragment *v = ps_realloc(a->v, cap * sizeof *v);
+        fragment *v = ps_grow(a->v, &a->cap, sizeof *v, 16);
         if (!v) return -1;
         a->v = v;
-        a->cap = cap;
     }
     a->v[a->n++] = f;
     return 0;

@@ -49,6 +49,14 @@ void *ps_calloc(size_t n, size_t size) { return ps_alloc_fails() ? NULL : calloc
 
 void *ps_realloc(void *p, size_t n) { return ps_alloc_fails() ? NULL : realloc(p, n); }
 
+void *ps_grow(void *v, size_t *cap, size_t elem, size_t first) {
+    const size_t n = *cap ? *cap * 2 : first;
+    if (n < *cap || n > SIZE_MAX / elem) return NULL;
+    void *p = ps_realloc(v, n * elem);
+    if (p) *cap = n;
+    return p;
+}
+
 void *ps_alloc(size_t n) {
     void *p = NULL;
     if (ps_alloc_fails()) return NULL;

@@ -26,6 +26,10 @@ void *ps_malloc(size_t n);
 int ps_alloc_fails(void);
 void *ps_calloc(size_t n, size_t size);
 void *ps_realloc(void *p, size_t n);
+/* Room for more elements of a growable array v holding *cap of elem bytes:
+ * the array at twice the capacity (first when empty), *cap updated; NULL
+ * when out of memory (v is then still valid and unchanged). */
+void *ps_grow(void *v, size_t *cap, size_t elem, size_t first);
 /* Aligned allocation (64 bytes) for scratch buffers; free with ps_free. */
 void *ps_alloc(size_t n);
 void ps_free(void *p);
