@@ -56,19 +56,13 @@ int ps_model_get_info(const ps_model *m, ps_model_info *out) {
     snprintf(out->arch, sizeof out->arch, "%s", m->arch);
     snprintf(out->activation, sizeof out->activation, "%s", ps_act_name(hp->act));
     out->activation_threshold = hp->act_threshold;
-    out->n_vocab = hp->n_vocab;
-    out->n_ctx_train = hp->n_ctx_train;
-    out->n_embd = hp->n_embd;
-    out->n_ff = hp->n_ff;
-    out->n_layer = hp->n_layer;
-    out->n_head = hp->n_head;
-    out->n_head_kv = hp->n_head_kv;
-    out->head_dim = hp->head_dim;
-    out->rope_freq_base = hp->rope_freq_base;
-    out->rms_eps = hp->rms_eps;
+#define FROM_HPARAMS(field) out->field = hp->field
+    FROM_HPARAMS(n_vocab), FROM_HPARAMS(n_ctx_train), FROM_HPARAMS(n_embd), FROM_HPARAMS(n_ff);
+    FROM_HPARAMS(n_layer), FROM_HPARAMS(n_head), FROM_HPARAMS(n_head_kv), FROM_HPARAMS(head_dim);
+    FROM_HPARAMS(rope_freq_base), FROM_HPARAMS(rms_eps), FROM_HPARAMS(predictor_rank);
+#undef FROM_HPARAMS
     out->tied_output = m->tied_output;
     out->has_predictor = hp->predictor_rank > 0;
-    out->predictor_rank = hp->predictor_rank;
     out->weight_type = m->layers[0].gate.type;
     out->n_params = m->n_params;
     out->file_size = (int64_t)ps_gguf_file_size(m->gguf);

@@ -15,10 +15,11 @@
 
 /* ggml type ids (the numbers are the file format's). */
 enum ps_type {
-    PS_TYPE_F32 = 0, PS_TYPE_F16 = 1, PS_TYPE_Q4_0 = 2, PS_TYPE_Q4_1 = 3,
-    PS_TYPE_Q5_0 = 6, PS_TYPE_Q5_1 = 7, PS_TYPE_Q8_0 = 8, PS_TYPE_Q8_1 = 9,
-    PS_TYPE_Q2_K = 10, PS_TYPE_Q3_K = 11, PS_TYPE_Q4_K = 12, PS_TYPE_Q5_K = 13,
-    PS_TYPE_Q6_K = 14, PS_TYPE_Q8_K = 15, PS_TYPE_BF16 = 30,
+    PS_TYPE_F32 = 0, PS_TYPE_F16 = 1, PS_TYPE_BF16 = 30,                      /* float */
+    PS_TYPE_Q4_0 = 2, PS_TYPE_Q4_1 = 3, PS_TYPE_Q5_0 = 6, PS_TYPE_Q5_1 = 7,   /* 32-element blocks */
+    PS_TYPE_Q8_0 = 8, PS_TYPE_Q8_1 = 9,
+    PS_TYPE_Q2_K = 10, PS_TYPE_Q3_K = 11, PS_TYPE_Q4_K = 12, PS_TYPE_Q5_K = 13, /* 256-element blocks */
+    PS_TYPE_Q6_K = 14, PS_TYPE_Q8_K = 15,
     PS_TYPE_COUNT = 31, /* table size: ids are below this */
 };
 

@@ -517,16 +517,22 @@ static int kv_int(const gguf_kv *kv, int64_t *sv, uint64_t *uv, int *is_signed) 
     }
 }
 
+/* kv_int, or one error line naming the key and what was expected: 1 or -1. */
+static int kv_int_or_fail(const gguf_kv *kv, const char *key, const char *expected, int64_t *sv, uint64_t *uv,
+                          int *sgn) {
+    *sv = 0, *uv = 0, *sgn = 0;
+    if (kv_int(kv, sv, uv, sgn)) return 1;
+    ps_fail(PS_ERR_FORMAT, "key '%s' has value type %d, expected %s", key, kv->type, expected);
+    return -1;
+}
+
 static int get_int_range(const ps_gguf *g, const char *key, int64_t lo, uint64_t hi, int64_t *out) {
     int64_t i = ps_gguf_find_key(g, key);
     if (i < 0) return 0;
-    int64_t sv = 0;
-    uint64_t uv = 0;
-    int sgn = 0;
-    if (!kv_int(&g->kv[i], &sv, &uv, &sgn)) {
-        ps_fail(PS_ERR_FORMAT, "key '%s' has value type %d, expected an integer", key, g->kv[i].type);
-        return -1;
-    }
+    int64_t sv;
+    uint64_t uv;
+    int sgn;
+    if (kv_int_or_fail(&g->kv[i], key, "an integer", &sv, &uv, &sgn) < 0) return -1;
     if (sgn) {
         if (sv < lo || (sv >= 0 && (uint64_t)sv > hi)) {
             ps_fail(PS_ERR_FORMAT, "key '%s' value %lld is out of range", key, (long long)sv);
@@ -569,13 +575,10 @@ int ps_gguf_get_f32(const ps_gguf *g, const char *key, float *out) {
         memcpy(&d, kv->data, 8);
         f = (float)d;
     } else {
-        int64_t sv = 0;
-        uint64_t uv = 0;
-        int sgn = 0;
-        if (!kv_int(kv, &sv, &uv, &sgn)) {
-            ps_fail(PS_ERR_FORMAT, "key '%s' has value type %d, expected a number", key, kv->type);
-            return -1;
-        }
+        int64_t sv;
+        uint64_t uv;
+        int sgn;
+        if (kv_int_or_fail(kv, key, "a number", &sv, &uv, &sgn) < 0) return -1;
         f = sgn ? (float)sv : (float)uv;
     }
     if (out) *out = f;
@@ -590,13 +593,10 @@ int ps_gguf_get_bool(const ps_gguf *g, const char *key, int *out) {
     if (kv->type == PS_GGUF_BOOL) {
         v = kv->data[0] != 0;
     } else {
-        int64_t sv = 0;
-        uint64_t uv = 0;
-        int sgn = 0;
-        if (!kv_int(kv, &sv, &uv, &sgn)) {
-            ps_fail(PS_ERR_FORMAT, "key '%s' has value type %d, expected a bool", key, kv->type);
-            return -1;
-        }
+        int64_t sv;
+        uint64_t uv;
+        int sgn;
+        if (kv_int_or_fail(kv, key, "a bool", &sv, &uv, &sgn) < 0) return -1;
         v = sgn ? sv != 0 : uv != 0;
     }
     if (out) *out = v;

@@ -12,11 +12,7 @@
 #include <stdlib.h>
 
 int ps_ivec_push(ps_ivec *a, int32_t x) {
-    if (a->n == a->cap) {
-        int32_t *v = ps_grow(a->v, &a->cap, sizeof *v, 64);
-        if (!v) return -1;
-        a->v = v;
-    }
+    PS_RESERVE_ONE(a, 64);
     a->v[a->n++] = x;
     return 0;
 }

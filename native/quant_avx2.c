@@ -79,9 +79,7 @@ INLINE void gemm_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1
 GEMM_PACKED_OF(gemm_q4_0_packed, gemm_packed, 0)
 GEMM_PACKED_OF(gemm_q4_1_packed, gemm_packed, 1)
 
-AXPY_PAIR(axpy_q4_0, axpy_rows_q, 0)
-AXPY_PAIR(axpy_q4_1, axpy_rows_q, 1)
-AXPY_PAIR(axpy_q8_0, axpy_rows_q, 2)
+AXPY_QUANT_PAIRS(axpy_rows_q)
 
 const ps_type_kernels ps_type_kernels_avx2[PS_TYPE_COUNT] = {
     PS_KERNEL_ROW(F32, f32, 0), PS_KERNEL_ROW(F16, f16, 0), PS_KERNEL_ROW(BF16, bf16, 0),

@@ -222,9 +222,7 @@ INLINE void axpy_rows_q16(const void *const *src, const float *a, const int NR, 
     }
 }
 
-AXPY_PAIR(axpy_q4_0, axpy_rows_q16, 0)
-AXPY_PAIR(axpy_q4_1, axpy_rows_q16, 1)
-AXPY_PAIR(axpy_q8_0, axpy_rows_q16, 2)
+AXPY_QUANT_PAIRS(axpy_rows_q16)
 
 const ps_type_kernels ps_type_kernels_avx512[PS_TYPE_COUNT] = {
     PS_KERNEL_ROW(F32, f32, 0), PS_KERNEL_ROW(F16, f16, 0), PS_KERNEL_ROW(BF16, bf16, 0),

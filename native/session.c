@@ -235,20 +235,11 @@ int ps_session_forward(ps_session *s, const int32_t *tokens, int32_t n, float *a
 void ps_session_destroy(ps_session *s) {
     if (!s) return;
     ps_compute_free(s->pool);
-    float **bufs[] = {&s->k_cache, &s->v_cache, &s->x, &s->xb, &s->xb2, &s->q, &s->att_out,
-                      &s->att, &s->hb, &s->hb2, &s->rope_cos, &s->rope_sin, &s->logits};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) ps_free(*bufs[i]);
-    ps_free(s->inv_freq);
-    ps_free(s->pred_h);
-    ps_free(s->pred_l);
-    ps_free(s->ref_g);
-    ps_free(s->ref_u);
-    free(s->ffn_mask);
-    free(s->ffn_idx);
-    free(s->ffn_keep);
-    free(s->ffn_pause);
-    free(s->stats);
-    free(s->active_by_thread);
+    /* (ps_alloc's buffers are free()d like the others: ps_free is free) */
+    void *owned[] = {s->k_cache, s->v_cache, s->x, s->xb, s->xb2, s->q, s->att_out, s->att, s->hb, s->hb2,
+                     s->rope_cos, s->rope_sin, s->logits, s->inv_freq, s->pred_h, s->pred_l, s->ref_g, s->ref_u,
+                     s->ffn_mask, s->ffn_idx, s->ffn_keep, s->ffn_pause, s->stats, s->active_by_thread};
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) free(owned[i]);
     free(s);
 }
 

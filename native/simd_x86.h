@@ -220,7 +220,9 @@ INLINE const uint8_t *scaled_block(const void *src, int64_t i, const int type, f
         body(P, n_cols, r0, r1, X, n_tok, Y, ldy, arg);                                                \
     }
 
-/* name (one row) and name##_4 (four rows) from one NR-row axpy body. */
+/* name (one row) and name##_4 (four rows) from one NR-row axpy body; the
+ * three block types' pairs from a body whose last argument picks the type
+ * (0 Q4_0, 1 Q4_1, 2 Q8_0). */
 #define AXPY_PAIR(name, body, arg)                                                               \
     static void name(const void *src, float a, float *y, int64_t n) {                            \
         const void *s1[1] = {src};                                                               \
@@ -229,5 +231,7 @@ INLINE const uint8_t *scaled_block(const void *src, int64_t i, const int type, f
     static void name##_4(const void *const src[4], const float a[4], float *y, int64_t n) {     \
         body(src, a, 4, y, n, arg);                                                              \
     }
+#define AXPY_QUANT_PAIRS(body) \
+    AXPY_PAIR(axpy_q4_0, body, 0) AXPY_PAIR(axpy_q4_1, body, 1) AXPY_PAIR(axpy_q8_0, body, 2)
 
 #endif

@@ -450,18 +450,9 @@ ps_tokenizer *ps_tokenizer_load(const ps_gguf *g) {
 
 void ps_tokenizer_free(ps_tokenizer *t) {
     if (!t) return;
-    free(t->text);
-    free(t->text_off);
-    free(t->score);
-    free(t->attr);
-    free(t->eog);
-    free(t->vocab_hash);
-    free(t->merge_key);
-    free(t->merge_rank);
-    free(t->merge_out);
-    free(t->special);
-    free(t->piece);
-    free(t->piece_off);
+    void *owned[] = {t->text, t->text_off, t->score, t->attr, t->eog, t->vocab_hash, t->merge_key,
+                     t->merge_rank, t->merge_out, t->special, t->piece, t->piece_off};
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) free(owned[i]);
     free(t);
 }
 

@@ -20,11 +20,7 @@ typedef struct { uint64_t key; int32_t left, right, a, b; } bigram;
 typedef struct { bigram *v; size_t n, cap; } heap;
 
 static int heap_push(heap *h, bigram x) {
-    if (h->n == h->cap) {
-        bigram *v = ps_grow(h->v, &h->cap, sizeof *v, 64);
-        if (!v) return -1;
-        h->v = v;
-    }
+    PS_RESERVE_ONE(h, 64);
     size_t i = h->n++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
@@ -223,11 +219,7 @@ typedef struct { int32_t id; size_t off, len; } fragment;
 typedef struct { fragment *v; size_t n, cap; } fvec;
 
 static int fvec_push(fvec *a, fragment f) {
-    if (a->n == a->cap) {
-        fragment *v = ps_grow(a->v, &a->cap, sizeof *v, 16);
-        if (!v) return -1;
-        a->v = v;
-    }
+    PS_RESERVE_ONE(a, 16);
     a->v[a->n++] = f;
     return 0;
 }

@@ -30,6 +30,16 @@ void *ps_realloc(void *p, size_t n);
  * the array at twice the capacity (first when empty), *cap updated; NULL
  * when out of memory (v is then still valid and unchanged). */
 void *ps_grow(void *v, size_t *cap, size_t elem, size_t first);
+/* In a function returning int: make room for one more element of a, a
+ * struct {T *v; size_t n, cap;}, or return -1 when out of memory. */
+#define PS_RESERVE_ONE(a, first)                                              \
+    do {                                                                      \
+        if ((a)->n == (a)->cap) {                                             \
+            void *grown_ = ps_grow((a)->v, &(a)->cap, sizeof *(a)->v, first); \
+            if (!grown_) return -1;                                           \
+            (a)->v = grown_;                                                  \
+        }                                                                     \
+    } while (0)
 /* Aligned allocation (64 bytes) for scratch buffers; free with ps_free. */
 void *ps_alloc(size_t n);
 void ps_free(void *p);

@@ -214,6 +214,16 @@ TEST(random_corruption_never_crashes) {
     free(b.p);
 }
 
+/* A header with n_kv keys, the first an array "k" of count elements of type
+ * elem_type; the caller writes the elements. */
+static void array_kv(buf *b, uint64_t n_kv, uint32_t elem_type, uint64_t count) {
+    header(b, 3, 0, n_kv);
+    put_str(b, "k");
+    put_u32(b, PS_GGUF_ARRAY);
+    put_u32(b, elem_type);
+    put_u64(b, count);
+}
+
 static int fails_with(buf *b, const char *needle) {
     ps_clear_error();
     ps_gguf *g = open_bytes(b->p, b->n);
@@ -322,27 +332,15 @@ TEST(huge_lengths_and_counts) {
     put(&b, "abcdefgh", 8);
     CHECK(fails_with(&b, "string length"));
 
-    header(&b, 3, 0, 1);
-    put_str(&b, "k");
-    put_u32(&b, PS_GGUF_ARRAY);
-    put_u32(&b, PS_GGUF_UINT64);
-    put_u64(&b, 1ull << 61); /* * 8 bytes wraps to 0 */
+    array_kv(&b, 1, PS_GGUF_UINT64, 1ull << 61); /* * 8 bytes wraps to 0 */
     put_u64(&b, 0);
     CHECK(fails_with(&b, "exceed"));
 
-    header(&b, 3, 0, 1);
-    put_str(&b, "k");
-    put_u32(&b, PS_GGUF_ARRAY);
-    put_u32(&b, PS_GGUF_STRING);
-    put_u64(&b, 1ull << 40);
+    array_kv(&b, 1, PS_GGUF_STRING, 1ull << 40);
     put_str(&b, "x");
     CHECK(fails_with(&b, "cannot fit"));
 
-    header(&b, 3, 0, 2); /* second string of an array runs off the end */
-    put_str(&b, "k");
-    put_u32(&b, PS_GGUF_ARRAY);
-    put_u32(&b, PS_GGUF_STRING);
-    put_u64(&b, 2);
+    array_kv(&b, 2, PS_GGUF_STRING, 2); /* second string of an array runs off the end */
     put_str(&b, "x");
     put_u64(&b, 1000);
     put(&b, "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy", 60);
@@ -364,21 +362,13 @@ TEST(bad_value_types_and_nesting) {
     put_u64(&b, 0);
     CHECK(fails_with(&b, "unknown value type 13"));
 
-    header(&b, 3, 0, 1);
-    put_str(&b, "k");
-    put_u32(&b, PS_GGUF_ARRAY);
-    put_u32(&b, PS_GGUF_ARRAY);
-    put_u64(&b, 1);
+    array_kv(&b, 1, PS_GGUF_ARRAY, 1);
     put_u32(&b, PS_GGUF_UINT8);
     put_u64(&b, 1);
     put_u8(&b, 1);
     CHECK(fails_with(&b, "nested arrays"));
 
-    header(&b, 3, 0, 1);
-    put_str(&b, "k");
-    put_u32(&b, PS_GGUF_ARRAY);
-    put_u32(&b, 77);
-    put_u64(&b, 1);
+    array_kv(&b, 1, 77, 1);
     put_u64(&b, 0);
     CHECK(fails_with(&b, "unknown element type 77"));
 }

@@ -119,12 +119,20 @@ static buf bpe_vocab(const char *pre, int with_merges) {
     return b;
 }
 
+/* The BPE vocabulary with merges and pre-tokenizer `pre`, loaded; a failed
+ * load counts as a failed CHECK and prints why. */
+static ps_tokenizer *load_bpe(const char *pre, ps_gguf **g) {
+    buf b = bpe_vocab(pre, 1);
+    ps_tokenizer *t = load(&b, g);
+    CHECK(t != NULL);
+    if (!t) fprintf(stderr, "%s\n", ps_last_error());
+    return t;
+}
+
 TEST(bpe_merges_by_rank) {
     ps_gguf *g;
-    buf b = bpe_vocab("gpt-2", 1);
-    ps_tokenizer *t = load(&b, &g);
-    CHECK(t != NULL);
-    if (!t) { fprintf(stderr, "%s\n", ps_last_error()); ps_gguf_close(g); return; }
+    ps_tokenizer *t = load_bpe("gpt-2", &g);
+    if (!t) { ps_gguf_close(g); return; }
     CHECK(ps_tokenizer_n_vocab(t) == N_BPE);
     EXPECT_IDS(t, "hello", 0, ID_HELLO);
     EXPECT_IDS(t, "hellohello", 0, ID_HELLO, ID_HELLO);
@@ -153,9 +161,7 @@ TEST(bpe_merges_by_rank) {
 
 TEST(bpe_pretokenizers_and_specials) {
     ps_gguf *g;
-    buf b = bpe_vocab("smollm", 1);
-    ps_tokenizer *t = load(&b, &g);
-    CHECK(t != NULL);
+    ps_tokenizer *t = load_bpe("smollm", &g);
     if (!t) { ps_gguf_close(g); return; }
     EXPECT_IDS(t, "123", 0, BT('1'), BT('2'), BT('3')); /* smollm: every digit alone */
     EXPECT_IDS(t, "<|im_start|>hello<|im_end|>", 1, 1, ID_HELLO, 2);
@@ -183,9 +189,7 @@ TEST(bpe_pretokenizers_and_specials) {
 
     /* llama-bpe: case-folded contractions, digits in threes, and a word
      * that is a whole token skips the merges */
-    b = bpe_vocab("llama-bpe", 1);
-    t = load(&b, &g);
-    CHECK(t != NULL);
+    t = load_bpe("llama-bpe", &g);
     if (!t) { ps_gguf_close(g); return; }
     CHECK(ps_tokenizer_add_bos(t) == 0); /* the file's add_bos_token=false wins */
     EXPECT_IDS(t, "12341", 0, ID_12, BT('3'), BT('4'), BT('1'));
@@ -265,9 +269,7 @@ static int fuzz(const ps_tokenizer *t, int rounds, int spm) {
 
 TEST(bpe_round_trip_random_text) {
     ps_gguf *g;
-    buf b = bpe_vocab("smollm", 1);
-    ps_tokenizer *t = load(&b, &g);
-    CHECK(t != NULL);
+    ps_tokenizer *t = load_bpe("smollm", &g);
     if (t) CHECK(fuzz(t, 300, 0) == 0);
     ps_tokenizer_free(t);
     ps_gguf_close(g);
@@ -294,9 +296,7 @@ static void *tokenize_worker(void *arg) {
 
 TEST(shared_between_threads) {
     ps_gguf *g;
-    buf b = bpe_vocab("smollm", 1);
-    ps_tokenizer *t = load(&b, &g);
-    CHECK(t != NULL);
+    ps_tokenizer *t = load_bpe("smollm", &g);
     if (!t) { ps_gguf_close(g); return; }
     /* reference ids, one thread at a time */
     worker ref[2] = {{t, 7, 0, 0}, {t, 8, 0, 0}};
