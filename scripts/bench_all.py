@@ -77,8 +77,10 @@ def variants(src: Path, types: list[str]) -> list[Path]:
     missing = [t for t, p in zip(types, out) if not p.is_file()]
     if missing:
         say(f"  making {', '.join(missing)} variants of {src.name} (once)")
-        subprocess.run([sys.executable, str(HERE / "make_quant_variants.py"), str(src), "--types", ",".join(missing)],
-                       check=True, stdout=subprocess.DEVNULL)
+        for t, p in zip(types, out):
+            if t in missing:
+                subprocess.run([sys.executable, "-m", "prosparse_cpu.convert.cli", str(src), "-o", str(p),
+                                "--outtype", t], check=True, stdout=subprocess.DEVNULL)
     return out
 
 
