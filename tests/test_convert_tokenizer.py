@@ -12,7 +12,7 @@ import pytest
 
 from prosparse_cpu.convert.cli import convert
 from prosparse_cpu.convert.reference import GGUFModel
-from support.compare import engine
+from support.compare import engine, open_engine
 from support.hf_models import hf_folder, make_hf_model
 from support.vocab import SAMPLE_TEXTS, corpus_text
 
@@ -68,14 +68,7 @@ def test_llama_cpp_tokenizes_like_hf(converted):
 
 def test_engine_tokenizes_like_hf(converted):
     kind, hf, out = converted
-    Model, ProSparseError = engine()
-    try:
-        m = Model(str(out), threads=1, n_ctx=64)
-    except ProSparseError as e:
-        if "cannot load native library" in str(e):
-            pytest.skip(f"engine not built: {e}")
-        raise
-    with m:
+    with open_engine(out, threads=1, n_ctx=64) as m:
         for text in TEXTS:
             assert m.tokenize(text, add_bos=False) == hf_ids(hf, kind, text), text[:40]
         if kind == "bpe":

@@ -31,11 +31,11 @@ SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 # ---- the model and data the benchmark runs on -------------------------------------
-def tiny_model_dir(path: Path, hidden: int, n_ff: int, layers: int, heads: int) -> Path:
-    """A random LlamaForCausalLM (HF's initialisation, seed 0) with a byte-level
-    tokenizer (256 byte symbols + specials, no merges), saved as an HF folder."""
+def byte_tokenizer():
+    """A transformers tokenizer of the 256 byte symbols (sorted), then SPECIALS;
+    no merges; eos = bos = SPECIALS[0]."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     for s in SPECIALS:
@@ -44,8 +44,16 @@ def tiny_model_dir(path: Path, hidden: int, n_ff: int, layers: int, heads: int) 
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(SPECIALS)
-    tok = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=SPECIALS[0], bos_token=SPECIALS[0],
-                                  additional_special_tokens=SPECIALS[1:])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=SPECIALS[0], bos_token=SPECIALS[0],
+                                   additional_special_tokens=SPECIALS[1:])
+
+
+def tiny_model_dir(path: Path, hidden: int, n_ff: int, layers: int, heads: int) -> Path:
+    """A random LlamaForCausalLM (HF's initialisation, seed 0) with byte_tokenizer(),
+    saved as an HF folder."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = byte_tokenizer()
     torch.manual_seed(0)
     eos = tok.eos_token_id
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=n_ff, num_hidden_layers=layers,

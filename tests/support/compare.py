@@ -21,16 +21,20 @@ def engine():
     return Model, ProSparseError
 
 
-def engine_logits(path, ids):
-    """Our engine's logits at every position of ids, or skip while the native library is not built."""
+def open_engine(path, threads=2, n_ctx=256):
+    """Our engine on path, or skip while the native library is not built."""
     Model, ProSparseError = engine()
     try:
-        m = Model(str(path), threads=2, n_ctx=256)
+        return Model(str(path), threads=threads, n_ctx=n_ctx)
     except ProSparseError as e:
         if "cannot load native library" in str(e):
             pytest.skip(f"engine not built: {e}")
         raise
-    with m:
+
+
+def engine_logits(path, ids):
+    """Our engine's logits at every position of ids, or skip while the native library is not built."""
+    with open_engine(path) as m:
         return m.eval_all(ids)
 
 

@@ -134,19 +134,11 @@ def make_spm_tokenizer(folder: Path, vocab_size: int = 400) -> int:
 
 
 def byte_tokenizer():
-    """A PreTrainedTokenizerFast: the 256 byte symbols (sorted) then the specials; eos = bos = <|endoftext|>."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import PreTrainedTokenizerFast
+    """A PreTrainedTokenizerFast: the 256 byte symbols (sorted) then the specials; eos = bos = <|endoftext|>;
+    the ChatML template (the trainer benchmark's tokenizer, which has the same specials)."""
+    from prosparse_cpu.trainer import bench_overhead
 
-    vocab = {ch: i for i, ch in enumerate(sorted(ByteLevel.alphabet()))}
-    for s in SPECIALS:
-        vocab[s] = len(vocab)
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(SPECIALS)
-    t = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
-                                additional_special_tokens=SPECIALS[1:])
+    assert bench_overhead.SPECIALS == SPECIALS
+    t = bench_overhead.byte_tokenizer()
     t.chat_template = CHATML
     return t
