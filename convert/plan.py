@@ -38,7 +38,7 @@ Q = gguf.GGMLQuantizationType
 OUTTYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q4_1": Q.Q4_1}
 FILE_TYPES = {Q.F32: 0, Q.F16: 1, Q.Q4_0: 2, Q.Q4_1: 3, Q.Q8_0: 7, Q.BF16: 32}   # llama_ftype
 _BLOCK_TYPES = (Q.Q8_0, Q.Q4_0, Q.Q4_1)
-_NO_RAW = object()
+_COMPUTED = object()   # add()'s copy_rows default: the data are computed, not copied
 
 
 @dataclass
@@ -109,13 +109,13 @@ def build_plan(source, arch: str, outtype: str, llama_compat: bool,
     perms = [hot_first(stats.counts[i]) if stats is not None else None for i in range(spec.n_layer)]
     tensors: list[OutTensor] = []
 
-    def add(name, shape, produce, src_name=None, transformed=False, predictor=False, rows_of=_NO_RAW):
-        """rows_of: None or a row permutation when the data are the source tensor's own rows,
+    def add(name, shape, produce, src_name=None, transformed=False, predictor=False, copy_rows=_COMPUTED):
+        """copy_rows: the data are the source tensor's own rows, as stored (None) or in this order,
         so a GGUF source's bytes can be copied when the type stays (no second rounding)."""
         qt = target(src_name or name, shape, transformed, predictor)
         raw = None
-        if rows_of is not _NO_RAW and hasattr(source, "raw") and source.tensor_type(src_name or name) == qt:
-            raw = (lambda n=src_name or name, p=rows_of: source.raw(n, p))
+        if copy_rows is not _COMPUTED and hasattr(source, "raw") and source.tensor_type(src_name or name) == qt:
+            raw = (lambda n=src_name or name, p=copy_rows: source.raw(n, p))
         tensors.append(OutTensor(name, tuple(shape), qt, produce, raw))
 
     load = source.load
@@ -124,40 +124,40 @@ def build_plan(source, arch: str, outtype: str, llama_compat: bool,
         add("token_embd.weight", (V, e), lambda: load("token_embd.weight") * np.float32(spec.embedding_scale),
             transformed=True)
     else:
-        add("token_embd.weight", (V, e), lambda: load("token_embd.weight"), rows_of=None)
-    add("output_norm.weight", (e,), lambda: load("output_norm.weight"), rows_of=None)
+        add("token_embd.weight", (V, e), lambda: load("token_embd.weight"), copy_rows=None)
+    add("output_norm.weight", (e,), lambda: load("output_norm.weight"), copy_rows=None)
     if fold:   # untie: output = E * logit_scale
         add("output.weight", (V, e), lambda: load("token_embd.weight") * np.float32(spec.logit_scale),
             src_name="token_embd.weight", transformed=True)
     elif not spec.tied:
-        add("output.weight", (V, e), lambda: load("output.weight"), rows_of=None)
+        add("output.weight", (V, e), lambda: load("output.weight"), copy_rows=None)
 
     for i in range(spec.n_layer):
         b = f"blk.{i}."
         perm = perms[i]
         kv_rows = spec.n_head_kv * spec.head_dim
-        add(b + "attn_norm.weight", (e,), lambda n=b + "attn_norm.weight": load(n), rows_of=None)
+        add(b + "attn_norm.weight", (e,), lambda n=b + "attn_norm.weight": load(n), copy_rows=None)
         if source.qk_permuted:
-            add(b + "attn_q.weight", (e, e), lambda n=b + "attn_q.weight": load(n), rows_of=None)
-            add(b + "attn_k.weight", (kv_rows, e), lambda n=b + "attn_k.weight": load(n), rows_of=None)
+            add(b + "attn_q.weight", (e, e), lambda n=b + "attn_q.weight": load(n), copy_rows=None)
+            add(b + "attn_k.weight", (kv_rows, e), lambda n=b + "attn_k.weight": load(n), copy_rows=None)
         else:
             add(b + "attn_q.weight", (e, e), lambda n=b + "attn_q.weight": permute_qk(load(n), spec.n_head))
             add(b + "attn_k.weight", (kv_rows, e), lambda n=b + "attn_k.weight": permute_qk(load(n), spec.n_head_kv))
-        add(b + "attn_v.weight", (kv_rows, e), lambda n=b + "attn_v.weight": load(n), rows_of=None)
+        add(b + "attn_v.weight", (kv_rows, e), lambda n=b + "attn_v.weight": load(n), copy_rows=None)
         rs = np.float32(spec.residual_scale)
         if fold:
             add(b + "attn_output.weight", (e, e), lambda n=b + "attn_output.weight", s=rs: load(n) * s,
                 transformed=True)
         else:
-            add(b + "attn_output.weight", (e, e), lambda n=b + "attn_output.weight": load(n), rows_of=None)
-        add(b + "ffn_norm.weight", (e,), lambda n=b + "ffn_norm.weight": load(n), rows_of=None)
+            add(b + "attn_output.weight", (e, e), lambda n=b + "attn_output.weight": load(n), copy_rows=None)
+        add(b + "ffn_norm.weight", (e,), lambda n=b + "ffn_norm.weight": load(n), copy_rows=None)
 
         def rows(n, p=perm):
             w = load(n)
             return w if p is None else w[p]
         # (functions defined in this loop are bound through default arguments, never by closure)
-        add(b + "ffn_gate.weight", (f, e), lambda n=b + "ffn_gate.weight", r=rows: r(n), rows_of=perm)
-        add(b + "ffn_up.weight", (f, e), lambda n=b + "ffn_up.weight", r=rows: r(n), rows_of=perm)
+        add(b + "ffn_gate.weight", (f, e), lambda n=b + "ffn_gate.weight", r=rows: r(n), copy_rows=perm)
+        add(b + "ffn_up.weight", (f, e), lambda n=b + "ffn_up.weight", r=rows: r(n), copy_rows=perm)
         keep_down = threshold_only and target(b + "ffn_down.weight", (e, f), False, quiet=True) in _BLOCK_TYPES
         if sparse_file and not keep_down:
             def down_t(n=b + "ffn_down.weight", p=perm):
@@ -174,7 +174,7 @@ def build_plan(source, arch: str, outtype: str, llama_compat: bool,
             if fold or perm is not None:
                 add(b + "ffn_down.weight", (e, f), down, transformed=True)
             else:
-                add(b + "ffn_down.weight", (e, f), down, rows_of=None)
+                add(b + "ffn_down.weight", (e, f), down, copy_rows=None)
         if sparse_file and stats is not None:
             add(b + "ffn_freq", (f,), lambda L=i, p=perm: stats.freq(L)[p])
         if sparse_file and predictors is not None:
