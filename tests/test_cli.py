@@ -123,7 +123,7 @@ def test_bench_without_llama_cpp(tiny_path, tmp_path):
 
 @pytest.mark.llamacpp
 def test_bench_baseline_file(tiny_path, tmp_path, llama_cpp):
-    from conftest import write_tiny_llama
+    from support.gguf_files import write_tiny_llama
 
     relu = write_tiny_llama(tmp_path / "relu.gguf", activation="relu")  # llama.cpp cannot run a prosparse file
     js = tmp_path / "b.json"
@@ -157,7 +157,7 @@ def test_smollm2_chat_and_inspect(smollm2_path):
 
 
 def test_inspect_prosparse_file(tmp_path):
-    from conftest import write_tiny_llama
+    from support.gguf_files import write_tiny_llama
 
     path = write_tiny_llama(tmp_path / "ps.gguf", activation="relu", predictor_rank=8)
     out = ok(run("inspect", path)).stdout
@@ -178,7 +178,7 @@ def test_chat_message_longer_than_context(successor_path):
 
 
 def test_bytes_per_token_by_mode(tmp_path):
-    from conftest import write_tiny_llama
+    from support.gguf_files import write_tiny_llama
     from prosparse_cpu.bench import bytes_per_token, weight_bytes
 
     path = write_tiny_llama(tmp_path / "p.gguf", activation="relu", predictor_rank=8)
