@@ -1,4 +1,4 @@
-"""scripts/ab_libs.py runs two builds of the library (or two modes) in one process."""
+"""scripts/ab_libs.py runs two builds of the library (or two modes) in one process; scripts/same_logits.py compares their logits."""
 from __future__ import annotations
 
 import shutil
@@ -43,3 +43,28 @@ def test_ab_libs_bad_model_is_one_error_line(tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip().startswith("error:") and "missing.gguf" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+SAME = ROOT / "scripts" / "same_logits.py"
+
+
+def test_same_logits_of_one_build_twice(tmp_path):
+    model = make_hf_llama(seed=5, n_layer=2, n_embd=64, n_ff=96)
+    path = write_gguf(model, tmp_path / "relu.gguf", wtype="q4_0", arch="prosparse", activation="relu")
+    lib = str(library_path())
+    r = subprocess.run([sys.executable, str(SAME), str(path), lib, lib, "--tokens", "12", "--batch", "5"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "level 0 dense: identical" in r.stdout and "level 0 sparse: identical" in r.stdout
+    assert "different" in r.stdout.splitlines()[-1] and r.stdout.splitlines()[-1].endswith("0 different")
+
+
+def test_same_logits_finds_a_difference(tmp_path):
+    model = make_hf_llama(seed=5, n_layer=2, n_embd=64, n_ff=96)
+    a = write_gguf(model, tmp_path / "a.gguf", wtype="f32")
+    b = write_gguf(model, tmp_path / "b.gguf", wtype="f16")
+    lib = str(library_path())
+    r = subprocess.run([sys.executable, str(SAME), str(a), lib, lib, "--model-b", str(b), "--tokens", "8"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "level 0 dense: differs, max |A-B| / max |A| = " in r.stdout
