@@ -103,8 +103,12 @@ typedef void (*ps_attn_values_fn)(const float *att, float inv, const float *v, i
  *   2. its row in ps_type_traits' table (quant.c: name, block size, bytes);
  *   3. its scalar kernels and row in quant_scalar.c (the reference);
  *   4. its SIMD kernels and row in quant_avx2.c and quant_avx512.c, each
- *      bit-identical to the scalar row (test_quant.c compares every level);
- * and nothing else: the engine finds it through these tables. */
+ *      bit-identical to the scalar row;
+ *   5. its id in test_quant.c's TYPES (and in random_matrix when a random
+ *      block needs more than random bytes after an fp16 scale), so every
+ *      level is compared with the reference: test_tables_complete fails
+ *      until it is there.
+ * Nothing else: the engine finds the type through these tables. */
 /* A table row from a level file's kernels named by type: gemm_<t>, dequant_<t>,
  * axpy_<t>, axpy_<t>_4 (and gemm_<t>_packed for PS_KERNEL_ROW_PACKED). */
 #define PS_KERNEL_ROW(T, t, q8a)                                                                   \
