@@ -313,6 +313,39 @@ def bench(model, baseline, threads, reps, pp, tg, modes, no_llama, json_out, plo
         click.echo(f"wrote {plot_out}", err=True)
 
 
+# ---- serve ------------------------------------------------------------------------
+@cli.command()
+@model_arg
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@mode_opt
+@click.option("--threads", "-t", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Worker threads in all, split among the sessions.")
+@click.option("--parallel", "-np", type=click.IntRange(min=1, max=64), default=1, show_default=True,
+              help="Sessions (requests answered at once) sharing the loaded model.")
+@click.option("--ctx", "n_ctx", type=click.IntRange(min=16), default=2048, show_default=True,
+              help="KV cache length in tokens, per session.")
+@click.option("--api-key", default=None, envvar="PROSPARSE_API_KEY",
+              help="Require `Authorization: Bearer KEY` on /v1/* (env PROSPARSE_API_KEY).")
+@click.option("--max-body", type=click.IntRange(min=1024), default=1 << 20, show_default=True,
+              help="Largest request body in bytes.")
+@map_opt
+def serve(model, host, port, mode, threads, parallel, n_ctx, api_key, max_body, map_only):
+    """OpenAI-compatible server: /v1/chat/completions, /v1/completions, /v1/models, /health, a chat page at /."""
+    try:
+        from .server import serve as run_server
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise click.ClickException(f"`prosparse serve` needs the server extra ({e.name} is missing): "
+                                   "pip install 'prosparse-cpu[server]'") from None
+    per = max(1, threads // parallel)
+    click.echo(f"prosparse serve: {os.path.basename(model)}, {parallel} session(s) x {per} thread(s), "
+               f"context {n_ctx}, mode {mode}, http://{host}:{port}", err=True)
+    run_server(model, host=host, port=port, mode=mode, threads=threads, parallel=parallel, n_ctx=n_ctx,
+               api_key=api_key, copy_weights=not map_only, max_body=max_body)
+
+
 # ---- entry point ------------------------------------------------------------------
 def _warning_line(message, category, filename, lineno, line=None):
     return f"warning: {message}\n"
