@@ -174,6 +174,8 @@ BAD = [
     ("POST", "/v1/chat/completions", b'{"messages": [{"role": "user", "content": "x"}], "n": 3}', 400, "n:"),
     ("POST", "/v1/chat/completions",
      json.dumps({"messages": [{"role": "user", "content": LONG}]}).encode(), 400, "too many for the context"),
+    ("POST", "/v1/chat/completions", b'{"messages": [{"role": "user", "content": "x"}], "presence_penalty": 1}',
+     400, "not supported"),
     ("POST", "/v1/completions", b'{"max_tokens": 3}', 400, "prompt: missing field"),
     ("POST", "/v1/completions", b'{"prompt": [1, 99999999]}', 400, "outside the vocabulary"),
     ("POST", "/v1/completions", json.dumps({"prompt": LONG}).encode(), 400, "too many for the context"),

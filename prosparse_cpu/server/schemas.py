@@ -50,6 +50,9 @@ class _Sampling(_Strict):
     n: int = 1
     logprobs: Union[bool, int, None] = None
     echo: bool = False
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    tools: list | None = None
 
     def stops(self) -> list[str]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -65,6 +68,11 @@ class _Sampling(_Strict):
             raise APIError(400, f"n: only 1 choice is supported, got {self.n}", param="n")
         if self.logprobs:
             raise APIError(400, "logprobs are not supported", param="logprobs")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(self, name):
+                raise APIError(400, f"{name} is not supported (send 0 or leave it out)", param=name)
+        if self.tools:
+            raise APIError(400, "tools are not supported", param="tools")
         if self.echo:
             raise APIError(400, "echo is not supported", param="echo")
         if self.seed is not None and not (-(2**63) <= self.seed < 2**64):
