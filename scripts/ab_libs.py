@@ -57,14 +57,27 @@ class Build:
         return n / (time.perf_counter() - t0)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_build_args(ap: argparse.ArgumentParser) -> None:
+    """The model, the two library builds and the thread count (shared with same_logits.py)."""
     ap.add_argument("model")
     ap.add_argument("lib_a")
     ap.add_argument("lib_b")
+    ap.add_argument("--threads", type=int, default=2)
+
+
+def own_copy(lib_path: str) -> str:
+    """A copy of the library at a new path: one path loads one library, whose
+    SIMD level is process-wide, so a second build of the same file needs one."""
+    path = os.path.join(tempfile.mkdtemp(prefix="ab_libs"), "b.so")
+    shutil.copy(lib_path, path)
+    return path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_build_args(ap)
     ap.add_argument("--mode", choices=MODES, default="dense")
     ap.add_argument("--mode-b", choices=MODES, default=None, help="build B's mode (default: --mode)")
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=64, help="decode steps per round")
     ap.add_argument("--simd-a", type=int, default=None, help="force build A's SIMD level (0 scalar, 1 AVX2, 2 AVX-512)")
@@ -73,9 +86,7 @@ def main() -> int:
     mode_b = a.mode_b or a.mode
     lib_b = a.lib_b
     if os.path.realpath(a.lib_a) == os.path.realpath(lib_b) and a.simd_a != a.simd_b:
-        # one path loads one library, whose SIMD level is process-wide: B gets its own copy
-        lib_b = os.path.join(tempfile.mkdtemp(prefix="ab_libs"), "b.so")
-        shutil.copy(a.lib_b, lib_b)
+        lib_b = own_copy(a.lib_b)
     builds = [Build(a.lib_a, a.model, MODES[a.mode], a.threads, a.simd_a),
               Build(lib_b, a.model, MODES[mode_b], a.threads, a.simd_b)]
     bw = builds[0].L.ps_model_read_bandwidth(builds[0].model, a.threads, 3)

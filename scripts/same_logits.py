@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import ctypes as C
 import os
-import shutil
 import sys
-import tempfile
 
 import numpy as np
 
+from ab_libs import add_build_args, own_copy
 from prosparse_cpu._lib import MODES, _declare, ps_model_info, ps_session_params
 
 
@@ -72,23 +71,16 @@ class Run:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model")
-    ap.add_argument("lib_a")
-    ap.add_argument("lib_b")
+    add_build_args(ap)
     ap.add_argument("--model-b", default=None, help="the file build B runs (default: the same model)")
     ap.add_argument("--tokens", type=int, default=40, help="prompt length")
     ap.add_argument("--batch", type=int, default=16, help="tokens per forward pass of the prompt")
     ap.add_argument("--decode", type=int, default=8, help="single-token steps after the prompt")
-    ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     for p in (a.model, a.model_b or a.model):
         if not os.path.isfile(p):
             sys.exit(f"error: {p}: no such file")
-    lib_b = a.lib_b
-    if os.path.realpath(a.lib_a) == os.path.realpath(lib_b):
-        # one path loads one library, whose SIMD level is process-wide: B gets its own copy
-        lib_b = os.path.join(tempfile.mkdtemp(prefix="same_logits"), "b.so")
-        shutil.copy(a.lib_b, lib_b)
+    lib_b = own_copy(a.lib_b) if os.path.realpath(a.lib_a) == os.path.realpath(a.lib_b) else a.lib_b
     runs = [Run(a.lib_a, a.model), Run(lib_b, a.model_b or a.model)]
     top = min(r.L.ps_simd_supported() for r in runs)
     n_same = n_diff = 0
