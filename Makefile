@@ -30,7 +30,7 @@ HDR := $(wildcard native/*.h)
 TEST_SRC := $(wildcard native/tests/test_*.c)
 TEST_BIN := $(TEST_SRC:native/tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all lib setup demo test test-c test-py asan bench clean model
+.PHONY: all lib setup demo test test-c test-py asan bench clean model browser
 all: lib
 
 lib: $(LIB)
@@ -76,7 +76,17 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(PY) -m pip install -q -e '.[train,dev,server]'
+	$(MAKE) browser
 	touch $@
+
+# Debian's headless chromium and its driver for the chat-page test, where
+# apt-get can install them (as root); elsewhere that test skips and says why.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+	        >/dev/null 2>&1 || echo "note: chromium could not be installed; the chat-page test will skip"; \
+	else echo "note: no chromium (install chromium and chromium-driver for the chat-page test)"; fi
 
 model: $(SMOLLM2)
 
