@@ -125,6 +125,18 @@ class Model:
         fields["tied_output"] = bool(fields["tied_output"])
         fields["has_predictor"] = bool(fields["has_predictor"])
         self.info = ModelInfo(**fields)
+        self._piece_cache: dict[tuple[int, bool], bytes] = {}
+        try:
+            self._open_session(threads, n_ctx, n_batch, mode_id)
+        except ProSparseError:
+            self.close()
+            raise
+        if measure:
+            self.set_measure(True)
+
+    def _open_session(self, threads: int, n_ctx: int, n_batch: int, mode_id: int) -> None:
+        """A new session over self._model, with an empty record of its cache."""
+        L = self._lib
         params = L.ps_session_default_params()
         params.n_threads = int(threads)
         params.n_ctx = int(n_ctx)
@@ -132,18 +144,13 @@ class Model:
         params.mode = mode_id
         session = L.ps_session_new(self._model, ctypes.byref(params))
         if not session:
-            err = fail(_lib.PS_ERR_ARG, self.path)
-            self.close()
-            raise err
+            raise fail(_lib.PS_ERR_ARG, self.path)
         self._session = session
-        if measure:
-            self.set_measure(True)
         self.threads = int(threads)
         self.n_ctx = int(L.ps_session_n_ctx(session))
         self.n_batch = int(n_batch)
         self._tokens: list[int] = []  # ids in the KV cache, in order
         self.last_generation = GenerationStats()
-        self._piece_cache: dict[tuple[int, bool], bytes] = {}
 
     # ---- lifetime ----------------------------------------------------------
     def close(self) -> None:

@@ -16,13 +16,10 @@ the common prefix with the next prompt and evaluates only the rest.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import threading
 from collections import deque
 from dataclasses import dataclass
 
-from .. import _lib
-from .._lib import fail
 from ..model import Model, parse_mode
 from .schemas import APIError
 
@@ -37,28 +34,12 @@ class Slot(Model):
     works; close() frees only the session. The base Model must outlive it."""
 
     def __init__(self, base: Model, threads: int, n_ctx: int, mode: str):
-        self._model = None
         self._session = None
         self._base = base
-        self.path = base.path
-        self._lib = base._lib
-        self.info = base.info
-        params = self._lib.ps_session_default_params()
-        params.n_threads = int(threads)
-        params.n_ctx = int(n_ctx)
-        params.n_batch = base.n_batch
-        params.mode = parse_mode(mode)
-        session = self._lib.ps_session_new(base._model, ctypes.byref(params))
-        if not session:
-            raise fail(_lib.PS_ERR_ARG, self.path)
-        self._session = session
+        self.path, self._lib, self.info = base.path, base._lib, base.info
         self._model = base._model
-        self.threads = int(threads)
-        self.n_ctx = int(self._lib.ps_session_n_ctx(session))
-        self.n_batch = base.n_batch
-        self._tokens = []
-        self.last_generation = base.last_generation.__class__()
         self._piece_cache = base._piece_cache
+        self._open_session(threads, n_ctx, base.n_batch, parse_mode(mode))
 
     def close(self) -> None:
         if self._session is not None and self._lib is not None:
