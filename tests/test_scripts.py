@@ -1,10 +1,13 @@
 """scripts/ab_libs.py runs two builds of the library (or two modes) in one process; scripts/same_logits.py compares their logits."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from prosparse_cpu._lib import library_path
 from support.gguf_files import write_gguf
@@ -68,3 +71,33 @@ def test_same_logits_finds_a_difference(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "level 0 dense: differs, max |A-B| / max |A| = " in r.stdout
+
+
+# ---- serve_throughput.py ---------------------------------------------------------------------
+THROUGHPUT = ROOT / "scripts" / "serve_throughput.py"
+
+
+@pytest.mark.real
+def test_serve_throughput_measures_our_server(smollm2_path, tmp_path):
+    pytest.importorskip("openai")
+    pytest.importorskip("fastapi")
+    r = subprocess.run([sys.executable, str(THROUGHPUT), "--model", smollm2_path, "--engines", "prosparse",
+                        "--clients", "1,2", "--reps", "1", "--requests", "1", "--max-tokens", "4",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads((tmp_path / "serve_throughput.json").read_text())
+    assert [lv["clients"] for lv in res["levels"]] == [1, 2]
+    for lv in res["levels"]:
+        e = lv["engines"]["prosparse"]
+        assert e["sessions"] == lv["clients"]            # min(clients, 2 threads)
+        reqs = e["rounds"][0]["requests"]
+        assert len(reqs) == lv["clients"] and all(q["completion_tokens"] == 4 and q["ttft_s"] > 0 for q in reqs)
+        assert e["summary"]["tokens_per_s"] > 0
+    assert "agg t/s" in r.stdout
+
+
+def test_serve_throughput_bad_input_is_one_error_line(tmp_path):
+    r = subprocess.run([sys.executable, str(THROUGHPUT), "--model", str(tmp_path / "missing.gguf")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "missing.gguf" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -203,6 +203,15 @@ def test_over_long_prompt_says_by_how_much(server):
     assert body["error"]["code"] == "context_length_exceeded"
 
 
+def test_null_fields_mean_the_default(server):
+    body = {"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 3, "temperature": None,
+            "top_p": None, "stop": None, "seed": None, "n": None, "logprobs": None, "stream": None,
+            "stream_options": None, "presence_penalty": None, "tools": None}
+    status, out = server.json("POST", "/v1/chat/completions", body)
+    assert status == 200, out
+    assert out["usage"]["completion_tokens"] == 3 and out["choices"][0]["message"]["role"] == "assistant"
+
+
 def test_chat_page(server):
     status, headers, data = server.request("GET", "/")
     assert status == 200 and headers["content-type"].startswith("text/html")

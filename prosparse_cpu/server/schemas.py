@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class APIError(Exception):
@@ -29,6 +29,14 @@ class APIError(Exception):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data):
+        # OpenAI takes `"temperature": null` (as many clients send) for "the default"
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
 
 
 # ---- shared sampling fields ------------------------------------------------------
