@@ -50,25 +50,30 @@ all: lib
 
 lib: $(LIB)
 
+# The compiler and flags the objects in $(BUILD) were made with: a change
+# (make CC=clang ...) rebuilds them.
+FLAGS_STAMP := $(BUILD)/.flags
+$(shell mkdir -p $(BUILD)/tests && { echo '$(CC) $(CFLAGS)' | cmp -s - $(FLAGS_STAMP) || echo '$(CC) $(CFLAGS)' > $(FLAGS_STAMP); })
+
 $(LIB): $(OBJ)
 	$(CC) -shared -o $@ $^ $(LDLIBS)
 
-$(BUILD)/%_avx2.o: native/%_avx2.c $(HDR) | $(BUILD)
+$(BUILD)/%_avx2.o: native/%_avx2.c $(HDR) $(FLAGS_STAMP) | $(BUILD)
 	$(CC) $(CFLAGS) $(AVX2_FLAGS) -c $< -o $@
 
-$(BUILD)/%_avx512.o: native/%_avx512.c $(HDR) | $(BUILD)
+$(BUILD)/%_avx512.o: native/%_avx512.c $(HDR) $(FLAGS_STAMP) | $(BUILD)
 	$(CC) $(CFLAGS) $(AVX512_FLAGS) -c $< -o $@
 
-$(BUILD)/%_neondot.o: native/%_neondot.c $(HDR) | $(BUILD)
+$(BUILD)/%_neondot.o: native/%_neondot.c $(HDR) $(FLAGS_STAMP) | $(BUILD)
 	$(CC) $(CFLAGS) $(NEONDOT_FLAGS) -c $< -o $@
 
-$(BUILD)/%.o: native/%.c $(HDR) | $(BUILD)
+$(BUILD)/%.o: native/%.c $(HDR) $(FLAGS_STAMP) | $(BUILD)
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD):
 	mkdir -p $(BUILD)/tests
 
-$(BUILD)/tests/%: native/tests/%.c $(wildcard native/tests/*.h) $(OBJ) | $(BUILD)
+$(BUILD)/tests/%: native/tests/%.c $(wildcard native/tests/*.h) $(OBJ) $(FLAGS_STAMP) | $(BUILD)
 	$(CC) $(CFLAGS) -Inative -o $@ $< $(OBJ) $(LDLIBS)
 
 test-c: $(TEST_BIN)
