@@ -154,4 +154,4 @@ bench: setup lib model
 	$(PY) scripts/bench_all.py --threads $(THREADS)
 
 clean:
-	rm -rf build build-asan build-neon $(LIB) *.egg-info
+	rm -rf build build-asan build-neon build-clang $(LIB) *.egg-info
