@@ -94,7 +94,9 @@ double ps_debug_read_bandwidth(int n_threads, int64_t bytes, int reps) {
     uint8_t *buf = aligned_alloc(BW_CHUNK, (size_t)(n_chunks * BW_CHUNK));
     if (!buf) return ps_fail(PS_ERR_MEMORY, "read bandwidth: cannot allocate %lld bytes", (long long)bytes);
     /* on huge pages where allowed, as the engine's weight copies (model_pack.c) */
+#ifdef MADV_HUGEPAGE /* Linux */
     madvise(buf, (size_t)(n_chunks * BW_CHUNK), MADV_HUGEPAGE);
+#endif
     memset(buf, 1, (size_t)(n_chunks * BW_CHUNK)); /* fault every page in before timing */
     uint64_t sink = 0;
     const double gbs = stream(buf, n_chunks, n_threads, reps, &sink);

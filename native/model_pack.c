@@ -125,7 +125,9 @@ int ps_model_copy_weights(ps_model *m) {
         free(l.jobs);
         return PS_OK;
     }
+#ifdef MADV_HUGEPAGE /* Linux */
     madvise(l.arena, alloc, MADV_HUGEPAGE); /* a hint: without it the copies still work */
+#endif
     m->weight_arena = l.arena;
     m->weight_arena_bytes = l.bytes;
     for (int i = 0; i < l.n; i++) {

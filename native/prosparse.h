@@ -52,14 +52,19 @@ enum ps_mode {
 };
 
 /* ---- SIMD dispatch ---------------------------------------------------- */
-/* Each level includes the ones below it; AVX512 needs F, BW, VL and VNNI
- * and gives the same results as AVX2 (same float steps, exact integer sums). */
-enum { PS_SIMD_SCALAR = 0, PS_SIMD_AVX2 = 1, PS_SIMD_AVX512 = 2 };
-/* Best level this CPU supports (from cpuid). */
+/* x86: AVX2 (with FMA, F16C), AVX512 (F, BW, VL and VNNI), which gives the
+ * same results as AVX2 (same float steps, exact integer sums). aarch64: NEON,
+ * NEON_DOT (with the dot-product extension), both bit-identical to scalar
+ * except in exp (SwiGLU, softmax). Each level of an architecture includes
+ * the ones below it there; the other architecture's levels never run. */
+enum { PS_SIMD_SCALAR = 0, PS_SIMD_AVX2 = 1, PS_SIMD_AVX512 = 2, PS_SIMD_NEON = 3, PS_SIMD_NEON_DOT = 4,
+       PS_SIMD_COUNT = 5 };
+/* Best level this CPU supports (cpuid on x86, the OS's hwcaps on aarch64). */
 PS_API int ps_simd_supported(void);
 /* Select the kernel level used from now on, process-wide (tests force
- * PS_SIMD_SCALAR to compare against the reference). Levels above what the
- * CPU supports are clamped. Returns the level now in force. */
+ * PS_SIMD_SCALAR to compare against the reference): the highest level this
+ * CPU runs that is not above the one asked for (so scalar for another
+ * architecture's level). Returns the level now in force. */
 PS_API int ps_simd_set(int level);
 /* The level in force. */
 PS_API int ps_simd_get(void);

@@ -10,6 +10,18 @@
 
 #include "prosparse.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#define PS_X86 1
+#elif defined(__aarch64__)
+#define PS_ARM64 1
+#if defined(__linux__)
+#include <sys/auxv.h>
+#elif defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
+#endif
+
 /* ---- type traits ------------------------------------------------------------
  * Every ggml id this engine knows, including the ones it does not run (so
  * that error messages can name them); ps_type_supported says which run. */
@@ -62,6 +74,7 @@ const ps_level_ops ps_ops_scalar = {
     .attn_head_multiple = 1,
 };
 
+#ifdef PS_X86
 /* The x86 levels' operations besides the weight kernels: AVX-512 has its
  * own weight kernels and shares the rest with AVX2. */
 #define X86_VECTOR_OPS                                                                        \
@@ -72,29 +85,85 @@ const ps_level_ops ps_ops_scalar = {
 const ps_level_ops ps_ops_avx2 = {.level = PS_SIMD_AVX2, .types = ps_type_kernels_avx2, X86_VECTOR_OPS};
 const ps_level_ops ps_ops_avx512 = {.level = PS_SIMD_AVX512, .types = ps_type_kernels_avx512, X86_VECTOR_OPS};
 
+/* cpuid and xgetbv directly (not __builtin_cpu_supports, whose feature
+ * names differ between compilers): the CPU's features and the OS saving
+ * the registers they use. */
+static uint64_t xcr0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+static int x86_level(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return PS_SIMD_SCALAR;
+    const int fma = c >> 12 & 1, osxsave = c >> 27 & 1, avx = c >> 28 & 1, f16c = c >> 29 & 1;
+    if (!(fma && osxsave && avx && f16c) || (xcr0() & 0x6) != 0x6) return PS_SIMD_SCALAR;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b >> 5 & 1)) return PS_SIMD_SCALAR; /* AVX2 */
+    const int f = b >> 16 & 1, bw = b >> 30 & 1, vl = b >> 31 & 1, vnni = c >> 11 & 1;
+    if (f && bw && vl && vnni && (xcr0() & 0xe6) == 0xe6) return PS_SIMD_AVX512;
+    return PS_SIMD_AVX2;
+}
+#endif
+
+#ifdef PS_ARM64
+/* The aarch64 levels differ only in their integer products. */
+#define NEON_VECTOR_OPS                                                                        \
+    .quantize_q8a = ps_quantize_q8a_neon, .gemm_acc = ps_gemm_acc_neon, .silu_mul = ps_silu_mul_neon, \
+    .attn_scores = ps_attn_scores_neon, .attn_softmax = ps_attn_softmax_neon,                  \
+    .attn_values = ps_attn_values_neon, .attn_head_multiple = 1
+
+const ps_level_ops ps_ops_neon = {.level = PS_SIMD_NEON, .types = ps_type_kernels_neon, NEON_VECTOR_OPS};
+const ps_level_ops ps_ops_neon_dot = {.level = PS_SIMD_NEON_DOT, .types = ps_type_kernels_neon_dot,
+                                      NEON_VECTOR_OPS};
+
+/* NEON is part of every aarch64 CPU; the dot-product extension (SDOT) is
+ * optional and the OS says whether it is there. */
+static int arm64_level(void) {
+#if defined(__linux__) && defined(HWCAP_ASIMDDP)
+    if (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) return PS_SIMD_NEON_DOT;
+#elif defined(__APPLE__)
+    int dot = 0;
+    size_t len = sizeof dot;
+    if (sysctlbyname("hw.optional.arm.FEAT_DotProd", &dot, &len, NULL, 0) == 0 && dot) return PS_SIMD_NEON_DOT;
+#endif
+    return PS_SIMD_NEON;
+}
+#endif
+
 static _Atomic(const ps_level_ops *) current_ops; /* NULL: not chosen yet */
 
 int ps_simd_supported(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
-        !__builtin_cpu_supports("f16c"))
-        return PS_SIMD_SCALAR;
-    /* (the cpuid check includes the OS saving the AVX-512 registers) */
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
-        return PS_SIMD_AVX512;
-    return PS_SIMD_AVX2;
-#endif
+#if defined(PS_X86)
+    return x86_level();
+#elif defined(PS_ARM64)
+    return arm64_level();
+#else
     return PS_SIMD_SCALAR;
+#endif
+}
+
+const ps_level_ops *ps_level_ops_at(int level) {
+    switch (level) {
+    case PS_SIMD_SCALAR: return &ps_ops_scalar;
+#ifdef PS_X86
+    case PS_SIMD_AVX2: return &ps_ops_avx2;
+    case PS_SIMD_AVX512: return &ps_ops_avx512;
+#endif
+#ifdef PS_ARM64
+    case PS_SIMD_NEON: return &ps_ops_neon;
+    case PS_SIMD_NEON_DOT: return &ps_ops_neon_dot;
+#endif
+    default: return NULL;
+    }
 }
 
 int ps_simd_set(int level) {
-    static const ps_level_ops *const by_level[] = {&ps_ops_scalar, &ps_ops_avx2, &ps_ops_avx512};
-    int best = ps_simd_supported();
-    if (level < PS_SIMD_SCALAR) level = PS_SIMD_SCALAR;
+    const int best = ps_simd_supported();
     if (level > best) level = best;
-    atomic_store(&current_ops, by_level[level]);
+    while (level > PS_SIMD_SCALAR && !ps_level_ops_at(level)) level--;
+    if (level < PS_SIMD_SCALAR) level = PS_SIMD_SCALAR;
+    atomic_store(&current_ops, ps_level_ops_at(level));
     return level;
 }
 

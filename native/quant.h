@@ -130,6 +130,8 @@ typedef struct ps_type_kernels {
 extern const ps_type_kernels ps_type_kernels_scalar[PS_TYPE_COUNT];
 extern const ps_type_kernels ps_type_kernels_avx2[PS_TYPE_COUNT];
 extern const ps_type_kernels ps_type_kernels_avx512[PS_TYPE_COUNT];
+extern const ps_type_kernels ps_type_kernels_neon[PS_TYPE_COUNT];     /* aarch64 builds only */
+extern const ps_type_kernels ps_type_kernels_neon_dot[PS_TYPE_COUNT];
 
 /* Everything a SIMD level provides, chosen once by ps_simd_set. */
 typedef struct ps_level_ops {
@@ -145,7 +147,11 @@ typedef struct ps_level_ops {
                                         * the scalar attention runs */
 } ps_level_ops;
 
-extern const ps_level_ops ps_ops_scalar, ps_ops_avx2, ps_ops_avx512;
+/* (x86 builds define the AVX levels, aarch64 builds the NEON ones) */
+extern const ps_level_ops ps_ops_scalar, ps_ops_avx2, ps_ops_avx512, ps_ops_neon, ps_ops_neon_dot;
+/* The operations of a level built into this library (whether or not this CPU
+ * runs it), NULL for levels of another architecture. */
+const ps_level_ops *ps_level_ops_at(int level);
 
 /* The level in force (cheap: one relaxed load). */
 const ps_level_ops *ps_ops(void);
@@ -173,6 +179,18 @@ float ps_attn_scores_avx2(const float *q, const float *k, int64_t stride, int64_
                           float *att);
 float ps_attn_softmax_avx2(float *att, int64_t n, float mx);
 void ps_attn_values_avx2(const float *att, float inv, const float *v, int64_t stride, int64_t n, int hd,
+                         float *out);
+/* The NEON levels' (vec_neon.c, attention_neon.c): the same steps as the
+ * scalar functions, except exp (ps_exp_neon: the AVX2 level's formula). */
+void ps_quantize_q8a_neon(const float *x, ps_block_q8a *y, int64_t n);
+void ps_gemm_acc_neon(const float *A, int64_t lda, const float *B, int64_t ldb, float *Y,
+                      int64_t ldy, int64_t m, int64_t k, int64_t n);
+void ps_silu_mul_neon(float *g, const float *u, int64_t n);
+void ps_exp_neon(float *x, int64_t n);
+float ps_attn_scores_neon(const float *q, const float *k, int64_t stride, int64_t n, int hd, float scale,
+                          float *att);
+float ps_attn_softmax_neon(float *att, int64_t n, float mx);
+void ps_attn_values_neon(const float *att, float inv, const float *v, int64_t stride, int64_t n, int hd,
                          float *out);
 
 #endif

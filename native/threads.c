@@ -14,13 +14,16 @@
 #include "quant.h"
 
 #include <limits.h>
-#include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#endif
 
 #include "prosparse.h"
 #include "util.h"
@@ -28,6 +31,8 @@
 static void cpu_relax_(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
 #endif
 }
 
@@ -82,6 +87,7 @@ struct ps_compute {
 };
 
 
+#ifdef __linux__
 static void futex_wait(atomic_uint *addr, unsigned expected) {
     syscall(SYS_futex, (unsigned *)addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
 }
@@ -89,6 +95,17 @@ static void futex_wait(atomic_uint *addr, unsigned expected) {
 static void futex_wake(atomic_uint *addr) {
     syscall(SYS_futex, (unsigned *)addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
+#else
+/* Without futexes (macOS, BSDs): sleep briefly; every waiter re-checks its
+ * word in a loop, so a wake-up is never lost, only up to 100 us late. */
+static void futex_wait(atomic_uint *addr, unsigned expected) {
+    if (atomic_load(addr) != expected) return;
+    const struct timespec ts = {0, 100000};
+    nanosleep(&ts, NULL);
+}
+
+static void futex_wake(atomic_uint *addr) { (void)addr; }
+#endif
 
 /* Claim and run chunks of whatever job is current until none is left. */
 static void run_chunks(ps_compute *c, int ith) {

@@ -166,7 +166,9 @@ static void bench_scatter(size_t row_bytes, double share) {
     const size_t total = (size_t)2 << 30;
     const int64_t n_rows = (int64_t)(total / row_bytes);
     uint8_t *base = aligned_alloc((size_t)2 << 20, total); /* on huge pages, as the model's weight copies */
+#ifdef MADV_HUGEPAGE /* Linux */
     if (base) madvise(base, total, MADV_HUGEPAGE);
+#endif
     int64_t *all = malloc(sizeof(int64_t) * (size_t)n_rows), *some = malloc(sizeof(int64_t) * (size_t)n_rows);
     if (!base || !all || !some) {
         printf("scatter: out of memory\n");

@@ -18,7 +18,14 @@
 static const int32_t TYPES[] = {PS_TYPE_F32, PS_TYPE_F16, PS_TYPE_BF16,
                                 PS_TYPE_Q8_0, PS_TYPE_Q4_0, PS_TYPE_Q4_1};
 #define N_TYPES (int)(sizeof TYPES / sizeof TYPES[0])
-static const ps_level_ops *const LEVEL_OPS[] = {&ps_ops_scalar, &ps_ops_avx2, &ps_ops_avx512};
+/* Levels run in a loop: those this CPU runs (ps_simd_set gives another for the rest). */
+#define FOR_LEVELS(level) \
+    for (int level = 0; level < PS_SIMD_COUNT; level++) if (ps_simd_set(level) == level)
+#if defined(__aarch64__)
+#define ps_exp_simd ps_exp_neon
+#elif defined(__x86_64__) || defined(__i386__)
+#define ps_exp_simd ps_exp_avx2
+#endif
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint32_t rnd(void) {
@@ -132,8 +139,7 @@ TEST(test_dequant_known) {
     ps_block_q8_0 b8;
     b8.d = ps_f32_to_fp16(2.0f);
     for (int j = 0; j < 32; j++) b8.qs[j] = (int8_t)(j * 8 - 128);
-    for (int level = 0; level <= ps_simd_supported(); level++) {
-        ps_simd_set(level);
+    FOR_LEVELS(level) {
         float out[32];
         CHECK(ps_debug_dequantize(PS_TYPE_Q4_0, &b0, 32, out) == PS_OK);
         for (int j = 0; j < 16; j++) {
@@ -160,9 +166,8 @@ TEST(test_dequant_known) {
     CHECK(ps_debug_dequantize(12, &b0, 256, out) == PS_ERR_UNSUPPORTED);
 }
 
-/* Scalar and AVX2 quantize activations to identical bytes (ties included). */
+/* Every level quantizes activations to the scalar bytes (ties included). */
 TEST(test_quantize_activations) {
-    if (ps_simd_supported() < PS_SIMD_AVX2) return;
     enum { N = 32 * 40 };
     float *x = random_floats(N);
     for (int i = 0; i < 32; i++) x[i] = 0.0f;                    /* all-zero block */
@@ -170,8 +175,11 @@ TEST(test_quantize_activations) {
     x[64] = 1e-30f;
     ps_block_q8a a[N / 32], b[N / 32];
     ps_quantize_q8a_scalar(x, a, N);
-    ps_quantize_q8a_avx2(x, b, N);
-    CHECK(memcmp(a, b, sizeof a) == 0);
+    FOR_LEVELS(level) {
+        ps_ops()->quantize_q8a(x, b, N);
+        CHECK(memcmp(a, b, sizeof a) == 0);
+    }
+    ps_simd_set(ps_simd_supported());
     CHECK(a[0].d == 0.0f && a[0].s == 0.0f);
     for (int blk = 1; blk < N / 32; blk++) {
         int sum = 0;
@@ -280,8 +288,7 @@ TEST(test_matmul_deterministic) {
         }
         /* batching does not change a token's result: token t of a 5-token product
          * equals the 1-token product (both SIMD levels) */
-        for (int level = 0; level <= ps_simd_supported(); level++) {
-            ps_simd_set(level);
+        FOR_LEVELS(level) {
             ps_matmul(c2, &M[0], X, nt, Ya[0]);
             for (int t = 0; t < nt; t++) {
                 ps_matmul(c2, &M[0], X + (size_t)t * nc, 1, Yb[0]);
@@ -304,8 +311,7 @@ TEST(test_matmul_rows) {
     int32_t idx[37];
     for (int j = 0; j < 37; j++) idx[j] = (int32_t)((j * 29 + 5) % nr); /* unsorted, distinct */
     for (int ti = 0; ti < N_TYPES; ti++)
-        for (int level = 0; level <= ps_simd_supported(); level++) {
-            ps_simd_set(level);
+        FOR_LEVELS(level) {
             void *W1 = random_matrix(TYPES[ti], nr, nc), *W2 = random_matrix(TYPES[ti], nr + 3, nc);
             ps_matrix M[2] = {{W1, TYPES[ti], nc, nr, NULL}, {W2, TYPES[ti], nc, nr + 3, NULL}};
             const ps_matrix *Mp[2] = {&M[0], &M[1]};
@@ -344,8 +350,7 @@ TEST(test_matmul_rows) {
 TEST(test_accum_rows) {
     const int64_t n_ff = 200, n_embd = 352; /* 11 blocks: several column units per thread, or list parts */
     for (int ti = 0; ti < N_TYPES; ti++)
-        for (int level = 0; level <= ps_simd_supported(); level++) {
-            ps_simd_set(level);
+        FOR_LEVELS(level) {
             void *W = random_matrix(TYPES[ti], n_ff, n_embd);
             ps_matrix M = {W, TYPES[ti], n_embd, n_ff, NULL};
             for (int32_t nt = 1; nt <= 9; nt += 8) {
@@ -430,8 +435,8 @@ TEST(test_avx512_matches_avx2) {
 TEST(test_axpy4) {
     const int64_t n = 96;
     for (int ti = 0; ti < N_TYPES; ti++)
-        for (int level = 0; level <= ps_simd_supported(); level++) {
-            const ps_type_kernels *k = ps_kernels_get(TYPES[ti], LEVEL_OPS[level]);
+        FOR_LEVELS(level) {
+            const ps_type_kernels *k = ps_kernels_get(TYPES[ti], ps_level_ops_at(level));
             uint8_t *W = random_matrix(TYPES[ti], 4, n);
             const size_t rb = ps_row_bytes(TYPES[ti], n);
             const void *src[4] = {W, W + rb, W + 2 * rb, W + 3 * rb};
@@ -443,6 +448,7 @@ TEST(test_axpy4) {
             CHECK(memcmp(y1, y2, sizeof y1) == 0);
             free(W);
         }
+    ps_simd_set(ps_simd_supported());
 }
 
 TEST(test_silu_mul) {
@@ -452,8 +458,7 @@ TEST(test_silu_mul) {
         g[i] = -95.0f + 190.0f * (float)i / (N - 1); /* past both ends of exp's range */
         u[i] = frand();
     }
-    for (int level = 0; level <= ps_simd_supported(); level++) {
-        ps_simd_set(level);
+    FOR_LEVELS(level) {
         float out[N];
         memcpy(out, g, sizeof g);
         ps_ops()->silu_mul(out, u, N);
@@ -475,30 +480,39 @@ static double ulps(float got, double want) {
     return fabs((double)got - want) / (double)(nextafterf(w, INFINITY) - w);
 }
 
+#define EXP_GRID_HASH 0xa404669f85152e60ull
 TEST(test_exp_error_bound) {
-    if (ps_simd_supported() < PS_SIMD_AVX2) return;
+#ifdef ps_exp_simd
+    if (ps_simd_supported() == PS_SIMD_SCALAR) return;
     enum { N = 1 << 20 };
     float *x = malloc(N * sizeof(float)), *y = malloc(N * sizeof(float));
     for (int i = 0; i < N; i++) x[i] = -87.3f + (88.0f + 87.3f) * (float)i / (float)(N - 1);
     memcpy(y, x, N * sizeof(float));
-    ps_exp_avx2(y, N);
+    ps_exp_simd(y, N);
     double worst = 0;
     for (int i = 0; i < N; i++) {
         const double e = ulps(y[i], exp((double)x[i]));
         if (e > worst) worst = e;
     }
     CHECK(worst <= 1.5);
+    /* x86's exp8 and aarch64's exp4 are the same operations: the same bits
+     * over the whole grid on both (FNV-1a of the results, taken on x86) */
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < (size_t)N * sizeof(float); i++) h = (h ^ ((const uint8_t *)y)[i]) * 0x100000001b3ull;
+    if (h != EXP_GRID_HASH) fprintf(stderr, "exp grid hash %016llx\n", (unsigned long long)h);
+    CHECK(h == EXP_GRID_HASH);
     const float edge[] = {-87.34f, -88.0f, -103.0f, -1e30f, 88.5f, 1e30f, 0.0f, -0.0f};
     float v[8];
     memcpy(v, edge, sizeof v);
-    ps_exp_avx2(v, 8);
+    ps_exp_simd(v, 8);
     for (int i = 0; i < 4; i++) CHECK(v[i] == 0.0f && exp((double)edge[i]) < FLT_MIN);
     float e88 = 88.0f;
-    ps_exp_avx2(&e88, 1);
+    ps_exp_simd(&e88, 1);
     CHECK(v[4] == v[5] && isfinite(v[4]) && ulps(v[4], exp(88.0)) <= 1.5);
     CHECK(v[6] == 1.0f && v[7] == 1.0f);
     free(x);
     free(y);
+#endif
 }
 
 /* Every type the scalar level runs has a complete row at every level, with
@@ -509,8 +523,9 @@ TEST(test_tables_complete) {
         int tested = 0; /* a type that runs is in TYPES, so the level tests cover it */
         for (int ti = 0; ti < N_TYPES; ti++) tested |= TYPES[ti] == type;
         CHECK(tested == (ref != NULL));
-        for (int level = 0; level < 3; level++) {
-            const ps_type_kernels *k = ps_kernels_get(type, LEVEL_OPS[level]);
+        for (int level = 0; level < PS_SIMD_COUNT; level++) {
+            if (!ps_level_ops_at(level)) continue;
+            const ps_type_kernels *k = ps_kernels_get(type, ps_level_ops_at(level));
             if (!ref) {
                 CHECK(k == NULL);
                 continue;
@@ -521,8 +536,9 @@ TEST(test_tables_complete) {
         const ps_type_traits *t = ps_type_get(type);
         if (t) CHECK((ps_packed_bytes(type, 16, 64) > 0) == (t->pack_dwords > 0 && ref != NULL));
     }
-    for (int level = 0; level < 3; level++) {
-        const ps_level_ops *o = LEVEL_OPS[level];
+    for (int level = 0; level < PS_SIMD_COUNT; level++) {
+        const ps_level_ops *o = ps_level_ops_at(level);
+        if (!o) continue;
         CHECK(o->level == level && o->quantize_q8a && o->gemm_acc && o->silu_mul && o->attn_scores &&
               o->attn_softmax && o->attn_values && o->attn_head_multiple >= 1);
     }
@@ -603,6 +619,16 @@ TEST(test_simd_select) {
     CHECK(ps_simd_get() == PS_SIMD_SCALAR);
     CHECK(ps_simd_set(99) == best);
     CHECK(ps_simd_set(-5) == PS_SIMD_SCALAR);
+#if defined(__aarch64__)
+    CHECK(best == PS_SIMD_NEON || best == PS_SIMD_NEON_DOT);
+    CHECK(ps_simd_set(PS_SIMD_AVX512) == PS_SIMD_SCALAR); /* another architecture's level */
+    CHECK(ps_simd_set(PS_SIMD_NEON) == PS_SIMD_NEON);
+#elif defined(__x86_64__)
+    CHECK(ps_simd_set(PS_SIMD_NEON_DOT) == best);
+#endif
+    /* the level the caller knows this CPU has (make test-neon runs emulated CPUs) */
+    const char *want = getenv("PS_EXPECT_SIMD");
+    if (want && *want) CHECK(best == atoi(want));
     ps_simd_set(best);
 }
 

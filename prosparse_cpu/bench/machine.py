@@ -38,7 +38,7 @@ def machine_info() -> dict:
     try:
         from .._lib import lib
 
-        info["prosparse_simd"] = {0: "scalar", 1: "avx2", 2: "avx512"}.get(lib().ps_simd_get(), "?")
+        info["prosparse_simd"] = {0: "scalar", 1: "avx2", 2: "avx512", 3: "neon", 4: "neon_dot"}.get(lib().ps_simd_get(), "?")
     except Exception:
         pass
     try:
