@@ -18,17 +18,15 @@ import ctypes
 
 import numpy as np
 import pytest
-from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as T
 from gguf.quants import dequantize, quantize
 
 from prosparse_cpu import _lib
+from support.gguf_files import K_QUANT_SCALES, random_kquant
 
 K_TYPES = [T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K]
 TYPES = [T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, *K_TYPES]
 INTEGER_TYPES = {T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, *K_TYPES}
-# byte offsets of the fp16 scales in a K-quant block (d, and dmin where it has one)
-K_SCALES = {T.Q2_K: (80, 82), T.Q3_K: (108,), T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,)}
 
 f32p = ctypes.POINTER(ctypes.c_float)
 i32p = ctypes.POINTER(ctypes.c_int32)
@@ -53,23 +51,13 @@ def cols_for(qtype: T, n_cols: int) -> int:
     return (n_cols // 256 + 1) * 256 if qtype in K_TYPES else n_cols
 
 
-def k_blocks(qtype: T, n_rows: int, n_cols: int, rng) -> np.ndarray:
-    """Random valid K-quant rows: random bytes are valid blocks once their fp16
-    scales are finite (gguf-py cannot quantize K-quants)."""
-    bsize, bbytes = GGML_QUANT_SIZES[qtype]
-    raw = rng.integers(0, 256, (n_rows, n_cols // bsize, bbytes), dtype=np.uint8)
-    for k, off in enumerate(K_SCALES[qtype]):
-        scale = rng.uniform(0.001, 0.04, raw.shape[:2]) * (1 if k == 0 else rng.choice([-1, 1], raw.shape[:2]))
-        raw[:, :, off : off + 2] = scale.astype(np.float16).view(np.uint8).reshape(*raw.shape[:2], 2)
-    raw[0, 0, K_SCALES[qtype][0] : K_SCALES[qtype][0] + 2] = 0  # a block with d = 0
-    return raw.reshape(n_rows, -1)
-
-
 def weights(qtype: T, n_rows: int, n_cols: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(raw bytes n_rows x row_bytes, gguf-py's dequantization as float32)."""
     rng = np.random.default_rng(seed)
     if qtype in K_TYPES:
-        raw = k_blocks(qtype, n_rows, n_cols, rng)
+        raw = random_kquant(qtype, n_rows, n_cols, rng, scale=rng.uniform(0.5, 20.0))
+        off = K_QUANT_SCALES[qtype][0][0]
+        raw[0, off : off + 2] = 0  # a block with d = 0
         return raw, dequantize(raw, qtype).reshape(n_rows, n_cols).astype(np.float32)
     w = (rng.standard_normal((n_rows, n_cols)) * rng.uniform(0.01, 2.0, (n_rows, 1))).astype(np.float32)
     w[0, : min(32, n_cols)] = 0.0  # an all-zero block
