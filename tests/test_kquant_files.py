@@ -55,6 +55,7 @@ def logits(path, tokens, threads=2, n_batch=512):
         return m.eval_all(tokens)
 
 
+@pytest.mark.asan  # every new kernel runs here: `make asan` covers them in a model
 def test_mixed_file_matches_its_f32_copy(mixed_files):
     mixed, ref, q8, q8_ref = mixed_files
     tokens = [int(t) for t in np.random.default_rng(0).integers(3, 60, 40)]
