@@ -25,30 +25,45 @@
 /* ---- activation quantization ---------------------------------------------- */
 typedef struct quant_task {
     const float *X;
-    ps_block_q8a *Xq;
+    ps_block_q8a *Xq; /* NULL: not needed by this call's kernels */
+    ps_block_q8k *Xk; /* NULL: likewise */
     int64_t n_cols;
     ps_quantize_fn quantize;
 } quant_task;
 
 static void quant_range(void *ctx, int64_t t0, int64_t t1, int ith) {
     quant_task *q = ctx;
-    const int64_t nb = q->n_cols / PS_QK;
-    for (int64_t t = t0; t < t1; t++)
-        q->quantize(q->X + t * q->n_cols, q->Xq + t * nb, q->n_cols);
+    const int64_t nb = q->n_cols / PS_QK, nk = q->n_cols / PS_QK_K;
+    for (int64_t t = t0; t < t1; t++) {
+        if (q->Xq) q->quantize(q->X + t * q->n_cols, q->Xq + t * nb, q->n_cols);
+        if (q->Xk) ps_quantize_q8k(q->X + t * q->n_cols, q->Xk + t * nk, q->n_cols);
+    }
 }
 
-/* Quantized copy of X in the pool's scratch; NULL when the scratch is smaller. */
-static ps_block_q8a *quantize_activations(ps_compute *c, const float *X, int64_t n_cols,
-                                          int32_t n_tok, const ps_level_ops *ops) {
-    const size_t bytes = (size_t)n_tok * (size_t)(n_cols / PS_QK) * sizeof(ps_block_q8a);
-    ps_block_q8a *Xq = ps_compute_scratch(c, 0, bytes);
-    if (!Xq) return NULL;
-    quant_task q = {X, Xq, n_cols, ops->quantize_q8a};
+/* Bytes of the q8a copy of n_tok rows, rounded up so the q8k copy after it
+ * stays aligned. */
+static size_t q8a_bytes(int64_t n_cols, int32_t n_tok) {
+    return ((size_t)n_tok * (size_t)(n_cols / PS_QK) * sizeof(ps_block_q8a) + 63) & ~(size_t)63;
+}
+
+/* Quantized copies of X in the pool's scratch (q8a first, then q8k), the
+ * formats that `need` has bits for (1 << PS_ACT_*); 0 when the scratch is
+ * smaller. */
+static int quantize_activations(ps_compute *c, const float *X, int64_t n_cols, int32_t n_tok,
+                                const ps_level_ops *ops, int need, ps_block_q8a **Xq, ps_block_q8k **Xk) {
+    const size_t qa = q8a_bytes(n_cols, n_tok);
+    const size_t qk = (size_t)n_tok * (size_t)(n_cols / PS_QK_K) * sizeof(ps_block_q8k);
+    uint8_t *s = ps_compute_scratch(c, 0, qa + qk);
+    if (!s) return 0;
+    quant_task q = {X, need & (1 << PS_ACT_Q8A) ? (ps_block_q8a *)s : NULL,
+                    need & (1 << PS_ACT_Q8K) ? (ps_block_q8k *)(s + qa) : NULL, n_cols, ops->quantize_q8a};
     if (n_tok >= 8)
         ps_parallel_for(c, n_tok, 4, quant_range, &q);
     else
         quant_range(&q, 0, n_tok, 0);
-    return Xq;
+    *Xq = q.Xq;
+    *Xk = q.Xk;
+    return 1;
 }
 
 /* ---- row-parallel products -------------------------------------------------- */
@@ -62,6 +77,7 @@ typedef struct mm_task {
     const int32_t *idx;               /* row list shared by all matrices, or NULL */
     const float *X;                   /* n_tok x n_cols floats */
     const ps_block_q8a *Xq;           /* n_tok x n_cols/32 blocks, or NULL */
+    const ps_block_q8k *Xk;           /* n_tok x n_cols/256 blocks, or NULL */
     int64_t n_cols;
     int32_t n_tok;
     int64_t row_chunk;  /* rows per unit */
@@ -83,9 +99,10 @@ static void mm_range(void *ctx, int64_t u0, int64_t u1, int ith) {
             if (g0 >= hi) continue;
             const int64_t r1 = (g1 < hi ? g1 : hi) - lo;
             const ps_matrix *W = m->W[w];
-            const void *X = m->k[w]->q8a_input
-                                ? (const void *)(m->Xq + (size_t)t0 * (m->n_cols / PS_QK))
-                                : (const void *)(m->X + (size_t)t0 * m->n_cols);
+            const int act = m->k[w]->q8a_input;
+            const void *X = act == PS_ACT_Q8A   ? (const void *)(m->Xq + (size_t)t0 * (m->n_cols / PS_QK))
+                            : act == PS_ACT_Q8K ? (const void *)(m->Xk + (size_t)t0 * (m->n_cols / PS_QK_K))
+                                                : (const void *)(m->X + (size_t)t0 * m->n_cols);
             float *Y = m->Y[w] + (size_t)t0 * W->n_rows;
             if (m->packed[w])
                 m->k[w]->gemm_packed(W->packed, W->n_cols, g0 - lo, r1, X, nt, Y, W->n_rows);
@@ -118,14 +135,17 @@ static int matmul_batch(ps_compute *c, int n_w, const ps_matrix *const *W, const
             return ps_fail(PS_ERR_UNSUPPORTED, "matmul: weight type %d with %lld columns not supported",
                            W[w]->type, (long long)W[w]->n_cols);
         m.packed[w] = !idx && W[w]->packed && m.k[w]->gemm_packed;
-        need_q |= m.k[w]->q8a_input;
+        need_q |= m.k[w]->q8a_input == PS_ACT_FLOAT ? 0 : 1 << m.k[w]->q8a_input;
         m.first_row[w + 1] = m.first_row[w] + (idx ? n_idx : W[w]->n_rows);
     }
     if (need_q) {
-        m.Xq = quantize_activations(c, X, m.n_cols, n_tok, ops);
-        if (!m.Xq)
+        ps_block_q8a *Xq;
+        ps_block_q8k *Xk;
+        if (!quantize_activations(c, X, m.n_cols, n_tok, ops, need_q, &Xq, &Xk))
             return ps_fail(PS_ERR_MEMORY, "matmul: no scratch for %d tokens of %lld columns (the pool was made for less)",
                            (int)n_tok, (long long)m.n_cols);
+        m.Xq = Xq;
+        m.Xk = Xk;
     }
     const int nth = ps_compute_n_threads(c);
     const int64_t rows = m.first_row[n_w];
@@ -289,9 +309,11 @@ static void acc_range(void *ctx, int64_t u0, int64_t u1, int ith) {
 ps_scratch_sizes ps_matmul_scratch_sizes(int64_t max_cols, int32_t max_tokens) {
     if (max_tokens < 1) max_tokens = 1;
     const size_t blocks = (size_t)((max_cols + PS_QK - 1) / PS_QK);
+    const size_t kblocks = (size_t)((max_cols + PS_QK_K - 1) / PS_QK_K);
     const size_t partial = sizeof(float) * (size_t)ACC_PARTS * (size_t)max_cols;
     const size_t seg = max_tokens > 1 ? ACC_SEG_FLOATS * sizeof(float) : 0;
-    ps_scratch_sizes z = {blocks * (size_t)max_tokens * sizeof(ps_block_q8a), seg, seg > partial ? seg : partial};
+    const size_t act = q8a_bytes((int64_t)blocks * PS_QK, max_tokens) + kblocks * (size_t)max_tokens * sizeof(ps_block_q8k);
+    ps_scratch_sizes z = {act, seg, seg > partial ? seg : partial};
     return z;
 }
 

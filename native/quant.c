@@ -57,8 +57,10 @@ size_t ps_row_bytes(int32_t type, int64_t n) {
 }
 
 const ps_type_kernels *ps_kernels_get(int32_t type, const ps_level_ops *ops) {
-    if (type < 0 || type >= PS_TYPE_COUNT || !ops->types[type].gemm) return NULL;
-    return &ops->types[type];
+    if (type < 0 || type >= PS_TYPE_COUNT) return NULL;
+    if (ops->types[type].gemm) return &ops->types[type];
+    if (ops->scalar_fallback && ps_type_kernels_scalar[type].gemm) return &ps_type_kernels_scalar[type];
+    return NULL;
 }
 
 /* ---- SIMD levels --------------------------------------------------------------- */
@@ -113,9 +115,10 @@ static int x86_level(void) {
     .attn_scores = ps_attn_scores_neon, .attn_softmax = ps_attn_softmax_neon,                  \
     .attn_values = ps_attn_values_neon, .attn_head_multiple = 1
 
-const ps_level_ops ps_ops_neon = {.level = PS_SIMD_NEON, .types = ps_type_kernels_neon, NEON_VECTOR_OPS};
+const ps_level_ops ps_ops_neon = {.level = PS_SIMD_NEON, .types = ps_type_kernels_neon,
+                                  .scalar_fallback = 1, NEON_VECTOR_OPS};
 const ps_level_ops ps_ops_neon_dot = {.level = PS_SIMD_NEON_DOT, .types = ps_type_kernels_neon_dot,
-                                      NEON_VECTOR_OPS};
+                                      .scalar_fallback = 1, NEON_VECTOR_OPS};
 
 /* NEON is part of every aarch64 CPU; the dot-product extension (SDOT) is
  * optional and the OS says whether it is there. */

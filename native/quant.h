@@ -34,11 +34,37 @@ _Static_assert(sizeof(ps_block_q4_0) == 18, "q4_0 block");
 _Static_assert(sizeof(ps_block_q4_1) == 20, "q4_1 block");
 _Static_assert(sizeof(ps_block_q8a) == 40, "q8a block");
 
+/* Q5 (32-element blocks) and the K-quants (256-element super-blocks). */
+#define PS_QK_K 256
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } ps_block_q5_0;            /* 22 B */
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } ps_block_q5_1;         /* 24 B */
+typedef struct { uint8_t scales[16]; uint8_t qs[64]; uint16_t d, dmin; } ps_block_q2_k;  /* 84 B */
+typedef struct { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t d; } ps_block_q3_k; /* 110 B */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } ps_block_q4_k; /* 144 B */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } ps_block_q5_k; /* 176 B */
+typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } ps_block_q6_k; /* 210 B */
+/* Activations for the K-quant kernels (as ggml's Q8_K): 256 int8 with an
+ * fp32 scale and the sums of each 16 quants, which the minimum / offset
+ * terms need: dot = D*dx * sum_j sc_j * sum(u * x)_j - M*dx * sum_j m_j * bsums_j. */
+typedef struct { float d; int8_t qs[PS_QK_K]; int16_t bsums[PS_QK_K / 16]; } ps_block_q8k; /* 292 B */
+
+_Static_assert(sizeof(ps_block_q5_0) == 22, "q5_0 block");
+_Static_assert(sizeof(ps_block_q5_1) == 24, "q5_1 block");
+_Static_assert(sizeof(ps_block_q2_k) == 84, "q2_k block");
+_Static_assert(sizeof(ps_block_q3_k) == 110, "q3_k block");
+_Static_assert(sizeof(ps_block_q4_k) == 144, "q4_k block");
+_Static_assert(sizeof(ps_block_q5_k) == 176, "q5_k block");
+_Static_assert(sizeof(ps_block_q6_k) == 210, "q6_k block");
+_Static_assert(sizeof(ps_block_q8k) == 292, "q8k block");
+
+/* Activation formats a gemm kernel takes (ps_type_kernels.q8a_input). */
+enum { PS_ACT_FLOAT = 0, PS_ACT_Q8A = 1, PS_ACT_Q8K = 2 };
+
 /* For list positions j in [r0, r1) and tokens t < n_tok, with row R = idx[j]
  * (R = j when idx is NULL): Y[t*ldy + R] = row R of W . activation t.
  * W: row_bytes per row. X: for quantized W the q8a blocks of each token
- * (n_cols/32 per token, contiguous); for float W the raw floats (n_cols per
- * token). The kernel tiles rows x tokens itself; a row's result never
+ * (n_cols/32 per token, contiguous), for the K-quants its q8k blocks
+ * (n_cols/256 per token); for float W the raw floats (n_cols per token). The kernel tiles rows x tokens itself; a row's result never
  * depends on the tiling (nor on n_tok). */
 typedef void (*ps_gemm_fn)(const uint8_t *W, size_t row_bytes, int64_t n_cols,
                            const int32_t *idx, int64_t r0, int64_t r1, const void *X,
@@ -53,6 +79,9 @@ typedef void (*ps_axpy_fn)(const void *src, float a, float *y, int64_t n);
 typedef void (*ps_axpy4_fn)(const void *const src[4], const float a[4], float *y, int64_t n);
 /* Quantize n floats (a multiple of 32) into n/32 q8a blocks. */
 typedef void (*ps_quantize_fn)(const float *x, ps_block_q8a *y, int64_t n);
+/* Quantize n floats (a multiple of 256) into n/256 q8k blocks: per block
+ * d = amax/127, q = nearest-even(x * 127/amax), bsums = sums of 16 quants. */
+void ps_quantize_q8k(const float *x, ps_block_q8k *y, int64_t n);
 
 /* Row-interleaved ("packed") Q4_0 / Q4_1 / Q8_0 matrices, for a kernel that
  * keeps one row per 32-bit lane of a 16-lane vector (AVX-512) or of two
@@ -124,7 +153,7 @@ typedef struct ps_type_kernels {
     ps_dequant_fn dequant;
     ps_axpy_fn axpy;
     ps_axpy4_fn axpy4;
-    int32_t q8a_input;             /* 1: gemm takes q8a activation blocks, 0: floats */
+    int32_t q8a_input;             /* PS_ACT_*: gemm takes floats, q8a or q8k blocks */
 } ps_type_kernels;
 
 extern const ps_type_kernels ps_type_kernels_scalar[PS_TYPE_COUNT];
@@ -137,6 +166,8 @@ extern const ps_type_kernels ps_type_kernels_neon_dot[PS_TYPE_COUNT];
 typedef struct ps_level_ops {
     int level;                         /* PS_SIMD_* */
     const ps_type_kernels *types;      /* [PS_TYPE_COUNT] */
+    int scalar_fallback;               /* a type this level has no row for runs the
+                                        * scalar row (NEON: Q5 and K-quants) */
     ps_quantize_fn quantize_q8a;
     ps_gemm_acc_fn gemm_acc;
     ps_silu_mul_fn silu_mul;

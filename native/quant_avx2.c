@@ -5,6 +5,7 @@
  * products. */
 #include "kernels_x86_dot.h"
 #include "kernels_x86_float.h"
+#include "kernels_x86_kquant.h"
 
 GEMM_OF(gemm_q4_0, gemm_q4, 0)
 GEMM_OF(gemm_q4_1, gemm_q4, 1)
@@ -84,4 +85,5 @@ AXPY_QUANT_PAIRS(axpy_rows_q)
 const ps_type_kernels ps_type_kernels_avx2[PS_TYPE_COUNT] = {
     PS_KERNEL_ROW(F32, f32, 0), PS_KERNEL_ROW(F16, f16, 0), PS_KERNEL_ROW(BF16, bf16, 0),
     PS_KERNEL_ROW(Q8_0, q8_0, 1), PS_KERNEL_ROW_PACKED(Q4_0, q4_0, 1), PS_KERNEL_ROW_PACKED(Q4_1, q4_1, 1),
+    KQ_X86_TABLE_ROWS,
 };

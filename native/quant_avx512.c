@@ -14,6 +14,7 @@
  * (test_quant.c, test_kernels.py). */
 #include "kernels_x86_dot.h"
 #include "kernels_x86_float.h"
+#include "kernels_x86_kquant.h"
 
 /* Sum of the 32 quants of an activation block (exact). */
 INLINE int32_t q8a_sum(const int8_t *qs) {
@@ -227,4 +228,5 @@ AXPY_QUANT_PAIRS(axpy_rows_q16)
 const ps_type_kernels ps_type_kernels_avx512[PS_TYPE_COUNT] = {
     PS_KERNEL_ROW(F32, f32, 0), PS_KERNEL_ROW(F16, f16, 0), PS_KERNEL_ROW(BF16, bf16, 0),
     PS_KERNEL_ROW_PACKED(Q8_0, q8_0, 1), PS_KERNEL_ROW_PACKED(Q4_0, q4_0, 1), PS_KERNEL_ROW_PACKED(Q4_1, q4_1, 1),
+    KQ_X86_TABLE_ROWS,
 };

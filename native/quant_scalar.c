@@ -10,6 +10,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "kquant_blocks.h"
 #include "util.h"
 
 /* ---- activation quantization --------------------------------------------- */
@@ -27,6 +28,26 @@ void ps_quantize_q8a_scalar(const float *x, ps_block_q8a *y, int64_t n) {
         }
         y[b].d = d;
         y[b].s = d * (float)sum;
+    }
+}
+
+/* The K-quants' activations; one definition for every level (the product
+ * dominates, and one function cannot give two levels different bytes). */
+void ps_quantize_q8k(const float *x, ps_block_q8k *y, int64_t n) {
+    for (int64_t b = 0; b < n / PS_QK_K; b++, x += PS_QK_K) {
+        float amax = 0.0f;
+        for (int j = 0; j < PS_QK_K; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        for (int g = 0; g < PS_QK_K / 16; g++) {
+            int sum = 0;
+            for (int j = 16 * g; j < 16 * g + 16; j++) {
+                const int q = (int)nearbyintf(x[j] * id);
+                y[b].qs[j] = (int8_t)q;
+                sum += q;
+            }
+            y[b].bsums[g] = (int16_t)sum;
+        }
+        y[b].d = amax / 127.0f;
     }
 }
 
@@ -114,6 +135,21 @@ AXPY_VIA_DEQUANT(axpy_bf16, dequant_bf16, PS_TYPE_BF16)
 AXPY_VIA_DEQUANT(axpy_q8_0, dequant_q8_0, PS_TYPE_Q8_0)
 AXPY_VIA_DEQUANT(axpy_q4_0, dequant_q4_0, PS_TYPE_Q4_0)
 AXPY_VIA_DEQUANT(axpy_q4_1, dequant_q4_1, PS_TYPE_Q4_1)
+#define KQ_DEQUANT_ALIAS(t) static void dequant_##t(const void *s, float *d, int64_t n) { kq_dequant_##t(s, d, n); }
+KQ_DEQUANT_ALIAS(q5_0)
+KQ_DEQUANT_ALIAS(q5_1)
+KQ_DEQUANT_ALIAS(q2_k)
+KQ_DEQUANT_ALIAS(q3_k)
+KQ_DEQUANT_ALIAS(q4_k)
+KQ_DEQUANT_ALIAS(q5_k)
+KQ_DEQUANT_ALIAS(q6_k)
+AXPY_VIA_DEQUANT(axpy_q5_0, dequant_q5_0, PS_TYPE_Q5_0)
+AXPY_VIA_DEQUANT(axpy_q5_1, dequant_q5_1, PS_TYPE_Q5_1)
+AXPY_VIA_DEQUANT(axpy_q2_k, dequant_q2_k, PS_TYPE_Q2_K)
+AXPY_VIA_DEQUANT(axpy_q3_k, dequant_q3_k, PS_TYPE_Q3_K)
+AXPY_VIA_DEQUANT(axpy_q4_k, dequant_q4_k, PS_TYPE_Q4_K)
+AXPY_VIA_DEQUANT(axpy_q5_k, dequant_q5_k, PS_TYPE_Q5_K)
+AXPY_VIA_DEQUANT(axpy_q6_k, dequant_q6_k, PS_TYPE_Q6_K)
 
 #define AXPY4_VIA_AXPY(name, one)                                                    \
     static void name(const void *const src[4], const float a[4], float *y, int64_t n) { \
@@ -125,6 +161,13 @@ AXPY4_VIA_AXPY(axpy_bf16_4, axpy_bf16)
 AXPY4_VIA_AXPY(axpy_q8_0_4, axpy_q8_0)
 AXPY4_VIA_AXPY(axpy_q4_0_4, axpy_q4_0)
 AXPY4_VIA_AXPY(axpy_q4_1_4, axpy_q4_1)
+AXPY4_VIA_AXPY(axpy_q5_0_4, axpy_q5_0)
+AXPY4_VIA_AXPY(axpy_q5_1_4, axpy_q5_1)
+AXPY4_VIA_AXPY(axpy_q2_k_4, axpy_q2_k)
+AXPY4_VIA_AXPY(axpy_q3_k_4, axpy_q3_k)
+AXPY4_VIA_AXPY(axpy_q4_k_4, axpy_q4_k)
+AXPY4_VIA_AXPY(axpy_q5_k_4, axpy_q5_k)
+AXPY4_VIA_AXPY(axpy_q6_k_4, axpy_q6_k)
 
 /* ---- float-weight products ----------------------------------------------- */
 /* One row at a time through a dequantized chunk; activations stay float. */
@@ -214,8 +257,102 @@ static void gemm_q4_1(const uint8_t *W, size_t row_bytes, int64_t n_cols, const 
     gemm_q4(W, row_bytes, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
 }
 
+/* Q5_0 and Q5_1: gemm_q4's formula with 5-bit quants, c = -16*dw or m. */
+static inline void gemm_q5(const uint8_t *W, size_t row_bytes, int64_t n_cols, const int32_t *idx,
+                           int64_t r0, int64_t r1, const void *Xv, int32_t n_tok, float *Y,
+                           int64_t ldy, int has_min) {
+    const int64_t nb = n_cols / PS_QK;
+    const size_t bbytes = has_min ? sizeof(ps_block_q5_1) : sizeof(ps_block_q5_0);
+    for (int64_t pos = r0; pos < r1; pos++) {
+        const int64_t r = idx ? idx[pos] : pos;
+        const uint8_t *row = W + (size_t)r * row_bytes;
+        for (int32_t t = 0; t < n_tok; t++) {
+            const ps_block_q8a *x = (const ps_block_q8a *)Xv + (size_t)t * nb;
+            float acc = 0.0f, corr = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *blk = row + (size_t)b * bbytes;
+                uint16_t dh, mh = 0;
+                memcpy(&dh, blk, 2);
+                if (has_min) memcpy(&mh, blk + 2, 2);
+                const uint8_t *qh = blk + (has_min ? 4 : 2);
+                int isum = 0;
+                for (int e = 0; e < PS_QK; e++) isum += kq_u_q5(qh, qh + 4, e) * x[b].qs[e];
+                const float dw = ps_fp16_to_f32(dh);
+                const float c = has_min ? ps_fp16_to_f32(mh) : -16.0f * dw;
+                acc += dw * x[b].d * (float)isum;
+                corr += c * x[b].s;
+            }
+            Y[(size_t)t * ldy + r] = acc + corr;
+        }
+    }
+}
+
+static void gemm_q5_0(const uint8_t *W, size_t row_bytes, int64_t n_cols, const int32_t *idx,
+                      int64_t r0, int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
+    gemm_q5(W, row_bytes, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 0);
+}
+
+static void gemm_q5_1(const uint8_t *W, size_t row_bytes, int64_t n_cols, const int32_t *idx,
+                      int64_t r0, int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
+    gemm_q5(W, row_bytes, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
+}
+
+/* K-quants against q8k activations (kquant_blocks.h's integer form): per
+ * block acc += (D*dx) * isum, corr += (M*dx) * msum; result acc - corr.
+ * Each block is decoded once per tile of KQ_TOK tokens. */
+#define KQ_TOK 64
+static inline void gemm_kq(const uint8_t *W, size_t row_bytes, int64_t n_cols, const int32_t *idx,
+                           int64_t r0, int64_t r1, const void *Xv, int32_t n_tok, float *Y,
+                           int64_t ldy, int32_t type) {
+    const int64_t nb = n_cols / PS_QK_K;
+    const size_t bb = (size_t)ps_type_get(type)->block_bytes;
+    const ps_block_q8k *X = Xv;
+    kq_decoded k;
+    float acc[KQ_TOK], corr[KQ_TOK];
+    for (int64_t pos = r0; pos < r1; pos++) {
+        const int64_t r = idx ? idx[pos] : pos;
+        const uint8_t *row = W + (size_t)r * row_bytes;
+        for (int32_t t0 = 0; t0 < n_tok; t0 += KQ_TOK) {
+            const int32_t nt = n_tok - t0 < KQ_TOK ? n_tok - t0 : KQ_TOK;
+            for (int32_t t = 0; t < nt; t++) acc[t] = corr[t] = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                kq_decode(type, row + (size_t)b * bb, &k);
+                for (int32_t t = 0; t < nt; t++) {
+                    const ps_block_q8k *x = X + (size_t)(t0 + t) * nb + b;
+                    int32_t isum = 0, msum = 0;
+                    for (int j = 0; j < 16; j++) {
+                        int32_t dot = 0;
+                        for (int e = 16 * j; e < 16 * j + 16; e++) dot += k.u[e] * x->qs[e];
+                        isum += k.s[j] * dot;
+                        msum += k.m[j] * x->bsums[j];
+                    }
+                    if (!k.has_min) isum -= msum;
+                    acc[t] += k.D * x->d * (float)isum;
+                    if (k.has_min) corr[t] += k.M * x->d * (float)msum;
+                }
+            }
+            for (int32_t t = 0; t < nt; t++) Y[(size_t)(t0 + t) * ldy + r] = acc[t] - corr[t];
+        }
+    }
+}
+
+#define GEMM_KQ(t, T)                                                                                   \
+    static void gemm_##t(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,  \
+                         int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {            \
+        gemm_kq(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, PS_TYPE_##T);                             \
+    }
+GEMM_KQ(q2_k, Q2_K)
+GEMM_KQ(q3_k, Q3_K)
+GEMM_KQ(q4_k, Q4_K)
+GEMM_KQ(q5_k, Q5_K)
+GEMM_KQ(q6_k, Q6_K)
+
 /* ---- the scalar table (quant.h) ---------------------------------------------- */
 const ps_type_kernels ps_type_kernels_scalar[PS_TYPE_COUNT] = {
     PS_KERNEL_ROW(F32, f32, 0), PS_KERNEL_ROW(F16, f16, 0), PS_KERNEL_ROW(BF16, bf16, 0),
     PS_KERNEL_ROW(Q8_0, q8_0, 1), PS_KERNEL_ROW(Q4_0, q4_0, 1), PS_KERNEL_ROW(Q4_1, q4_1, 1),
+    PS_KERNEL_ROW(Q5_0, q5_0, PS_ACT_Q8A), PS_KERNEL_ROW(Q5_1, q5_1, PS_ACT_Q8A),
+    PS_KERNEL_ROW(Q2_K, q2_k, PS_ACT_Q8K), PS_KERNEL_ROW(Q3_K, q3_k, PS_ACT_Q8K),
+    PS_KERNEL_ROW(Q4_K, q4_k, PS_ACT_Q8K), PS_KERNEL_ROW(Q5_K, q5_k, PS_ACT_Q8K),
+    PS_KERNEL_ROW(Q6_K, q6_k, PS_ACT_Q8K),
 };

@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+from gguf import GGMLQuantizationType as QT
+
 from prosparse_cpu import Model, ProSparseError
 from support.gguf_files import write_tiny_llama
 
@@ -53,6 +55,11 @@ def _make(kind: str, path):
         return write_tiny_llama(path, drop=("blk.1.ffn_up.weight",))
     if kind == "wrong_shape":
         return write_tiny_llama(path, shapes={TENSOR: (64, 16)})  # n_embd is 32
+    if kind == "kquant_past_eof":  # the last tensor, Q6_K, loses its last bytes
+        write_tiny_llama(path, n_ff=256, qtypes={"blk.1.ffn_down.weight": QT.Q6_K})
+        with open(path, "r+b") as f:
+            f.truncate(path.stat().st_size - 100)
+        return path
     write_tiny_llama(path)
     size = path.stat().st_size
     if kind == "truncated":
@@ -69,6 +76,8 @@ def _make(kind: str, path):
         _patch(path, lambda d: _set_dim0(d, 1 << 60))
     elif kind == "unknown_type":
         _patch(path, lambda d: _set_type(d, 99))
+    elif kind == "kquant_row_length":  # 32 columns are not whole 256-element Q4_K blocks
+        _patch(path, lambda d: _set_type(d, int(QT.Q4_K)))
     elif kind == "empty":
         path.write_bytes(b"")
     else:
@@ -77,7 +86,7 @@ def _make(kind: str, path):
 
 
 KINDS = ["truncated", "wrong_magic", "unsupported_version", "data_past_eof", "absurd_dims", "unknown_type",
-         "missing_tensor", "wrong_shape", "empty"]
+         "missing_tensor", "wrong_shape", "empty", "kquant_row_length", "kquant_past_eof"]
 
 
 @pytest.fixture(params=KINDS)
@@ -98,6 +107,16 @@ def test_model_raises(bad_file):
     msg = str(err.value)
     assert msg and "\n" not in msg
     assert path in msg  # says which file
+
+
+@pytest.mark.parametrize("kind,says", [("kquant_row_length", "not a multiple of the q4_k block size 256"),
+                                       ("kquant_past_eof", "blk.1.ffn_down.weight")])
+def test_bad_kquant_tensor_message(tmp_path, kind, says):
+    path = str(_make(kind, tmp_path / f"{kind}.gguf"))
+    with pytest.raises(ProSparseError) as err:
+        Model(path, threads=1, n_ctx=32)
+    print(err.value)
+    assert says in str(err.value)
 
 
 def _cli(*args):

@@ -22,9 +22,11 @@ from gguf import GGMLQuantizationType as T
 from gguf.quants import dequantize, quantize
 
 from prosparse_cpu import _lib
+from support.gguf_files import K_QUANT_SCALES, random_kquant
 
-TYPES = [T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1]
-INTEGER_TYPES = {T.Q8_0, T.Q4_0, T.Q4_1}
+K_TYPES = [T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K]
+TYPES = [T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, *K_TYPES]
+INTEGER_TYPES = {T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, *K_TYPES}
 
 f32p = ctypes.POINTER(ctypes.c_float)
 i32p = ctypes.POINTER(ctypes.c_int32)
@@ -44,9 +46,19 @@ def fptr(a: np.ndarray):
     return a.ctypes.data_as(f32p)
 
 
+def cols_for(qtype: T, n_cols: int) -> int:
+    """n_cols, or for the K-quants (256-element blocks) the next multiple of 256 above it."""
+    return (n_cols // 256 + 1) * 256 if qtype in K_TYPES else n_cols
+
+
 def weights(qtype: T, n_rows: int, n_cols: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(raw bytes n_rows x row_bytes, gguf-py's dequantization as float32)."""
     rng = np.random.default_rng(seed)
+    if qtype in K_TYPES:
+        raw = random_kquant(qtype, n_rows, n_cols, rng, scale=rng.uniform(0.5, 20.0))
+        off = K_QUANT_SCALES[qtype][0][0]
+        raw[0, off : off + 2] = 0  # a block with d = 0
+        return raw, dequantize(raw, qtype).reshape(n_rows, n_cols).astype(np.float32)
     w = (rng.standard_normal((n_rows, n_cols)) * rng.uniform(0.01, 2.0, (n_rows, 1))).astype(np.float32)
     w[0, : min(32, n_cols)] = 0.0  # an all-zero block
     if n_rows > 1:
@@ -55,9 +67,14 @@ def weights(qtype: T, n_rows: int, n_cols: int, seed: int) -> tuple[np.ndarray, 
     return raw, dequantize(raw, qtype).reshape(n_rows, n_cols).astype(np.float32)
 
 
-def dequantize_activations(x: np.ndarray) -> np.ndarray:
+def act_block(qtype: T) -> int:
+    """Elements per activation block: 256 (q8k) for the K-quants, else 32 (q8a)."""
+    return 256 if qtype in K_TYPES else 32
+
+
+def dequantize_activations(x: np.ndarray, block: int = 32) -> np.ndarray:
     """The engine's activation quantization (amax/127 scales, round half to even) in float64."""
-    b = x.reshape(x.shape[0], -1, 32).astype(np.float32)
+    b = x.reshape(x.shape[0], -1, block).astype(np.float32)
     amax = np.abs(b).max(axis=2, keepdims=True)
     with np.errstate(divide="ignore"):
         inv = np.where(amax > 0, np.float32(127.0) / amax, np.float32(0.0)).astype(np.float32)
@@ -78,7 +95,7 @@ def run_matmul(lib, qtype, raw, n_rows, n_cols, x, n_threads=2):
 def test_dequantize_bit_exact(lib, qtype, level):
     if lib.ps_simd_set(level) != level:
         pytest.skip("CPU lacks AVX2")
-    n_cols = 32 * 23 if qtype in INTEGER_TYPES else 333
+    n_cols = 256 * 5 if qtype in K_TYPES else 32 * 23 if qtype in INTEGER_TYPES else 333
     raw, ref = weights(qtype, 9, n_cols, seed=int(qtype))
     if qtype == T.F16:  # special values survive
         raw = raw.copy()
@@ -94,16 +111,18 @@ def test_dequantize_bit_exact(lib, qtype, level):
 @pytest.mark.parametrize("shape", [(1, 32, 1), (13, 96, 1), (576, 576, 1), (37, 576, 5), (200, 1536, 70)])
 def test_matmul_against_numpy(lib, qtype, shape):
     n_rows, n_cols, n_tok = shape
+    n_cols = cols_for(qtype, n_cols)
     raw, wd = weights(qtype, n_rows, n_cols, seed=n_rows * 7 + n_cols)
     x = np.random.default_rng(n_tok).standard_normal((n_tok, n_cols)).astype(np.float32)
     exact = x.astype(np.float64) @ wd.astype(np.float64).T
     mag = np.abs(x).astype(np.float64) @ np.abs(wd).astype(np.float64).T
     if qtype in INTEGER_TYPES:
         # |sum w (x - xq)| <= sum |w| * d/2 per block, d = amax/127
-        amax = np.abs(x.reshape(n_tok, -1, 32)).max(axis=2)  # n_tok x blocks
-        wsum = np.abs(wd.reshape(n_rows, -1, 32)).sum(axis=2)  # n_rows x blocks
+        qb = act_block(qtype)
+        amax = np.abs(x.reshape(n_tok, -1, qb)).max(axis=2)  # n_tok x blocks
+        wsum = np.abs(wd.reshape(n_rows, -1, qb)).sum(axis=2)  # n_rows x blocks
         bound = (amax / 127.0 / 2.0) @ wsum.T
-        xq = dequantize_activations(x)
+        xq = dequantize_activations(x, qb)
         on_xq = xq @ wd.astype(np.float64).T  # the product the kernel computes
     else:
         bound = np.zeros_like(exact)
@@ -125,10 +144,11 @@ def test_matmul_against_numpy(lib, qtype, shape):
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
 def test_matmul_threads_identical(lib, qtype):
     lib.ps_simd_set(lib.ps_simd_supported())
-    raw, _ = weights(qtype, 300, 576, seed=5)
-    x = np.random.default_rng(1).standard_normal((9, 576)).astype(np.float32)
-    y1 = run_matmul(lib, qtype, raw, 300, 576, x, n_threads=1)
-    y2 = run_matmul(lib, qtype, raw, 300, 576, x, n_threads=2)
+    nc = cols_for(qtype, 576)
+    raw, _ = weights(qtype, 300, nc, seed=5)
+    x = np.random.default_rng(1).standard_normal((9, nc)).astype(np.float32)
+    y1 = run_matmul(lib, qtype, raw, 300, nc, x, n_threads=1)
+    y2 = run_matmul(lib, qtype, raw, 300, nc, x, n_threads=2)
     np.testing.assert_array_equal(y1.view(np.uint32), y2.view(np.uint32))
 
 
@@ -154,7 +174,7 @@ def test_packed_matmul_is_bit_identical(lib, qtype, shape):
 @pytest.mark.parametrize("n_tok", [1, 6])
 @pytest.mark.parametrize("sparse", [False, True])
 def test_accum_rows_against_numpy(lib, qtype, n_tok, sparse):
-    n_ff, n_embd = 384, 96
+    n_ff, n_embd = 384, cols_for(qtype, 96)
     raw, wd = weights(qtype, n_ff, n_embd, seed=11)
     rng = np.random.default_rng(n_tok)
     x = rng.standard_normal((n_tok, n_ff)).astype(np.float32)
@@ -185,7 +205,10 @@ def test_bad_arguments(lib):
     buf = np.zeros(256, dtype=np.uint8)
     assert lib.ps_debug_dequantize(int(T.Q4_0), buf.ctypes.data, 33, fptr(out)) < 0
     assert b"q4_0" in lib.ps_last_error()
-    assert lib.ps_debug_dequantize(int(T.Q4_K), buf.ctypes.data, 256, fptr(out)) < 0
+    assert lib.ps_debug_dequantize(int(T.Q8_K), buf.ctypes.data, 256, fptr(out)) < 0
+    for k in K_TYPES:  # a K-quant row must be whole 256-element blocks
+        assert lib.ps_debug_dequantize(int(k), buf.ctypes.data, 224, fptr(out)) < 0
+        assert k.name.lower().encode() in lib.ps_last_error()
     assert lib.ps_debug_dequantize(12345, buf.ctypes.data, 32, fptr(out)) < 0
     x32 = np.ones(32, dtype=np.float32)
     assert lib.ps_debug_matmul_packed(int(T.F16), buf.ctypes.data, 2, 32, fptr(x32), 1, fptr(out), 1) < 0

@@ -15,8 +15,9 @@
 #include "quant.h"
 #include "util.h"
 
-static const int32_t TYPES[] = {PS_TYPE_F32, PS_TYPE_F16, PS_TYPE_BF16,
-                                PS_TYPE_Q8_0, PS_TYPE_Q4_0, PS_TYPE_Q4_1};
+static const int32_t TYPES[] = {PS_TYPE_F32, PS_TYPE_F16, PS_TYPE_BF16, PS_TYPE_Q8_0, PS_TYPE_Q4_0,
+                                PS_TYPE_Q4_1, PS_TYPE_Q5_0, PS_TYPE_Q5_1, PS_TYPE_Q2_K, PS_TYPE_Q3_K,
+                                PS_TYPE_Q4_K, PS_TYPE_Q5_K, PS_TYPE_Q6_K};
 #define N_TYPES (int)(sizeof TYPES / sizeof TYPES[0])
 /* Levels run in a loop: those this CPU runs (ps_simd_set gives another for the rest). */
 #define FOR_LEVELS(level) \
@@ -36,7 +37,28 @@ static uint32_t rnd(void) {
 }
 static float frand(void) { return (float)(rnd() % 2000001) / 1000000.0f - 1.0f; } /* [-1, 1] */
 
-/* A random but valid matrix of the given type (n_cols multiple of 32). */
+/* A column count valid for the type near n: the K-quants need multiples of
+ * 256 (32 -> 256, 96 -> 512, 576 -> 768, ...). */
+static int64_t cols_for(int32_t type, int64_t n) {
+    const ps_type_traits *t = ps_type_get(type);
+    if (t->block_size < 256) return n;
+    return (n / 256 + 1) * 256;
+}
+
+/* Byte offsets of a block's fp16 scales: d, and the minimum (dmin / m) or -1. */
+static void scale_offsets(int32_t type, int *d, int *m) {
+    *m = -1;
+    switch (type) {
+    case PS_TYPE_Q4_1: case PS_TYPE_Q5_1: case PS_TYPE_Q4_K: case PS_TYPE_Q5_K: *d = 0, *m = 2; break;
+    case PS_TYPE_Q2_K: *d = 80, *m = 82; break;
+    case PS_TYPE_Q3_K: *d = 108; break;
+    case PS_TYPE_Q6_K: *d = 208; break;
+    default: *d = 0;
+    }
+}
+
+/* A random but valid matrix of the given type (n_cols a multiple of its
+ * block size): random bytes with finite fp16 scales. */
 static void *random_matrix(int32_t type, int64_t n_rows, int64_t n_cols) {
     const size_t rb = ps_row_bytes(type, n_cols);
     uint8_t *w = malloc(rb * (size_t)n_rows);
@@ -60,13 +82,15 @@ static void *random_matrix(int32_t type, int64_t n_rows, int64_t n_cols) {
         default: {
             const ps_type_traits *t = ps_type_get(type);
             for (size_t i = 0; i < rb; i++) row[i] = (uint8_t)rnd();
-            for (int64_t b = 0; b < n_cols / 32; b++) {
+            int od, om;
+            scale_offsets(type, &od, &om);
+            for (int64_t b = 0; b < n_cols / t->block_size; b++) {
                 uint8_t *blk = row + (size_t)b * t->block_bytes;
                 uint16_t d = ps_f32_to_fp16(0.001f + 0.02f * (frand() + 1.0f));
-                memcpy(blk, &d, 2);
-                if (type == PS_TYPE_Q4_1) {
+                memcpy(blk + od, &d, 2);
+                if (om >= 0) {
                     uint16_t m = ps_f32_to_fp16(0.1f * frand());
-                    memcpy(blk + 2, &m, 2);
+                    memcpy(blk + om, &m, 2);
                 }
             }
         }
@@ -89,7 +113,15 @@ static void reference_matmul(int32_t type, const void *W, int64_t n_rows, int64_
     float *row = malloc((size_t)n_cols * sizeof(float));
     float *xd = malloc((size_t)n_cols * n_tok * sizeof(float));
     const ps_type_kernels *k = ps_kernels_get(type, &ps_ops_scalar);
-    if (k->q8a_input) {
+    if (k->q8a_input == PS_ACT_Q8K) {
+        ps_block_q8k *q = malloc((size_t)n_cols / 256 * sizeof(ps_block_q8k));
+        for (int32_t t = 0; t < n_tok; t++) {
+            ps_quantize_q8k(X + (size_t)t * n_cols, q, n_cols);
+            for (int64_t i = 0; i < n_cols; i++)
+                xd[(size_t)t * n_cols + i] = q[i / 256].d * (float)q[i / 256].qs[i % 256];
+        }
+        free(q);
+    } else if (k->q8a_input) {
         ps_block_q8a *q = malloc((size_t)n_cols / 32 * sizeof(ps_block_q8a));
         for (int32_t t = 0; t < n_tok; t++) {
             ps_quantize_q8a_scalar(X + (size_t)t * n_cols, q, n_cols);
@@ -122,7 +154,10 @@ TEST(test_traits) {
     CHECK(ps_row_bytes(PS_TYPE_Q8_0, 96) == 102);
     CHECK(ps_row_bytes(PS_TYPE_F16, 7) == 14);
     CHECK(ps_row_bytes(PS_TYPE_Q4_0, 33) == 0);
-    CHECK(ps_type_get(12) && !ps_type_supported(12));
+    CHECK(ps_type_get(PS_TYPE_Q8_1) && !ps_type_supported(PS_TYPE_Q8_1));
+    CHECK(ps_type_get(PS_TYPE_Q8_K) && !ps_type_supported(PS_TYPE_Q8_K));
+    CHECK(ps_row_bytes(PS_TYPE_Q4_K, 512) == 288 && ps_row_bytes(PS_TYPE_Q6_K, 256) == 210);
+    CHECK(ps_row_bytes(PS_TYPE_Q4_K, 576) == 0 && ps_row_bytes(PS_TYPE_Q5_0, 64) == 44);
     CHECK(ps_type_get(99) == NULL);
     CHECK(strcmp(ps_type_get(PS_TYPE_BF16)->name, "bf16") == 0);
 }
@@ -163,7 +198,8 @@ TEST(test_dequant_known) {
     ps_simd_set(ps_simd_supported());
     float out[32];
     CHECK(ps_debug_dequantize(PS_TYPE_Q4_0, &b0, 31, out) == PS_ERR_ARG);
-    CHECK(ps_debug_dequantize(12, &b0, 256, out) == PS_ERR_UNSUPPORTED);
+    CHECK(ps_debug_dequantize(PS_TYPE_Q8_1, &b0, 32, out) == PS_ERR_UNSUPPORTED);
+    CHECK(ps_debug_dequantize(PS_TYPE_Q4_K, &b0, 32, out) == PS_ERR_ARG); /* not a multiple of 256 */
 }
 
 /* Every level quantizes activations to the scalar bytes (ties included). */
@@ -203,7 +239,7 @@ TEST(test_matmul_vs_reference) {
             for (int ci = 0; ci < 3; ci++)
                 for (int ki = 0; ki < 3; ki++) {
                     const int32_t type = TYPES[ti];
-                    const int64_t nr = rows[ri], nc = cols[ci];
+                    const int64_t nr = rows[ri], nc = cols_for(type, cols[ci]);
                     const int32_t nt = toks[ki];
                     void *W = random_matrix(type, nr, nc);
                     float *X = random_floats(nc * nt);
@@ -231,8 +267,10 @@ TEST(test_matmul_vs_reference) {
 
 /* The activation-quantization error of the integer types stays within its bound. */
 TEST(test_matmul_vs_float_input) {
-    const int64_t nr = 64, nc = 576;
+    const int64_t nr = 64;
     for (int ti = 3; ti < N_TYPES; ti++) {
+        const int64_t nc = cols_for(TYPES[ti], 576);
+        const int qb = ps_kernels_get(TYPES[ti], &ps_ops_scalar)->q8a_input == PS_ACT_Q8K ? 256 : 32;
         void *W = random_matrix(TYPES[ti], nr, nc);
         float *X = random_floats(nc);
         float *Y = malloc(sizeof(float) * nr), *row = malloc(sizeof(float) * nc);
@@ -241,12 +279,12 @@ TEST(test_matmul_vs_float_input) {
         for (int64_t r = 0; r < nr; r++) {
             ps_dequant_row(&M, r, row);
             double s = 0, bound = 0;
-            for (int64_t b = 0; b < nc / 32; b++) {
+            for (int64_t b = 0; b < nc / qb; b++) {
                 float amax = 0;
-                for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(X[b * 32 + j]));
-                for (int j = 0; j < 32; j++) {
-                    s += (double)row[b * 32 + j] * X[b * 32 + j];
-                    bound += fabs(row[b * 32 + j]) * (amax / 127.0 * 0.5);
+                for (int j = 0; j < qb; j++) amax = fmaxf(amax, fabsf(X[b * qb + j]));
+                for (int j = 0; j < qb; j++) {
+                    s += (double)row[b * qb + j] * X[b * qb + j];
+                    bound += fabs(row[b * qb + j]) * (amax / 127.0 * 0.5);
                 }
             }
             CHECK(fabs(Y[r] - s) <= bound * 1.01 + 1e-5);
@@ -258,11 +296,11 @@ TEST(test_matmul_vs_float_input) {
 /* Chunking never changes results: 1 vs 2 threads bit-identical, multi ==
  * separate calls bit-identical, batched == one token at a time. */
 TEST(test_matmul_deterministic) {
-    const int64_t nc = 576;
     const int32_t nt = 5;
-    ps_compute *c1 = ps_compute_new(1, nc, nt), *c2 = ps_compute_new(2, nc, nt);
+    ps_compute *c1 = ps_compute_new(1, 768, nt), *c2 = ps_compute_new(2, 768, nt);
     CHECK(c1 && c2);
     for (int ti = 0; ti < N_TYPES; ti++) {
+        const int64_t nc = cols_for(TYPES[ti], 576);
         const int64_t nr[3] = {576, 192, 100};
         void *W[3];
         ps_matrix M[3];
@@ -306,12 +344,13 @@ TEST(test_matmul_deterministic) {
 /* matmul_rows(_multi): listed rows equal the dense product bit for bit, the
  * other outputs stay untouched; every type, both SIMD levels. */
 TEST(test_matmul_rows) {
-    const int64_t nc = 96, nr = 77;
-    ps_compute *c = ps_compute_new(2, nc, 5);
+    const int64_t nr = 77;
+    ps_compute *c = ps_compute_new(2, 512, 5);
     int32_t idx[37];
     for (int j = 0; j < 37; j++) idx[j] = (int32_t)((j * 29 + 5) % nr); /* unsorted, distinct */
     for (int ti = 0; ti < N_TYPES; ti++)
         FOR_LEVELS(level) {
+            const int64_t nc = cols_for(TYPES[ti], 96);
             void *W1 = random_matrix(TYPES[ti], nr, nc), *W2 = random_matrix(TYPES[ti], nr + 3, nc);
             ps_matrix M[2] = {{W1, TYPES[ti], nc, nr, NULL}, {W2, TYPES[ti], nc, nr + 3, NULL}};
             const ps_matrix *Mp[2] = {&M[0], &M[1]};
@@ -348,9 +387,10 @@ TEST(test_matmul_rows) {
 
 /* accum_rows: float64 reference, index lists, determinism across threads. */
 TEST(test_accum_rows) {
-    const int64_t n_ff = 200, n_embd = 352; /* 11 blocks: several column units per thread, or list parts */
+    const int64_t n_ff = 200; /* 352 columns: 11 blocks, several column units per thread, or list parts */
     for (int ti = 0; ti < N_TYPES; ti++)
         FOR_LEVELS(level) {
+            const int64_t n_embd = cols_for(TYPES[ti], 352);
             void *W = random_matrix(TYPES[ti], n_ff, n_embd);
             ps_matrix M = {W, TYPES[ti], n_embd, n_ff, NULL};
             for (int32_t nt = 1; nt <= 9; nt += 8) {
@@ -402,7 +442,7 @@ TEST(test_avx512_matches_avx2) {
         for (int ci = 0; ci < 3; ci++)
             for (int ki = 0; ki < 3; ki++) {
                 const int32_t type = TYPES[ti], nt = toks[ki];
-                const int64_t nc = cols[ci], nr = 101;
+                const int64_t nc = cols_for(type, cols[ci]), nr = 101;
                 void *W = random_matrix(type, nr, nc);
                 float *X = random_floats(nc * nt), *Xa = random_floats(nr * nt);
                 for (int64_t i = 0; i < nr * nt; i += 3) Xa[i] = 0.0f;
@@ -433,19 +473,19 @@ TEST(test_avx512_matches_avx2) {
 
 /* axpy4 is exactly four axpy calls (grouping never changes accum_rows). */
 TEST(test_axpy4) {
-    const int64_t n = 96;
     for (int ti = 0; ti < N_TYPES; ti++)
         FOR_LEVELS(level) {
+            const int64_t n = cols_for(TYPES[ti], 96);
             const ps_type_kernels *k = ps_kernels_get(TYPES[ti], ps_level_ops_at(level));
             uint8_t *W = random_matrix(TYPES[ti], 4, n);
             const size_t rb = ps_row_bytes(TYPES[ti], n);
             const void *src[4] = {W, W + rb, W + 2 * rb, W + 3 * rb};
             const float a[4] = {0.5f, -1.25f, 3.0f, 1e-3f};
-            float y1[96], y2[96];
+            float y1[512], y2[512];
             for (int i = 0; i < n; i++) y1[i] = y2[i] = frand();
             k->axpy4(src, a, y1, n);
             for (int r = 0; r < 4; r++) k->axpy(src[r], a[r], y2, n);
-            CHECK(memcmp(y1, y2, sizeof y1) == 0);
+            CHECK(memcmp(y1, y2, sizeof(float) * (size_t)n) == 0);
             free(W);
         }
     ps_simd_set(ps_simd_supported());

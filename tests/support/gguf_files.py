@@ -27,9 +27,12 @@ def write_tiny_llama(path, *, n_embd: int = 32, n_ff: int = 64, n_layer: int = 2
                      n_head_kv: int = 2, seed: int = 0, successor: dict[int, int] | None = None,
                      tied: bool = False, chat_template: str | None = CHATML, drop: tuple = (),
                      shapes: dict | None = None, scale: float = 0.3, activation: str | None = None,
-                     predictor_rank: int = 0) -> Path:
+                     predictor_rank: int = 0, qtypes: dict | None = None, dequantize_back: bool = False) -> Path:
     """Write a tiny `llama` GGUF (all F32). drop: tensor names to leave out;
-    shapes: tensor name -> numpy shape to use instead of the right one.
+    shapes: tensor name -> numpy shape to use instead of the right one;
+    qtypes: tensor name -> GGML type to store it in (gguf-py's quantize, or
+    random_kquant blocks for the K-quants), with dequantize_back the same
+    values written as F32 (the reference copy of such a mixed file).
     activation (relu, fatrelu, ...): a `prosparse` file instead, with ffn_down_t,
     ffn_freq and, with predictor_rank, predictor tensors."""
     tokens = tiny_vocab()
@@ -82,6 +85,18 @@ def write_tiny_llama(path, *, n_embd: int = 32, n_ff: int = 64, n_layer: int = 2
     for name, shape in (shapes or {}).items():
         tensors[name] = rand(*shape)
 
+    raw_tensors: dict[str, tuple[np.ndarray, QT]] = {}
+    for name, qt in (qtypes or {}).items():
+        arr = tensors[name]
+        if qt in K_QUANT_SCALES:
+            raw = random_kquant(qt, arr.shape[0], arr.shape[1], np.random.default_rng([seed, int(qt), arr.size]))
+        else:
+            raw = gguf.quants.quantize(arr, qt)
+        if dequantize_back:
+            tensors[name] = gguf.quants.dequantize(raw, qt).reshape(arr.shape).astype(np.float32)
+        else:
+            raw_tensors[name] = (raw, qt)
+
     w = gguf.GGUFWriter(str(path), "llama" if activation is None else "prosparse")
     if activation is not None:
         w.add_string("prosparse.ffn.activation", activation)
@@ -111,7 +126,12 @@ def write_tiny_llama(path, *, n_embd: int = 32, n_ff: int = 64, n_layer: int = 2
     if chat_template:
         w.add_chat_template(chat_template)
     for name, arr in tensors.items():
-        if name not in drop:
+        if name in drop:
+            continue
+        if name in raw_tensors:
+            raw, qt = raw_tensors[name]
+            w.add_tensor(name, raw, raw_shape=raw.shape, raw_dtype=qt)
+        else:
             w.add_tensor(name, arr)
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -126,6 +146,29 @@ WEIGHT_TYPES = {
     "f32": QT.F32, "f16": QT.F16, "bf16": QT.BF16,
     "q8_0": QT.Q8_0, "q4_0": QT.Q4_0, "q4_1": QT.Q4_1,
 }
+
+
+# ---- K-quant blocks ------------------------------------------------------------
+
+# byte offsets of the fp16 scales in a K-quant block (d, and dmin where it has one),
+# and a d that gives weights of about unit size (d * typical scale * typical quant)
+K_QUANT_SCALES = {QT.Q2_K: ((80, 82), 0.05), QT.Q3_K: ((108,), 0.02), QT.Q4_K: ((0, 2), 0.004),
+                  QT.Q5_K: ((0, 2), 0.002), QT.Q6_K: ((208,), 0.001)}
+
+
+def random_kquant(qtype: QT, n_rows: int, n_cols: int, rng, scale: float = 1.0) -> np.ndarray:
+    """Random valid K-quant rows (uint8, n_rows x row bytes): random bytes are
+    valid blocks once their fp16 scales are finite (gguf-py cannot quantize
+    K-quants); d is positive, dmin of either sign; scale sizes the weights."""
+    bsize, bbytes = gguf.GGML_QUANT_SIZES[qtype]
+    offsets, unit = K_QUANT_SCALES[qtype]
+    raw = rng.integers(0, 256, (n_rows, n_cols // bsize, bbytes), dtype=np.uint8)
+    for k, off in enumerate(offsets):
+        v = rng.uniform(0.25, 1.0, raw.shape[:2]) * unit * scale
+        if k:
+            v = v * 0.1 * rng.choice([-1, 1], raw.shape[:2])
+        raw[:, :, off : off + 2] = v.astype(np.float16).view(np.uint8).reshape(*raw.shape[:2], 2)
+    return raw.reshape(n_rows, -1)
 
 
 def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
