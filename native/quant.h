@@ -34,6 +34,26 @@ _Static_assert(sizeof(ps_block_q4_0) == 18, "q4_0 block");
 _Static_assert(sizeof(ps_block_q4_1) == 20, "q4_1 block");
 _Static_assert(sizeof(ps_block_q8a) == 40, "q8a block");
 
+/* The 5-bit and K-quant blocks (ggml's layouts; the quantizer is quantize*.c).
+ * K-quants hold PS_QK_K elements in sub-blocks of 16 or 32 with small
+ * integer scales under one or two fp16 super-scales. */
+#define PS_QK_K 256
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } ps_block_q5_0;            /* 22 B */
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } ps_block_q5_1;         /* 24 B */
+typedef struct { uint8_t scales[16]; uint8_t qs[64]; uint16_t d, dmin; } ps_block_q2_k;  /* 84 B */
+typedef struct { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t d; } ps_block_q3_k; /* 110 B */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } ps_block_q4_k; /* 144 B */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } ps_block_q5_k; /* 176 B */
+typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } ps_block_q6_k; /* 210 B */
+
+_Static_assert(sizeof(ps_block_q5_0) == 22, "q5_0 block");
+_Static_assert(sizeof(ps_block_q5_1) == 24, "q5_1 block");
+_Static_assert(sizeof(ps_block_q2_k) == 84, "q2_k block");
+_Static_assert(sizeof(ps_block_q3_k) == 110, "q3_k block");
+_Static_assert(sizeof(ps_block_q4_k) == 144, "q4_k block");
+_Static_assert(sizeof(ps_block_q5_k) == 176, "q5_k block");
+_Static_assert(sizeof(ps_block_q6_k) == 210, "q6_k block");
+
 /* For list positions j in [r0, r1) and tokens t < n_tok, with row R = idx[j]
  * (R = j when idx is NULL): Y[t*ldy + R] = row R of W . activation t.
  * W: row_bytes per row. X: for quantized W the q8a blocks of each token
