@@ -27,9 +27,10 @@ def write_tiny_llama(path, *, n_embd: int = 32, n_ff: int = 64, n_layer: int = 2
                      n_head_kv: int = 2, seed: int = 0, successor: dict[int, int] | None = None,
                      tied: bool = False, chat_template: str | None = CHATML, drop: tuple = (),
                      shapes: dict | None = None, scale: float = 0.3, activation: str | None = None,
-                     predictor_rank: int = 0) -> Path:
+                     predictor_rank: int = 0, heavy_tails: bool = False) -> Path:
     """Write a tiny `llama` GGUF (all F32). drop: tensor names to leave out;
-    shapes: tensor name -> numpy shape to use instead of the right one.
+    shapes: tensor name -> numpy shape to use instead of the right one;
+    heavy_tails: Student-t (3 degrees of freedom) weights, outliers as in real models.
     activation (relu, fatrelu, ...): a `prosparse` file instead, with ffn_down_t,
     ffn_freq and, with predictor_rank, predictor tensors."""
     tokens = tiny_vocab()
@@ -42,7 +43,8 @@ def write_tiny_llama(path, *, n_embd: int = 32, n_ff: int = 64, n_layer: int = 2
         tied = False
 
     def rand(*shape):
-        return (rng.standard_normal(shape) * scale).astype(np.float32)
+        w = rng.standard_t(3, shape) if heavy_tails else rng.standard_normal(shape)
+        return (w * scale).astype(np.float32)
 
     def proj(*shape):  # zero in successor models: attention and FFN add nothing to the residual
         return np.zeros(shape, np.float32) if successor is not None else rand(*shape)
