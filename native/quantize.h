@@ -11,9 +11,21 @@
 #define PS_QUANTIZE_H
 
 #include <stdint.h>
+#include <string.h>
 
-/* Round to nearest, ties to even, clamped to [lo, hi] (v must be finite). */
-int ps_qround(float v, int lo, int hi);
+/* Round to nearest (ties to even, the default rounding mode), clamped to
+ * [lo, hi]; NaN gives lo. Inline and without a libm call: it runs for every
+ * weight under every candidate scale. Adding 1.5 * 2^23 leaves the rounded
+ * integer in the low mantissa bits, exact for |v| < 2^22, which the clamp
+ * (|lo|, |hi| are small) guarantees. */
+static inline int ps_qround(float v, int lo, int hi) {
+    if (!(v > (float)lo)) return lo;
+    if (v >= (float)hi) return hi;
+    const float t = v + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &t, sizeof i);
+    return (i & 0x007fffff) - 0x00400000;
+}
 
 /* x[0..n) ~= s * L[i] with integers L[i] in [lo, hi] (lo < 0 < hi): returns
  * s (0 with all L = 0 when x is all zero). */

@@ -16,12 +16,6 @@
 #define MAX_GROUP 32
 #define REFINE_STEPS 8
 
-int ps_qround(float v, int lo, int hi) {
-    if (!(v > (float)lo)) return lo; /* also NaN */
-    if (v >= (float)hi) return hi;
-    return (int)lrintf(v); /* the default rounding mode: ties to even */
-}
-
 float ps_round_group(const float *x, int n, float s, float o, int lo, int hi, int8_t *L) {
     float err = 0.0f;
     if (s == 0.0f) {
@@ -32,8 +26,9 @@ float ps_round_group(const float *x, int n, float s, float o, int lo, int hi, in
         }
         return err;
     }
+    const float inv = 1.0f / s;
     for (int i = 0; i < n; i++) {
-        const int l = ps_qround((x[i] - o) / s, lo, hi);
+        const int l = ps_qround((x[i] - o) * inv, lo, hi);
         L[i] = (int8_t)l;
         const float e = s * (float)l + o - x[i];
         err += e * e;
@@ -86,7 +81,8 @@ float ps_fit_scale(const float *x, int n, int lo, int hi, int8_t *L) {
         }
     for (int step = 0; step < REFINE_STEPS && best_s != 0.0; step++) {
         const float s = (float)best_s;
-        for (int i = 0; i < n; i++) T[i] = (int8_t)ps_qround(x[i] / s, lo, hi);
+        const float inv = 1.0f / s;
+        for (int i = 0; i < n; i++) T[i] = (int8_t)ps_qround(x[i] * inv, lo, hi);
         double s2;
         const double e = explained(x, n, T, &s2);
         if (!(e > best * (1.0 + 1e-12))) break;
@@ -99,19 +95,24 @@ float ps_fit_scale(const float *x, int n, int lo, int hi, int8_t *L) {
 
 /* ---- x ~= s * L + o ----------------------------------------------------------- */
 
+/* Sums of a group that every candidate's fit needs. */
+typedef struct { double sx, sxx; } moments;
+
 /* Least-squares s, o for levels L (o clamped to <= 0 when asked); the
- * squared error, or -1 when the levels cannot determine a scale. */
-static double fit_affine(const float *x, int n, const int8_t *L, int nonpos, float *s, float *o) {
-    double sl = 0, sll = 0, sx = 0, slx = 0;
+ * squared error (from the sums, no pass over x), or -1 when the levels
+ * cannot determine a scale. */
+static double fit_affine(const float *x, int n, const int8_t *L, const moments *m, int nonpos, float *s,
+                         float *o) {
+    int sl = 0, sll = 0;
+    double slx = 0;
     for (int i = 0; i < n; i++) {
         sl += L[i];
-        sll += (double)L[i] * L[i];
-        sx += x[i];
+        sll += L[i] * L[i];
         slx += (double)L[i] * x[i];
     }
-    const double D = n * sll - sl * sl;
+    const double D = (double)n * sll - (double)sl * sl;
     if (!(D > 0)) return -1;
-    double ds = (n * slx - sl * sx) / D, dofs = (sll * sx - sl * slx) / D;
+    double ds = (n * slx - sl * m->sx) / D, dofs = (sll * m->sx - sl * slx) / D;
     if (nonpos && dofs > 0) {
         dofs = 0;
         ds = slx / sll;
@@ -119,19 +120,19 @@ static double fit_affine(const float *x, int n, const int8_t *L, int nonpos, flo
     if (!(ds > 0)) return -1;
     *s = (float)ds;
     *o = (float)dofs;
-    double err = 0;
-    for (int i = 0; i < n; i++) {
-        const double e = (double)*s * L[i] + *o - x[i];
-        err += e * e;
-    }
-    return err;
+    const double fs = *s, fo = *o; /* the error of the values as stored in float */
+    const double err = m->sxx - 2 * fs * slx - 2 * fo * m->sx + fs * fs * sll + 2 * fs * fo * sl + n * fo * fo;
+    return err > 0 ? err : 0;
 }
 
 float ps_fit_scale_offset(const float *x, int n, int hi, int nonpos, int8_t *L, float *o) {
     float mn = x[0], mx = x[0];
-    for (int i = 1; i < n; i++) {
+    moments m = {0, 0};
+    for (int i = 0; i < n; i++) {
         mn = fminf(mn, x[i]);
         mx = fmaxf(mx, x[i]);
+        m.sx += x[i];
+        m.sxx += (double)x[i] * x[i];
     }
     if (nonpos && mn > 0.0f) mn = 0.0f;
     if (!(mx > mn)) { /* a constant group */
@@ -147,7 +148,7 @@ float ps_fit_scale_offset(const float *x, int n, int hi, int nonpos, int8_t *L, 
         const float is = ((float)hi + 0.1f * (float)k) / (mx - mn);
         for (int i = 0; i < n; i++) T[i] = (int8_t)ps_qround(is * (x[i] - mn), 0, hi);
         float s, ofs;
-        const double e = fit_affine(x, n, T, nonpos, &s, &ofs);
+        const double e = fit_affine(x, n, T, &m, nonpos, &s, &ofs);
         if (e >= 0 && e < best) {
             best = e;
             best_s = s;
@@ -158,7 +159,7 @@ float ps_fit_scale_offset(const float *x, int n, int hi, int nonpos, int8_t *L, 
     for (int step = 0; step < REFINE_STEPS; step++) {
         ps_round_group(x, n, best_s, best_o, 0, hi, T);
         float s, ofs;
-        const double e = fit_affine(x, n, T, nonpos, &s, &ofs);
+        const double e = fit_affine(x, n, T, &m, nonpos, &s, &ofs);
         if (!(e >= 0 && e < best * (1.0 - 1e-12))) break;
         best = e;
         best_s = s;
