@@ -148,3 +148,22 @@ def test_bad_row_length_is_one_error(tmp_path):
     types = _types(tmp_path / "o.gguf")
     assert types["blk.0.attn_q.weight"] == "F16" and types["blk.0.ffn_down.weight"] == "Q8_0"
     assert any("(rows not a multiple of 32)" in n for n in notes)
+
+
+@pytest.mark.llamacpp
+def test_threshold_only_plan_keeps_kquant_down(kquant_source):
+    """A threshold-only file (--calibrate, no predictor) keeps a block-quantized ffn_down,
+    K-quants included, as the source has it: no second rounding."""
+    from prosparse_cpu.convert.gguf_source import GGUFSource
+    from prosparse_cpu.convert.plan import build_plan
+    _, path = kquant_source
+    source = GGUFSource(path)
+    try:
+        plan = build_plan(source, "prosparse", "auto", False, None, None, threshold_only=True)
+        names = {t.name: t for t in plan.tensors}
+        assert "blk.0.ffn_down_t.weight" not in names
+        for name, t in names.items():
+            if "ffn_down" in name:
+                assert t.raw is not None and t.qtype == source.tensor_type(name), name
+    finally:
+        source.close()
