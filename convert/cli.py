@@ -1,6 +1,7 @@
 """prosparse-convert: Hugging Face folders and llama GGUF files -> sparse-ready GGUF.
 
-    prosparse-convert SRC -o OUT.gguf [--outtype auto|f32|f16|bf16|q8_0|q4_0|q4_1]
+    prosparse-convert SRC -o OUT.gguf [--outtype auto|f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|
+                                                 q2_k|q3_k_m|q4_k_s|q4_k_m|q5_k_s|q5_k_m|q6_k]
                       [--predictor DIR] [--stats DIR] [--llama-compat] [--prosparse]
 
 Which architecture is written:
@@ -103,7 +104,8 @@ def convert(src: Path, out: Path, outtype: str = "auto", predictor: Path | None 
 @click.argument("src", type=click.Path(path_type=Path))
 @click.option("-o", "--outfile", "out", required=True, type=click.Path(path_type=Path), help="output .gguf")
 @click.option("--outtype", type=click.Choice(["auto", *OUTTYPES]), default="auto", show_default=True,
-              help="weight type; auto: f16 for HF folders, the source's types for GGUF files")
+              help="weight type (q2_k..q6_k, _s/_m: llama.cpp's mixes); auto: f16 for HF folders, "
+                   "the source's types for GGUF files")
 @click.option("--predictor", type=click.Path(path_type=Path), help="per-layer predictors (PowerInfer or prosparse-train)")
 @click.option("--predictor-threshold", type=float, help="logit cut (default: the predictor's own, else 0)")
 @click.option("--predictor-input", type=click.Choice(["residual", "ffn_norm"]), help="what the predictor reads")

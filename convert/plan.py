@@ -17,10 +17,16 @@ Layout decisions (DESIGN.md contract):
   gate rows, up rows, down columns (down_t rows), ffn_freq and predictor rows.
 - --llama-compat of a MiniCPM model folds the scalings into the weights
   (untied output), so a plain llama reader computes the same function.
-Types: 1-D tensors (norms, ffn_freq) are F32; matrices take --outtype; a
-matrix whose rows are not a multiple of 32 falls back to F16 for the block
-types; predictor matrices take Q8_0 when --outtype is 4-bit, since their
-logits are thresholded and 4-bit noise would flip decisions for little gain.
+Types: 1-D tensors (norms, ffn_freq) are F32; matrices take --outtype; the
+5-bit and K-quant names are llama.cpp's mixes (mix.py: some tensors get more
+bits); a matrix whose rows the type's block does not divide falls back to a
+32-block type (K-quants, as llama.cpp does) or to F16; predictor matrices take
+Q8_0 when --outtype is below 8 bits, since their logits are thresholded and
+low-bit noise would flip decisions for little gain. With --outtype auto a
+GGUF source's types stay (bytes copied), except matrices the converter
+transforms (ffn_down_t, folded scalings): re-rounding one of below 8 bits to
+its own type would add a second error of the first one's size, so they
+become Q8_0.
 """
 from __future__ import annotations
 
@@ -31,13 +37,18 @@ import gguf
 import numpy as np
 
 from .errors import ConvertError
+from .mix import MIXES, fallback, mix_type
 from .predictor import Predictors, Stats, hot_first
 from .spec import ModelSpec
 
 Q = gguf.GGMLQuantizationType
-OUTTYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q4_1": Q.Q4_1}
-FILE_TYPES = {Q.F32: 0, Q.F16: 1, Q.Q4_0: 2, Q.Q4_1: 3, Q.Q8_0: 7, Q.BF16: 32}   # llama_ftype
-_BLOCK_TYPES = (Q.Q8_0, Q.Q4_0, Q.Q4_1)
+OUTTYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q4_1": Q.Q4_1,
+            **{name: bulk for name, (bulk, _) in MIXES.items()}}
+# llama_ftype of a file whose bulk is this type (K-quants: the _M mix)
+FILE_TYPES = {Q.F32: 0, Q.F16: 1, Q.Q4_0: 2, Q.Q4_1: 3, Q.Q8_0: 7, Q.BF16: 32, Q.Q5_0: 8, Q.Q5_1: 9,
+              Q.Q2_K: 10, Q.Q3_K: 12, Q.Q4_K: 15, Q.Q5_K: 17, Q.Q6_K: 18}
+_LOW_BIT = (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K)
+_BLOCK_TYPES = (Q.Q8_0, *_LOW_BIT)
 _COMPUTED = object()   # add()'s copy_rows default: the data are computed, not copied
 
 
@@ -68,6 +79,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     cutoffs: np.ndarray | None = None        # threshold-mode cut-offs per layer (--calibrate)
     cutoff_sparsity: float = 0.0
+    file_type: int | None = None             # general.file_type when not FILE_TYPES[outtype] (mixes)
 
 
 def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -80,12 +92,14 @@ def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
 def _matrix_type(name: str, shape: tuple[int, ...], want, notes: list[str], predictor: bool = False):
     if len(shape) == 1:
         return Q.F32
-    if predictor and want in (Q.Q4_0, Q.Q4_1):
+    if predictor and want in _LOW_BIT:
         want = Q.Q8_0
-    if want in _BLOCK_TYPES and shape[-1] % 32:
+    t = fallback(want, shape[-1])
+    if t == Q.F16 and want != Q.F16:
         notes.append(f"{name}: rows of {shape[-1]} are not a multiple of 32, stored as F16")
-        return Q.F16
-    return want
+    elif t != want:
+        notes.append(f"{name}: rows of {shape[-1]} are not a multiple of 256, {want.name} falls back to {t.name}")
+    return t
 
 
 def build_plan(source, arch: str, outtype: str, llama_compat: bool,
@@ -95,15 +109,27 @@ def build_plan(source, arch: str, outtype: str, llama_compat: bool,
     sparse_file = arch == "prosparse"
     fold = llama_compat and spec.has_scalings
 
-    def target(name: str, shape, transformed: bool, predictor: bool = False, quiet: bool = False):
+    tied_out = spec.tied and not fold     # the output file has no output.weight
+    fallbacks: dict[tuple[str, str], int] = {}
+
+    def target(name: str, shape, transformed: bool, predictor: bool = False, quiet: bool = False, src=None):
+        """name: the output tensor; src: the source tensor it is made from (default: name)."""
+        src = src or name
         out_notes = [] if quiet else notes
+        if outtype in MIXES and len(shape) > 1 and not predictor:
+            t, rule = mix_type(outtype, name, shape[-1], n_layer=spec.n_layer, n_head=spec.n_head,
+                               n_head_kv=spec.n_head_kv, tied=tied_out)
+            if rule is not None and not quiet:
+                key = (rule.name, t.name)
+                fallbacks[key] = fallbacks.get(key, 0) + 1
+            return t
         if outtype != "auto":
             return _matrix_type(name, shape, OUTTYPES[outtype], out_notes, predictor)
         if not hasattr(source, "tensor_type"):   # HF folder: f16
             return _matrix_type(name, shape, Q.F16, out_notes, predictor)
-        st = source.tensor_type(name if name in source.shapes else "token_embd.weight")
-        if st not in FILE_TYPES or (transformed and st in (Q.Q4_0, Q.Q4_1)):
-            st = Q.Q8_0   # re-quantizing a transposed 4-bit matrix to 4 bits would add a second rounding
+        st = source.tensor_type(src if src in source.shapes else "token_embd.weight")
+        if st not in FILE_TYPES or (transformed and st in _LOW_BIT):
+            st = Q.Q8_0   # re-quantizing a transformed low-bit matrix to its type would round it twice
         return _matrix_type(name, shape, st, out_notes, predictor)
 
     perms = [hot_first(stats.counts[i]) if stats is not None else None for i in range(spec.n_layer)]
@@ -112,7 +138,7 @@ def build_plan(source, arch: str, outtype: str, llama_compat: bool,
     def add(name, shape, produce, src_name=None, transformed=False, predictor=False, copy_rows=_COMPUTED):
         """copy_rows: the data are the source tensor's own rows, as stored (None) or in this order,
         so a GGUF source's bytes can be copied when the type stays (no second rounding)."""
-        qt = target(src_name or name, shape, transformed, predictor)
+        qt = target(name, shape, transformed, predictor, src=src_name or name)
         raw = None
         if copy_rows is not _COMPUTED and hasattr(source, "raw") and source.tensor_type(src_name or name) == qt:
             raw = (lambda n=src_name or name, p=copy_rows: source.raw(n, p))
@@ -185,8 +211,14 @@ def build_plan(source, arch: str, outtype: str, llama_compat: bool,
                 lambda L=i, p=perm: predictors.load(L)[1] if p is None else predictors.load(L)[1][p],
                 src_name=b + "ffn_gate.weight", transformed=True, predictor=True)
 
-    bulk = next(t.qtype for t in tensors if t.name == "blk.0.ffn_gate.weight")
-    plan = Plan(arch, spec, bulk, tensors, notes=notes)
+    for (rule, t), n in sorted(fallbacks.items()):
+        notes.append(f"{n} matrices have rows that are not a multiple of 256: {rule} falls back to {t}"
+                     + (" (rows not a multiple of 32)" if t == "F16" else "") + " as llama.cpp does")
+    if outtype in MIXES:
+        bulk, file_type = MIXES[outtype]
+    else:
+        bulk, file_type = next(t.qtype for t in tensors if t.name == "blk.0.ffn_gate.weight"), None
+    plan = Plan(arch, spec, bulk, tensors, notes=notes, file_type=file_type)
     plan.kv.append(lambda gw: _arch_keys(gw, plan, llama_compat, predictors, stats))
     return plan
 
@@ -204,7 +236,7 @@ def _arch_keys(gw: gguf.GGUFWriter, plan: Plan, llama_compat: bool,
     gw.add_layer_norm_rms_eps(s.rms_eps)
     gw.add_rope_dimension_count(s.head_dim)
     gw.add_vocab_size(s.n_vocab)
-    gw.add_file_type(FILE_TYPES.get(plan.outtype, 1))
+    gw.add_file_type(plan.file_type if plan.file_type is not None else FILE_TYPES.get(plan.outtype, 1))
     if plan.outtype in _BLOCK_TYPES:
         gw.add_quantization_version(gguf.GGML_QUANT_VERSION)
     if plan.arch != "prosparse":

@@ -12,6 +12,10 @@ import gguf
 import numpy as np
 from tqdm import tqdm
 
+from prosparse_cpu._lib import ProSparseError
+from prosparse_cpu.quantize import TYPES as C_TYPES
+from prosparse_cpu.quantize import quantize as c_quantize
+
 from .errors import ConvertError
 from .plan import Plan, check_finite
 
@@ -25,7 +29,14 @@ def _encode(t, x: np.ndarray) -> np.ndarray:
     if tuple(x.shape) != t.shape:
         raise ConvertError(f"tensor {t.name}: produced shape {list(x.shape)}, expected {list(t.shape)}")
     check_finite(t.name, x)
-    q = gguf.quants.quantize(np.ascontiguousarray(x, dtype=np.float32), t.qtype)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if int(t.qtype) in C_TYPES:   # gguf-py has no quantizer for these: the engine's C one
+        try:
+            q = c_quantize(x, t.qtype)
+        except ProSparseError as e:
+            raise ConvertError(f"tensor {t.name}: {e}") from None
+    else:
+        q = gguf.quants.quantize(x, t.qtype)
     return np.ascontiguousarray(q).view(np.uint8).reshape(t.byte_shape)
 
 

@@ -228,6 +228,17 @@ PS_API int ps_debug_accum_rows(int32_t type, const void *W, int64_t n_rows, int6
  * paths; process-wide. */
 PS_API void ps_debug_fail_alloc(int64_t n);
 
+/* ---- quantizer ---------------------------------------------------------- */
+/* Quantize n_rows rows of n_cols floats (row-major) into ggml type `type`
+ * (Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K), written row after row to dst
+ * (ggml block layout, n_rows * n_cols / block * block_bytes bytes). Each
+ * scale and level minimizes the squared error (no importance matrix).
+ * PS_ERR_UNSUPPORTED for another type; PS_ERR_ARG when n_cols is not a
+ * positive multiple of the block (32 or 256), dst_bytes is too small, or a
+ * weight is not finite or beyond fp16's range; dst is then untouched. */
+PS_API int ps_quantize_rows(int32_t type, const float *src, int64_t n_rows, int64_t n_cols, void *dst,
+                            size_t dst_bytes);
+
 /* ---- benchmark support ---------------------------------------------------
  * Not needed to run a model: `prosparse bench` uses these to state what a
  * decode step could reach on this machine's memory. */

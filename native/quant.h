@@ -34,7 +34,9 @@ _Static_assert(sizeof(ps_block_q4_0) == 18, "q4_0 block");
 _Static_assert(sizeof(ps_block_q4_1) == 20, "q4_1 block");
 _Static_assert(sizeof(ps_block_q8a) == 40, "q8a block");
 
-/* Q5 (32-element blocks) and the K-quants (256-element super-blocks). */
+/* The 5-bit and K-quant blocks (ggml's layouts; the quantizer is quantize*.c).
+ * K-quants hold PS_QK_K elements in sub-blocks of 16 or 32 with small
+ * integer scales under one or two fp16 super-scales. */
 #define PS_QK_K 256
 typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } ps_block_q5_0;            /* 22 B */
 typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } ps_block_q5_1;         /* 24 B */

@@ -262,6 +262,10 @@ def _declare(dll: ctypes.CDLL) -> ctypes.CDLL:
     # double ps_model_read_bandwidth(const ps_model *model, int32_t n_threads, int32_t reps);
     _fn(dll, "ps_model_read_bandwidth", [ps_model_p, c_int32, c_int32], ctypes.c_double)
 
+    # int ps_quantize_rows(int32_t type, const float *src, int64_t n_rows, int64_t n_cols, void *dst,
+    #                      size_t dst_bytes);
+    _fn(dll, "ps_quantize_rows", [c_int32, POINTER(c_float), c_int64, c_int64, c_void_p, c_size_t], c_int)
+
     # ps_sampler_params ps_sampler_default_params(void);
     _fn(dll, "ps_sampler_default_params", [], ps_sampler_params)
     # ps_sampler *ps_sampler_new(const ps_sampler_params *params);

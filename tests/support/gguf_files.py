@@ -27,12 +27,14 @@ def write_tiny_llama(path, *, n_embd: int = 32, n_ff: int = 64, n_layer: int = 2
                      n_head_kv: int = 2, seed: int = 0, successor: dict[int, int] | None = None,
                      tied: bool = False, chat_template: str | None = CHATML, drop: tuple = (),
                      shapes: dict | None = None, scale: float = 0.3, activation: str | None = None,
-                     predictor_rank: int = 0, qtypes: dict | None = None, dequantize_back: bool = False) -> Path:
+                     predictor_rank: int = 0, qtypes: dict | None = None, dequantize_back: bool = False,
+                     heavy_tails: bool = False) -> Path:
     """Write a tiny `llama` GGUF (all F32). drop: tensor names to leave out;
     shapes: tensor name -> numpy shape to use instead of the right one;
     qtypes: tensor name -> GGML type to store it in (gguf-py's quantize, or
     random_kquant blocks for the K-quants), with dequantize_back the same
-    values written as F32 (the reference copy of such a mixed file).
+    values written as F32 (the reference copy of such a mixed file);
+    heavy_tails: Student-t (3 degrees of freedom) weights, outliers as in real models.
     activation (relu, fatrelu, ...): a `prosparse` file instead, with ffn_down_t,
     ffn_freq and, with predictor_rank, predictor tensors."""
     tokens = tiny_vocab()
@@ -45,7 +47,8 @@ def write_tiny_llama(path, *, n_embd: int = 32, n_ff: int = 64, n_layer: int = 2
         tied = False
 
     def rand(*shape):
-        return (rng.standard_normal(shape) * scale).astype(np.float32)
+        w = rng.standard_t(3, shape) if heavy_tails else rng.standard_normal(shape)
+        return (w * scale).astype(np.float32)
 
     def proj(*shape):  # zero in successor models: attention and FFN add nothing to the residual
         return np.zeros(shape, np.float32) if successor is not None else rand(*shape)
