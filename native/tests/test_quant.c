@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention.h"
 #include "check.h"
 #include "compute.h"
 #include "prosparse.h"
@@ -523,8 +524,8 @@ TEST(test_tables_complete) {
     }
     for (int level = 0; level < 3; level++) {
         const ps_level_ops *o = LEVEL_OPS[level];
-        CHECK(o->level == level && o->quantize_q8a && o->gemm_acc && o->silu_mul && o->attn_scores &&
-              o->attn_softmax && o->attn_values && o->attn_head_multiple >= 1);
+        CHECK(o->level == level && o->quantize_q8a && o->gemm_acc && o->silu_mul && o->attn &&
+              o->attn->chunk[0] && o->attn->chunk[1] && o->attn->chunk[2] && o->attn->head_multiple >= 1);
     }
 }
 
