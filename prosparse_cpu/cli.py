@@ -299,7 +299,10 @@ def perplexity(model, text_file, mode, threads, n_ctx, chunks, json_out, cache_t
               help="Write every raw timing and the machine's description here.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write a PNG plot here.")
-def bench(model, baseline, threads, reps, pp, tg, modes, no_llama, json_out, plot_out):
+@click.option("--depth", "-d", "depth", default="0", show_default=True,
+              help="KV cache depths, comma-separated: pp/tg measured after a prompt of D tokens (llama-bench -d).")
+@cache_opt
+def bench(model, baseline, threads, reps, pp, tg, modes, no_llama, json_out, plot_out, depth, cache_type):
     """llama-bench style pp/tg throughput: our modes vs llama.cpp, interleaved."""
     from . import bench as b
 
@@ -312,11 +315,17 @@ def bench(model, baseline, threads, reps, pp, tg, modes, no_llama, json_out, plo
         if bad:
             raise click.BadParameter(f"unknown mode {bad[0]!r}; choose from {', '.join(MODES)}",
                                      param_hint="--modes")
+    try:
+        depths = [int(x) for x in depth.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{depth!r}: expected comma-separated token counts", param_hint="--depth") from None
+    if not depths or min(depths) < 0:
+        raise click.BadParameter(f"{depth!r}: depths are token counts >= 0", param_hint="--depth")
     for out in (json_out, plot_out):
         if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
             raise click.BadParameter(f"{out}: its folder does not exist")
     result = b.run_bench(model, baseline=baseline, threads=threads, reps=reps, n_pp=pp, n_tg=tg,
-                         modes=mode_list, llama=not no_llama)
+                         modes=mode_list, llama=not no_llama, depths=depths, cache_type=cache_type)
     b.print_table(result)
     if json_out:
         b.write_json(result, json_out)

@@ -51,7 +51,6 @@ class ModelInfo:
     n_params: int
     file_size: int
 
-    @property
     def kv_bytes_per_token(self, cache_type: str = "f16") -> int:
         """Bytes the KV cache holds per position (K and V of every layer)."""
         parse_cache_type(cache_type)
