@@ -302,7 +302,9 @@ def perplexity(model, text_file, mode, threads, n_ctx, chunks, json_out, cache_t
 @click.option("--depth", "-d", "depth", default="0", show_default=True,
               help="KV cache depths, comma-separated: pp/tg measured after a prompt of D tokens (llama-bench -d).")
 @cache_opt
-def bench(model, baseline, threads, reps, pp, tg, modes, no_llama, json_out, plot_out, depth, cache_type):
+@click.option("--llama-fa/--no-llama-fa", "llama_fa", default=True, show_default=True,
+              help="llama.cpp's flash attention.")
+def bench(model, baseline, threads, reps, pp, tg, modes, no_llama, json_out, plot_out, depth, cache_type, llama_fa):
     """llama-bench style pp/tg throughput: our modes vs llama.cpp, interleaved."""
     from . import bench as b
 
@@ -325,7 +327,8 @@ def bench(model, baseline, threads, reps, pp, tg, modes, no_llama, json_out, plo
         if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
             raise click.BadParameter(f"{out}: its folder does not exist")
     result = b.run_bench(model, baseline=baseline, threads=threads, reps=reps, n_pp=pp, n_tg=tg,
-                         modes=mode_list, llama=not no_llama, depths=depths, cache_type=cache_type)
+                         modes=mode_list, llama=not no_llama, depths=depths, cache_type=cache_type,
+                         llama_flash_attn=llama_fa)
     b.print_table(result)
     if json_out:
         b.write_json(result, json_out)

@@ -152,7 +152,7 @@ def test_bench_at_depth(tiny_path, tmp_path, llama_cpp):
     js = tmp_path / "b.json"
     r = ok(run("bench", tiny_path, "--threads", "1", "--reps", "2", "--pp", "8", "--tg", "4", "--depth", "0,40",
                "--cache-type", "f32", "--json", js))
-    assert "tg4 @ d40" in r.stdout and "pp8 @ d40" in r.stdout and "at d40 a decode step reads" in r.stdout
+    assert "tg4 @ d40" in r.stdout and "pp8 @ d40" in r.stdout and "at d40 a decode step reads" in r.stdout and "flash attention on" in r.stdout
     data = json.loads(js.read_text())
     assert data["config"]["depths"] == [0, 40] and data["config"]["cache_type"] == "f32"
     for e in data["engines"]:

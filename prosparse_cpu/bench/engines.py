@@ -16,12 +16,12 @@ from .._lib import ProSparseError
 class LlamaCppEngine:
     """Dense llama.cpp on a file, timed through llama-cpp-python's low-level decode
     API, with llama_synchronize() after each decode so a timing covers finished work;
-    flash attention on and its default F16 KV cache (its fastest setting at depth)."""
+    its default F16 KV cache, flash attention on unless asked otherwise."""
 
     kind = "llama.cpp"
     mode = "dense"
 
-    def __init__(self, path: str, threads: int, n_ctx: int, n_batch: int):
+    def __init__(self, path: str, threads: int, n_ctx: int, n_batch: int, flash_attn: bool = True):
         import llama_cpp
 
         self.llama_cpp = llama_cpp
@@ -29,7 +29,7 @@ class LlamaCppEngine:
         self.path = path
         try:
             self.llm = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                                       n_batch=n_batch, flash_attn=True, verbose=False)
+                                       n_batch=n_batch, flash_attn=flash_attn, verbose=False)
         except Exception as e:  # llama-cpp-python raises ValueError("Failed to load model from file")
             raise ProSparseError(f"llama.cpp cannot load {path}: {e}") from None
         self.ctx = self.llm._ctx.ctx

@@ -73,7 +73,7 @@ def default_modes(model) -> list[str]:
 def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: int = 5, n_pp: int = 512,
               n_tg: int = 128, modes: list[str] | None = None, llama: bool = True, seed: int = 1234,
               measure_bandwidth: bool = True, log=None, depths: list[int] | None = None,
-              cache_type: str = "f16") -> dict:
+              cache_type: str = "f16", llama_flash_attn: bool = True) -> dict:
     """Measure and return everything as one JSON-ready dict (see report.write_json).
     depths: the cache depths to measure at (default [0]); cache_type: our KV cache's."""
     from rich.console import Console
@@ -110,7 +110,8 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
                 try:
                     # n_batch bounds one llama_decode call; llama.cpp splits it into micro-batches of
                     # 512 (n_ubatch), as our engine splits a long prompt into batches of 512
-                    engines.insert(0, LlamaCppEngine(baseline or path, threads, n_ctx, max(n_batch, 512)))
+                    engines.insert(0, LlamaCppEngine(baseline or path, threads, n_ctx, max(n_batch, 512),
+                                                      flash_attn=llama_flash_attn))
                 except ProSparseError as e:
                     say(f"{e}; measuring ours alone (give a --baseline file llama.cpp can run)")
         n_vocab = min(e.n_vocab for e in engines)
@@ -189,7 +190,7 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
                    "reps": reps, "n_pp": n_pp, "n_tg": n_tg, "n_ctx": n_ctx, "token_seed": seed,
                    "depths": depths, "cache_type": cache_type,
                    "kv_bytes_per_token": model.info.kv_bytes_per_token(cache_type),
-                   "llama_cpp": {"flash_attn": True, "cache_type": "f16"}},
+                   "llama_cpp": {"flash_attn": llama_flash_attn, "cache_type": "f16"}},
         "machine": machine_info() | {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                                      "read_bandwidth_gb_s": bandwidth, "read_bandwidth_samples_gb_s": bw_samples,
                                      "weights_read_bandwidth_gb_s": weights_bandwidth,

@@ -53,7 +53,9 @@ def print_table(result: dict, file=None) -> None:
         console.print(f"KV cache ({cfg.get('cache_type', 'f16')}): {cfg['kv_bytes_per_token']} bytes per token"
                       + "".join(f"; at d{d} a decode step reads {cfg['kv_bytes_per_token'] * d / 1e6:.1f} MB of it"
                                 for d in deep)
-                      + ("; llama.cpp: flash attention, F16 cache" if deep else ""), highlight=False)
+                      + ("; llama.cpp: F16 cache, flash attention "
+                         + ("on" if cfg.get("llama_cpp", {}).get("flash_attn", True) else "off") if deep else ""),
+                      highlight=False)
     la, lb = mach.get("loadavg_before"), mach.get("loadavg_after")
     console.print("MB/token: weight bytes a decode step reads (KV cache not counted); GB/s: that times tg t/s"
                   + (f"; bound t/s: read bandwidth / MB per token ({bandwidth_note(result)}); of bound: t/s / bound t/s"
