@@ -13,8 +13,13 @@
 #include "math_avx2.h"
 #include "prosparse.h"
 
-/* rows ahead to prefetch: the cache is read once per token, from memory */
-enum { PREFETCH_ROWS = 8 };
+
+/* The cache is read once per token, from memory, and the rows of one
+ * (layer, kv head) are contiguous: while scoring, K is prefetched
+ * PREFETCH_BYTES ahead and the chunk's V rows are requested; while summing
+ * V, V is prefetched PREFETCH_V_BYTES ahead and so is the next chunk's K
+ * (prefetches never fault, so they may run past the cache). */
+enum { PREFETCH_BYTES = 4096, PREFETCH_V_BYTES = 2048 };
 
 /* [T(a0), T(a1), T(a2), T(a3)], T = ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)) */
 static inline __m128 tree8x4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
@@ -42,10 +47,11 @@ static inline __attribute__((always_inline)) void scores_float(const ps_attn_chu
     const size_t rb = a->row_bytes;
     const __m128 vscale = _mm_set1_ps(a->scale);
     _Alignas(32) float kb[4][PS_ATTN_MAX_HEAD_DIM];
+    prefetch_rows(a->k, PREFETCH_BYTES);
     int32_t j = 0;
     for (; j + 4 <= n; j += 4) {
         const uint8_t *r0 = a->k + (size_t)j * rb;
-        if (j + PREFETCH_ROWS + 4 <= n) prefetch_rows(r0 + PREFETCH_ROWS * rb, 4 * rb);
+        prefetch_rows(r0 + PREFETCH_BYTES, 4 * rb);
         prefetch_rows(a->v + (size_t)j * rb, 4 * rb);
         const float *kr[4];
         for (int r = 0; r < 4; r++) {
@@ -89,10 +95,11 @@ static void scores_q8_0(const ps_attn_chunk *a) {
     const int32_t n = a->n, nb = a->hd / PS_QK;
     const size_t rb = a->row_bytes;
     const __m128 vscale = _mm_set1_ps(a->scale);
+    prefetch_rows(a->k, PREFETCH_BYTES);
     int32_t j = 0;
     for (; j + 4 <= n; j += 4) {
         const uint8_t *r0 = a->k + (size_t)j * rb;
-        if (j + PREFETCH_ROWS + 4 <= n) prefetch_rows(r0 + PREFETCH_ROWS * rb, 4 * rb);
+        prefetch_rows(r0 + PREFETCH_BYTES, 4 * rb);
         prefetch_rows(a->v + (size_t)j * rb, 4 * rb);
         const ps_block_q8_0 *kr[4];
         for (int r = 0; r < 4; r++) kr[r] = (const ps_block_q8_0 *)(r0 + r * rb);
@@ -178,6 +185,10 @@ static inline __attribute__((always_inline)) void values_block(const ps_attn_chu
     }
     for (int32_t j = 0; j < n; j++) {
         const uint8_t *row = a->v + (size_t)j * rb;
+        if (d0 == 0 && i0 == 0) { /* this chunk's V ahead, and the next chunk's K */
+            prefetch_rows(row + PREFETCH_V_BYTES, rb);
+            prefetch_rows(a->k + (size_t)(n + j) * rb, rb);
+        }
         if (type == PS_CACHE_Q8_0) {
             const ps_block_q8_0 *blk = (const ps_block_q8_0 *)row + d0 / PS_QK;
             const float dv = _cvtsh_ss(blk->d);
