@@ -233,7 +233,7 @@ static float *alloc_floats(int64_t a, int64_t b, int64_t c) {
  * hint, without it the cache still works). Untouched until it fills. */
 static uint8_t *alloc_cache(size_t bytes) {
     const size_t huge = (size_t)2 << 20;
-    if (bytes > SIZE_MAX - huge) return NULL;
+    if (bytes > SIZE_MAX - huge || ps_alloc_fails()) return NULL;
     const size_t n = (bytes + huge - 1) & ~(huge - 1);
     uint8_t *p = aligned_alloc(huge, n);
     if (p) madvise(p, n, MADV_HUGEPAGE);
