@@ -41,11 +41,35 @@ static inline __m256i dot_i8(__m256i x, __m256i y) {
     return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
 }
 
+/* s[i*n + j..j+3] for queries i0..i0+NQ-1 against four float rows: 4*NQ
+ * accumulators, so each row and query vector loaded serves several FMAs. */
+static inline __attribute__((always_inline)) void scores_4x(const ps_attn_chunk *a, const float *const kr[4],
+                                                            int32_t i0, int32_t j, const int NQ) {
+    const int32_t hd = a->hd, n = a->n;
+    const __m128 vscale = _mm_set1_ps(a->scale);
+    __m256 acc[3][4];
+    for (int qi = 0; qi < NQ; qi++)
+        for (int r = 0; r < 4; r++) acc[qi][r] = _mm256_setzero_ps();
+    for (int32_t d = 0; d < hd; d += 8) {
+        const __m256 k0 = _mm256_loadu_ps(kr[0] + d), k1 = _mm256_loadu_ps(kr[1] + d);
+        const __m256 k2 = _mm256_loadu_ps(kr[2] + d), k3 = _mm256_loadu_ps(kr[3] + d);
+        for (int qi = 0; qi < NQ; qi++) {
+            const __m256 qv = _mm256_loadu_ps(a->q + (size_t)(i0 + qi) * hd + d);
+            acc[qi][0] = _mm256_fmadd_ps(qv, k0, acc[qi][0]);
+            acc[qi][1] = _mm256_fmadd_ps(qv, k1, acc[qi][1]);
+            acc[qi][2] = _mm256_fmadd_ps(qv, k2, acc[qi][2]);
+            acc[qi][3] = _mm256_fmadd_ps(qv, k3, acc[qi][3]);
+        }
+    }
+    for (int qi = 0; qi < NQ; qi++)
+        _mm_storeu_ps(a->s + (size_t)(i0 + qi) * n + j,
+                      _mm_mul_ps(tree8x4(acc[qi][0], acc[qi][1], acc[qi][2], acc[qi][3]), vscale));
+}
+
 /* s[i*n + j] for float rows (F32 or F16). */
 static inline __attribute__((always_inline)) void scores_float(const ps_attn_chunk *a, const int type) {
     const int32_t hd = a->hd, n = a->n;
     const size_t rb = a->row_bytes;
-    const __m128 vscale = _mm_set1_ps(a->scale);
     _Alignas(32) float kb[4][PS_ATTN_MAX_HEAD_DIM];
     prefetch_rows(a->k, PREFETCH_BYTES);
     int32_t j = 0;
@@ -62,19 +86,10 @@ static inline __attribute__((always_inline)) void scores_float(const ps_attn_chu
                 kr[r] = kb[r];
             }
         }
-        for (int32_t i = 0; i < a->nq; i++) {
-            const float *q = a->q + (size_t)i * hd;
-            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-            __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-            for (int32_t d = 0; d < hd; d += 8) {
-                const __m256 qv = _mm256_loadu_ps(q + d);
-                a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr[0] + d), a0);
-                a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr[1] + d), a1);
-                a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr[2] + d), a2);
-                a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr[3] + d), a3);
-            }
-            _mm_storeu_ps(a->s + (size_t)i * n + j, _mm_mul_ps(tree8x4(a0, a1, a2, a3), vscale));
-        }
+        int32_t i = 0;
+        for (; i + 3 <= a->nq; i += 3) scores_4x(a, kr, i, j, 3);
+        if (a->nq - i == 2) scores_4x(a, kr, i, j, 2);
+        else if (a->nq - i == 1) scores_4x(a, kr, i, j, 1);
     }
     for (; j < n; j++) {
         const uint8_t *row = a->k + (size_t)j * rb;
