@@ -170,3 +170,12 @@ def test_smollm2_cache_types(smollm2_path):
         err, top1 = rel_err(got, ref), float((got.argmax(-1) == ref.argmax(-1)).mean())
         print(f"SmolLM2 {t} vs f32: max rel {err:.2e}, top-1 {top1:.2%}")
         assert 0 < err <= bound and top1 >= 0.95
+
+
+@pytest.mark.real
+def test_smollm2_kv_bytes_at_4096(smollm2_path):
+    """The session's KV allocation at n_ctx 4096: 30 layers x 3 kv heads x 64."""
+    want = {"f32": 188_743_680, "f16": 94_371_840, "q8_0": 50_135_040}
+    for t, n in want.items():
+        with Model(smollm2_path, threads=1, n_ctx=4096, cache_type=t) as m:
+            assert m.kv_bytes == n, t
