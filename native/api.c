@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "attention.h"
 #include "compute.h"
 #include "ffn.h"
 #include "model.h"
@@ -124,7 +125,8 @@ int ps_token_to_piece(const ps_model *m, int32_t token, char *buf, int32_t bufle
 /* ---- session ----------------------------------------------------------- */
 
 ps_session_params ps_session_default_params(void) {
-    ps_session_params p = {.n_threads = 0, .n_ctx = 0, .n_batch = 0, .mode = PS_MODE_DENSE};
+    ps_session_params p = {.n_threads = 0, .n_ctx = 0, .n_batch = 0, .mode = PS_MODE_DENSE,
+                           .cache_type = PS_CACHE_F16};
     return p;
 }
 
@@ -153,6 +155,15 @@ ps_session *ps_session_new(const ps_model *m, const ps_session_params *params) {
     if (p.n_batch <= 0) p.n_batch = 512;
     if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
     if (check_mode(m, p.mode) != PS_OK) return NULL;
+    if (p.cache_type < PS_CACHE_F16 || p.cache_type > PS_CACHE_Q8_0) {
+        ps_fail(PS_ERR_ARG, "unknown KV cache type %d", (int)p.cache_type);
+        return NULL;
+    }
+    if (ps_cache_row_bytes(p.cache_type, m->hp.head_dim) == 0) {
+        ps_fail(PS_ERR_ARG, "a q8_0 KV cache needs head_dim a multiple of 32 (this model's is %d)",
+                (int)m->hp.head_dim);
+        return NULL;
+    }
     return ps_session_create(m, &p);
 }
 
@@ -181,6 +192,8 @@ const float *ps_session_logits(const ps_session *s) {
 int32_t ps_session_n_past(const ps_session *s) { return s ? s->n_past : 0; }
 
 int32_t ps_session_n_ctx(const ps_session *s) { return s ? s->n_ctx : 0; }
+
+int64_t ps_session_kv_bytes(const ps_session *s) { return s ? s->kv_bytes : 0; }
 
 /* The layers' paused decisions (ffn.h) belong to the tokens and mode
  * before a reset or a mode switch. */

@@ -144,7 +144,12 @@ typedef struct ps_session_params {
     int32_t n_ctx;       /* KV cache length in tokens; <=0: min(model n_ctx_train, 4096) */
     int32_t n_batch;     /* max tokens per forward pass in prompt processing; <=0: 512 */
     int32_t mode;        /* enum ps_mode */
+    int32_t cache_type;  /* enum ps_cache_type: how the KV cache stores each value */
 } ps_session_params;
+
+/* KV cache element types. F16 (the default) halves F32's bytes; Q8_0 (blocks
+ * of 32, head_dim a multiple of 32) is ~53% of F16; F32 is exact. */
+enum ps_cache_type { PS_CACHE_F16 = 0, PS_CACHE_F32 = 1, PS_CACHE_Q8_0 = 2 };
 
 PS_API ps_session_params ps_session_default_params(void);
 PS_API ps_session *ps_session_new(const ps_model *model, const ps_session_params *params);
@@ -161,6 +166,8 @@ PS_API const float *ps_session_logits(const ps_session *session);
 PS_API int32_t ps_session_n_past(const ps_session *session);
 /* KV cache length in tokens, after the defaults of ps_session_params. */
 PS_API int32_t ps_session_n_ctx(const ps_session *session);
+/* Bytes allocated for the KV cache (K and V of every layer, n_ctx positions). */
+PS_API int64_t ps_session_kv_bytes(const ps_session *session);
 /* Empty the KV cache and the counters. */
 PS_API void ps_session_reset(ps_session *session);
 /* Drop the KV cache past position n_keep (0 <= n_keep <= n_past). */

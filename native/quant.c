@@ -5,6 +5,8 @@
  */
 #include "quant.h"
 
+#include "attention.h"
+
 #include <stdatomic.h>
 #include <string.h>
 
@@ -70,10 +72,7 @@ const ps_level_ops ps_ops_scalar = {
     .quantize_q8a = ps_quantize_q8a_scalar,
     .gemm_acc = ps_gemm_acc_scalar,
     .silu_mul = ps_silu_mul_scalar,
-    .attn_scores = ps_attn_scores_scalar,
-    .attn_softmax = ps_attn_softmax_scalar,
-    .attn_values = ps_attn_values_scalar,
-    .attn_head_multiple = 1,
+    .attn = &ps_attn_kernels_scalar,
 };
 
 #ifdef PS_X86
@@ -81,8 +80,7 @@ const ps_level_ops ps_ops_scalar = {
  * own weight kernels and shares the rest with AVX2. */
 #define X86_VECTOR_OPS                                                                        \
     .quantize_q8a = ps_quantize_q8a_avx2, .gemm_acc = ps_gemm_acc_avx2, .silu_mul = ps_silu_mul_avx2, \
-    .attn_scores = ps_attn_scores_avx2, .attn_softmax = ps_attn_softmax_avx2,                  \
-    .attn_values = ps_attn_values_avx2, .attn_head_multiple = 8
+    .attn = &ps_attn_kernels_avx2
 
 const ps_level_ops ps_ops_avx2 = {.level = PS_SIMD_AVX2, .types = ps_type_kernels_avx2, X86_VECTOR_OPS};
 const ps_level_ops ps_ops_avx512 = {.level = PS_SIMD_AVX512, .types = ps_type_kernels_avx512, X86_VECTOR_OPS};
@@ -112,8 +110,7 @@ static int x86_level(void) {
 /* The aarch64 levels differ only in their integer products. */
 #define NEON_VECTOR_OPS                                                                        \
     .quantize_q8a = ps_quantize_q8a_neon, .gemm_acc = ps_gemm_acc_neon, .silu_mul = ps_silu_mul_neon, \
-    .attn_scores = ps_attn_scores_neon, .attn_softmax = ps_attn_softmax_neon,                  \
-    .attn_values = ps_attn_values_neon, .attn_head_multiple = 1
+    .attn = &ps_attn_kernels_scalar
 
 const ps_level_ops ps_ops_neon = {.level = PS_SIMD_NEON, .types = ps_type_kernels_neon,
                                   .scalar_fallback = 1, NEON_VECTOR_OPS};

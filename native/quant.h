@@ -115,16 +115,6 @@ typedef void (*ps_gemm_acc_fn)(const float *A, int64_t lda, const float *B, int6
 /* SwiGLU: g[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i]; with
  * u == NULL, g[i] = silu(g[i]) (the same bits as u[i] = 1). */
 typedef void (*ps_silu_mul_fn)(float *g, const float *u, int64_t n);
-/* One query head's attention over cached rows k_j = k + j*stride (and v_j):
- * scores: att[j] = scale * (q . k_j) for j < n, returns the max;
- * softmax: att[j] = exp(att[j] - mx), returns the sum;
- * values: out[0..hd) = sum_j (att[j] * inv) v_j (as the level rounds it). */
-typedef float (*ps_attn_scores_fn)(const float *q, const float *k, int64_t stride, int64_t n, int hd,
-                                   float scale, float *att);
-typedef float (*ps_attn_softmax_fn)(float *att, int64_t n, float mx);
-typedef void (*ps_attn_values_fn)(const float *att, float inv, const float *v, int64_t stride, int64_t n,
-                                  int hd, float *out);
-
 /* ---- the kernel tables ----------------------------------------------------
  * One row per weight type, indexed by the ggml type id; one table per SIMD
  * level (ps_type_kernels_scalar / _avx2 / _avx512), each written with
@@ -173,11 +163,7 @@ typedef struct ps_level_ops {
     ps_quantize_fn quantize_q8a;
     ps_gemm_acc_fn gemm_acc;
     ps_silu_mul_fn silu_mul;
-    ps_attn_scores_fn attn_scores;
-    ps_attn_softmax_fn attn_softmax;
-    ps_attn_values_fn attn_values;
-    int32_t attn_head_multiple;        /* head_dim must be a multiple of this, else
-                                        * the scalar attention runs */
+    const struct ps_attn_kernels *attn; /* attention.h's chunk kernels */
 } ps_level_ops;
 
 /* (x86 builds define the AVX levels, aarch64 builds the NEON ones) */
@@ -191,8 +177,7 @@ const ps_level_ops *ps_ops(void);
 /* Kernels of a type at a level, NULL when the type does not run. */
 const ps_type_kernels *ps_kernels_get(int32_t type, const ps_level_ops *ops);
 
-/* The functions behind the level tables (quant_scalar.c, vec_avx2.c,
- * attention.c, attention_avx2.c). */
+/* The functions behind the level tables (quant_scalar.c, vec_avx2.c). */
 void ps_quantize_q8a_scalar(const float *x, ps_block_q8a *y, int64_t n);
 void ps_quantize_q8a_avx2(const float *x, ps_block_q8a *y, int64_t n);
 void ps_gemm_acc_scalar(const float *A, int64_t lda, const float *B, int64_t ldb, float *Y,
@@ -203,27 +188,12 @@ void ps_silu_mul_scalar(float *g, const float *u, int64_t n);
 void ps_silu_mul_avx2(float *g, const float *u, int64_t n);
 /* exp of n floats in place with the AVX2 level's vectorised exp (tests). */
 void ps_exp_avx2(float *x, int64_t n);
-float ps_attn_scores_scalar(const float *q, const float *k, int64_t stride, int64_t n, int hd, float scale,
-                            float *att);
-float ps_attn_softmax_scalar(float *att, int64_t n, float mx);
-void ps_attn_values_scalar(const float *att, float inv, const float *v, int64_t stride, int64_t n, int hd,
-                           float *out);
-float ps_attn_scores_avx2(const float *q, const float *k, int64_t stride, int64_t n, int hd, float scale,
-                          float *att);
-float ps_attn_softmax_avx2(float *att, int64_t n, float mx);
-void ps_attn_values_avx2(const float *att, float inv, const float *v, int64_t stride, int64_t n, int hd,
-                         float *out);
-/* The NEON levels' (vec_neon.c, attention_neon.c): the same steps as the
- * scalar functions, except exp (ps_exp_neon: the AVX2 level's formula). */
+/* The NEON levels' (vec_neon.c): the same steps as the scalar functions,
+ * except exp (ps_exp_neon: the AVX2 level's formula). */
 void ps_quantize_q8a_neon(const float *x, ps_block_q8a *y, int64_t n);
 void ps_gemm_acc_neon(const float *A, int64_t lda, const float *B, int64_t ldb, float *Y,
                       int64_t ldy, int64_t m, int64_t k, int64_t n);
 void ps_silu_mul_neon(float *g, const float *u, int64_t n);
 void ps_exp_neon(float *x, int64_t n);
-float ps_attn_scores_neon(const float *q, const float *k, int64_t stride, int64_t n, int hd, float scale,
-                          float *att);
-float ps_attn_softmax_neon(float *att, int64_t n, float mx);
-void ps_attn_values_neon(const float *att, float inv, const float *v, int64_t stride, int64_t n, int hd,
-                         float *out);
 
 #endif

@@ -3,19 +3,22 @@
  *
  * forward_batch() is the whole transformer, step by step, for a batch of
  * consecutive tokens: matrix products go through compute.h (one dispatch for
- * Q/K/V, one for gate/up), attention is parallel over heads x tokens, and the
+ * Q/K/V, one for gate/up), attention is attend.c's chunked kernel, and the
  * small elementwise steps are fused loops over each token's row. Nothing is
  * allocated after ps_session_create; every step that can fail returns its
  * status, and the first failure ends the pass.
  */
 #include "session.h"
 
+#include "attend.h"
+#include "attention.h"
 #include "ffn.h"
 #include "quant.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "util.h"
 
@@ -85,51 +88,27 @@ static void residual_norm_rows(void *vc, int64_t t0, int64_t t1, int ith) {
     }
 }
 
-/* RoPE on each token's queries and on its keys, already in the cache. */
-static void rope_rows(void *vc, int64_t t0, int64_t t1, int ith) {
-    const step_ctx *c = vc;
-    const ps_session *s = c->s;
-    const ps_hparams *hp = &s->model->hp;
-    const int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
-    const int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
-    const int half = hp->n_rot / 2;
-    float *kc = s->k_cache + ((int64_t)c->layer * s->n_ctx + c->pos0) * kv_dim;
-    for (int64_t t = t0; t < t1; t++) {
-        const float *cs = s->rope_cos + t * half, *sn = s->rope_sin + t * half;
-        rope(s->q + t * q_dim, hp->n_head, hp->head_dim, hp->n_rot, cs, sn);
-        rope(kc + t * kv_dim, hp->n_head_kv, hp->head_dim, hp->n_rot, cs, sn);
-    }
-}
-
-/* Causal grouped-query attention for items i = t * n_head + h: query head h
- * of batch token t (position pos0 + t) attends to cache positions 0..pos0+t
- * of kv head h / (n_head / n_head_kv). */
-static void attention_items(void *vc, int64_t i0, int64_t i1, int ith) {
+/* RoPE on each token's queries and keys, then its keys and values into the
+ * layer's cache rows at positions pos0 + t. */
+static void rope_store_rows(void *vc, int64_t t0, int64_t t1, int ith) {
     const step_ctx *c = vc;
     const ps_session *s = c->s;
     const ps_hparams *hp = &s->model->hp;
     const int hd = hp->head_dim;
     const int64_t q_dim = (int64_t)hp->n_head * hd;
     const int64_t kv_dim = (int64_t)hp->n_head_kv * hd;
-    const int group = hp->n_head / hp->n_head_kv;
-    const float scale = 1.0f / sqrtf((float)hd);
-    const float *k_layer = s->k_cache + (int64_t)c->layer * s->n_ctx * kv_dim;
-    const float *v_layer = s->v_cache + (int64_t)c->layer * s->n_ctx * kv_dim;
-    float *att = s->att + (int64_t)ith * s->n_ctx;
-    const ps_level_ops *ops = ps_ops();
-    if (hd % ops->attn_head_multiple) ops = &ps_ops_scalar;
-
-    for (int64_t item = i0; item < i1; item++) {
-        const int64_t t = item / hp->n_head;
-        const int h = (int)(item % hp->n_head);
-        const int64_t n_keys = c->pos0 + t + 1;
-        const float *q = s->q + t * q_dim + (int64_t)h * hd;
-        const float *k = k_layer + (int64_t)(h / group) * hd;
-        const float *v = v_layer + (int64_t)(h / group) * hd;
-        float *out = s->att_out + t * q_dim + (int64_t)h * hd;
-        const float mx = ops->attn_scores(q, k, kv_dim, n_keys, hd, scale, att);
-        const float sum = ops->attn_softmax(att, n_keys, mx);
-        ops->attn_values(att, 1.0f / sum, v, kv_dim, n_keys, hd, out);
+    const int half = hp->n_rot / 2;
+    for (int64_t t = t0; t < t1; t++) {
+        const float *cs = s->rope_cos + t * half, *sn = s->rope_sin + t * half;
+        float *k = s->kb + t * kv_dim;
+        const float *v = s->vb + t * kv_dim;
+        rope(s->q + t * q_dim, hp->n_head, hd, hp->n_rot, cs, sn);
+        rope(k, hp->n_head_kv, hd, hp->n_rot, cs, sn);
+        for (int g = 0; g < hp->n_head_kv; g++) {
+            const size_t row = (((size_t)c->layer * hp->n_head_kv + g) * s->n_ctx + c->pos0 + t) * s->cache_row;
+            ps_cache_store_row(s->cache_type, k + g * hd, hd, s->k_cache + row);
+            ps_cache_store_row(s->cache_type, v + g * hd, hd, s->v_cache + row);
+        }
     }
 }
 
@@ -143,7 +122,6 @@ static int forward_batch(ps_session *s, const int32_t *tokens, int32_t n_tok,
     const ps_model *m = s->model;
     const ps_hparams *hp = &m->hp;
     const int n_embd = hp->n_embd;
-    const int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
     const int32_t pos0 = s->n_past;
     step_ctx c = {.s = s, .n_tok = n_tok, .pos0 = pos0, .norm_scale = 1.0f};
 
@@ -167,20 +145,16 @@ static int forward_batch(ps_session *s, const int32_t *tokens, int32_t n_tok,
     for (int il = 0; il < hp->n_layer; il++) {
         const ps_layer *L = &m->layers[il];
         c.layer = il;
-        /* This batch's rows of the layer's KV cache (contiguous in positions). */
-        float *kc = s->k_cache + ((int64_t)il * s->n_ctx + pos0) * kv_dim;
-        float *vc = s->v_cache + ((int64_t)il * s->n_ctx + pos0) * kv_dim;
-
         /* 3. attention block: xb = norm(x) (adding the previous layer's FFN
-         *    output first), Q/K/V in one dispatch, K and V straight into the cache */
+         *    output first), Q/K/V in one dispatch, K and V into the cache */
         c.norm_w = L->attn_norm;
         c.add_residual = il > 0;
         for_tokens(s, &c, residual_norm_rows);
         const ps_matrix *qkv[3] = {&L->wq, &L->wk, &L->wv};
-        float *qkv_out[3] = {s->q, kc, vc};
+        float *qkv_out[3] = {s->q, s->kb, s->vb};
         PS_TRY(ps_matmul_multi(s->pool, 3, qkv, s->xb, n_tok, qkv_out));
-        for_tokens(s, &c, rope_rows);
-        ps_parallel_for(s->pool, (int64_t)n_tok * hp->n_head, n_tok > 1 ? 4 : 1, attention_items, &c);
+        for_tokens(s, &c, rope_store_rows);
+        ps_attend(s, il, pos0, n_tok);
         PS_TRY(ps_matmul(s->pool, &L->wo, s->att_out, n_tok, s->xb2));
 
         /* 4. FFN block: xb = norm(x + attn), then the FFN of the session's
@@ -236,7 +210,8 @@ void ps_session_destroy(ps_session *s) {
     if (!s) return;
     ps_compute_free(s->pool);
     /* (ps_alloc's buffers are free()d like the others: ps_free is free) */
-    void *owned[] = {s->k_cache, s->v_cache, s->x, s->xb, s->xb2, s->q, s->att_out, s->att, s->hb, s->hb2,
+    void *owned[] = {s->k_cache, s->v_cache, s->kb, s->vb, s->qq, s->part_m, s->part_l, s->part_o,
+                     s->x, s->xb, s->xb2, s->q, s->att_out, s->att, s->hb, s->hb2,
                      s->rope_cos, s->rope_sin, s->logits, s->inv_freq, s->pred_h, s->pred_l, s->ref_g, s->ref_u,
                      s->ffn_mask, s->ffn_idx, s->ffn_keep, s->ffn_pause, s->stats, s->active_by_thread};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) free(owned[i]);
@@ -253,6 +228,18 @@ static float *alloc_floats(int64_t a, int64_t b, int64_t c) {
     return ps_alloc((size_t)n * sizeof(float));
 }
 
+/* The KV cache: read once per token, in long streams, so on transparent
+ * huge pages where the kernel gives them on request (fewer TLB misses; a
+ * hint, without it the cache still works). Untouched until it fills. */
+static uint8_t *alloc_cache(size_t bytes) {
+    const size_t huge = (size_t)2 << 20;
+    if (bytes > SIZE_MAX - huge || ps_alloc_fails()) return NULL;
+    const size_t n = (bytes + huge - 1) & ~(huge - 1);
+    uint8_t *p = aligned_alloc(huge, n);
+    if (p) madvise(p, n, MADV_HUGEPAGE);
+    return p;
+}
+
 ps_session *ps_session_create(const ps_model *m, const ps_session_params *p) {
     const ps_hparams *hp = &m->hp;
     ps_session *s = ps_calloc(1, sizeof *s);
@@ -264,6 +251,7 @@ ps_session *ps_session_create(const ps_model *m, const ps_session_params *p) {
     s->n_ctx = p->n_ctx;
     s->n_batch = p->n_batch;
     s->mode = p->mode;
+    s->cache_type = p->cache_type;
 
     /* the pool first: per-thread buffers are sized by the threads it really runs */
     s->pool = ps_compute_new(p->n_threads, ps_model_max_cols(m), s->n_batch);
@@ -276,14 +264,32 @@ ps_session *ps_session_create(const ps_model *m, const ps_session_params *p) {
     const int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
     const int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
     const int64_t nb = s->n_batch, half = hp->n_rot / 2;
-    s->k_cache = alloc_floats(hp->n_layer, s->n_ctx, kv_dim);
-    s->v_cache = alloc_floats(hp->n_layer, s->n_ctx, kv_dim);
+    /* (api.c checked that the cache type holds this head_dim) */
+    s->cache_row = ps_cache_row_bytes(s->cache_type, hp->head_dim);
+    const int64_t rows = (int64_t)hp->n_layer * hp->n_head_kv;
+    if (rows <= INT64_MAX / 2 / s->n_ctx / (int64_t)s->cache_row) {
+        const size_t bytes = (size_t)(rows * s->n_ctx) * s->cache_row;
+        s->k_cache = alloc_cache(bytes);
+        s->v_cache = alloc_cache(bytes);
+        s->kv_bytes = 2 * (int64_t)bytes;
+    }
+    const int64_t n_chunks = (s->n_ctx + PS_ATTN_CHUNK - 1) / PS_ATTN_CHUNK;
+    s->kb = alloc_floats(nb, kv_dim, 1);
+    s->vb = alloc_floats(nb, kv_dim, 1);
+    s->part_m = alloc_floats(n_chunks, hp->n_head, 1);
+    s->part_l = alloc_floats(n_chunks, hp->n_head, 1);
+    s->part_o = alloc_floats(n_chunks, q_dim, 1);
+    int qq_ok = 1;
+    if (s->cache_type == PS_CACHE_Q8_0) {
+        s->qq = ps_alloc(sizeof(ps_block_q8a) * (size_t)(nb * q_dim / PS_QK));
+        qq_ok = s->qq != NULL;
+    }
     s->x = alloc_floats(nb, hp->n_embd, 1);
     s->xb = alloc_floats(nb, hp->n_embd, 1);
     s->xb2 = alloc_floats(nb, hp->n_embd, 1);
     s->q = alloc_floats(nb, q_dim, 1);
     s->att_out = alloc_floats(nb, q_dim, 1);
-    s->att = alloc_floats(s->n_threads, s->n_ctx, 1);
+    s->att = alloc_floats(s->n_threads, (int64_t)ps_attend_scratch_floats(hp), 1);
     s->hb = alloc_floats(nb, hp->n_ff, 1);
     s->hb2 = alloc_floats(nb, hp->n_ff, 1);
     s->rope_cos = alloc_floats(nb, half, 1);
@@ -302,7 +308,7 @@ ps_session *ps_session_create(const ps_model *m, const ps_session_params *p) {
     }
     s->stats = ps_calloc((size_t)hp->n_layer, sizeof *s->stats);
     s->active_by_thread = ps_calloc((size_t)s->n_threads, sizeof(int64_t));
-    if (!s->k_cache || !s->v_cache || !s->x || !s->xb || !s->xb2 || !s->q || !s->att_out ||
+    if (!s->k_cache || !s->v_cache || !s->kb || !s->vb || !s->part_m || !s->part_l || !s->part_o || !qq_ok || !s->x || !s->xb || !s->xb2 || !s->q || !s->att_out ||
         !s->att || !s->hb || !s->hb2 || !s->rope_cos || !s->rope_sin || !s->logits ||
         !s->inv_freq || !s->stats || !s->active_by_thread || !s->ffn_mask || !s->ffn_idx || !s->ffn_keep || !s->ffn_pause || !pred_ok) {
         ps_fail(PS_ERR_MEMORY, "out of memory for a session of n_ctx %d, n_batch %d", s->n_ctx,

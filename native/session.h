@@ -14,6 +14,7 @@
 #include "compute.h"
 #include "model.h"
 #include "prosparse.h"
+#include "quant.h"
 
 /* A layer's paused decisions (ffn.h's pause policy): decode tokens left. */
 typedef struct ps_ffn_pause {
@@ -24,11 +25,14 @@ typedef struct ps_ffn_pause {
 struct ps_session {
     const struct ps_model *model; /* not owned; must outlive the session */
     ps_compute *pool;             /* owned: worker threads + activation scratch */
-    int32_t n_threads, n_ctx, n_batch, mode;
+    int32_t n_threads, n_ctx, n_batch, mode, cache_type;
     int32_t n_past;               /* tokens in the KV cache */
 
-    /* KV cache, F32: (n_layer, n_ctx, kv_dim); RoPE already applied to k. */
-    float *k_cache, *v_cache;
+    /* KV cache: (n_layer, n_head_kv, n_ctx) rows of one head vector each,
+     * cache_row bytes as cache_type stores it (attention.h); RoPE applied to k. */
+    uint8_t *k_cache, *v_cache;
+    size_t cache_row;
+    int64_t kv_bytes;   /* of both caches */
 
     /* activations of the current batch */
     float *x;        /* (n_batch, n_embd) residual stream */
@@ -36,7 +40,11 @@ struct ps_session {
     float *xb2;      /* (n_batch, n_embd) output of a block before the residual add */
     float *q;        /* (n_batch, q_dim) queries */
     float *att_out;  /* (n_batch, q_dim) attention output, heads concatenated */
-    float *att;      /* (n_threads, n_ctx) attention scores, one row per thread */
+    float *kb, *vb;  /* (n_batch, kv_dim) new keys and values before they are stored */
+    ps_block_q8a *qq; /* (n_batch, q_dim/32) queries for a Q8_0 cache; NULL otherwise */
+    float *att;      /* (n_threads, ps_attend_scratch_floats) attention scratch */
+    float *part_m, *part_l; /* (chunks of n_ctx, n_head) decode partials (attend.c) */
+    float *part_o;   /* (chunks of n_ctx, n_head, head_dim) */
     float *hb;       /* (n_batch, n_ff) gate, then the activation x1 = act(gate)*up */
     float *hb2;      /* (n_batch, n_ff) up */
     float *rope_cos, *rope_sin; /* (n_batch, n_rot/2) for the batch's positions */

@@ -1,5 +1,5 @@
 /* simd_neon.h: inline helpers of the aarch64 kernel files (quant_neon.c,
- * quant_neondot.c through kernels_neon.h, vec_neon.c, attention_neon.c).
+ * quant_neondot.c through kernels_neon.h and vec_neon.c).
  *
  * The NEON levels repeat the scalar reference's float operations in its
  * order, one (row, token) result per vector lane, so their results are the

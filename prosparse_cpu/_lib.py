@@ -58,6 +58,9 @@ MODES = {
 }
 MODE_NAMES = {v: k for k, v in MODES.items()}
 
+# KV cache element types (prosparse.h's enum ps_cache_type); f16 is the default
+CACHE_TYPES = {"f16": 0, "f32": 1, "q8_0": 2}
+
 PS_SIMD_SCALAR = 0
 PS_SIMD_AVX2 = 1
 PS_SIMD_AVX512 = 2
@@ -97,6 +100,7 @@ class ps_session_params(Structure):
         ("n_ctx", c_int32),
         ("n_batch", c_int32),
         ("mode", c_int32),
+        ("cache_type", c_int32),
     ]
 
 
@@ -225,6 +229,8 @@ def _declare(dll: ctypes.CDLL) -> ctypes.CDLL:
     _fn(dll, "ps_session_n_past", [ps_session_p], c_int32)
     # int32_t ps_session_n_ctx(const ps_session *session);
     _fn(dll, "ps_session_n_ctx", [ps_session_p], c_int32)
+    # int64_t ps_session_kv_bytes(const ps_session *session);
+    _fn(dll, "ps_session_kv_bytes", [ps_session_p], c_int64)
     # void ps_session_reset(ps_session *session);
     _fn(dll, "ps_session_reset", [ps_session_p], None)
     # int ps_session_truncate(ps_session *session, int32_t n_keep);

@@ -12,7 +12,7 @@ import warnings
 
 import click
 
-from ._lib import MODES, ProSparseError
+from ._lib import CACHE_TYPES, MODES, ProSparseError
 
 MODE_CHOICES = list(MODES)
 
@@ -31,6 +31,8 @@ mode_opt = click.option("--mode", "-m", type=click.Choice(MODE_CHOICES), default
                         help="Engine mode.")
 ctx_opt = click.option("--ctx", "n_ctx", type=click.IntRange(min=16), default=2048, show_default=True,
                        help="KV cache length in tokens.")
+cache_opt = click.option("--cache-type", type=click.Choice(list(CACHE_TYPES)), default="f16", show_default=True,
+                         help="KV cache element type (f32: exact, twice f16's memory; q8_0: ~half of f16).")
 map_opt = click.option("--map-only", is_flag=True,
                        help="Run from the file's mapping, without the load-time weight copies "
                             "(less memory the OS cannot reclaim; slower).")
@@ -63,13 +65,15 @@ def cli():
 @mode_opt
 @threads_opt
 @ctx_opt
+@cache_opt
 @map_opt
 @_sampling(0.8, 0.95)
-def generate(model, prompt, n, mode, threads, n_ctx, map_only, temp, top_k, top_p, seed):
+def generate(model, prompt, n, mode, threads, n_ctx, cache_type, map_only, temp, top_k, top_p, seed):
     """Continue a prompt, streaming the text to stdout (speed on stderr)."""
     from .model import Model
 
-    with Model(model, threads=threads, n_ctx=n_ctx, mode=mode, copy_weights=not map_only) as m:
+    with Model(model, threads=threads, n_ctx=n_ctx, mode=mode, copy_weights=not map_only,
+               cache_type=cache_type) as m:
         out = sys.stdout
         out.write(prompt)
         out.flush()
@@ -99,13 +103,16 @@ def _print_speed(g) -> None:
 @mode_opt
 @threads_opt
 @ctx_opt
+@cache_opt
 @map_opt
 @_sampling(0.2, 0.9)
-def chat(model, question, system, n, verbose, mode, threads, n_ctx, map_only, temp, top_k, top_p, seed):
+def chat(model, question, system, n, verbose, mode, threads, n_ctx, cache_type, map_only, temp, top_k, top_p,
+         seed):
     """Chat with a model (its chat template); /reset clears, /quit or EOF exits."""
     from .model import Model
 
-    with Model(model, threads=threads, n_ctx=n_ctx, mode=mode, copy_weights=not map_only) as m:
+    with Model(model, threads=threads, n_ctx=n_ctx, mode=mode, copy_weights=not map_only,
+               cache_type=cache_type) as m:
         session = _ChatSession(m, system, dict(max_tokens=n, temperature=temp, top_k=top_k, top_p=top_p,
                                                seed=seed))
         if question is not None:
@@ -218,6 +225,11 @@ def inspect(model, no_engine):
                            + (f" (threshold {i.activation_threshold:g})" if i.activation == "fatrelu" else "")
                            + (f", predictor rank {i.predictor_rank}" if i.has_predictor else "")
                            + (", tied output" if i.tied_output else ""))
+            kv = ", ".join(f"{t} {i.kv_bytes_per_token(t)}" for t in CACHE_TYPES
+                           if t != "q8_0" or i.head_dim % 32 == 0)
+            depth = min(4096, i.n_ctx_train) if i.n_ctx_train > 0 else 4096
+            engine_line += (f"\n  KV cache bytes per token: {kv} "
+                            f"(at {depth} tokens, f16: {i.kv_bytes_per_token('f16') * depth / 2**20:.1f} MiB)")
     for section, lines in report.items():
         click.echo(f"{section}:")
         click.echo("\n".join(lines))
@@ -237,7 +249,8 @@ def inspect(model, no_engine):
 @click.option("--chunks", type=click.IntRange(min=1), default=None, help="Score at most this many windows.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the result here.")
-def perplexity(model, text_file, mode, threads, n_ctx, chunks, json_out):
+@cache_opt
+def perplexity(model, text_file, mode, threads, n_ctx, chunks, json_out, cache_type):
     """Perplexity of a text file (llama-perplexity's convention: non-overlapping windows)."""
     import dataclasses
     import json
@@ -254,17 +267,17 @@ def perplexity(model, text_file, mode, threads, n_ctx, chunks, json_out):
         raise ProSparseError(f"{text_file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if json_out and not os.path.isdir(os.path.dirname(os.path.abspath(json_out))):
         raise click.BadParameter(f"{json_out}: its folder does not exist", param_hint="--json")
-    with Model(model, threads=threads, n_ctx=n_ctx, mode=mode, n_batch=min(n_ctx, 512)) as m:
+    with Model(model, threads=threads, n_ctx=n_ctx, mode=mode, n_batch=min(n_ctx, 512), cache_type=cache_type) as m:
         with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
             task = bar.add_task("perplexity", total=None)
             res = run_ppl(m, text, n_ctx=n_ctx, max_windows=chunks,
                           progress=lambda i, n: bar.update(task, completed=i, total=n))
         click.echo(f"PPL = {res.ppl:.4f} +/- {res.ppl_stderr:.4f} over {res.n_tokens_scored} tokens "
-                   f"({res.n_windows} windows of {res.n_ctx}, mode {mode})")
+                   f"({res.n_windows} windows of {res.n_ctx}, mode {mode}, cache {cache_type})")
         click.echo("per window: " + " ".join(f"{x:.2f}" for x in res.chunk_ppl))
         if json_out:
             record = dataclasses.asdict(res) | {"model": os.path.abspath(model), "text": os.path.abspath(text_file),
-                                                "mode": mode, "threads": threads}
+                                                "mode": mode, "threads": threads, "cache_type": cache_type}
             tmp = f"{json_out}.tmp{os.getpid()}"
             with open(tmp, "w") as f:
                 json.dump(record, f, indent=2)
@@ -286,7 +299,12 @@ def perplexity(model, text_file, mode, threads, n_ctx, chunks, json_out):
               help="Write every raw timing and the machine's description here.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write a PNG plot here.")
-def bench(model, baseline, threads, reps, pp, tg, modes, no_llama, json_out, plot_out):
+@click.option("--depth", "-d", "depth", default="0", show_default=True,
+              help="KV cache depths, comma-separated: pp/tg measured after a prompt of D tokens (llama-bench -d).")
+@cache_opt
+@click.option("--llama-fa/--no-llama-fa", "llama_fa", default=True, show_default=True,
+              help="llama.cpp's flash attention.")
+def bench(model, baseline, threads, reps, pp, tg, modes, no_llama, json_out, plot_out, depth, cache_type, llama_fa):
     """llama-bench style pp/tg throughput: our modes vs llama.cpp, interleaved."""
     from . import bench as b
 
@@ -299,11 +317,18 @@ def bench(model, baseline, threads, reps, pp, tg, modes, no_llama, json_out, plo
         if bad:
             raise click.BadParameter(f"unknown mode {bad[0]!r}; choose from {', '.join(MODES)}",
                                      param_hint="--modes")
+    try:
+        depths = [int(x) for x in depth.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{depth!r}: expected comma-separated token counts", param_hint="--depth") from None
+    if not depths or min(depths) < 0:
+        raise click.BadParameter(f"{depth!r}: depths are token counts >= 0", param_hint="--depth")
     for out in (json_out, plot_out):
         if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
             raise click.BadParameter(f"{out}: its folder does not exist")
     result = b.run_bench(model, baseline=baseline, threads=threads, reps=reps, n_pp=pp, n_tg=tg,
-                         modes=mode_list, llama=not no_llama)
+                         modes=mode_list, llama=not no_llama, depths=depths, cache_type=cache_type,
+                         llama_flash_attn=llama_fa)
     b.print_table(result)
     if json_out:
         b.write_json(result, json_out)
@@ -329,8 +354,9 @@ def bench(model, baseline, threads, reps, pp, tg, modes, no_llama, json_out, plo
               help="Require `Authorization: Bearer KEY` on /v1/* (env PROSPARSE_API_KEY).")
 @click.option("--max-body", type=click.IntRange(min=1024), default=1 << 20, show_default=True,
               help="Largest request body in bytes.")
+@cache_opt
 @map_opt
-def serve(model, host, port, mode, threads, parallel, n_ctx, api_key, max_body, map_only):
+def serve(model, host, port, mode, threads, parallel, n_ctx, api_key, max_body, cache_type, map_only):
     """OpenAI-compatible server: /v1/chat/completions, /v1/completions, /v1/models, /health, a chat page at /."""
     try:
         from .server import serve as run_server
@@ -343,7 +369,7 @@ def serve(model, host, port, mode, threads, parallel, n_ctx, api_key, max_body, 
     click.echo(f"prosparse serve: {os.path.basename(model)}, {parallel} session(s) x {per} thread(s), "
                f"context {n_ctx}, mode {mode}, http://{host}:{port}", err=True)
     run_server(model, host=host, port=port, mode=mode, threads=threads, parallel=parallel, n_ctx=n_ctx,
-               api_key=api_key, copy_weights=not map_only, max_body=max_body)
+               api_key=api_key, copy_weights=not map_only, max_body=max_body, cache_type=cache_type)
 
 
 # ---- entry point ------------------------------------------------------------------

@@ -51,6 +51,13 @@ class ModelInfo:
     n_params: int
     file_size: int
 
+    def kv_bytes_per_token(self, cache_type: str = "f16") -> int:
+        """Bytes the KV cache holds per position (K and V of every layer)."""
+        parse_cache_type(cache_type)
+        row = {"f32": 4 * self.head_dim, "f16": 2 * self.head_dim,
+               "q8_0": self.head_dim // 32 * 34}[cache_type]
+        return 2 * self.n_layer * self.n_head_kv * row
+
     @property
     def weight_type_name(self) -> str:
         try:
@@ -86,6 +93,13 @@ def parse_mode(mode: str | int) -> int:
     raise ProSparseError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}", _lib.PS_ERR_ARG)
 
 
+def parse_cache_type(cache_type: str) -> int:
+    if isinstance(cache_type, str) and cache_type in _lib.CACHE_TYPES:
+        return _lib.CACHE_TYPES[cache_type]
+    raise ProSparseError(f"unknown KV cache type {cache_type!r}; choose one of {', '.join(_lib.CACHE_TYPES)}",
+                         _lib.PS_ERR_ARG)
+
+
 def _int32_array(ids: Iterable[int]) -> np.ndarray:
     arr = np.ascontiguousarray(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64))
     if arr.ndim != 1:
@@ -99,13 +113,17 @@ class Model:
     """A loaded GGUF model and one inference session over it."""
 
     def __init__(self, path: str | os.PathLike, threads: int = 2, n_ctx: int = 2048,
-                 mode: str = "dense", n_batch: int = 512, measure: bool = False, copy_weights: bool = True):
+                 mode: str = "dense", n_batch: int = 512, measure: bool = False, copy_weights: bool = True,
+                 cache_type: str = "f16"):
         """copy_weights=False runs from the file's mapping (less resident memory the
-        OS cannot reclaim, slower decode; the same results)."""
+        OS cannot reclaim, slower decode; the same results). cache_type: how the KV
+        cache stores keys and values, "f16" (default), "q8_0" or "f32" (exact)."""
         self._model = None
         self._session = None
         self.path = os.fspath(path)
         mode_id = parse_mode(mode)
+        self.cache_type = cache_type
+        parse_cache_type(cache_type)
         if int(threads) < 1:
             raise ProSparseError(f"threads must be >= 1, got {threads}", _lib.PS_ERR_ARG)
         if not os.path.exists(self.path):
@@ -142,6 +160,7 @@ class Model:
         params.n_ctx = int(n_ctx)
         params.n_batch = int(n_batch)
         params.mode = mode_id
+        params.cache_type = parse_cache_type(self.cache_type)
         session = L.ps_session_new(self._model, ctypes.byref(params))
         if not session:
             raise fail(_lib.PS_ERR_ARG, self.path)
@@ -149,6 +168,7 @@ class Model:
         self.threads = int(threads)
         self.n_ctx = int(L.ps_session_n_ctx(session))
         self.n_batch = int(n_batch)
+        self.kv_bytes = int(L.ps_session_kv_bytes(session))  # allocated for K and V, n_ctx positions
         self._tokens: list[int] = []  # ids in the KV cache, in order
         self.last_generation = GenerationStats()
 

@@ -26,27 +26,40 @@ import sys
 import tempfile
 import time
 
-from prosparse_cpu._lib import MODES, _declare, ps_session_params
+from prosparse_cpu._lib import CACHE_TYPES, MODES, _declare, ps_session_params
 
 
 class Build:
     """One copy of the library (distinct paths load as distinct copies), its model and session."""
 
-    def __init__(self, lib_path: str, model_path: str, mode: int, threads: int, simd: int | None):
+    def __init__(self, lib_path: str, model_path: str, mode: int, threads: int, simd: int | None,
+                 depth: int = 0, cache_type: int = 0):
         L = self.L = _declare(C.CDLL(lib_path))   # the package's own prototypes, on this copy
         if simd is not None:
             L.ps_simd_set(simd)
         self.model = L.ps_model_load(model_path.encode())
         if not self.model:
             sys.exit(f"error: {lib_path}: {L.ps_last_error().decode()}")
-        self.session = L.ps_session_new(self.model, C.byref(ps_session_params(threads, 512, 64, mode)))
+        # (a build whose ps_session_params has no cache_type reads only the first fields)
+        n_ctx = max(512, depth + 1024)
+        params = ps_session_params(threads, n_ctx, 64, mode, cache_type)
+        self.session = L.ps_session_new(self.model, C.byref(params))
         if not self.session:
             sys.exit(f"error: {lib_path}: {L.ps_last_error().decode()}")
         self.tok = (C.c_int32 * 1)()
+        self.depth = depth
+        if depth:  # the prompt once; each round truncates back to it
+            prompt = (C.c_int32 * depth)(*[1 + (i * 7919) % 5000 for i in range(depth)])
+            if L.ps_session_eval(self.session, prompt, depth, None) != 0:
+                sys.exit(f"error: {L.ps_last_error().decode()}")
 
     def decode(self, n: int) -> float:
-        """tokens/s of n single-token steps after one token from an empty cache."""
-        self.L.ps_session_reset(self.session)
+        """tokens/s of n single-token steps after one token from an empty cache
+        (after the depth-token prompt with --depth)."""
+        if self.depth:
+            self.L.ps_session_truncate(self.session, self.depth)
+        else:
+            self.L.ps_session_reset(self.session)
         self.tok[0] = 1
         self.L.ps_session_eval(self.session, self.tok, 1, None)
         t0 = time.perf_counter()
@@ -82,13 +95,17 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=64, help="decode steps per round")
     ap.add_argument("--simd-a", type=int, default=None, help="force build A's SIMD level (0 scalar, 1 AVX2, 2 AVX-512)")
     ap.add_argument("--simd-b", type=int, default=None, help="likewise for build B")
+    ap.add_argument("--depth", type=int, default=0, help="decode after a prompt of this many tokens")
+    ap.add_argument("--cache-a", choices=list(CACHE_TYPES), default="f16",
+                    help="build A's KV cache type (a build without cache types ignores it)")
+    ap.add_argument("--cache-b", choices=list(CACHE_TYPES), default="f16", help="likewise for build B")
     a = ap.parse_args()
     mode_b = a.mode_b or a.mode
     lib_b = a.lib_b
     if os.path.realpath(a.lib_a) == os.path.realpath(lib_b) and a.simd_a != a.simd_b:
         lib_b = own_copy(a.lib_b)
-    builds = [Build(a.lib_a, a.model, MODES[a.mode], a.threads, a.simd_a),
-              Build(lib_b, a.model, MODES[mode_b], a.threads, a.simd_b)]
+    builds = [Build(a.lib_a, a.model, MODES[a.mode], a.threads, a.simd_a, a.depth, CACHE_TYPES[a.cache_a]),
+              Build(lib_b, a.model, MODES[mode_b], a.threads, a.simd_b, a.depth, CACHE_TYPES[a.cache_b])]
     bw = builds[0].L.ps_model_read_bandwidth(builds[0].model, a.threads, 3)
     for b in builds:  # warm-up
         b.decode(16)
@@ -99,7 +116,7 @@ def main() -> int:
     ma, mb = statistics.median(rates[0]), statistics.median(rates[1])
     modes = a.mode if mode_b == a.mode else f"A {a.mode}, B {mode_b}"
     print(f"weights read at {bw:.1f} GB/s in this process; {modes}, {a.threads} threads, "
-          f"{a.rounds} rounds of {a.tokens} tokens")
+          f"{a.rounds} rounds of {a.tokens} tokens" + (f" at depth {a.depth}" if a.depth else ""))
     print(f"A {ma:.1f} t/s ({min(rates[0]):.1f}-{max(rates[0]):.1f})   B {mb:.1f} t/s "
           f"({min(rates[1]):.1f}-{max(rates[1]):.1f})   B/A {mb / ma:.3f}")
     return 0

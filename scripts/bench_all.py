@@ -14,7 +14,12 @@ Sections (--sections, comma-separated; default all, in this order):
   smollm2    SmolLM2-135M-Instruct in Q4_1 / Q8_0 / Q4_0: pp and tg vs llama.cpp;
   dense0     the ~1B shape with 99.9% of neurons active: every mode's pp and tg
              against our own dense, to show the sparse machinery costs little
-             when there is nothing to skip.
+             when there is nothing to skip;
+  depth      decode deep in the context (llama-bench -d): tg after a prompt of
+             --depths tokens (SmolLM2 also at --smollm2-depth, 8192: its context) for SmolLM2
+             Q4_1 / Q4_0 and the --depth-shapes synthetic models (dense and
+             predict), ours with the F16 KV cache vs llama.cpp with flash
+             attention and its F16 cache; KV MB read per step.
 
 Every measurement is `prosparse bench`'s (engines interleaved, same threads,
 median of --reps after a warm-up). Raw results: OUT/<section>_<file>.json;
@@ -42,7 +47,8 @@ from prosparse_cpu.bench import bandwidth_note, print_table, run_bench, write_js
 HERE = Path(__file__).resolve().parent
 CACHE = Path.home() / ".cache" / "prosparse-cpu"
 DEFAULT_MODEL = CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf"
-SECTIONS = ("sparse7b", "sparse1b", "threshold", "smollm2", "dense0")
+SECTIONS = ("sparse7b", "sparse1b", "threshold", "smollm2", "dense0", "depth")
+DEPTH_TARGET = 1.8  # tg at depth >= 2048: ours / llama.cpp
 SPARSE_TARGETS = {"sparse": 1.5, "predict": 1.8}  # the project's targets: tg speed-up over llama.cpp dense
 BOUND_TARGET = 0.8                                 # and share of the bytes-per-token bound
 MACHINES: list[dict] = []  # each measurement's machine record (load, others' CPU share, busy) of the current section
@@ -60,11 +66,14 @@ def pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def bench_cmd(path: Path, baseline: Path | None, a: argparse.Namespace, pp: int, tg: int, modes: list[str]) -> str:
+def bench_cmd(path: Path, baseline: Path | None, a: argparse.Namespace, pp: int, tg: int, modes: list[str],
+              depths: list[int] | None = None) -> str:
     """The `prosparse bench` command line that measures what run_bench is given."""
     cmd = ["prosparse", "bench", str(path)] + (["--baseline", str(baseline)] if baseline else [])
     cmd += ["--threads", str(a.threads), "--reps", str(a.reps), "--pp", str(pp), "--tg", str(tg),
             "--modes", ",".join(modes)]
+    if depths:
+        cmd += ["--depth", ",".join(map(str, depths))]
     return shlex.join(cmd)
 
 
@@ -139,9 +148,10 @@ def engine_rows(res: dict) -> list[dict]:
     return rows
 
 
-def measure(label: str, path: Path, baseline: Path | None, a, pp: int, tg: int, modes: list[str], out: Path) -> dict:
+def measure(label: str, path: Path, baseline: Path | None, a, pp: int, tg: int, modes: list[str], out: Path,
+            depths: list[int] | None = None) -> dict:
     res = run_bench(str(path), baseline=str(baseline) if baseline else None, threads=a.threads, reps=a.reps,
-                    n_pp=pp, n_tg=tg, modes=modes)
+                    n_pp=pp, n_tg=tg, modes=modes, depths=depths)
     print_table(res)
     write_json(res, str(out / f"{label}_{path.stem}.json"))
     MACHINES.append(res["machine"])
@@ -286,6 +296,42 @@ def section_smollm2(a, out: Path) -> dict:
     return {"section": "smollm2", "rows": rows, "markdown": "\n".join(lines) + "\n", "commands": cmds}
 
 
+def section_depth(a, out: Path) -> dict:
+    """tg deep in the context: SmolLM2 (to its 8k context) and the synthetic shapes."""
+    deep = sorted(set(a.depths + [a.smollm2_depth] * (a.smollm2_depth > 0)))
+    files = [(p, None, ["dense"], deep) for p in variants(a.model, ["q4_1", "q4_0"])]
+    for shape in a.depth_shapes:
+        model, twin = synth_files(shape, a.synth_dir)
+        files.append((model, twin, ["dense", "predict"], a.depths))
+    rows, cmds, checks = [], [], []
+    for path, twin, modes, depths in files:
+        say(f"  {path.name} at depths {depths}")
+        res = measure("depth", path, twin, a, 0, a.tg_depth, modes, out, depths)
+        cmds.append(bench_cmd(path, twin, a, 0, a.tg_depth, modes, depths))
+        kv = res["config"]["kv_bytes_per_token"]
+        for e in res["engines"]:
+            for t, st in e["tests"].items():
+                rows.append({"file": path.name, "engine": e["name"], "kind": e["kind"], "depth": st["depth"],
+                             "tg_tps": st.get("median"), "tg_min": st.get("min"), "tg_max": st.get("max"),
+                             "tg_ratio": st.get("ratio_vs_llama_cpp"), "kv_mb": kv * st["depth"] / 1e6})
+                r = rows[-1]
+                if e["kind"] == "prosparse" and r["depth"] >= 2048 and r["tg_ratio"] is not None:
+                    checks.append(f"{path.name} {e['name']} d{r['depth']} {r['tg_ratio']:.2f}x "
+                                  f"({'met' if r['tg_ratio'] >= DEPTH_TARGET else 'NOT met'})")
+    lines = [f"**Decode deep in the context** (llama-bench's -d: tg{a.tg_depth} after a prompt of D tokens): ours "
+             "with the F16 KV cache, llama.cpp (llama-cpp-python) with flash attention and its F16 cache; "
+             f"{a.threads} threads, median of {a.reps}.", "", *[f"    {c}" for c in cmds], "",
+             "| file | engine | depth | tg t/s (min-max) | vs llama.cpp | KV MB read per step |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['file']} | {r['engine']} | {r['depth']} | {f(r['tg_tps'], '.1f')} "
+                     f"({f(r['tg_min'], '.1f')}-{f(r['tg_max'], '.1f')}) | {f(r['tg_ratio'], '.2f')}x "
+                     f"| {r['kv_mb']:.1f} |")
+    if checks:
+        lines += ["", f"Target tg at depth >= 2048 >= {DEPTH_TARGET}x llama.cpp: " + "; ".join(checks) + "."]
+    return {"section": "depth", "rows": rows, "markdown": "\n".join(lines) + "\n", "commands": cmds}
+
+
 # ---- plot ------------------------------------------------------------------------------
 def plot(results: list[dict], path: Path) -> None:
     """tg t/s per engine and mode, one panel per section (threshold: one bar group per target)."""
@@ -308,6 +354,9 @@ def plot(results: list[dict], path: Path) -> None:
                     seen.add(b[0])
                     uniq.append(b)
             panels.append(("threshold (SmolLM2 Q4_0)", uniq))
+        elif r["section"] == "depth":
+            panels.append(("tg at depth", [(f"{x['engine']} {x['file'].split('.')[1]} d{x['depth']}", x.get("tg_tps"),
+                                            x["kind"]) for x in r["rows"] if x["depth"]]))
         else:
             panels.append((r["section"], [(f"{x['engine']} {x['file'].split('.')[1]}" if r["section"] == "smollm2"
                                            else x["engine"], x.get("tg_tps"), x["kind"]) for x in r["rows"]]))
@@ -346,6 +395,10 @@ def main() -> int:
     ap.add_argument("--calib-tokens", type=int, default=2048)
     ap.add_argument("--eval-text", type=Path, default=Path("/usr/share/common-licenses/Apache-2.0"))
     ap.add_argument("--ppl-ctx", type=int, default=512)
+    ap.add_argument("--depths", default="0,2048,4096", help="depth: cache depths (SmolLM2 also 8192)")
+    ap.add_argument("--depth-shapes", default="1b", help="depth: synthetic shapes too (1b, 7b; empty: none)")
+    ap.add_argument("--smollm2-depth", type=int, default=8192, help="depth: one more depth for SmolLM2 (0: none)")
+    ap.add_argument("--tg-depth", type=int, default=64, help="depth: generated tokens")
     ap.add_argument("--ppl-chunks", type=int, default=None, help="threshold: at most this many perplexity windows")
     a = ap.parse_args()
     sections = [s.strip() for s in a.sections.split(",") if s.strip()]
@@ -362,10 +415,19 @@ def main() -> int:
     except ValueError:
         print(f"error: --targets: not a list of numbers: {a.targets}", file=sys.stderr)
         return 1
+    try:
+        a.depths = [int(x) for x in a.depths.split(",") if x.strip()]
+    except ValueError:
+        print(f"error: --depths: not a list of token counts: {a.depths}", file=sys.stderr)
+        return 1
+    a.depth_shapes = [x.strip() for x in a.depth_shapes.split(",") if x.strip()]
+    if any(x not in ("1b", "7b") for x in a.depth_shapes) or any(d < 0 for d in a.depths):
+        print("error: --depth-shapes takes 1b, 7b; --depths counts >= 0", file=sys.stderr)
+        return 1
     if not all(0 < t < 1 for t in a.targets):
         print("error: --targets must lie in (0, 1)", file=sys.stderr)
         return 1
-    needs = [(a.model, "run `make model`")] * bool({"smollm2", "threshold"} & set(sections))
+    needs = [(a.model, "run `make model`")] * bool({"smollm2", "threshold", "depth"} & set(sections))
     needs += [(a.calib_text, "pass --calib-text"), (a.eval_text, "pass --eval-text")] * ("threshold" in sections)
     for p, hint in needs:
         if not p.is_file():
@@ -374,7 +436,8 @@ def main() -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "scripts/bench_all.py", *sys.argv[1:]])
     run = {"sparse7b": lambda: section_sparse("7b", a, a.out), "sparse1b": lambda: section_sparse("1b", a, a.out),
-           "threshold": lambda: section_threshold(a, a.out), "smollm2": lambda: section_smollm2(a, a.out), "dense0": lambda: section_dense0(a, a.out)}
+           "threshold": lambda: section_threshold(a, a.out), "smollm2": lambda: section_smollm2(a, a.out), "dense0": lambda: section_dense0(a, a.out),
+           "depth": lambda: section_depth(a, a.out)}
     results, t_start = [], time.monotonic()
     try:
         for i, name in enumerate(sections):

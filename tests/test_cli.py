@@ -146,6 +146,25 @@ def test_bench_against_llama_cpp(tiny_path, tmp_path, llama_cpp):
     assert data["engines"][1]["tests"]["tg4"]["ratio_vs_llama_cpp"] > 0
 
 
+@pytest.mark.llamacpp
+def test_bench_at_depth(tiny_path, tmp_path, llama_cpp):
+    """--depth: pp/tg after a prompt of D tokens, for both engines, named as llama-bench's -d."""
+    js = tmp_path / "b.json"
+    r = ok(run("bench", tiny_path, "--threads", "1", "--reps", "2", "--pp", "8", "--tg", "4", "--depth", "0,40",
+               "--cache-type", "f32", "--json", js))
+    assert "tg4 @ d40" in r.stdout and "pp8 @ d40" in r.stdout and "at d40 a decode step reads" in r.stdout and "flash attention on" in r.stdout
+    data = json.loads(js.read_text())
+    assert data["config"]["depths"] == [0, 40] and data["config"]["cache_type"] == "f32"
+    for e in data["engines"]:
+        assert set(e["tests"]) == {"pp8", "tg4", "pp8 @ d40", "tg4 @ d40"}
+        assert e["tests"]["tg4 @ d40"]["depth"] == 40 and len(e["tests"]["tg4 @ d40"]["tps"]) == 2
+    ours = data["engines"][1]
+    assert ours["tests"]["tg4 @ d40"]["kv_bytes_read_per_token"] == 40 * data["config"]["kv_bytes_per_token"]
+    assert ours["tests"]["tg4 @ d40"]["ratio_vs_llama_cpp"] > 0
+    r = run("bench", tiny_path, "--no-llama", "--depth", "0,-5")
+    assert r.returncode != 0 and r.stderr.startswith("error: ")
+
+
 @pytest.mark.real
 def test_smollm2_chat_and_inspect(smollm2_path):
     # (plain "What is the capital of France?" is a near-tie: llama.cpp's greedy answer starts "L'Étoile")

@@ -29,12 +29,12 @@ def random_tokens(n: int, seed: int = 0) -> list[int]:
 
 
 def engine_all(path, tokens, n_batch=512, threads=2) -> np.ndarray:
-    with Model(path, threads=threads, n_ctx=256, n_batch=n_batch) as m:
+    with Model(path, cache_type="f32", threads=threads, n_ctx=256, n_batch=n_batch) as m:
         return m.eval_all(tokens)
 
 
 def engine_one_by_one(path, tokens, threads=2) -> np.ndarray:
-    with Model(path, threads=threads, n_ctx=256) as m:
+    with Model(path, cache_type="f32", threads=threads, n_ctx=256) as m:
         rows = []
         for t in tokens:
             m.eval([t])
@@ -69,7 +69,7 @@ def test_f32_single_thread_and_last_logits(tmp_path):
     ref = reference_logits(model, tokens)
     assert rel_err(engine_all(path, tokens, threads=1), ref) <= REL_TOL
     # eval() without all-logits computes only the last position
-    with Model(path, threads=2, n_ctx=64, n_batch=8) as m:
+    with Model(path, cache_type="f32", threads=2, n_ctx=64, n_batch=8) as m:
         m.eval(tokens[:20])
         assert rel_err(m.logits(), ref[19]) <= REL_TOL
         m.eval(tokens[20:])
@@ -88,7 +88,7 @@ def test_truncate_then_continue_matches_fresh(tmp_path):
     path = write_gguf(model, tmp_path / "m.gguf")
     a, b = random_tokens(30, seed=3), random_tokens(12, seed=4)
     ref = reference_logits(model, a[:18] + b)
-    with Model(path, threads=2, n_ctx=64, n_batch=16) as m:
+    with Model(path, cache_type="f32", threads=2, n_ctx=64, n_batch=16) as m:
         m.eval(a)
         m.truncate(18)
         out = m.eval_all(b)
@@ -110,7 +110,7 @@ def test_f32_prosparse_activations_and_scales(tmp_path, activation):
     print(f"{activation}: rel err {rel_err(out, ref):.2e}")
     assert rel_err(out, ref) <= REL_TOL
     assert rel_err(single, ref[:10]) <= REL_TOL
-    with Model(path, threads=2, n_ctx=64) as m:
+    with Model(path, cache_type="f32", threads=2, n_ctx=64) as m:
         assert m.info.arch == "prosparse" and m.info.activation == activation
 
 
@@ -147,7 +147,7 @@ def test_dense_mode_counts_measured_sparsity(tmp_path, activation):
     path = write_gguf(model, tmp_path / "m.gguf", arch="prosparse", activation=activation, threshold=thr)
     tokens = random_tokens(40, seed=7)
     want = _count_active(model, tokens, activation, thr)
-    with Model(path, threads=2, n_ctx=64, n_batch=16) as m:
+    with Model(path, cache_type="f32", threads=2, n_ctx=64, n_batch=16) as m:
         m.eval(tokens)
         st = m.stats()
     got = [layer["neurons_active"] for layer in st["layers"]]
@@ -182,7 +182,7 @@ def test_quantized_vs_dequantized_reference(tmp_path, wtype, min_top1, max_err):
     assert agree.mean() >= min_top1
     assert agree[clear].all()
     assert err <= max_err
-    with Model(path, threads=2, n_ctx=16) as m:
+    with Model(path, cache_type="f32", threads=2, n_ctx=16) as m:
         assert m.info.weight_type == int(WEIGHT_TYPES[wtype])
 
 
@@ -192,7 +192,7 @@ def test_modes_the_file_cannot_run_are_refused(tmp_path):
     threshold say what is missing (tests/test_sparse.py covers the modes)."""
     model = make_hf_llama(seed=11)
     path = write_gguf(model, tmp_path / "m.gguf", arch="prosparse", activation="relu")
-    with Model(path, threads=1, n_ctx=32) as m:
+    with Model(path, cache_type="f32", threads=1, n_ctx=32) as m:
         for mode, why in (("predict", "predictor"), ("threshold", "cut-offs")):
             with pytest.raises(ProSparseError, match=why):
                 m.set_mode(mode)
@@ -200,14 +200,14 @@ def test_modes_the_file_cannot_run_are_refused(tmp_path):
         m.set_mode("sparse")
         assert m.mode == "sparse"
     with pytest.raises(ProSparseError, match="predictor"):
-        Model(path, threads=1, n_ctx=32, mode="predict")
+        Model(path, cache_type="f32", threads=1, n_ctx=32, mode="predict")
 
 
 @pytest.mark.asan
 def test_bad_eval_arguments(tmp_path):
     model = make_hf_llama(seed=12)
     path = write_gguf(model, tmp_path / "m.gguf")
-    with Model(path, threads=1, n_ctx=8) as m:
+    with Model(path, cache_type="f32", threads=1, n_ctx=8) as m:
         with pytest.raises(ProSparseError, match="outside"):
             m.eval([1, N_VOCAB])
         with pytest.raises(ProSparseError, match="outside"):
@@ -248,7 +248,7 @@ def test_long_context_attention(tmp_path):
     path = write_gguf(model, tmp_path / "m.gguf")
     tokens = random_tokens(301, seed=10)
     ref = reference_logits(model, tokens)
-    with Model(path, threads=2, n_ctx=512, n_batch=128) as m:
+    with Model(path, cache_type="f32", threads=2, n_ctx=512, n_batch=128) as m:
         out = m.eval_all(tokens[:290])
         rows = [out]
         for t in tokens[290:]:

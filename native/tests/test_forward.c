@@ -57,6 +57,7 @@ static float *run(const char *gguf, const reference *r, int mode) {
     if (!m) return fprintf(stderr, "%s: %s\n", gguf, ps_last_error()), NULL;
     ps_session_params p = ps_session_default_params();
     p.n_threads = 2, p.n_ctx = 64, p.n_batch = 5, p.mode = mode; /* several batches, the last partial */
+    p.cache_type = PS_CACHE_F32;                                   /* exact, as the reference */
     ps_session *s = ps_session_new(m, &p);
     float *out = malloc(sizeof(float) * (size_t)r->n_tok * (size_t)r->n_vocab);
     if (!s || ps_session_eval(s, r->tokens, r->n_tok, out) != PS_OK) {

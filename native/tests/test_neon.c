@@ -190,39 +190,6 @@ TEST(test_vector_ops_bits) {
     free(x);
 }
 
-/* Attention: scores and values the scalar bits (head sizes across the
- * vector widths), softmax within float rounding of float64. */
-TEST(test_attention) {
-    static const int hds[] = {4, 8, 12, 64, 80, 19};
-    for (int hi = 0; hi < 6; hi++)
-        for (int64_t n = 1; n <= 41; n += 20) {
-            const int hd = hds[hi];
-            const int64_t stride = hd + 5;
-            float *q = random_floats(hd), *k = random_floats(n * stride), *v = random_floats(n * stride);
-            float att_s[64], att_n[64], out_s[80], out_n[80];
-            const float mx = ps_attn_scores_scalar(q, k, stride, n, hd, 0.125f, att_s);
-            FOR_NEON(level, ops) {
-                const float mxn = ops->attn_scores(q, k, stride, n, hd, 0.125f, att_n);
-                CHECK(mx == mxn && memcmp(att_s, att_n, sizeof(float) * n) == 0);
-                memcpy(att_n, att_s, sizeof(float) * n);
-                const float sum = ops->attn_softmax(att_n, n, mx);
-                double ref = 0;
-                int bad = 0;
-                for (int64_t j = 0; j < n; j++) {
-                    const double e = exp((double)att_s[j] - mx);
-                    ref += e;
-                    bad += !(fabs(att_n[j] - e) <= 3e-7 * e);
-                }
-                CHECK(bad == 0 && fabs(sum - ref) <= 1e-6 * ref);
-                ps_attn_values_scalar(att_n, 1.0f / sum, v, stride, n, hd, out_s);
-                ops->attn_values(att_n, 1.0f / sum, v, stride, n, hd, out_n);
-                CHECK(memcmp(out_s, out_n, sizeof(float) * hd) == 0);
-            }
-            free(q), free(k), free(v);
-        }
-    ps_simd_set(ps_simd_supported());
-}
-
 /* SwiGLU within float rounding of float64, with and without u. */
 TEST(test_silu) {
     enum { N = 1001 };
@@ -251,7 +218,6 @@ int main(void) {
     RUN(test_gemm_bits);
     RUN(test_dequant_axpy_bits);
     RUN(test_vector_ops_bits);
-    RUN(test_attention);
     RUN(test_silu);
     return CHECK_DONE();
 }

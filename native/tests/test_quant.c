@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention.h"
 #include "check.h"
 #include "compute.h"
 #include "prosparse.h"
@@ -579,8 +580,8 @@ TEST(test_tables_complete) {
     for (int level = 0; level < PS_SIMD_COUNT; level++) {
         const ps_level_ops *o = ps_level_ops_at(level);
         if (!o) continue;
-        CHECK(o->level == level && o->quantize_q8a && o->gemm_acc && o->silu_mul && o->attn_scores &&
-              o->attn_softmax && o->attn_values && o->attn_head_multiple >= 1);
+        CHECK(o->level == level && o->quantize_q8a && o->gemm_acc && o->silu_mul && o->attn &&
+              o->attn->chunk[0] && o->attn->chunk[1] && o->attn->chunk[2] && o->attn->head_multiple >= 1);
     }
 }
 

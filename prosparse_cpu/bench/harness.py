@@ -3,6 +3,9 @@ next to llama.cpp.
 
 - pp N: one prompt of N tokens from an empty cache (one batched eval);
 - tg N: N single-token evals from an empty cache (no sampling, as llama-bench);
+- at depth D (llama-bench's -d), "pp N @ dD" / "tg N @ dD": the same after a
+  prompt of D other tokens, evaluated once per engine and cut back to D
+  before every repetition (untimed);
 - the same random token ids and the same thread count for every engine;
 - a warm-up round first, then `reps` repetitions in which the engines take
   turns (interleaved), so drift in machine load hits all of them alike;
@@ -45,17 +48,17 @@ class Series:
                 "stdev": statistics.stdev(t) if len(t) > 1 else 0.0, "n": len(t)}
 
 
-def time_pp(engine, ids: np.ndarray) -> tuple[float, float]:
-    """(wall, cpu) seconds of one prompt of len(ids) tokens from an empty cache."""
-    engine.reset()
+def time_pp(engine, ids: np.ndarray, prefix=()) -> tuple[float, float]:
+    """(wall, cpu) seconds of one prompt of len(ids) tokens after the prefix (none: an empty cache)."""
+    engine.start(prefix)
     c0, t0 = time.process_time(), time.perf_counter()
     engine.decode(ids)
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-def time_tg(engine, ids: np.ndarray) -> tuple[float, float]:
-    """(wall, cpu) seconds of len(ids) single-token decodes from an empty cache."""
-    engine.reset()
+def time_tg(engine, ids: np.ndarray, prefix=()) -> tuple[float, float]:
+    """(wall, cpu) seconds of len(ids) single-token decodes after the prefix (none: an empty cache)."""
+    engine.start(prefix)
     c0, t0 = time.process_time(), time.perf_counter()
     for i in range(len(ids)):
         engine.decode(ids[i:i + 1])
@@ -69,20 +72,23 @@ def default_modes(model) -> list[str]:
 
 def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: int = 5, n_pp: int = 512,
               n_tg: int = 128, modes: list[str] | None = None, llama: bool = True, seed: int = 1234,
-              measure_bandwidth: bool = True, log=None) -> dict:
-    """Measure and return everything as one JSON-ready dict (see report.write_json)."""
+              measure_bandwidth: bool = True, log=None, depths: list[int] | None = None,
+              cache_type: str = "f16", llama_flash_attn: bool = True) -> dict:
+    """Measure and return everything as one JSON-ready dict (see report.write_json).
+    depths: the cache depths to measure at (default [0]); cache_type: our KV cache's."""
     from rich.console import Console
 
     from ..model import Model
 
     console = Console(stderr=True)
     say = log or (lambda msg: console.print(msg, highlight=False, soft_wrap=True))
-    n_ctx = n_pp + n_tg + 8
+    depths = sorted(set(int(d) for d in (depths or [0])))
+    n_ctx = max(depths) + n_pp + n_tg + 8
     n_batch = max(n_pp, 1)
     load_before = os.getloadavg()
     others_before = sample_others()
 
-    model = Model(path, threads=threads, n_ctx=n_ctx, n_batch=min(n_batch, 512))
+    model = Model(path, threads=threads, n_ctx=n_ctx, n_batch=min(n_batch, 512), cache_type=cache_type)
     engines: list = []
     try:
         explicit = modes is not None
@@ -104,15 +110,22 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
                 try:
                     # n_batch bounds one llama_decode call; llama.cpp splits it into micro-batches of
                     # 512 (n_ubatch), as our engine splits a long prompt into batches of 512
-                    engines.insert(0, LlamaCppEngine(baseline or path, threads, n_ctx, max(n_batch, 512)))
+                    engines.insert(0, LlamaCppEngine(baseline or path, threads, n_ctx, max(n_batch, 512),
+                                                      flash_attn=llama_flash_attn))
                 except ProSparseError as e:
                     say(f"{e}; measuring ours alone (give a --baseline file llama.cpp can run)")
         n_vocab = min(e.n_vocab for e in engines)
         rng = np.random.default_rng(seed)
         pp_ids = rng.integers(0, n_vocab, size=n_pp, dtype=np.int32)
         tg_ids = rng.integers(0, n_vocab, size=n_tg, dtype=np.int32)
-        tests = [(f"pp{n_pp}", time_pp, pp_ids)] * (n_pp > 0) + [(f"tg{n_tg}", time_tg, tg_ids)] * (n_tg > 0)
-        series = {(e.name, t): Series(len(ids)) for e in engines for t, _, ids in tests}
+        depth_ids = rng.integers(0, n_vocab, size=max(depths), dtype=np.int32)
+        tests = []  # (name, fn, ids, prefix); depth 0 keeps llama-bench's plain names
+        for d in depths:
+            at = f" @ d{d}" if d else ""
+            prefix = depth_ids[:d]
+            tests += [(f"pp{n_pp}{at}", time_pp, pp_ids, prefix)] * (n_pp > 0)
+            tests += [(f"tg{n_tg}{at}", time_tg, tg_ids, prefix)] * (n_tg > 0)
+        series = {(e.name, t): Series(len(ids)) for e in engines for t, _, ids, _ in tests}
         counters: dict[str, list] = {e.name: [] for e in engines}
         bw_samples: list[float] = []  # GB/s, one after each round of repetitions
         weights_bw: list[float] = []  # the same over our model's own weight copies
@@ -122,16 +135,16 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
         others_rounds: list[float | None] = []  # others' CPU share in each round of repetitions
         with _progress(console, len(engines) * len(tests) * (reps + 1)) as step:
             for e in engines:  # warm-up: one full prompt and a few decodes each, not recorded
-                for t, fn, ids in tests:
-                    fn(e, ids if fn is time_pp else ids[:8])
+                for t, fn, ids, prefix in tests:
+                    fn(e, ids if fn is time_pp else ids[:8], prefix)
                     step(f"warm-up {e.name} {t}")
             for r in range(reps):
-                for t, fn, ids in tests:
+                for t, fn, ids, prefix in tests:
                     for e in (engines if r % 2 == 0 else engines[::-1]):  # alternate who goes first
-                        wall, cpu = fn(e, ids)
+                        wall, cpu = fn(e, ids, prefix)
                         series[(e.name, t)].seconds.append(wall)
                         series[(e.name, t)].cpu_seconds.append(cpu)
-                        if fn is time_tg:
+                        if fn is time_tg and len(prefix) == 0:  # (at depth the counters include the prompt)
                             c = e.counters()
                             if c is not None:
                                 counters[e.name].append(c)
@@ -174,7 +187,10 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
 
     result = {
         "config": {"model": os.path.abspath(path), "baseline": os.path.abspath(baseline or path), "threads": threads,
-                   "reps": reps, "n_pp": n_pp, "n_tg": n_tg, "n_ctx": n_ctx, "token_seed": seed},
+                   "reps": reps, "n_pp": n_pp, "n_tg": n_tg, "n_ctx": n_ctx, "token_seed": seed,
+                   "depths": depths, "cache_type": cache_type,
+                   "kv_bytes_per_token": model.info.kv_bytes_per_token(cache_type),
+                   "llama_cpp": {"flash_attn": llama_flash_attn, "cache_type": "f16"}},
         "machine": machine_info() | {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                                      "read_bandwidth_gb_s": bandwidth, "read_bandwidth_samples_gb_s": bw_samples,
                                      "weights_read_bandwidth_gb_s": weights_bandwidth,
@@ -185,10 +201,10 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
     result["machine"] |= busy_verdict(others_before, others_during) | {"others_cpu_share_rounds": others_rounds}
     for e in engines:
         entry = {"name": e.name, "kind": e.kind, "mode": e.mode, "file": os.path.abspath(e.path), "tests": {}}
-        for t, _, _ in tests:
+        for t, _, _, prefix in tests:
             s = series[(e.name, t)]
-            entry["tests"][t] = {"n_tokens": s.n_tokens, "seconds": s.seconds, "cpu_seconds": s.cpu_seconds,
-                                 "tps": s.tps} | s.summary()
+            entry["tests"][t] = {"n_tokens": s.n_tokens, "depth": len(prefix), "seconds": s.seconds,
+                                 "cpu_seconds": s.cpu_seconds, "tps": s.tps} | s.summary()
         if counters[e.name]:
             entry["counters"] = counters[e.name][-1]  # counters of the last tg run
         try:
@@ -196,6 +212,9 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
         except ProSparseError:
             bpt = None
         entry["weight_bytes_per_token"] = bpt
+        kv_type = cache_type if e.kind == "prosparse" else "f16"
+        for t, st in entry["tests"].items():  # the cache a decode step reads at its depth
+            st["kv_bytes_read_per_token"] = model.info.kv_bytes_per_token(kv_type) * st["depth"]
         for t, s in entry["tests"].items():
             if t.startswith("tg") and bpt and s.get("median"):
                 s["implied_gb_per_s"] = bpt * s["median"] / 1e9

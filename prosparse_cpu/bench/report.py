@@ -48,6 +48,14 @@ def print_table(result: dict, file=None) -> None:
                           f"{s['bound_tps']:.1f}" if tg and s.get("bound_tps") else "-",
                           _fmt_pct(s.get("share_of_bandwidth")) if tg else "-")
     console.print(table)
+    if cfg.get("kv_bytes_per_token"):
+        deep = [d for d in cfg.get("depths", [0]) if d]
+        console.print(f"KV cache ({cfg.get('cache_type', 'f16')}): {cfg['kv_bytes_per_token']} bytes per token"
+                      + "".join(f"; at d{d} a decode step reads {cfg['kv_bytes_per_token'] * d / 1e6:.1f} MB of it"
+                                for d in deep)
+                      + ("; llama.cpp: F16 cache, flash attention "
+                         + ("on" if cfg.get("llama_cpp", {}).get("flash_attn", True) else "off") if deep else ""),
+                      highlight=False)
     la, lb = mach.get("loadavg_before"), mach.get("loadavg_after")
     console.print("MB/token: weight bytes a decode step reads (KV cache not counted); GB/s: that times tg t/s"
                   + (f"; bound t/s: read bandwidth / MB per token ({bandwidth_note(result)}); of bound: t/s / bound t/s"

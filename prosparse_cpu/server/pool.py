@@ -39,6 +39,7 @@ class Slot(Model):
         self.path, self._lib, self.info = base.path, base._lib, base.info
         self._model = base._model
         self._piece_cache = base._piece_cache
+        self.cache_type = base.cache_type
         self._open_session(threads, n_ctx, base.n_batch, parse_mode(mode))
 
     def close(self) -> None:
@@ -71,9 +72,9 @@ class Pool:
 
     @classmethod
     def open(cls, path: str, parallel: int = 1, threads: int = 2, n_ctx: int = 2048, mode: str = "dense",
-             copy_weights: bool = True) -> "Pool":
+             copy_weights: bool = True, cache_type: str = "f16") -> "Pool":
         per = max(1, int(threads) // int(parallel))
-        model = Model(path, threads=per, n_ctx=n_ctx, mode=mode, copy_weights=copy_weights)
+        model = Model(path, threads=per, n_ctx=n_ctx, mode=mode, copy_weights=copy_weights, cache_type=cache_type)
         slots: list[Model] = [model]
         try:
             for _ in range(int(parallel) - 1):

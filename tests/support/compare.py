@@ -21,11 +21,11 @@ def engine():
     return Model, ProSparseError
 
 
-def open_engine(path, threads=2, n_ctx=256):
-    """Our engine on path, or skip while the native library is not built."""
+def open_engine(path, threads=2, n_ctx=256, cache_type="f32"):
+    """Our engine on path (F32 KV cache: compared with float references), or skip while the native library is not built."""
     Model, ProSparseError = engine()
     try:
-        return Model(str(path), threads=threads, n_ctx=n_ctx)
+        return Model(str(path), threads=threads, n_ctx=n_ctx, cache_type=cache_type)
     except ProSparseError as e:
         if "cannot load native library" in str(e):
             pytest.skip(f"engine not built: {e}")
