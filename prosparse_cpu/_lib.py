@@ -86,6 +86,8 @@ class ps_model_info(Structure):
         ("weight_type", c_int32),
         ("n_params", c_int64),
         ("file_size", c_int64),
+        ("powerinfer", c_int32),
+        ("predictor_threshold", c_float),
     ]
 
 
@@ -95,6 +97,7 @@ class ps_session_params(Structure):
         ("n_ctx", c_int32),
         ("n_batch", c_int32),
         ("mode", c_int32),
+        ("activation_threshold", c_float),
     ]
 
 

@@ -37,6 +37,7 @@ class Slot(Model):
         self._session = None
         self._base = base
         self.path, self._lib, self.info = base.path, base._lib, base.info
+        self.activation_threshold = base.activation_threshold
         self._model = base._model
         self._piece_cache = base._piece_cache
         self._open_session(threads, n_ctx, base.n_batch, parse_mode(mode))
