@@ -31,6 +31,9 @@ mode_opt = click.option("--mode", "-m", type=click.Choice(MODE_CHOICES), default
                         help="Engine mode.")
 ctx_opt = click.option("--ctx", "n_ctx", type=click.IntRange(min=16), default=2048, show_default=True,
                        help="KV cache length in tokens.")
+thr_opt = click.option("--activation-threshold", "act_thr", type=click.FloatRange(min=0.0), default=0.0,
+                       metavar="T", help="Run a ReLU model as FATReLU T: gate values below T count as zero "
+                                         "(every mode; 0 keeps the file's activation).")
 map_opt = click.option("--map-only", is_flag=True,
                        help="Run from the file's mapping, without the load-time weight copies "
                             "(less memory the OS cannot reclaim; slower).")
@@ -64,12 +67,15 @@ def cli():
 @threads_opt
 @ctx_opt
 @map_opt
+@thr_opt
 @_sampling(0.8, 0.95)
-def generate(model, prompt, n, mode, threads, n_ctx, map_only, temp, top_k, top_p, seed):
+def generate(model, prompt, n, mode, threads, n_ctx, map_only, act_thr, temp, top_k, top_p, seed):
     """Continue a prompt, streaming the text to stdout (speed on stderr)."""
     from .model import Model
 
-    with Model(model, threads=threads, n_ctx=n_ctx, mode=mode, copy_weights=not map_only) as m:
+    _gpu_split_note(model)
+    with Model(model, threads=threads, n_ctx=n_ctx, mode=mode, copy_weights=not map_only,
+               activation_threshold=act_thr) as m:
         out = sys.stdout
         out.write(prompt)
         out.flush()
@@ -79,6 +85,14 @@ def generate(model, prompt, n, mode, threads, n_ctx, map_only, temp, top_k, top_
         out.write("\n")
         out.flush()
         _print_speed(m.last_generation)
+
+
+def _gpu_split_note(model: str) -> None:
+    from .pwri import gpu_split_files
+
+    for p in gpu_split_files(model):
+        click.echo(f"note: {os.path.basename(p)} (PowerInfer's GPU neuron split) is not used on a CPU; ignored",
+                   err=True)
 
 
 def _print_speed(g) -> None:
@@ -100,12 +114,15 @@ def _print_speed(g) -> None:
 @threads_opt
 @ctx_opt
 @map_opt
+@thr_opt
 @_sampling(0.2, 0.9)
-def chat(model, question, system, n, verbose, mode, threads, n_ctx, map_only, temp, top_k, top_p, seed):
+def chat(model, question, system, n, verbose, mode, threads, n_ctx, map_only, act_thr, temp, top_k, top_p, seed):
     """Chat with a model (its chat template); /reset clears, /quit or EOF exits."""
     from .model import Model
 
-    with Model(model, threads=threads, n_ctx=n_ctx, mode=mode, copy_weights=not map_only) as m:
+    _gpu_split_note(model)
+    with Model(model, threads=threads, n_ctx=n_ctx, mode=mode, copy_weights=not map_only,
+               activation_threshold=act_thr) as m:
         session = _ChatSession(m, system, dict(max_tokens=n, temperature=temp, top_k=top_k, top_p=top_p,
                                                seed=seed))
         if question is not None:
@@ -205,6 +222,7 @@ def inspect(model, no_engine):
     """Show a GGUF file's architecture, hyper-parameters, tensors, keys and tokenizer."""
     from .gguf_info import describe
 
+    _gpu_split_note(model)
     report = describe(model)
     engine_line = None
     if not no_engine:
@@ -213,10 +231,12 @@ def inspect(model, no_engine):
         with Model(model, threads=1, n_ctx=16) as m:  # validates every tensor's type, shape and bounds
             i = m.info
             params = f"{i.n_params / 1e6:.1f} M" if i.n_params >= 1e6 else f"{i.n_params / 1e3:.1f} K"
-            engine_line = (f"  loads: yes; {params} parameters, bulk type {i.weight_type_name}, "
+            engine_line = (("  PowerInfer file (PWRI), read as it is\n" if i.powerinfer else "")
+                           + f"  loads: yes; {params} parameters, bulk type {i.weight_type_name}, "
                            f"activation {i.activation}"
                            + (f" (threshold {i.activation_threshold:g})" if i.activation == "fatrelu" else "")
-                           + (f", predictor rank {i.predictor_rank}" if i.has_predictor else "")
+                           + (f", predictor rank {i.predictor_rank} (logit cut {i.predictor_threshold:g})"
+                              if i.has_predictor else "")
                            + (", tied output" if i.tied_output else ""))
     for section, lines in report.items():
         click.echo(f"{section}:")
@@ -237,7 +257,8 @@ def inspect(model, no_engine):
 @click.option("--chunks", type=click.IntRange(min=1), default=None, help="Score at most this many windows.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the result here.")
-def perplexity(model, text_file, mode, threads, n_ctx, chunks, json_out):
+@thr_opt
+def perplexity(model, text_file, mode, threads, n_ctx, chunks, json_out, act_thr):
     """Perplexity of a text file (llama-perplexity's convention: non-overlapping windows)."""
     import dataclasses
     import json
@@ -254,7 +275,8 @@ def perplexity(model, text_file, mode, threads, n_ctx, chunks, json_out):
         raise ProSparseError(f"{text_file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if json_out and not os.path.isdir(os.path.dirname(os.path.abspath(json_out))):
         raise click.BadParameter(f"{json_out}: its folder does not exist", param_hint="--json")
-    with Model(model, threads=threads, n_ctx=n_ctx, mode=mode, n_batch=min(n_ctx, 512)) as m:
+    with Model(model, threads=threads, n_ctx=n_ctx, mode=mode, n_batch=min(n_ctx, 512),
+               activation_threshold=act_thr) as m:
         with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
             task = bar.add_task("perplexity", total=None)
             res = run_ppl(m, text, n_ctx=n_ctx, max_windows=chunks,
@@ -286,7 +308,8 @@ def perplexity(model, text_file, mode, threads, n_ctx, chunks, json_out):
               help="Write every raw timing and the machine's description here.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write a PNG plot here.")
-def bench(model, baseline, threads, reps, pp, tg, modes, no_llama, json_out, plot_out):
+@thr_opt
+def bench(model, baseline, threads, reps, pp, tg, modes, no_llama, json_out, plot_out, act_thr):
     """llama-bench style pp/tg throughput: our modes vs llama.cpp, interleaved."""
     from . import bench as b
 
@@ -303,7 +326,7 @@ def bench(model, baseline, threads, reps, pp, tg, modes, no_llama, json_out, plo
         if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
             raise click.BadParameter(f"{out}: its folder does not exist")
     result = b.run_bench(model, baseline=baseline, threads=threads, reps=reps, n_pp=pp, n_tg=tg,
-                         modes=mode_list, llama=not no_llama)
+                         modes=mode_list, llama=not no_llama, activation_threshold=act_thr)
     b.print_table(result)
     if json_out:
         b.write_json(result, json_out)

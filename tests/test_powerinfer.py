@@ -184,3 +184,25 @@ def test_powerinfer_tokens_or_near_ties(kind, greedy):
             gap = abs(r[want] - r[ours])
             assert gap <= err, f"step {step}: ours {ours}, PowerInfer {want}, float64 gap {gap:.4f} > error {err:.4f}"
     assert ties <= 3
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "predict"])
+def test_activation_threshold_is_fatrelu(mode, ids):
+    """activation_threshold t runs the ReLU file as FATReLU t in every mode: the float64 forward with
+    fatrelu_t, and more sparsity than plain ReLU."""
+    import dataclasses
+
+    from prosparse_cpu.convert.reference import GGUFModel, Reference
+    t = 0.05
+    g = GGUFModel(path("f32"))
+    ref_m = Reference(dataclasses.replace(g.spec(), activation="fatrelu", threshold=t), g.w, g.t)
+    ref = ref_m.logits(ref_m.hidden([ids])[0])
+    m = Model(path("f32"), threads=2, n_ctx=256, mode=mode, activation_threshold=t)
+    got = one_by_one(m, ids)
+    sparsity = m.stats()["sparsity"]
+    m.close()
+    relu = Model(path("f32"), threads=2, n_ctx=256, mode=mode)
+    one_by_one(relu, ids)
+    assert sparsity > relu.stats()["sparsity"] + 0.005
+    relu.close()
+    assert rel(got, ref) <= (1e-4 if mode != "predict" else 1e-3)

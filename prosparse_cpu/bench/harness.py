@@ -69,7 +69,7 @@ def default_modes(model) -> list[str]:
 
 def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: int = 5, n_pp: int = 512,
               n_tg: int = 128, modes: list[str] | None = None, llama: bool = True, seed: int = 1234,
-              measure_bandwidth: bool = True, log=None) -> dict:
+              measure_bandwidth: bool = True, log=None, activation_threshold: float = 0.0) -> dict:
     """Measure and return everything as one JSON-ready dict (see report.write_json)."""
     from rich.console import Console
 
@@ -82,7 +82,8 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
     load_before = os.getloadavg()
     others_before = sample_others()
 
-    model = Model(path, threads=threads, n_ctx=n_ctx, n_batch=min(n_batch, 512))
+    model = Model(path, threads=threads, n_ctx=n_ctx, n_batch=min(n_batch, 512),
+                  activation_threshold=activation_threshold)
     engines: list = []
     try:
         explicit = modes is not None

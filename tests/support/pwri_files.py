@@ -1,0 +1,58 @@
+"""PWRI files for the tests, rewritten from one of PowerInfer's fixtures: gguf-py
+writes a GGUF, then its magic becomes PowerInfer's "PWRI" (as PowerInfer's own
+tools do). Keys keep their value types; tensors keep their bytes unless a
+test replaces them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from prosparse_cpu.pwri import open_gguf
+
+
+def set_magic(path, magic: bytes = b"PWRI") -> None:
+    with open(path, "r+b") as f:
+        f.write(magic)
+
+
+def rewrite_pwri(src, dst, *, arch: str | None = None, drop=(), replace: dict | None = None,
+                 rename: dict | None = None, add: dict | None = None) -> Path:
+    """dst = src with: general.architecture `arch`, tensors in `drop` left out, `replace`d by
+    float32 arrays (numpy order), `rename`d, and float32 tensors `add`ed."""
+    r = open_gguf(src)
+    a = arch or r.get_field("general.architecture").contents()
+    w = gguf.GGUFWriter(str(dst), a)
+    for key, f in r.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        vt = f.types[0]
+        if vt == gguf.GGUFValueType.ARRAY:
+            sub = f.types[-1]
+            val = [bytes(f.parts[i]) for i in f.data] if sub == gguf.GGUFValueType.STRING else f.contents()
+            w.add_key_value(key, val, vt, sub_type=sub)
+        elif vt == gguf.GGUFValueType.STRING:
+            w.add_key_value(key, bytes(f.parts[-1]), vt)
+        else:
+            w.add_key_value(key, f.contents(), vt)
+    replace, rename = replace or {}, rename or {}
+    for t in r.tensors:
+        if t.name in drop:
+            continue
+        name = rename.get(t.name, t.name)
+        if t.name in replace:
+            w.add_tensor(name, np.ascontiguousarray(replace[t.name], dtype=np.float32))
+        else:
+            shape = [int(x) for x in reversed(t.shape.tolist())]
+            w.add_tensor(name, np.asarray(t.data), raw_shape=shape if t.tensor_type in
+                         (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) else None,
+                         raw_dtype=t.tensor_type)
+    for name, arr in (add or {}).items():
+        w.add_tensor(name, np.ascontiguousarray(arr))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    set_magic(dst)
+    return Path(dst)
