@@ -68,7 +68,18 @@ typedef struct cursor {
     const uint8_t *base;
     uint64_t size, pos;
     const char *path;
+    int powerinfer; /* PWRI file: its integer tensor ids (below) are known */
 } cursor;
+
+/* PowerInfer's GPU neuron split (gpu_idx / gpu_bucket) holds integer tensors:
+ * ids 16-18 (I8, I16, I32) in PowerInfer's gguf-py, 24-26 in current ggml's.
+ * The engine never reads them; they are sized here so the file validates. */
+static const ps_type_traits *powerinfer_int_type(uint32_t type) {
+    static const ps_type_traits ints[3] = {{"i8", 1, 1, 0, 0}, {"i16", 1, 2, 0, 0}, {"i32", 1, 4, 0, 0}};
+    if (type >= 16 && type <= 18) return &ints[type - 16];
+    if (type >= 24 && type <= 26) return &ints[type - 24];
+    return NULL;
+}
 
 static uint64_t left(const cursor *c) { return c->size - c->pos; }
 
@@ -290,6 +301,7 @@ static int parse_tensor_info(cursor *c, ps_gguf_tensor *t) {
     if ((rc = rd_u32(c, &type, "tensor type"))) return rc;
     if ((rc = rd_u64(c, &off, "tensor offset"))) return rc;
     const ps_type_traits *tr = type <= INT32_MAX ? ps_type_get((int32_t)type) : NULL;
+    if (!tr && c->powerinfer) tr = powerinfer_int_type(type);
     if (!tr)
         return ps_fail(PS_ERR_UNSUPPORTED, "%s: tensor '%s' has unknown ggml type id %u", c->path,
                        show(t->name, nb, sizeof nb), type);
@@ -330,7 +342,7 @@ static int get_alignment(ps_gguf *g, const char *path) {
 }
 
 static int parse(ps_gguf *g, const char *path) {
-    cursor c = {g->map, g->size, 0, path};
+    cursor c = {g->map, g->size, 0, path, 0};
     g->powerinfer = g->size >= 4 && memcmp(g->map, "PWRI", 4) == 0;
     if (g->size < 4 || (memcmp(g->map, "GGUF", 4) != 0 && !g->powerinfer)) {
         char m[5] = {0};
@@ -341,6 +353,7 @@ static int parse(ps_gguf *g, const char *path) {
         return ps_fail(PS_ERR_FORMAT, "%s: not a GGUF file (magic '%s', expected 'GGUF' or PowerInfer's 'PWRI')", path, m);
     }
     c.pos = 4;
+    c.powerinfer = g->powerinfer;
     int rc;
     if ((rc = rd_u32(&c, &g->version, "version"))) return rc;
     if (g->version == 0x02000000u || g->version == 0x03000000u)

@@ -23,8 +23,14 @@ def is_powerinfer(path) -> bool:
         return False
 
 
+# PowerInfer's gguf-py numbers its integer types (the GPU split's gpu_idx / gpu_bucket
+# tensors) I8 16, I16 17, I32 18; current gguf-py uses 24-26 (16-18 are IQ types there).
+_POWERINFER_INTS = {16: 24, 17: 25, 18: 26}
+
+
 class PWRIReader(gguf.GGUFReader):
-    """GGUFReader over a PWRI file: the magic at offset 0 reads as GGUF's."""
+    """GGUFReader over a PWRI file: the magic at offset 0 reads as GGUF's, and
+    PowerInfer's integer type ids as current ones."""
 
     powerinfer = True
 
@@ -33,6 +39,13 @@ class PWRIReader(gguf.GGUFReader):
         if offset == 0 and np.dtype(dtype) == np.uint32 and count == 1 and int(v[0]) == PWRI_MAGIC:
             return np.array([gguf.GGUF_MAGIC], dtype=np.uint32)
         return v
+
+    def _get_tensor_info_field(self, orig_offs):
+        field = super()._get_tensor_info_field(orig_offs)
+        t = int(field.parts[4][0])
+        if t in _POWERINFER_INTS:
+            field.parts[4] = np.array([_POWERINFER_INTS[t]], dtype=np.uint32)
+        return field
 
 
 def open_gguf(path, mode: str = "r") -> gguf.GGUFReader:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from prosparse_cpu import Model, ProSparseError
-from support.pwri_files import rewrite_pwri
+from support.pwri_files import rewrite_pwri, set_tensor_type, write_gpuidx
 from test_powerinfer import FIXTURES
 
 pytestmark = [pytest.mark.asan,
@@ -79,6 +79,30 @@ def test_gpu_split_file_beside_the_model_is_ignored(tmp_path):
     r = _cli("generate", str(model), "-p", "Once", "-n", "2", "--temp", "0", "--mode", "predict")
     assert r.returncode == 0, r.stderr
     assert "note: m.powerinfer.gguf.generated.gpuidx (PowerInfer's GPU neuron split) is not used" in r.stderr
+
+
+def test_gpuidx_file_as_model(tmp_path):
+    p = write_gpuidx(tmp_path / "m.gpuidx", 2, 352, 40)
+    with pytest.raises(ProSparseError, match="PowerInfer's GPU neuron split"):
+        Model(p, threads=1, n_ctx=32)
+
+
+def test_gpu_split_tensors_in_a_model_are_ignored(tmp_path):
+    """gpu_idx / gpu_bucket tensors (PowerInfer's I32, id 18) inside a model file: ignored."""
+    idx = np.zeros(352, np.int32)
+    idx[:40] = 1
+    p = rewrite_pwri(SRC, tmp_path / "with_split.gguf",
+                     add={"blk.0.gpu_idx": idx, "blk.0.gpu_bucket": np.arange(40, dtype=np.int32)})
+    set_tensor_type(p, "blk.0.gpu_idx", 18)
+    set_tensor_type(p, "blk.0.gpu_bucket", 18)
+    ids = [1, 343, 315, 318, 310]
+    a, b = Model(SRC, threads=1, n_ctx=32, mode="predict"), Model(p, threads=1, n_ctx=32, mode="predict")
+    a.eval(ids)
+    b.eval(ids)
+    assert np.array_equal(a.logits(), b.logits())
+    a.close(), b.close()
+    r = _cli("inspect", str(p))
+    assert r.returncode == 0 and "gpu_idx" in r.stdout and "loads: yes" in r.stdout, r.stderr
 
 
 @pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf")])

@@ -56,3 +56,37 @@ def rewrite_pwri(src, dst, *, arch: str | None = None, drop=(), replace: dict | 
     w.close()
     set_magic(dst)
     return Path(dst)
+
+
+def set_tensor_type(path, name: str, type_id: int) -> None:
+    """Rewrite one tensor's ggml type id in the tensor-info table (e.g. PowerInfer's I32, 18)."""
+    import struct
+    data = bytearray(Path(path).read_bytes())
+    key = struct.pack("<Q", len(name)) + name.encode()
+    at = data.find(key) + len(key)
+    assert at >= len(key), name
+    n_dims = struct.unpack_from("<I", data, at)[0]
+    struct.pack_into("<I", data, at + 4 + 8 * n_dims, type_id)
+    Path(path).write_bytes(bytes(data))
+
+
+def write_gpuidx(path, n_layer: int, n_ff: int, hot: int) -> Path:
+    """A GPU neuron split as PowerInfer's export_split writes it: arch generic.gpu_index, per layer
+    blk.N.gpu_idx (I32 0/1 per neuron) and blk.N.gpu_bucket (I32 neuron ids), PowerInfer's I32 id 18."""
+    w = gguf.GGUFWriter(str(path), "generic.gpu_index")
+    for L in range(n_layer):
+        idx = np.zeros(n_ff, np.int32)
+        idx[:hot] = 1
+        w.add_tensor(f"blk.{L}.gpu_idx", idx)
+        w.add_tensor(f"blk.{L}.gpu_bucket", np.arange(hot, dtype=np.int32))
+    w.add_block_count(n_layer)
+    w.add_uint64("split.vram_capacity", 0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    set_magic(path)
+    for L in range(n_layer):
+        for n in ("gpu_idx", "gpu_bucket"):
+            set_tensor_type(path, f"blk.{L}.{n}", 18)
+    return Path(path)
