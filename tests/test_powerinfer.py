@@ -206,3 +206,24 @@ def test_activation_threshold_is_fatrelu(mode, ids):
     assert sparsity > relu.stats()["sparsity"] + 0.005
     relu.close()
     assert rel(got, ref) <= (1e-4 if mode != "predict" else 1e-3)
+
+
+def test_bamboo_is_drelu(tmp_path, ids):
+    """A PowerInfer `bamboo` file (Bamboo, Mistral-shaped) runs relu(gate) * relu(up): the fixture's weights
+    under arch bamboo against the float64 drelu forward."""
+    from prosparse_cpu.convert.reference import gguf_logits
+    from support.pwri_files import rewrite_pwri
+    p = rewrite_pwri(path("f32"), tmp_path / "bamboo.powerinfer.gguf", arch="bamboo")
+    ref = gguf_logits(p, ids)
+    for mode in ("dense", "sparse"):
+        m = Model(p, threads=2, n_ctx=256, mode=mode)
+        assert m.info.activation == "drelu" and m.info.arch == "bamboo"
+        assert rel(m.eval_all(ids), ref) <= 1e-4
+        m.close()
+    m = Model(p, threads=2, n_ctx=256, mode="predict", measure=True)
+    got = one_by_one(m, ids)
+    assert m.stats()["recall"] >= 0.95 and rel(got, ref) <= 1e-3
+    m.close()
+    relu = Model(path("f32"), threads=1, n_ctx=256)
+    assert rel(relu.eval_all(ids), ref) > 1e-2   # drelu is not relu: the test can tell them apart
+    relu.close()

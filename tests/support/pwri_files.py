@@ -19,14 +19,18 @@ def set_magic(path, magic: bytes = b"PWRI") -> None:
 
 def rewrite_pwri(src, dst, *, arch: str | None = None, drop=(), replace: dict | None = None,
                  rename: dict | None = None, add: dict | None = None) -> Path:
-    """dst = src with: general.architecture `arch`, tensors in `drop` left out, `replace`d by
-    float32 arrays (numpy order), `rename`d, and float32 tensors `add`ed."""
+    """dst = src with: general.architecture `arch` (the hyper-parameter keys moved under its
+    prefix), tensors in `drop` left out, `replace`d by float32 arrays (numpy order), `rename`d,
+    and tensors `add`ed."""
     r = open_gguf(src)
-    a = arch or r.get_field("general.architecture").contents()
+    old = r.get_field("general.architecture").contents()
+    a = arch or old
     w = gguf.GGUFWriter(str(dst), a)
     for key, f in r.fields.items():
         if key.startswith("GGUF.") or key == "general.architecture":
             continue
+        if key.startswith(old + "."):
+            key = a + key[len(old):]
         vt = f.types[0]
         if vt == gguf.GGUFValueType.ARRAY:
             sub = f.types[-1]
