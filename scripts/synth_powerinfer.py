@@ -4,7 +4,9 @@ Writes (streaming with gguf-py, one tensor in memory at a time):
   OUT/powerinfer-<shape>.powerinfer.gguf  magic PWRI, arch llama, ReLU, ffn_down_t,
                                           PowerInfer's fc1/fc2 predictor, Q4_0
                                           throughout (PowerInfer's `quantize --pure`
-                                          layout), keys and tensor order as
+                                          layout; --output-type q6_k: its default
+                                          Q4_0 mix, output.weight Q6_K), keys and
+                                          tensor order as
                                           PowerInfer's convert.py + quantize write them;
   OUT/powerinfer-<shape>.llama.gguf       its llama twin (ffn_down, no predictor,
                                           same types) that llama.cpp runs at dense cost.
@@ -46,6 +48,17 @@ def random_q4(rng, rows: int, cols: int, gain: float = 1.0) -> np.ndarray:
     out[:, :, 0:2] = np.frombuffer(np.float16(gain / np.sqrt(17.5 * cols)).tobytes(), np.uint8)
     out[:, :, 2:] = _FIX[rng.integers(0, 256, size=(rows, nb, 16), dtype=np.uint8)]
     return out.reshape(rows, nb * 18)
+
+
+def random_q6k(rng, rows: int, cols: int, gain: float = 1.0) -> np.ndarray:
+    """(rows, cols/256*210) uint8: Q6_K blocks (ql[128], qh[64], int8 scales[16], f16 d) with
+    random 6-bit values, all sub-block scales 1, products of unit-rms inputs spread `gain`."""
+    nb = cols // 256
+    out = np.empty((rows, nb, 210), np.uint8)
+    out[:, :, :192] = rng.integers(0, 256, size=(rows, nb, 192), dtype=np.uint8)
+    out[:, :, 192:208] = 1
+    out[:, :, 208:210] = np.frombuffer(np.float16(gain / np.sqrt(341.0 * cols)).tobytes(), np.uint8)
+    return out.reshape(rows, nb * 210)
 
 
 def quant(a: np.ndarray) -> np.ndarray:
@@ -126,6 +139,9 @@ def write(args, shapes) -> None:
     n_embd, n_ff, n_layer, n_head, n_head_kv, rank = shapes[args.shape]
     rank = args.rank or rank
     n_vocab = args.vocab or N_VOCAB
+    out_type = Q[args.output_type.upper()]
+    if out_type == Q.Q6_K and n_embd % 256:
+        raise SystemExit(f"--output-type q6_k needs n_embd a multiple of 256 (shape {args.shape}: {n_embd})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
@@ -168,7 +184,8 @@ def write(args, shapes) -> None:
     roll = lambda a, il: np.roll(a, il * 337, axis=0)  # noqa: E731
     both, pw, ll = ("pwri", "llama"), ("pwri",), ("llama",)
     # (name, rows, cols, type, files, producer), in PowerInfer's tensor order
-    plan = [("output.weight", n_vocab, n_embd, Q.Q4_0, both, q4(n_vocab, n_embd)),
+    out_w = (lambda: random_q6k(rng, n_vocab, n_embd)) if out_type == Q.Q6_K else q4(n_vocab, n_embd)
+    plan = [("output.weight", n_vocab, n_embd, out_type, both, out_w),
             ("token_embd.weight", n_vocab, n_embd, Q.Q4_0, both, lambda: embedding(rng, n_vocab, n_embd))]
     for il in range(n_layer):
         b = f"blk.{il}."
@@ -197,7 +214,7 @@ def write(args, shapes) -> None:
                 if qt == Q.F32:
                     writers[k].add_tensor_info(name, (cols,), np.dtype(np.float32), 4 * cols)
                 else:
-                    nbytes = rows * cols // QK * 18
+                    nbytes = rows * cols // gguf.GGML_QUANT_SIZES[qt][0] * gguf.GGML_QUANT_SIZES[qt][1]
                     writers[k].add_tensor_info(name, (rows, nbytes // rows), np.dtype(np.uint8), nbytes,
                                                raw_dtype=qt)
     for w in writers.values():

@@ -232,6 +232,8 @@ def main() -> None:
     ap.add_argument("--format", choices=["prosparse", "powerinfer"], default="prosparse",
                     help="powerinfer: PowerInfer's PWRI layout (ReLU, fc1/fc2 predictor, Q4_0)")
     ap.add_argument("--vocab", type=int, default=0, help="vocabulary size (--format powerinfer; default 32000)")
+    ap.add_argument("--output-type", choices=["q4_0", "q6_k"], default="q4_0",
+                    help="--format powerinfer: output.weight type (q6_k: PowerInfer's default Q4_0 mix)")
     args = ap.parse_args()
     if args.format == "powerinfer":
         import sys
