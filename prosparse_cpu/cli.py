@@ -353,7 +353,8 @@ def bench(model, baseline, threads, reps, pp, tg, modes, no_llama, json_out, plo
 @click.option("--max-body", type=click.IntRange(min=1024), default=1 << 20, show_default=True,
               help="Largest request body in bytes.")
 @map_opt
-def serve(model, host, port, mode, threads, parallel, n_ctx, api_key, max_body, map_only):
+@thr_opt
+def serve(model, host, port, mode, threads, parallel, n_ctx, api_key, max_body, map_only, act_thr):
     """OpenAI-compatible server: /v1/chat/completions, /v1/completions, /v1/models, /health, a chat page at /."""
     try:
         from .server import serve as run_server
@@ -363,10 +364,11 @@ def serve(model, host, port, mode, threads, parallel, n_ctx, api_key, max_body, 
         raise click.ClickException(f"`prosparse serve` needs the server extra ({e.name} is missing): "
                                    "pip install 'prosparse-cpu[server]'") from None
     per = max(1, threads // parallel)
+    _gpu_split_note(model)
     click.echo(f"prosparse serve: {os.path.basename(model)}, {parallel} session(s) x {per} thread(s), "
                f"context {n_ctx}, mode {mode}, http://{host}:{port}", err=True)
     run_server(model, host=host, port=port, mode=mode, threads=threads, parallel=parallel, n_ctx=n_ctx,
-               api_key=api_key, copy_weights=not map_only, max_body=max_body)
+               api_key=api_key, copy_weights=not map_only, max_body=max_body, activation_threshold=act_thr)
 
 
 # ---- entry point ------------------------------------------------------------------

@@ -227,3 +227,20 @@ def test_bamboo_is_drelu(tmp_path, ids):
     relu = Model(path("f32"), threads=1, n_ctx=256)
     assert rel(relu.eval_all(ids), ref) > 1e-2   # drelu is not relu: the test can tell them apart
     relu.close()
+
+
+def test_server_slots_share_the_activation_threshold():
+    from prosparse_cpu.server.pool import Pool
+    pool = Pool.open(str(path("f32")), parallel=2, threads=2, n_ctx=64, mode="sparse", activation_threshold=0.05)
+    try:
+        ids = [1, 343, 315, 318, 310]
+        got = []
+        for slot in pool.slots:
+            slot.eval(ids)
+            got.append(slot.logits().copy())
+        plain = Model(path("f32"), threads=1, n_ctx=64, mode="sparse")
+        plain.eval(ids)
+        assert np.array_equal(got[0], got[1]) and not np.allclose(got[0], plain.logits())
+        plain.close()
+    finally:
+        pool.close()

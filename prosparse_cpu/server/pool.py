@@ -72,9 +72,10 @@ class Pool:
 
     @classmethod
     def open(cls, path: str, parallel: int = 1, threads: int = 2, n_ctx: int = 2048, mode: str = "dense",
-             copy_weights: bool = True) -> "Pool":
+             copy_weights: bool = True, activation_threshold: float = 0.0) -> "Pool":
         per = max(1, int(threads) // int(parallel))
-        model = Model(path, threads=per, n_ctx=n_ctx, mode=mode, copy_weights=copy_weights)
+        model = Model(path, threads=per, n_ctx=n_ctx, mode=mode, copy_weights=copy_weights,
+                      activation_threshold=activation_threshold)
         slots: list[Model] = [model]
         try:
             for _ in range(int(parallel) - 1):
