@@ -182,8 +182,8 @@ def test_powerinfer_tokens_or_near_ties(kind, greedy):
         if ours != want:
             ties += 1
             gap = abs(r[want] - r[ours])
-            assert gap <= err, f"step {step}: ours {ours}, PowerInfer {want}, float64 gap {gap:.4f} > error {err:.4f}"
-    assert ties <= 3
+            assert gap <= min(err, 0.1), f"step {step}: ours {ours}, PowerInfer {want}, float64 gap {gap:.4f}, error {err:.4f}"
+    assert ties <= 2   # measured: Q4_0 one step (gap 0.072, error 0.124), the others none
 
 
 @pytest.mark.parametrize("mode", ["dense", "sparse", "predict"])
