@@ -83,22 +83,23 @@ class GGUFSource:
         have = [L for L in range(n_layer) if f"blk.{L}.fc1.weight" in self.shapes or f"blk.{L}.fc2.weight" in self.shapes]
         if not have:
             return
-        rank = None
+        ranks = []   # PowerInfer sizes each layer's predictor
         for L in range(n_layer):
             n1, n2 = f"blk.{L}.fc1.weight", f"blk.{L}.fc2.weight"
             if n1 not in self.shapes or n2 not in self.shapes:
                 raise ConvertError(f"{self.path}: layer {L} lacks {n1 if n1 not in self.shapes else n2}")
             r1, r2 = self.shapes.pop(n1), self.shapes.pop(n2)
             r = r1[0]
-            if r1 != (r, s.n_embd) or r2 != (s.n_ff, r) or (rank is not None and r != rank):
+            if r1 != (r, s.n_embd) or r2 != (s.n_ff, r) or not 1 <= r <= s.n_ff:
                 raise ConvertError(f"{self.path}: layer {L} predictor shapes fc1 {list(r1)}, fc2 {list(r2)} do not "
-                                   f"fit (expected [rank, {s.n_embd}] and [{s.n_ff}, rank], one rank)")
-            rank = r
+                                   f"fit (expected [rank, {s.n_embd}] and [{s.n_ff}, rank])")
+            ranks.append(int(r))
         thr = float(self._get("powerinfer.sparse_threshold", 0.0))
         # PowerInfer keeps a neuron where logit >= t; prosparse files keep logit > threshold:
         # the next float32 below t gives the same decisions.
         cut = float(np.nextafter(np.float32(thr), np.float32(-np.inf)))
-        self.predictors = Predictors(self.path, "gguf", int(rank), cut, "residual", "relu", source=self)
+        self.predictors = Predictors(self.path, "gguf", max(ranks), cut, "residual", "relu", source=self,
+                                     ranks=ranks)
 
     def _spec(self) -> ModelSpec:
         a = self.arch + "."

@@ -190,7 +190,7 @@ def build_plan(source, arch: str, outtype: str, llama_compat: bool,
         if sparse_file and stats is not None:
             add(b + "ffn_freq", (f,), lambda L=i, p=perm: stats.freq(L)[p])
         if sparse_file and predictors is not None and predictors.kind == "gguf":
-            r, requantize = predictors.rank, outtype != "auto"
+            r, requantize = predictors.rank_of(i), outtype != "auto"
             add(b + "ffn_pred_in.weight", (r, e), lambda L=i: predictors.load(L)[0],
                 src_name=b + "fc1.weight", predictor=requantize, copy_rows=None)
             add(b + "ffn_pred_out.weight", (f, r),

@@ -70,6 +70,10 @@ class Predictors:
     input: str           # "residual" | "ffn_norm"
     hidden_act: str      # "none" | "relu"
     source: object = None  # kind "gguf": the GGUFSource holding blk.N.fc1/fc2
+    ranks: list | None = None  # per-layer ranks where they differ (kind "gguf"); else `rank` throughout
+
+    def rank_of(self, layer: int) -> int:
+        return self.ranks[layer] if self.ranks else self.rank
 
     def load(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
         """(P_in [rank, n_embd], P_out [n_ff, rank]) as float32."""

@@ -217,7 +217,7 @@ static int ffn_sparse(ps_session *s, int mode, const ps_layer *L, int il, int32_
     /* 1. what decides: the full gate, or the predictor's two small products */
     const float *scores = s->hb;
     if (mode == PS_MODE_PREDICT) {
-        const int64_t r = hp->predictor_rank;
+        const int64_t r = L->pred_in.n_rows; /* this layer's rank */
         PS_TRY(ps_matmul(s->pool, &L->pred_in, hp->pred_on_normed ? s->xb : s->x, n_tok, s->pred_h));
         if (hp->pred_hidden_relu)
             for (int64_t k = 0; k < (int64_t)n_tok * r; k++)

@@ -403,7 +403,10 @@ static int load_layer(ps_model *m, int il) {
     if ((pin != NULL) != (m->hp.predictor_rank > 0))
         return ps_fail(PS_ERR_FORMAT, "predictor tensors are present in some layers only (layer %d differs)", il);
     if (pin) {
-        int32_t rank = m->hp.predictor_rank;
+        /* the rank may differ by layer (PowerInfer sizes each layer's predictor) */
+        const int64_t rank = pin->ne[1];
+        if (rank < 1 || rank > hp->n_ff)
+            return ps_fail(PS_ERR_FORMAT, "%s: rank %lld out of range [1, %d]", pin_name, (long long)rank, hp->n_ff);
         if ((rc = get_matrix(m, pin_name, rank, hp->n_embd, 0, &L->pred_in))) return rc;
         if ((rc = get_matrix(m, pout_name, hp->n_ff, rank, 0, &L->pred_out))) return rc;
     }
@@ -428,15 +431,15 @@ static int load_tensors(ps_model *m) {
     m->tied_output = m->output.data == NULL;
     if (m->tied_output) m->output = m->tok_embd;
 
-    /* Predictor rank from layer 0 (all layers must agree). */
+    /* Predictor rank: the largest layer's (each layer checks its own below). */
     if (sparse_file(m)) {
-        const char *pin_name = m->powerinfer ? "blk.0.fc1.weight" : "blk.0.ffn_pred_in.weight";
-        const ps_gguf_tensor *pin = ps_gguf_find_tensor(m->gguf, pin_name);
-        if (pin) {
-            if (pin->ne[1] < 1 || pin->ne[1] > hp->n_ff)
-                return ps_fail(PS_ERR_FORMAT, "%s: rank %lld out of range [1, %d]", pin_name,
-                               (long long)pin->ne[1], hp->n_ff);
-            m->hp.predictor_rank = (int32_t)pin->ne[1];
+        for (int il = 0; il < hp->n_layer; il++) {
+            char pin_name[96];
+            snprintf(pin_name, sizeof pin_name, "blk.%d.%s.weight", il, m->powerinfer ? "fc1" : "ffn_pred_in");
+            const ps_gguf_tensor *pin = ps_gguf_find_tensor(m->gguf, pin_name);
+            if (il == 0 && !pin) break;
+            if (pin && pin->ne[1] > m->hp.predictor_rank && pin->ne[1] <= hp->n_ff)
+                m->hp.predictor_rank = (int32_t)pin->ne[1];
         }
     }
     m->layers = ps_calloc((size_t)hp->n_layer, sizeof *m->layers);

@@ -46,7 +46,7 @@ typedef struct ps_hparams {
      * x0 = embd * embedding_scale; x += residual_scale * block(x);
      * logits = output(norm(x) * logit_scale). */
     float embedding_scale, residual_scale, logit_scale;
-    int32_t predictor_rank; /* 0 without predictor tensors */
+    int32_t predictor_rank; /* 0 without predictor tensors; else the largest layer's rank */
     /* predictor: logits = pred_out . hidden_act(pred_in . u); a neuron is a
      * candidate when its logit > pred_threshold. u is the residual stream
      * before the FFN norm (pred_on_normed 0, PowerInfer) or the normed input. */
@@ -70,7 +70,8 @@ typedef struct ps_layer {
     ps_matrix down;          /* (n_embd, n_ff): llama files */
     ps_matrix down_t;        /* (n_ff, n_embd): prosparse files, one row per neuron */
     int has_down_t;          /* 1: use down_t (ps_accum_rows), 0: down (ps_matmul) */
-    ps_matrix pred_in;       /* (rank, n_embd), data NULL without predictor (PowerInfer: fc1) */
+    ps_matrix pred_in;       /* (rank, n_embd), data NULL without predictor (PowerInfer: fc1);
+                              * the rank is this layer's */
     ps_matrix pred_out;      /* (n_ff, rank) (PowerInfer: fc2) */
 } ps_layer;
 

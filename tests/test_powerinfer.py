@@ -244,3 +244,28 @@ def test_server_slots_share_the_activation_threshold():
         plain.close()
     finally:
         pool.close()
+
+
+def test_predictor_rank_per_layer(tmp_path):
+    """PowerInfer sizes each layer's predictor: layer 1 at rank 65 (the fixture's rows 65-95 are zero, so
+    the function is the same), in the engine and through the converter."""
+    from prosparse_cpu.convert.cli import convert
+    from prosparse_cpu.convert.reference import GGUFModel
+    from support.pwri_files import rewrite_pwri
+    g = GGUFModel(path("f32"))
+    fc1, fc2 = g.w("blk.1.fc1.weight"), g.w("blk.1.fc2.weight")
+    assert not fc1[65:].any() and not fc2[:, 65:].any()
+    p = rewrite_pwri(path("f32"), tmp_path / "ranks.powerinfer.gguf",
+                     replace={"blk.1.fc1.weight": fc1[:65], "blk.1.fc2.weight": fc2[:, :65]})
+    conv = tmp_path / "ranks.gguf"
+    convert(p, conv, progress=False)
+    ids = [1, 343, 315, 318, 310, 305, 323, 264, 260, 259] * 2
+    base = Model(path("f32"), threads=1, n_ctx=64, mode="predict")
+    want = one_by_one(base, ids)
+    base.close()
+    for f in (p, conv):
+        m = Model(f, threads=1, n_ctx=64, mode="predict")
+        assert m.info.predictor_rank == 96
+        assert rel(one_by_one(m, ids), want) <= 1e-6
+        m.close()
+    assert GGUFModel(conv).t["blk.1.ffn_pred_in.weight"].shape.tolist() == [128, 65]
