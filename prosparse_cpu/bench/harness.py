@@ -107,7 +107,10 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
                     # 512 (n_ubatch), as our engine splits a long prompt into batches of 512
                     engines.insert(0, LlamaCppEngine(baseline or path, threads, n_ctx, max(n_batch, 512)))
                 except ProSparseError as e:
-                    say(f"{e}; measuring ours alone (give a --baseline file llama.cpp can run)")
+                    hint = "give a --baseline file llama.cpp can run"
+                    if baseline is None and model.info.powerinfer:
+                        hint += ", e.g. its twin from prosparse-convert MODEL -o TWIN.gguf --llama-compat"
+                    say(f"{e}; measuring ours alone ({hint})")
         n_vocab = min(e.n_vocab for e in engines)
         rng = np.random.default_rng(seed)
         pp_ids = rng.integers(0, n_vocab, size=n_pp, dtype=np.int32)
