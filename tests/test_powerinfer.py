@@ -269,3 +269,24 @@ def test_predictor_rank_per_layer(tmp_path):
         assert rel(one_by_one(m, ids), want) <= 1e-6
         m.close()
     assert GGUFModel(conv).t["blk.1.ffn_pred_in.weight"].shape.tolist() == [128, 65]
+
+
+@pytest.mark.parametrize("qtype,tol", [("Q8_0", 2e-2), ("Q4_1", 3e-2)])
+def test_other_types(qtype, tol, tmp_path, ids):
+    """PWRI files in the other types PowerInfer's quantize writes (its own runtime decodes garbage on
+    Q8_0 and Q4_1, reading their ffn_down_t as F16): equal to the float64 forward of their weights."""
+    import gguf
+
+    from prosparse_cpu.convert.reference import gguf_logits
+    from support.pwri_files import rewrite_pwri
+    p = rewrite_pwri(path("f32"), tmp_path / f"{qtype}.powerinfer.gguf", retype=gguf.GGMLQuantizationType[qtype])
+    ref = gguf_logits(p, ids)
+    for mode in ("dense", "sparse"):
+        m = Model(p, threads=2, n_ctx=256, mode=mode)
+        assert m.info.weight_type_name == qtype
+        assert rel(m.eval_all(ids), ref) <= tol, mode
+        m.close()
+    m = Model(p, threads=2, n_ctx=256, mode="predict", measure=True)
+    one_by_one(m, ids[:100])
+    assert m.stats()["recall"] >= 0.85
+    m.close()

@@ -18,10 +18,11 @@ def set_magic(path, magic: bytes = b"PWRI") -> None:
 
 
 def rewrite_pwri(src, dst, *, arch: str | None = None, drop=(), replace: dict | None = None,
-                 rename: dict | None = None, add: dict | None = None) -> Path:
+                 rename: dict | None = None, add: dict | None = None, retype=None) -> Path:
     """dst = src with: general.architecture `arch` (the hyper-parameter keys moved under its
     prefix), tensors in `drop` left out, `replace`d by float32 arrays (numpy order), `rename`d,
-    and tensors `add`ed."""
+    and tensors `add`ed; `retype` (a GGMLQuantizationType): every matrix of an F32 source quantized
+    to it with gguf-py, as PowerInfer's quantize --pure would store them."""
     r = open_gguf(src)
     old = r.get_field("general.architecture").contents()
     a = arch or old
@@ -47,6 +48,9 @@ def rewrite_pwri(src, dst, *, arch: str | None = None, drop=(), replace: dict | 
         name = rename.get(t.name, t.name)
         if t.name in replace:
             w.add_tensor(name, np.ascontiguousarray(replace[t.name], dtype=np.float32))
+        elif retype is not None and len(t.shape) == 2 and t.tensor_type == gguf.GGMLQuantizationType.F32:
+            rows = np.asarray(t.data, dtype=np.float32).reshape([int(x) for x in reversed(t.shape.tolist())])
+            w.add_tensor(name, gguf.quants.quantize(rows, retype), raw_dtype=retype)
         else:
             shape = [int(x) for x in reversed(t.shape.tolist())]
             w.add_tensor(name, np.asarray(t.data), raw_shape=shape if t.tensor_type in
