@@ -24,8 +24,10 @@ SRC = FIXTURES / "relu-tiny.powerinfer.f32.gguf"
 # kind -> (how to make it, words the error must contain)
 CASES = {
     "truncated": (None, "past end of file"),
-    "fc1_shape": (dict(replace={"blk.1.fc1.weight": np.zeros((64, 128))}), "blk.1.fc1.weight"),
+    "fc1_shape": (dict(replace={"blk.1.fc1.weight": np.zeros((64, 128))}), "blk.1.fc2.weight' has shape [96, 352"),
     "fc2_shape": (dict(replace={"blk.0.fc2.weight": np.zeros((352, 64))}), "blk.0.fc2.weight"),
+    "rank_above_n_ff": (dict(replace={"blk.0.fc1.weight": np.zeros((384, 128)),
+                                      "blk.0.fc2.weight": np.zeros((352, 384))}), "rank 384 out of range [1, 352]"),
     "fc1_transposed": (dict(replace={"blk.0.fc1.weight": np.zeros((128, 96))}), "fc1"),
     "only_fc1": (dict(drop=("blk.1.fc2.weight",)), "only one of fc1 / fc2"),
     "no_down_t": (dict(drop=("blk.0.ffn_down_t.weight",)), "missing tensor 'blk.0.ffn_down_t.weight'"),
