@@ -290,3 +290,14 @@ def test_other_types(qtype, tol, tmp_path, ids):
     one_by_one(m, ids[:100])
     assert m.stats()["recall"] >= 0.85
     m.close()
+
+
+def test_tokenizer_is_sentencepiece(greedy):
+    """The file's vocabulary tokenizes as sentencepiece does (PowerInfer's main drops the leading '▁'),
+    and PowerInfer's generated ids decode to the bytes it printed."""
+    run = greedy["f16"]
+    m = Model(path("f16"), threads=1, n_ctx=64)
+    assert m.tokenize(run["prompt"], add_bos=True) == run["sentencepiece_encode_ids"]
+    got = b"".join(m.token_bytes(t) for t in run["generated_token_ids"])
+    m.close()
+    assert got.hex() == run["generated_bytes_hex"]
