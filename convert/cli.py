@@ -21,6 +21,7 @@ from pathlib import Path
 
 import click
 import gguf
+import numpy as np
 
 from .calibrate import calibrate_cutoffs, read_text, text_tokens
 from .errors import ConvertError
@@ -64,7 +65,14 @@ def convert(src: Path, out: Path, outtype: str = "auto", predictor: Path | None 
         spec = source.spec
         check_tensor_table(spec, source.shapes, str(src))
         preds = open_predictors(predictor, spec, predictor_threshold, predictor_input,
-                                predictor_hidden_act) if predictor else None
+                                predictor_hidden_act) if predictor else getattr(source, "predictors", None)
+        if preds is not None and preds.kind == "gguf":   # a PowerInfer file's own predictor
+            if predictor_threshold is not None:
+                preds.threshold = float(np.nextafter(np.float32(predictor_threshold), np.float32(-np.inf)))
+            preds.input = predictor_input or preds.input
+            preds.hidden_act = predictor_hidden_act or preds.hidden_act
+            if llama_compat:
+                preds = None
         st = load_stats(stats, spec, stats_tokens) if stats else None
         if llama_compat:
             arch = "llama"

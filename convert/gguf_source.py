@@ -4,6 +4,13 @@ Tensors are memory-mapped by gguf.GGUFReader and dequantized one at a time to
 float32 with gguf.quants.dequantize (every type gguf-py knows, K-quants
 included). q/k rows are already in llama.cpp's permuted order. The tokenizer
 and general.* metadata are copied key by key with their original types.
+
+PowerInfer's PWRI files (architecture llama: relu(gate) * up; bamboo:
+relu(gate) * relu(up)) are sources too: their ffn_down_t is the down
+projection (`down_t_native`: the plan copies it as it is, or transposes it
+back for a llama file), and their fc1/fc2 predictor, with PowerInfer's
+settings (ReLU between, residual input, logit >= powerinfer.sparse_threshold),
+is `predictors`.
 """
 from __future__ import annotations
 
@@ -12,7 +19,9 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from ..pwri import open_gguf
 from .errors import ConvertError
+from .predictor import Predictors
 from .spec import ModelSpec
 
 # Metadata we carry over verbatim; the architecture keys are rewritten from the spec.
@@ -26,23 +35,74 @@ class GGUFSource:
     def __init__(self, path: Path):
         self.path = Path(path)
         try:
-            self.reader = gguf.GGUFReader(str(self.path))
+            self.reader = open_gguf(self.path)
         except Exception as e:  # gguf-py raises ValueError / struct errors / OSError
             raise ConvertError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
+        self.powerinfer = self.reader.powerinfer
         arch = self._get("general.architecture", "")
-        if arch != "llama":
-            raise ConvertError(f"{path}: unsupported architecture {arch!r} in GGUF input (supported: llama)")
+        self.arch = arch
+        if self.powerinfer and arch in ("falcon", "opt"):
+            raise ConvertError(f"{path}: PowerInfer's {arch} files are not supported (its llama and bamboo are)")
+        if arch not in (("llama", "bamboo") if self.powerinfer else ("llama",)):
+            raise ConvertError(f"{path}: unsupported architecture {arch!r} in "
+                               + ("a PowerInfer file (supported: llama, bamboo)" if self.powerinfer
+                                  else "GGUF input (supported: llama)"))
         self.tensors = {t.name: t for t in self.reader.tensors}
         # ggml shapes are fastest-first; numpy order is the reverse ([out, in]).
         self.shapes = {n: tuple(int(s) for s in reversed(t.shape.tolist())) for n, t in self.tensors.items()}
+        self._stored = dict(self.shapes)   # every tensor as stored (shapes: the llama table the plan checks)
+        self.down_t_native = False
+        self.predictors = None
         self.spec = self._spec()
+        if self.powerinfer:
+            self._powerinfer_tensors()
 
     def _get(self, key: str, default=None):
         f = self.reader.get_field(key)
         return default if f is None else f.contents()
 
+    def _powerinfer_tensors(self) -> None:
+        """The llama tensor table the plan expects: ffn_down_t stands for ffn_down (one row per neuron),
+        fc1/fc2 become `predictors`; GPU split tensors are dropped."""
+        s, n_layer = self.spec, self.spec.n_layer
+        for name in [n for n in self.shapes if n.endswith((".gpu_idx", ".gpu_bucket"))]:
+            del self.shapes[name]
+        for L in range(n_layer):
+            b = f"blk.{L}."
+            if b + "ffn_down_t.weight" not in self.shapes:
+                raise ConvertError(f"{self.path}: missing tensor {b}ffn_down_t.weight (PowerInfer files keep "
+                                   "the down projection there)")
+            if b + "ffn_down.weight" in self.shapes:
+                raise ConvertError(f"{self.path}: layer {L} has both ffn_down and ffn_down_t")
+            shp = self.shapes.pop(b + "ffn_down_t.weight")
+            if shp != (s.n_ff, s.n_embd):
+                raise ConvertError(f"{self.path}: tensor {b}ffn_down_t.weight has shape {list(shp)}, "
+                                   f"expected {[s.n_ff, s.n_embd]}")
+            self.shapes[b + "ffn_down.weight"] = (s.n_embd, s.n_ff)
+        self.down_t_native = True
+        have = [L for L in range(n_layer) if f"blk.{L}.fc1.weight" in self.shapes or f"blk.{L}.fc2.weight" in self.shapes]
+        if not have:
+            return
+        ranks = []   # PowerInfer sizes each layer's predictor
+        for L in range(n_layer):
+            n1, n2 = f"blk.{L}.fc1.weight", f"blk.{L}.fc2.weight"
+            if n1 not in self.shapes or n2 not in self.shapes:
+                raise ConvertError(f"{self.path}: layer {L} lacks {n1 if n1 not in self.shapes else n2}")
+            r1, r2 = self.shapes.pop(n1), self.shapes.pop(n2)
+            r = r1[0]
+            if r1 != (r, s.n_embd) or r2 != (s.n_ff, r) or not 1 <= r <= s.n_ff:
+                raise ConvertError(f"{self.path}: layer {L} predictor shapes fc1 {list(r1)}, fc2 {list(r2)} do not "
+                                   f"fit (expected [rank, {s.n_embd}] and [{s.n_ff}, rank])")
+            ranks.append(int(r))
+        thr = float(self._get("powerinfer.sparse_threshold", 0.0))
+        # PowerInfer keeps a neuron where logit >= t; prosparse files keep logit > threshold:
+        # the next float32 below t gives the same decisions.
+        cut = float(np.nextafter(np.float32(thr), np.float32(-np.inf)))
+        self.predictors = Predictors(self.path, "gguf", max(ranks), cut, "residual", "relu", source=self,
+                                     ranks=ranks)
+
     def _spec(self) -> ModelSpec:
-        a = "llama."
+        a = self.arch + "."
         try:
             n_embd = int(self._get(a + "embedding_length"))
             n_head = int(self._get(a + "attention.head_count"))
@@ -64,7 +124,7 @@ class GGUFSource:
                 rope_theta=float(self._get(a + "rope.freq_base", 10000.0)),
                 rms_eps=float(self._get(a + "attention.layer_norm_rms_epsilon", 1e-5)),
                 tied="output.weight" not in self.tensors,
-                activation="silu",
+                activation=("drelu" if self.arch == "bamboo" else "relu") if self.powerinfer else "silu",
                 name=str(self._get("general.name", "")),
             )
         except (TypeError, ValueError) as e:
@@ -77,13 +137,15 @@ class GGUFSource:
         return spec
 
     def load(self, name: str) -> np.ndarray:
+        if self.down_t_native and name.endswith(".ffn_down.weight"):
+            return np.ascontiguousarray(self.load(name[:-len("ffn_down.weight")] + "ffn_down_t.weight").T)
         t = self.tensors[name]
         try:
             x = gguf.quants.dequantize(t.data, t.tensor_type)
         except NotImplementedError:
             raise ConvertError(f"{self.path}: tensor {name} has type {t.tensor_type.name}, "
                                "which gguf-py cannot dequantize") from None
-        x = np.asarray(x, dtype=np.float32).reshape(self.shapes[name])
+        x = np.asarray(x, dtype=np.float32).reshape(self._stored[name])
         if not np.isfinite(x).all():
             raise ConvertError(f"{self.path}: tensor {name} contains NaN or Inf values")
         return x

@@ -17,6 +17,10 @@ Layout decisions (DESIGN.md contract):
   gate rows, up rows, down columns (down_t rows), ffn_freq and predictor rows.
 - --llama-compat of a MiniCPM model folds the scalings into the weights
   (untied output), so a plain llama reader computes the same function.
+- A PowerInfer source (down_t_native) already holds ffn_down_t and its own
+  predictor: both are copied as they are where the type stays (a llama file
+  gets ffn_down transposed back); with --outtype auto the predictor keeps its
+  type.
 Types: 1-D tensors (norms, ffn_freq) are F32; matrices take --outtype; the
 5-bit and K-quant names are llama.cpp's mixes (mix.py: some tensors get more
 bits); a matrix whose rows the type's block does not divide falls back to a
@@ -127,12 +131,14 @@ def build_plan(source, arch: str, outtype: str, llama_compat: bool,
             return _matrix_type(name, shape, OUTTYPES[outtype], out_notes, predictor)
         if not hasattr(source, "tensor_type"):   # HF folder: f16
             return _matrix_type(name, shape, Q.F16, out_notes, predictor)
-        st = source.tensor_type(src if src in source.shapes else "token_embd.weight")
+        known = src in source.shapes or src in getattr(source, "tensors", {})
+        st = source.tensor_type(src if known else "token_embd.weight")
         if st not in FILE_TYPES or (transformed and st in _LOW_BIT):
             st = Q.Q8_0   # re-quantizing a transformed low-bit matrix to its type would round it twice
         return _matrix_type(name, shape, st, out_notes, predictor)
 
     perms = [hot_first(stats.counts[i]) if stats is not None else None for i in range(spec.n_layer)]
+    native_t = getattr(source, "down_t_native", False)
     tensors: list[OutTensor] = []
 
     def add(name, shape, produce, src_name=None, transformed=False, predictor=False, copy_rows=_COMPUTED):
@@ -185,7 +191,13 @@ def build_plan(source, arch: str, outtype: str, llama_compat: bool,
         add(b + "ffn_gate.weight", (f, e), lambda n=b + "ffn_gate.weight", r=rows: r(n), copy_rows=perm)
         add(b + "ffn_up.weight", (f, e), lambda n=b + "ffn_up.weight", r=rows: r(n), copy_rows=perm)
         keep_down = threshold_only and target(b + "ffn_down.weight", (e, f), False, quiet=True) in _BLOCK_TYPES
-        if sparse_file and not keep_down:
+        if sparse_file and native_t:
+            add(b + "ffn_down_t.weight", (f, e), lambda n=b + "ffn_down_t.weight", r=rows: r(n), copy_rows=perm)
+        elif native_t:
+            add(b + "ffn_down.weight", (e, f),
+                lambda n=b + "ffn_down.weight", p=perm: load(n) if p is None else load(n)[:, p],
+                src_name=b + "ffn_down_t.weight", transformed=True)
+        elif sparse_file and not keep_down:
             def down_t(n=b + "ffn_down.weight", p=perm):
                 w = load(n).T                      # [n_ff, n_embd]: one row per neuron
                 return np.ascontiguousarray(w if p is None else w[p])
@@ -203,7 +215,14 @@ def build_plan(source, arch: str, outtype: str, llama_compat: bool,
                 add(b + "ffn_down.weight", (e, f), down, copy_rows=None)
         if sparse_file and stats is not None:
             add(b + "ffn_freq", (f,), lambda L=i, p=perm: stats.freq(L)[p])
-        if sparse_file and predictors is not None:
+        if sparse_file and predictors is not None and predictors.kind == "gguf":
+            r, requantize = predictors.rank_of(i), outtype != "auto"
+            add(b + "ffn_pred_in.weight", (r, e), lambda L=i: predictors.load(L)[0],
+                src_name=b + "fc1.weight", predictor=requantize, copy_rows=None)
+            add(b + "ffn_pred_out.weight", (f, r),
+                lambda L=i, p=perm: predictors.load(L)[1] if p is None else predictors.load(L)[1][p],
+                src_name=b + "fc2.weight", predictor=requantize, copy_rows=perm)
+        elif sparse_file and predictors is not None:
             r = predictors.rank
             add(b + "ffn_pred_in.weight", (r, e), lambda L=i: predictors.load(L)[0],
                 src_name=b + "ffn_gate.weight", transformed=True, predictor=True)

@@ -64,14 +64,21 @@ def _safetensors(path: Path):
 @dataclass
 class Predictors:
     folder: Path
-    kind: str            # "powerinfer" | "prosparse"
+    kind: str            # "powerinfer" | "prosparse" | "gguf" (a PWRI file's own fc1/fc2)
     rank: int
     threshold: float
     input: str           # "residual" | "ffn_norm"
     hidden_act: str      # "none" | "relu"
+    source: object = None  # kind "gguf": the GGUFSource holding blk.N.fc1/fc2
+    ranks: list | None = None  # per-layer ranks where they differ (kind "gguf"); else `rank` throughout
+
+    def rank_of(self, layer: int) -> int:
+        return self.ranks[layer] if self.ranks else self.rank
 
     def load(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
         """(P_in [rank, n_embd], P_out [n_ff, rank]) as float32."""
+        if self.kind == "gguf":
+            return tuple(self.source.load(f"blk.{layer}.{n}.weight") for n in ("fc1", "fc2"))
         if self.kind == "powerinfer":
             p = self.folder / f"model_{layer}.pt"
             sd = _torch_load(p)

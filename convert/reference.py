@@ -25,6 +25,7 @@ from typing import Callable, Container
 import gguf
 import numpy as np
 
+from ..pwri import open_gguf
 from .spec import ModelSpec
 
 
@@ -139,10 +140,12 @@ class Reference:
 
 class GGUFModel:
     """A GGUF file read with gguf-py: keys (kv, and hp under the architecture's
-    prefix), tensors by name (t) and dequantized to float64 (w)."""
+    prefix), tensors by name (t) and dequantized to float64 (w). PowerInfer's
+    PWRI files too: their llama is relu(gate) * up, their bamboo drelu."""
 
     def __init__(self, path):
-        self.r = gguf.GGUFReader(str(path))
+        self.r = open_gguf(path)
+        self.powerinfer = self.r.powerinfer
         self.arch = self.kv("general.architecture")
         self.t = {t.name: t for t in self.r.tensors}
 
@@ -164,6 +167,9 @@ class GGUFModel:
     def spec(self) -> ModelSpec:
         """The hyper-parameters the forward pass needs (prosparse.* keys: activation and scalings)."""
         sparse = self.arch == "prosparse"
+        act = self.hp("ffn.activation") if sparse else "silu"
+        if self.powerinfer:
+            act = "drelu" if self.arch == "bamboo" else "relu"
         n_embd, n_head = int(self.hp("embedding_length")), int(self.hp("attention.head_count"))
         emb = self.t["token_embd.weight"]
         return ModelSpec(
@@ -174,7 +180,7 @@ class GGUFModel:
             rope_theta=float(self.hp("rope.freq_base", 10000.0)),
             rms_eps=float(self.hp("attention.layer_norm_rms_epsilon", 1e-5)),
             tied="output.weight" not in self.t,
-            activation=self.hp("ffn.activation") if sparse else "silu",
+            activation=act,
             threshold=float(self.hp("ffn.activation_threshold", 0.0)) if sparse else 0.0,
             embedding_scale=float(self.hp("embedding_scale", 1.0)) if sparse else 1.0,
             residual_scale=float(self.hp("residual_scale", 1.0)) if sparse else 1.0,

@@ -1,6 +1,7 @@
 /* api.c: the public model, tokenizer and session functions of prosparse.h.
  * Every argument is checked here, so model.c and session.c can assume
  * valid input; errors return a code and set ps_last_error(). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +68,8 @@ int ps_model_get_info(const ps_model *m, ps_model_info *out) {
     out->weight_type = m->layers[0].gate.type;
     out->n_params = m->n_params;
     out->file_size = (int64_t)ps_gguf_file_size(m->gguf);
+    out->powerinfer = m->powerinfer;
+    out->predictor_threshold = hp->pred_threshold;
     return PS_OK;
 }
 
@@ -162,6 +165,15 @@ ps_session *ps_session_new(const ps_model *m, const ps_session_params *params) {
     if (ps_cache_row_bytes(p.cache_type, m->hp.head_dim) == 0) {
         ps_fail(PS_ERR_ARG, "a q8_0 KV cache needs head_dim a multiple of 32 (this model's is %d)",
                 (int)m->hp.head_dim);
+        return NULL;
+    }
+    if (!isfinite(p.activation_threshold) || p.activation_threshold < 0.0f) {
+        ps_fail(PS_ERR_ARG, "activation threshold %g must be a finite number >= 0", p.activation_threshold);
+        return NULL;
+    }
+    if (p.activation_threshold > 0.0f && m->hp.act != PS_ACT_RELU && m->hp.act != PS_ACT_FATRELU) {
+        ps_fail(PS_ERR_ARG, "an activation threshold applies to relu and fatrelu models; this one uses %s",
+                ps_act_name(m->hp.act));
         return NULL;
     }
     return ps_session_create(m, &p);

@@ -100,12 +100,12 @@ static void activation_rows(void *ctx, int64_t t0, int64_t t1, int ith) {
     ps_session *s = ctx;
     const ps_hparams *hp = &s->model->hp;
     const int n = hp->n_ff;
-    const float thr = hp->act_threshold;
+    const float thr = s->act_threshold;
     int64_t active = 0;
     for (int64_t t = t0; t < t1; t++) {
         float *g = s->hb + t * n;
         const float *u = s->hb2 + t * n;
-        switch (hp->act) {
+        switch (s->act) {
         case PS_ACT_SILU:
             ps_ops()->silu_mul(g, u, n);
             break;
@@ -167,11 +167,11 @@ static int measure_recall(ps_session *s, const ps_layer *L, int32_t n_tok, ps_la
     }
     int64_t hits = 0, total = 0;
     for (int64_t k = 0; k < (int64_t)n_tok * n; k++) {
-        int act = act_gate(hp->act, s->ref_g[k], hp->act_threshold) != 0.0f;
-        if (hp->act == PS_ACT_DRELU) act = act && s->ref_u[k] > 0.0f;
+        int act = act_gate(s->act, s->ref_g[k], s->act_threshold) != 0.0f;
+        if (s->act == PS_ACT_DRELU) act = act && s->ref_u[k] > 0.0f;
         if (!act) continue;
         total++;
-        hits += s->pred_l[k] > hp->pred_threshold;
+        hits += hp->pred_inclusive ? s->pred_l[k] >= hp->pred_threshold : s->pred_l[k] > hp->pred_threshold;
     }
     st->recall_hits += hits;
     st->recall_total += total;
@@ -188,11 +188,14 @@ static int64_t decide_row(const ps_session *s, int mode, const float *scores, fl
     int64_t kept = 0;
     if (mode == PS_MODE_PREDICT) {
         const float pt = hp->pred_threshold;
-        for (int64_t i = 0; i < n; i++) kept += keep[i] = scores[i] > pt;
+        if (hp->pred_inclusive)
+            for (int64_t i = 0; i < n; i++) kept += keep[i] = scores[i] >= pt;
+        else
+            for (int64_t i = 0; i < n; i++) kept += keep[i] = scores[i] > pt;
     } else if (mode == PS_MODE_THRESHOLD) {
         for (int64_t i = 0; i < n; i++) kept += keep[i] = fabsf(scores[i]) >= cutoff;
-    } else if (hp->act == PS_ACT_FATRELU) {
-        const float thr = hp->act_threshold;
+    } else if (s->act == PS_ACT_FATRELU) {
+        const float thr = s->act_threshold;
         for (int64_t i = 0; i < n; i++) kept += keep[i] = scores[i] >= thr;
     } else { /* relu, relu2, drelu: act(gate) != 0 exactly when gate > 0 */
         for (int64_t i = 0; i < n; i++) kept += keep[i] = scores[i] > 0.0f;
@@ -214,7 +217,7 @@ static int ffn_sparse(ps_session *s, int mode, const ps_layer *L, int il, int32_
     /* 1. what decides: the full gate, or the predictor's two small products */
     const float *scores = s->hb;
     if (mode == PS_MODE_PREDICT) {
-        const int64_t r = hp->predictor_rank;
+        const int64_t r = L->pred_in.n_rows; /* this layer's rank */
         PS_TRY(ps_matmul(s->pool, &L->pred_in, hp->pred_on_normed ? s->xb : s->x, n_tok, s->pred_h));
         if (hp->pred_hidden_relu)
             for (int64_t k = 0; k < (int64_t)n_tok * r; k++)
@@ -281,7 +284,7 @@ static int ffn_sparse(ps_session *s, int mode, const ps_layer *L, int il, int32_
         for (int64_t j = 0; j < n_idx; j++) {
             const int32_t i = idx[j];
             float v = 0.0f;
-            if (k[i]) v = threshold ? g[i] * u[i] : x1_of(hp->act, g[i], u[i], hp->act_threshold);
+            if (k[i]) v = threshold ? g[i] * u[i] : x1_of(s->act, g[i], u[i], s->act_threshold);
             g[i] = v;
             active += v != 0.0f;
         }

@@ -10,6 +10,7 @@
  *
  * File layout (all little-endian):
  *   "GGUF" u32 version  u64 n_tensors  u64 n_kv
+ *   (PowerInfer's files put "PWRI" in the magic; the rest is GGUF v3)
  *   n_kv x { str key, u32 vtype, value }     str = u64 len + bytes (no NUL)
  *   n_tensors x { str name, u32 n_dims, u64 ne[n_dims], u32 type, u64 offset }
  *   padding to general.alignment (default 32)
@@ -47,6 +48,7 @@ struct ps_gguf {
     const uint8_t *map;    /* the whole file, read-only */
     uint64_t size;         /* file size in bytes */
     uint32_t version;
+    int powerinfer;        /* magic "PWRI" */
     uint64_t alignment;
     uint64_t data_start;   /* file offset of the tensor data section */
 
@@ -66,7 +68,18 @@ typedef struct cursor {
     const uint8_t *base;
     uint64_t size, pos;
     const char *path;
+    int powerinfer; /* PWRI file: its integer tensor ids (below) are known */
 } cursor;
+
+/* PowerInfer's GPU neuron split (gpu_idx / gpu_bucket) holds integer tensors:
+ * ids 16-18 (I8, I16, I32) in PowerInfer's gguf-py, 24-26 in current ggml's.
+ * The engine never reads them; they are sized here so the file validates. */
+static const ps_type_traits *powerinfer_int_type(uint32_t type) {
+    static const ps_type_traits ints[3] = {{"i8", 1, 1, 0, 0}, {"i16", 1, 2, 0, 0}, {"i32", 1, 4, 0, 0}};
+    if (type >= 16 && type <= 18) return &ints[type - 16];
+    if (type >= 24 && type <= 26) return &ints[type - 24];
+    return NULL;
+}
 
 static uint64_t left(const cursor *c) { return c->size - c->pos; }
 
@@ -288,6 +301,7 @@ static int parse_tensor_info(cursor *c, ps_gguf_tensor *t) {
     if ((rc = rd_u32(c, &type, "tensor type"))) return rc;
     if ((rc = rd_u64(c, &off, "tensor offset"))) return rc;
     const ps_type_traits *tr = type <= INT32_MAX ? ps_type_get((int32_t)type) : NULL;
+    if (!tr && c->powerinfer) tr = powerinfer_int_type(type);
     if (!tr)
         return ps_fail(PS_ERR_UNSUPPORTED, "%s: tensor '%s' has unknown ggml type id %u", c->path,
                        show(t->name, nb, sizeof nb), type);
@@ -328,22 +342,27 @@ static int get_alignment(ps_gguf *g, const char *path) {
 }
 
 static int parse(ps_gguf *g, const char *path) {
-    cursor c = {g->map, g->size, 0, path};
-    if (g->size < 4 || memcmp(g->map, "GGUF", 4) != 0) {
+    cursor c = {g->map, g->size, 0, path, 0};
+    g->powerinfer = g->size >= 4 && memcmp(g->map, "PWRI", 4) == 0;
+    if (g->size < 4 || (memcmp(g->map, "GGUF", 4) != 0 && !g->powerinfer)) {
         char m[5] = {0};
         for (int i = 0; i < 4 && (uint64_t)i < g->size; i++) {
             unsigned char ch = g->map[i];
             m[i] = (ch >= 32 && ch < 127) ? (char)ch : '?';
         }
-        return ps_fail(PS_ERR_FORMAT, "%s: not a GGUF file (magic '%s', expected 'GGUF')", path, m);
+        return ps_fail(PS_ERR_FORMAT, "%s: not a GGUF file (magic '%s', expected 'GGUF' or PowerInfer's 'PWRI')", path, m);
     }
     c.pos = 4;
+    c.powerinfer = g->powerinfer;
     int rc;
     if ((rc = rd_u32(&c, &g->version, "version"))) return rc;
     if (g->version == 0x02000000u || g->version == 0x03000000u)
         return ps_fail(PS_ERR_UNSUPPORTED, "%s: big-endian GGUF files are not supported", path);
     if (g->version != 2 && g->version != 3)
         return ps_fail(PS_ERR_UNSUPPORTED, "%s: GGUF version %u is not supported (2 and 3 are)", path, g->version);
+    if (g->powerinfer && g->version != 3)
+        return ps_fail(PS_ERR_UNSUPPORTED, "%s: PowerInfer (PWRI) file of GGUF version %u (only 3 is known)", path,
+                       g->version);
     uint64_t nt, nkv;
     if ((rc = rd_u64(&c, &nt, "tensor count"))) return rc;
     if ((rc = rd_u64(&c, &nkv, "key/value count"))) return rc;
@@ -437,7 +456,7 @@ ps_gguf *ps_gguf_open(const char *path) {
             int fd2 = open(path, O_RDONLY | O_CLOEXEC);
             ssize_t r = fd2 >= 0 ? read(fd2, m, 4) : -1;
             if (fd2 >= 0) close(fd2);
-            if (r == 4 && memcmp(m, "GGUF", 4) != 0) {
+            if (r == 4 && memcmp(m, "GGUF", 4) != 0 && memcmp(m, "PWRI", 4) != 0) {
                 ps_fail(PS_ERR_FORMAT, "%s: not a GGUF file (bad magic)", path);
                 return NULL;
             }
@@ -480,6 +499,8 @@ void ps_gguf_close(ps_gguf *g) {
 }
 
 uint64_t ps_gguf_file_size(const ps_gguf *g) { return g ? g->size : 0; }
+
+int ps_gguf_is_powerinfer(const ps_gguf *g) { return g ? g->powerinfer : 0; }
 
 /* ---- key/value access ------------------------------------------------------- */
 

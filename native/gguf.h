@@ -38,6 +38,9 @@ void ps_gguf_close(ps_gguf *g);
 
 uint64_t ps_gguf_file_size(const ps_gguf *g);
 
+/* 1 when the magic is PowerInfer's "PWRI" (a GGUF v3 file otherwise). */
+int ps_gguf_is_powerinfer(const ps_gguf *g);
+
 /* Key/value access. find returns the index or -1. */
 int64_t ps_gguf_n_kv(const ps_gguf *g);
 int64_t ps_gguf_find_key(const ps_gguf *g, const char *key);

@@ -2,7 +2,15 @@
  * "prosparse" architectures, finds every tensor, checks its shape and type
  * against what the hyper-parameters imply, and builds the weight views.
  * Anything inconsistent is refused here, so the forward pass can trust the
- * model without further checks. */
+ * model without further checks.
+ *
+ * PowerInfer's files (magic "PWRI") are read as they are and mapped onto
+ * the prosparse model: architecture "llama" is relu(gate) * up (ReluLLaMA,
+ * ProSparse-LLaMA), "bamboo" is relu(gate) * relu(up) (Bamboo, Mistral
+ * shaped); ffn_down_t is the down projection; the predictor blk.N.fc1
+ * [rank, n_embd] and blk.N.fc2 [n_ff, rank] has a ReLU between the two,
+ * reads the residual before ffn_norm, and keeps a neuron where its logit
+ * >= powerinfer.sparse_threshold (0 when absent). */
 #include "model.h"
 
 #include <math.h>
@@ -136,6 +144,25 @@ static int read_sparse_keys(ps_model *m) {
     return PS_OK;
 }
 
+/* A file with the sparse extras: prosparse, or PowerInfer's. */
+static int sparse_file(const ps_model *m) { return m->powerinfer || strcmp(m->arch, "prosparse") == 0; }
+
+/* PowerInfer's activation and predictor settings (what prosparse files
+ * say in keys, PowerInfer's runtime fixes). */
+static int read_powerinfer_keys(ps_model *m) {
+    ps_hparams *hp = &m->hp;
+    hp->act = strcmp(m->arch, "bamboo") == 0 ? PS_ACT_DRELU : PS_ACT_RELU;
+    hp->pred_on_normed = 0;
+    hp->pred_hidden_relu = 1;
+    hp->pred_inclusive = 1;
+    int r = ps_gguf_get_f32(m->gguf, "powerinfer.sparse_threshold", &hp->pred_threshold);
+    if (r < 0) return key_error("powerinfer.sparse_threshold");
+    if (r == 0) hp->pred_threshold = 0.0f;
+    if (!isfinite(hp->pred_threshold))
+        return ps_fail(PS_ERR_FORMAT, "key powerinfer.sparse_threshold is not a finite number");
+    return PS_OK;
+}
+
 static int read_hparams(ps_model *m) {
     const ps_gguf *g = m->gguf;
     const char *a = m->arch;
@@ -216,6 +243,7 @@ static int read_hparams(ps_model *m) {
         if ((rc = read_float(g, a, "logit_scale", 1.0f, &hp->logit_scale))) return rc;
         if ((rc = read_sparse_keys(m))) return rc;
     }
+    if (m->powerinfer && (rc = read_powerinfer_keys(m))) return rc;
     return PS_OK;
 }
 
@@ -300,6 +328,8 @@ static int known_tensor(const ps_model *m, ps_str name) {
                                       "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
     static const char *sparse_blk[] = {"ffn_down_t.weight", "ffn_freq", "ffn_pred_in.weight",
                                        "ffn_pred_out.weight"};
+    /* PowerInfer: its predictor, and the GPU neuron split (unused on a CPU) */
+    static const char *pwri_blk[] = {"ffn_down_t.weight", "fc1.weight", "fc2.weight", "gpu_idx", "gpu_bucket"};
     for (size_t i = 0; i < 3; i++)
         if (ps_str_eq(name, top[i])) return 1;
     if (name.n < 5 || memcmp(name.p, "blk.", 4) != 0) return 0;
@@ -311,10 +341,14 @@ static int known_tensor(const ps_model *m, ps_str name) {
     if (layer >= m->hp.n_layer || i >= name.n || name.p[i] != '.') return 0;
     ps_str rest = {name.p + i + 1, name.n - i - 1};
     for (size_t k = 0; k < sizeof llama_blk / sizeof llama_blk[0]; k++)
-        if (ps_str_eq(rest, llama_blk[k])) return 1;
-    if (strcmp(m->arch, "prosparse") == 0)
+        if (ps_str_eq(rest, llama_blk[k]) && !(m->powerinfer && ps_str_eq(rest, "ffn_down.weight"))) return 1;
+    if (m->powerinfer) {
+        for (size_t k = 0; k < sizeof pwri_blk / sizeof pwri_blk[0]; k++)
+            if (ps_str_eq(rest, pwri_blk[k])) return 1;
+    } else if (strcmp(m->arch, "prosparse") == 0) {
         for (size_t k = 0; k < sizeof sparse_blk / sizeof sparse_blk[0]; k++)
             if (ps_str_eq(rest, sparse_blk[k])) return 1;
+    }
     return 0;
 }
 
@@ -323,7 +357,7 @@ static int load_layer(ps_model *m, int il) {
     ps_layer *L = &m->layers[il];
     const int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
     const int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
-    const int sparse_arch = strcmp(m->arch, "prosparse") == 0;
+    const int sparse_arch = sparse_file(m);
     char name[96];
     int rc;
 #define NAME(s) (snprintf(name, sizeof name, "blk.%d." s, il), name)
@@ -346,8 +380,9 @@ static int load_layer(ps_model *m, int il) {
         if ((rc = get_matrix(m, NAME("ffn_down_t.weight"), hp->n_ff, hp->n_embd, 0, &L->down_t)))
             return rc;
         L->has_down_t = 1;
-    } else if (sparse_arch && !has_d) {
-        return ps_fail(PS_ERR_FORMAT, "missing tensor '%s'", NAME("ffn_down_t.weight"));
+    } else if (m->powerinfer || (sparse_arch && !has_d)) {
+        return ps_fail(PS_ERR_FORMAT, "missing tensor '%s'%s", NAME("ffn_down_t.weight"),
+                       m->powerinfer ? " (PowerInfer files keep the down projection there)" : "");
     } else {
         if ((rc = get_matrix(m, NAME("ffn_down.weight"), hp->n_embd, hp->n_ff, 0, &L->down))) return rc;
     }
@@ -356,17 +391,24 @@ static int load_layer(ps_model *m, int il) {
     /* Optional sparse extras: per-neuron frequencies (checked, for the tools
      * that read them; the engine does not need them) and the predictor. */
     const float *freq;
-    if ((rc = get_f32(m, NAME("ffn_freq"), hp->n_ff, 1, &freq))) return rc;
-    const ps_gguf_tensor *pin = ps_gguf_find_tensor(m->gguf, NAME("ffn_pred_in.weight"));
-    const ps_gguf_tensor *pout = ps_gguf_find_tensor(m->gguf, NAME("ffn_pred_out.weight"));
+    if (!m->powerinfer && (rc = get_f32(m, NAME("ffn_freq"), hp->n_ff, 1, &freq))) return rc;
+    const char *in_name = m->powerinfer ? "fc1" : "ffn_pred_in", *out_name = m->powerinfer ? "fc2" : "ffn_pred_out";
+    char pin_name[96], pout_name[96];
+    snprintf(pin_name, sizeof pin_name, "blk.%d.%s.weight", il, in_name);
+    snprintf(pout_name, sizeof pout_name, "blk.%d.%s.weight", il, out_name);
+    const ps_gguf_tensor *pin = ps_gguf_find_tensor(m->gguf, pin_name);
+    const ps_gguf_tensor *pout = ps_gguf_find_tensor(m->gguf, pout_name);
     if (!pin != !pout)
-        return ps_fail(PS_ERR_FORMAT, "layer %d has only one of ffn_pred_in / ffn_pred_out", il);
+        return ps_fail(PS_ERR_FORMAT, "layer %d has only one of %s / %s", il, in_name, out_name);
     if ((pin != NULL) != (m->hp.predictor_rank > 0))
         return ps_fail(PS_ERR_FORMAT, "predictor tensors are present in some layers only (layer %d differs)", il);
     if (pin) {
-        int32_t rank = m->hp.predictor_rank;
-        if ((rc = get_matrix(m, NAME("ffn_pred_in.weight"), rank, hp->n_embd, 0, &L->pred_in))) return rc;
-        if ((rc = get_matrix(m, NAME("ffn_pred_out.weight"), hp->n_ff, rank, 0, &L->pred_out))) return rc;
+        /* the rank may differ by layer (PowerInfer sizes each layer's predictor) */
+        const int64_t rank = pin->ne[1];
+        if (rank < 1 || rank > hp->n_ff)
+            return ps_fail(PS_ERR_FORMAT, "%s: rank %lld out of range [1, %d]", pin_name, (long long)rank, hp->n_ff);
+        if ((rc = get_matrix(m, pin_name, rank, hp->n_embd, 0, &L->pred_in))) return rc;
+        if ((rc = get_matrix(m, pout_name, hp->n_ff, rank, 0, &L->pred_out))) return rc;
     }
 #undef NAME
     return PS_OK;
@@ -389,14 +431,15 @@ static int load_tensors(ps_model *m) {
     m->tied_output = m->output.data == NULL;
     if (m->tied_output) m->output = m->tok_embd;
 
-    /* Predictor rank from layer 0 (all layers must agree). */
-    if (strcmp(m->arch, "prosparse") == 0) {
-        const ps_gguf_tensor *pin = ps_gguf_find_tensor(m->gguf, "blk.0.ffn_pred_in.weight");
-        if (pin) {
-            if (pin->ne[1] < 1 || pin->ne[1] > hp->n_ff)
-                return ps_fail(PS_ERR_FORMAT, "blk.0.ffn_pred_in.weight: rank %lld out of range [1, %d]",
-                               (long long)pin->ne[1], hp->n_ff);
-            m->hp.predictor_rank = (int32_t)pin->ne[1];
+    /* Predictor rank: the largest layer's (each layer checks its own below). */
+    if (sparse_file(m)) {
+        for (int il = 0; il < hp->n_layer; il++) {
+            char pin_name[96];
+            snprintf(pin_name, sizeof pin_name, "blk.%d.%s.weight", il, m->powerinfer ? "fc1" : "ffn_pred_in");
+            const ps_gguf_tensor *pin = ps_gguf_find_tensor(m->gguf, pin_name);
+            if (il == 0 && !pin) break;
+            if (pin && pin->ne[1] > m->hp.predictor_rank && pin->ne[1] <= hp->n_ff)
+                m->hp.predictor_rank = (int32_t)pin->ne[1];
         }
     }
     m->layers = ps_calloc((size_t)hp->n_layer, sizeof *m->layers);
@@ -445,7 +488,24 @@ ps_model *ps_model_open(const char *path, int copy_weights) {
         ps_fail(PS_ERR_FORMAT, "missing key general.architecture");
         goto fail;
     }
-    if (strcmp(m->arch, "llama") != 0 && strcmp(m->arch, "prosparse") != 0) {
+    m->powerinfer = ps_gguf_is_powerinfer(m->gguf);
+    if (m->powerinfer) {
+        if (strcmp(m->arch, "falcon") == 0 || strcmp(m->arch, "opt") == 0) {
+            ps_fail(PS_ERR_UNSUPPORTED, "PowerInfer's %s files are not supported (its llama and bamboo files are: "
+                    "ReluLLaMA, ProSparse-LLaMA, Bamboo)", m->arch);
+            goto fail;
+        }
+        if (strncmp(m->arch, "generic.gpu_index", 17) == 0 || strcmp(m->arch, "moe.gpu_idx") == 0) {
+            ps_fail(PS_ERR_UNSUPPORTED, "this is PowerInfer's GPU neuron split (.gpuidx), not a model; it is not "
+                    "needed on a CPU: open the .powerinfer.gguf file");
+            goto fail;
+        }
+        if (strcmp(m->arch, "llama") != 0 && strcmp(m->arch, "bamboo") != 0) {
+            ps_fail(PS_ERR_UNSUPPORTED, "architecture '%s' of a PowerInfer file is not supported (llama, bamboo)",
+                    m->arch);
+            goto fail;
+        }
+    } else if (strcmp(m->arch, "llama") != 0 && strcmp(m->arch, "prosparse") != 0) {
         ps_fail(PS_ERR_UNSUPPORTED, "architecture '%s' is not supported (llama, prosparse)", m->arch);
         goto fail;
     }

@@ -46,13 +46,14 @@ typedef struct ps_hparams {
      * x0 = embd * embedding_scale; x += residual_scale * block(x);
      * logits = output(norm(x) * logit_scale). */
     float embedding_scale, residual_scale, logit_scale;
-    int32_t predictor_rank; /* 0 without predictor tensors */
+    int32_t predictor_rank; /* 0 without predictor tensors; else the largest layer's rank */
     /* predictor: logits = pred_out . hidden_act(pred_in . u); a neuron is a
      * candidate when its logit > pred_threshold. u is the residual stream
      * before the FFN norm (pred_on_normed 0, PowerInfer) or the normed input. */
     float pred_threshold;
     int32_t pred_on_normed;   /* prosparse.predictor.input: 0 "residual", 1 "ffn_norm" */
     int32_t pred_hidden_relu; /* prosparse.predictor.hidden_act: 0 "none", 1 "relu" */
+    int32_t pred_inclusive;   /* 1: candidate when logit >= pred_threshold (PowerInfer's rule) */
 } ps_hparams;
 
 /* One transformer block's weights (q_dim = n_head*head_dim,
@@ -69,13 +70,15 @@ typedef struct ps_layer {
     ps_matrix down;          /* (n_embd, n_ff): llama files */
     ps_matrix down_t;        /* (n_ff, n_embd): prosparse files, one row per neuron */
     int has_down_t;          /* 1: use down_t (ps_accum_rows), 0: down (ps_matmul) */
-    ps_matrix pred_in;       /* (rank, n_embd), data NULL without predictor */
-    ps_matrix pred_out;      /* (n_ff, rank) */
+    ps_matrix pred_in;       /* (rank, n_embd), data NULL without predictor (PowerInfer: fc1);
+                              * the rank is this layer's */
+    ps_matrix pred_out;      /* (n_ff, rank) (PowerInfer: fc2) */
 } ps_layer;
 
 struct ps_model {
     ps_gguf *gguf;           /* owned; kept open: every pointer below is into its mmap */
-    char arch[32];           /* "llama" or "prosparse" */
+    char arch[32];           /* "llama" or "prosparse"; PowerInfer files: "llama" or "bamboo" */
+    int powerinfer;          /* 1: a PowerInfer file (magic PWRI; see model.c) */
     ps_hparams hp;
     ps_matrix tok_embd;      /* (n_vocab, n_embd) */
     const float *output_norm;/* (n_embd) F32 */

@@ -72,7 +72,8 @@ PS_API int ps_simd_get(void);
 /* ---- model ------------------------------------------------------------ */
 typedef struct ps_model ps_model;
 
-/* Map and validate a GGUF file (architectures "llama" and "prosparse"),
+/* Map and validate a GGUF file (architectures "llama" and "prosparse", and
+ * PowerInfer's "PWRI" files of architecture "llama" or "bamboo"),
  * then copy the weight matrices into memory laid out for the kernels in
  * force (row-interleaved where they have a packed product; huge pages where
  * the OS allows; the mapping itself when there is no memory for copies).
@@ -86,7 +87,7 @@ PS_API ps_model *ps_model_load_ex(const char *path, uint32_t flags);
 PS_API void ps_model_free(ps_model *model);
 
 typedef struct ps_model_info {
-    char arch[32];          /* "llama" or "prosparse" */
+    char arch[32];          /* "llama" or "prosparse"; PowerInfer files: "llama" or "bamboo" */
     char activation[16];    /* "silu", "relu", "fatrelu", "relu2", "drelu" */
     float activation_threshold;
     int32_t n_vocab, n_ctx_train, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim;
@@ -97,6 +98,8 @@ typedef struct ps_model_info {
     int32_t weight_type;     /* ggml type id of blk.0.ffn_gate (the bulk type) */
     int64_t n_params;
     int64_t file_size;
+    int32_t powerinfer;      /* 1: a PowerInfer file (magic PWRI), read as it is */
+    float predictor_threshold; /* logit cut of the predictor (0 without one) */
 } ps_model_info;
 
 PS_API int ps_model_get_info(const ps_model *model, ps_model_info *out);
@@ -145,6 +148,10 @@ typedef struct ps_session_params {
     int32_t n_batch;     /* max tokens per forward pass in prompt processing; <=0: 512 */
     int32_t mode;        /* enum ps_mode */
     int32_t cache_type;  /* enum ps_cache_type: how the KV cache stores each value */
+    /* > 0: run a relu or fatrelu model as FATReLU with this threshold t
+     * (act(g) = g where g >= t, else 0) in every mode; 0: the file's own
+     * activation. Other activations, negative or non-finite values: PS_ERR_ARG. */
+    float activation_threshold;
 } ps_session_params;
 
 /* KV cache element types. F16 (the default) halves F32's bytes; Q8_0 (blocks

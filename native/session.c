@@ -252,6 +252,12 @@ ps_session *ps_session_create(const ps_model *m, const ps_session_params *p) {
     s->n_batch = p->n_batch;
     s->mode = p->mode;
     s->cache_type = p->cache_type;
+    s->act = hp->act;
+    s->act_threshold = hp->act_threshold;
+    if (p->activation_threshold > 0.0f) {
+        s->act = PS_ACT_FATRELU;
+        s->act_threshold = p->activation_threshold;
+    }
 
     /* the pool first: per-thread buffers are sized by the threads it really runs */
     s->pool = ps_compute_new(p->n_threads, ps_model_max_cols(m), s->n_batch);

@@ -26,6 +26,10 @@ struct ps_session {
     const struct ps_model *model; /* not owned; must outlive the session */
     ps_compute *pool;             /* owned: worker threads + activation scratch */
     int32_t n_threads, n_ctx, n_batch, mode, cache_type;
+    /* the FFN activation this session runs: the file's, or FATReLU with the
+     * session's activation_threshold (ps_session_params) */
+    ps_act act;
+    float act_threshold;
     int32_t n_past;               /* tokens in the KV cache */
 
     /* KV cache: (n_layer, n_head_kv, n_ctx) rows of one head vector each,

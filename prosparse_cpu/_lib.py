@@ -91,6 +91,8 @@ class ps_model_info(Structure):
         ("weight_type", c_int32),
         ("n_params", c_int64),
         ("file_size", c_int64),
+        ("powerinfer", c_int32),
+        ("predictor_threshold", c_float),
     ]
 
 
@@ -101,6 +103,7 @@ class ps_session_params(Structure):
         ("n_batch", c_int32),
         ("mode", c_int32),
         ("cache_type", c_int32),
+        ("activation_threshold", c_float),
     ]
 
 

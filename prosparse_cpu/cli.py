@@ -33,6 +33,9 @@ ctx_opt = click.option("--ctx", "n_ctx", type=click.IntRange(min=16), default=20
                        help="KV cache length in tokens.")
 cache_opt = click.option("--cache-type", type=click.Choice(list(CACHE_TYPES)), default="f16", show_default=True,
                          help="KV cache element type (f32: exact, twice f16's memory; q8_0: ~half of f16).")
+thr_opt = click.option("--activation-threshold", "act_thr", type=click.FloatRange(min=0.0), default=0.0,
+                       metavar="T", help="Run a ReLU model as FATReLU T: gate values below T count as zero "
+                                         "(every mode; 0 keeps the file's activation).")
 map_opt = click.option("--map-only", is_flag=True,
                        help="Run from the file's mapping, without the load-time weight copies "
                             "(less memory the OS cannot reclaim; slower).")
@@ -67,13 +70,15 @@ def cli():
 @ctx_opt
 @cache_opt
 @map_opt
+@thr_opt
 @_sampling(0.8, 0.95)
-def generate(model, prompt, n, mode, threads, n_ctx, cache_type, map_only, temp, top_k, top_p, seed):
+def generate(model, prompt, n, mode, threads, n_ctx, cache_type, map_only, act_thr, temp, top_k, top_p, seed):
     """Continue a prompt, streaming the text to stdout (speed on stderr)."""
     from .model import Model
 
+    _gpu_split_note(model)
     with Model(model, threads=threads, n_ctx=n_ctx, mode=mode, copy_weights=not map_only,
-               cache_type=cache_type) as m:
+               cache_type=cache_type, activation_threshold=act_thr) as m:
         out = sys.stdout
         out.write(prompt)
         out.flush()
@@ -83,6 +88,14 @@ def generate(model, prompt, n, mode, threads, n_ctx, cache_type, map_only, temp,
         out.write("\n")
         out.flush()
         _print_speed(m.last_generation)
+
+
+def _gpu_split_note(model: str) -> None:
+    from .pwri import gpu_split_files
+
+    for p in gpu_split_files(model):
+        click.echo(f"note: {os.path.basename(p)} (PowerInfer's GPU neuron split) is not used on a CPU; ignored",
+                   err=True)
 
 
 def _print_speed(g) -> None:
@@ -105,14 +118,16 @@ def _print_speed(g) -> None:
 @ctx_opt
 @cache_opt
 @map_opt
+@thr_opt
 @_sampling(0.2, 0.9)
-def chat(model, question, system, n, verbose, mode, threads, n_ctx, cache_type, map_only, temp, top_k, top_p,
-         seed):
+def chat(model, question, system, n, verbose, mode, threads, n_ctx, cache_type, map_only, act_thr, temp, top_k,
+         top_p, seed):
     """Chat with a model (its chat template); /reset clears, /quit or EOF exits."""
     from .model import Model
 
+    _gpu_split_note(model)
     with Model(model, threads=threads, n_ctx=n_ctx, mode=mode, copy_weights=not map_only,
-               cache_type=cache_type) as m:
+               cache_type=cache_type, activation_threshold=act_thr) as m:
         session = _ChatSession(m, system, dict(max_tokens=n, temperature=temp, top_k=top_k, top_p=top_p,
                                                seed=seed))
         if question is not None:
@@ -212,6 +227,7 @@ def inspect(model, no_engine):
     """Show a GGUF file's architecture, hyper-parameters, tensors, keys and tokenizer."""
     from .gguf_info import describe
 
+    _gpu_split_note(model)
     report = describe(model)
     engine_line = None
     if not no_engine:
@@ -220,10 +236,12 @@ def inspect(model, no_engine):
         with Model(model, threads=1, n_ctx=16) as m:  # validates every tensor's type, shape and bounds
             i = m.info
             params = f"{i.n_params / 1e6:.1f} M" if i.n_params >= 1e6 else f"{i.n_params / 1e3:.1f} K"
-            engine_line = (f"  loads: yes; {params} parameters, bulk type {i.weight_type_name}, "
+            engine_line = (("  PowerInfer file (PWRI), read as it is\n" if i.powerinfer else "")
+                           + f"  loads: yes; {params} parameters, bulk type {i.weight_type_name}, "
                            f"activation {i.activation}"
                            + (f" (threshold {i.activation_threshold:g})" if i.activation == "fatrelu" else "")
-                           + (f", predictor rank {i.predictor_rank}" if i.has_predictor else "")
+                           + (f", predictor rank {i.predictor_rank} (logit cut {i.predictor_threshold:g})"
+                              if i.has_predictor else "")
                            + (", tied output" if i.tied_output else ""))
             kv = ", ".join(f"{t} {i.kv_bytes_per_token(t)}" for t in CACHE_TYPES
                            if t != "q8_0" or i.head_dim % 32 == 0)
@@ -250,7 +268,8 @@ def inspect(model, no_engine):
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the result here.")
 @cache_opt
-def perplexity(model, text_file, mode, threads, n_ctx, chunks, json_out, cache_type):
+@thr_opt
+def perplexity(model, text_file, mode, threads, n_ctx, chunks, json_out, cache_type, act_thr):
     """Perplexity of a text file (llama-perplexity's convention: non-overlapping windows)."""
     import dataclasses
     import json
@@ -267,7 +286,8 @@ def perplexity(model, text_file, mode, threads, n_ctx, chunks, json_out, cache_t
         raise ProSparseError(f"{text_file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if json_out and not os.path.isdir(os.path.dirname(os.path.abspath(json_out))):
         raise click.BadParameter(f"{json_out}: its folder does not exist", param_hint="--json")
-    with Model(model, threads=threads, n_ctx=n_ctx, mode=mode, n_batch=min(n_ctx, 512), cache_type=cache_type) as m:
+    with Model(model, threads=threads, n_ctx=n_ctx, mode=mode, n_batch=min(n_ctx, 512), cache_type=cache_type,
+               activation_threshold=act_thr) as m:
         with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
             task = bar.add_task("perplexity", total=None)
             res = run_ppl(m, text, n_ctx=n_ctx, max_windows=chunks,
@@ -304,7 +324,9 @@ def perplexity(model, text_file, mode, threads, n_ctx, chunks, json_out, cache_t
 @cache_opt
 @click.option("--llama-fa/--no-llama-fa", "llama_fa", default=True, show_default=True,
               help="llama.cpp's flash attention.")
-def bench(model, baseline, threads, reps, pp, tg, modes, no_llama, json_out, plot_out, depth, cache_type, llama_fa):
+@thr_opt
+def bench(model, baseline, threads, reps, pp, tg, modes, no_llama, json_out, plot_out, depth, cache_type, llama_fa,
+          act_thr):
     """llama-bench style pp/tg throughput: our modes vs llama.cpp, interleaved."""
     from . import bench as b
 
@@ -328,7 +350,7 @@ def bench(model, baseline, threads, reps, pp, tg, modes, no_llama, json_out, plo
             raise click.BadParameter(f"{out}: its folder does not exist")
     result = b.run_bench(model, baseline=baseline, threads=threads, reps=reps, n_pp=pp, n_tg=tg,
                          modes=mode_list, llama=not no_llama, depths=depths, cache_type=cache_type,
-                         llama_flash_attn=llama_fa)
+                         llama_flash_attn=llama_fa, activation_threshold=act_thr)
     b.print_table(result)
     if json_out:
         b.write_json(result, json_out)
@@ -356,7 +378,8 @@ def bench(model, baseline, threads, reps, pp, tg, modes, no_llama, json_out, plo
               help="Largest request body in bytes.")
 @cache_opt
 @map_opt
-def serve(model, host, port, mode, threads, parallel, n_ctx, api_key, max_body, cache_type, map_only):
+@thr_opt
+def serve(model, host, port, mode, threads, parallel, n_ctx, api_key, max_body, cache_type, map_only, act_thr):
     """OpenAI-compatible server: /v1/chat/completions, /v1/completions, /v1/models, /health, a chat page at /."""
     try:
         from .server import serve as run_server
@@ -366,10 +389,12 @@ def serve(model, host, port, mode, threads, parallel, n_ctx, api_key, max_body, 
         raise click.ClickException(f"`prosparse serve` needs the server extra ({e.name} is missing): "
                                    "pip install 'prosparse-cpu[server]'") from None
     per = max(1, threads // parallel)
+    _gpu_split_note(model)
     click.echo(f"prosparse serve: {os.path.basename(model)}, {parallel} session(s) x {per} thread(s), "
                f"context {n_ctx}, mode {mode}, http://{host}:{port}", err=True)
     run_server(model, host=host, port=port, mode=mode, threads=threads, parallel=parallel, n_ctx=n_ctx,
-               api_key=api_key, copy_weights=not map_only, max_body=max_body, cache_type=cache_type)
+               api_key=api_key, copy_weights=not map_only, max_body=max_body, cache_type=cache_type,
+               activation_threshold=act_thr)
 
 
 # ---- entry point ------------------------------------------------------------------

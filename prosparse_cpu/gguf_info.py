@@ -19,15 +19,15 @@ ARRAY_SHOW = 8  # array keys longer than this are summarised
 
 
 def open_reader(path: str):
-    """GGUFReader over path; any failure becomes one ProSparseError line."""
-    import gguf
+    """GGUFReader over path (PowerInfer's PWRI files too); any failure becomes one ProSparseError line."""
+    from .pwri import open_gguf
 
     if not os.path.exists(path):
         raise ProSparseError(f"{path}: no such file")
     if os.path.isdir(path):
         raise ProSparseError(f"{path}: is a directory, not a GGUF file")
     try:
-        return gguf.GGUFReader(path, "r")
+        return open_gguf(path, "r")
     except Exception as e:  # gguf-py raises ValueError, IndexError, struct/numpy errors on bad files
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ProSparseError(f"{path}: not a readable GGUF file ({msg})") from None
@@ -116,7 +116,9 @@ def describe(path: str) -> "OrderedDict[str, list[str]]":
     size = os.path.getsize(path)
     out["file"] = [
         f"  path: {path}",
-        f"  size: {size / 2**20:.1f} MiB, GGUF version {version}, {len(reader.tensors)} tensors, {len(fields)} keys",
+        f"  size: {size / 2**20:.1f} MiB, GGUF version {version}"
+        + (" (PowerInfer magic PWRI)" if getattr(reader, "powerinfer", False) else "")
+        + f", {len(reader.tensors)} tensors, {len(fields)} keys",
         f"  architecture: {arch}" + (f", name: {values['general.name']!r}" if "general.name" in values else ""),
     ]
 
@@ -152,16 +154,16 @@ def describe(path: str) -> "OrderedDict[str, list[str]]":
     out["tokenizer"] = tok or ["  (no tokenizer keys)"]
 
     ps = [f"  {k}: {_fmt_value(v)}" for k, v in values.items()
-          if k.startswith("prosparse.") and k not in {f"prosparse.{s}" for s in _LLAMA_SUFFIXES}]
-    n_pred = sum(1 for t in reader.tensors if re.search(r"\.ffn_pred_(in|out)", t.name))
+          if k.startswith(("prosparse.", "powerinfer.")) and k not in {f"prosparse.{s}" for s in _LLAMA_SUFFIXES}]
+    n_pred = sum(1 for t in reader.tensors if re.search(r"\.(ffn_pred_(in|out)|fc[12])\.weight$", t.name))
     n_down_t = sum(1 for t in reader.tensors if t.name.endswith("ffn_down_t.weight"))
     if n_down_t or n_pred or ps:
         ps.append(f"  ffn_down_t tensors: {n_down_t}; predictor tensors: {n_pred}")
-        pred_in = next((t for t in reader.tensors if t.name == "blk.0.ffn_pred_in.weight"), None)
+        pred_in = next((t for t in reader.tensors if t.name in ("blk.0.ffn_pred_in.weight", "blk.0.fc1.weight")), None)
         if pred_in is not None:  # ggml order [n_embd, rank]
             ps.append(f"  predictor rank: {int(pred_in.shape[-1])} ({pred_in.tensor_type.name})")
         ps.extend(_freq_summary(reader))
-        out["prosparse"] = ps
+        out["powerinfer" if getattr(reader, "powerinfer", False) else "prosparse"] = ps
 
     out["keys"] = [f"  {k} = {_fmt_value(v)}" for k, v in values.items()]
     return out

@@ -50,6 +50,8 @@ class ModelInfo:
     weight_type: int
     n_params: int
     file_size: int
+    powerinfer: bool = False       # a PowerInfer (PWRI) file, read as it is
+    predictor_threshold: float = 0.0
 
     def kv_bytes_per_token(self, cache_type: str = "f16") -> int:
         """Bytes the KV cache holds per position (K and V of every layer)."""
@@ -114,13 +116,16 @@ class Model:
 
     def __init__(self, path: str | os.PathLike, threads: int = 2, n_ctx: int = 2048,
                  mode: str = "dense", n_batch: int = 512, measure: bool = False, copy_weights: bool = True,
-                 cache_type: str = "f16"):
+                 cache_type: str = "f16", activation_threshold: float = 0.0):
         """copy_weights=False runs from the file's mapping (less resident memory the
         OS cannot reclaim, slower decode; the same results). cache_type: how the KV
-        cache stores keys and values, "f16" (default), "q8_0" or "f32" (exact)."""
+        cache stores keys and values, "f16" (default), "q8_0" or "f32" (exact).
+        activation_threshold t > 0 runs a relu or fatrelu model as FATReLU t (gate
+        values below t count as zero) in every mode; 0 keeps the file's activation."""
         self._model = None
         self._session = None
         self.path = os.fspath(path)
+        self.activation_threshold = float(activation_threshold)
         mode_id = parse_mode(mode)
         self.cache_type = cache_type
         parse_cache_type(cache_type)
@@ -142,6 +147,7 @@ class Model:
                 fields[name] = value.decode("utf-8", "replace")
         fields["tied_output"] = bool(fields["tied_output"])
         fields["has_predictor"] = bool(fields["has_predictor"])
+        fields["powerinfer"] = bool(fields["powerinfer"])
         self.info = ModelInfo(**fields)
         self._piece_cache: dict[tuple[int, bool], bytes] = {}
         try:
@@ -161,6 +167,7 @@ class Model:
         params.n_batch = int(n_batch)
         params.mode = mode_id
         params.cache_type = parse_cache_type(self.cache_type)
+        params.activation_threshold = self.activation_threshold
         session = L.ps_session_new(self._model, ctypes.byref(params))
         if not session:
             raise fail(_lib.PS_ERR_ARG, self.path)

@@ -7,6 +7,10 @@ Sections (--sections, comma-separated; default all, in this order):
              tg in modes dense, sparse, predict; MB/token, share of the
              bytes-per-token bound, measured sparsity, predictor recall;
   sparse1b   the same for a ~1B shape;
+  pwri7b     the 7B shape written as PowerInfer's own PWRI file (`synth_sparse_model.py
+             --format powerinfer`: ReLU at ~89% inactive, fc1/fc2 predictor, Q4_0),
+             run as it is: dense, sparse, predict vs llama.cpp on its llama twin;
+  pwri1b     the same for the ~1B shape;
   threshold  SmolLM2-135M-Instruct (SiLU), Q4_0: converted with --calibrate on
              --calib-text at each --targets sparsity; tg dense vs threshold vs
              llama.cpp, and perplexity (dense and threshold) on --eval-text, a
@@ -47,7 +51,7 @@ from prosparse_cpu.bench import bandwidth_note, print_table, run_bench, write_js
 HERE = Path(__file__).resolve().parent
 CACHE = Path.home() / ".cache" / "prosparse-cpu"
 DEFAULT_MODEL = CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf"
-SECTIONS = ("sparse7b", "sparse1b", "threshold", "smollm2", "dense0", "depth")
+SECTIONS = ("sparse7b", "sparse1b", "pwri7b", "pwri1b", "threshold", "smollm2", "dense0", "depth")
 DEPTH_TARGET = 1.8  # tg at depth >= 2048: ours / llama.cpp
 SPARSE_TARGETS = {"sparse": 1.5, "predict": 1.8}  # the project's targets: tg speed-up over llama.cpp dense
 BOUND_TARGET = 0.8                                 # and share of the bytes-per-token bound
@@ -93,14 +97,18 @@ def variants(src: Path, types: list[str]) -> list[Path]:
     return out
 
 
-def synth_files(shape: str, synth_dir: Path) -> tuple[Path, Path]:
-    """(prosparse model, llama twin) of a synthetic shape, generated once into synth_dir."""
-    model, twin = synth_dir / f"prosparse-{shape}.gguf", synth_dir / f"llama-{shape}.gguf"
+def synth_files(shape: str, synth_dir: Path, fmt: str = "prosparse") -> tuple[Path, Path]:
+    """(sparse model, llama twin) of a synthetic shape, generated once into synth_dir; fmt powerinfer:
+    the model is a PowerInfer PWRI file."""
+    if fmt == "powerinfer":
+        model, twin = (synth_dir / f"powerinfer-{shape}.powerinfer.gguf", synth_dir / f"powerinfer-{shape}.llama.gguf")
+    else:
+        model, twin = synth_dir / f"prosparse-{shape}.gguf", synth_dir / f"llama-{shape}.gguf"
     if not (model.is_file() and twin.is_file()):
-        say(f"  generating the synthetic {shape} model and its twin into {synth_dir} (once)")
+        say(f"  generating the synthetic {shape} {fmt} model and its twin into {synth_dir} (once)")
         synth_dir.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, str(HERE / "synth_sparse_model.py"), "--shape", shape, "--out", str(synth_dir)],
-                       check=True)
+        subprocess.run([sys.executable, str(HERE / "synth_sparse_model.py"), "--shape", shape, "--format", fmt,
+                        "--out", str(synth_dir)], check=True)
     return model, twin
 
 
@@ -158,15 +166,22 @@ def measure(label: str, path: Path, baseline: Path | None, a, pp: int, tg: int, 
     return res
 
 
-def section_sparse(shape: str, a, out: Path) -> dict:
-    model, twin = synth_files(shape, a.synth_dir)
+def section_sparse(shape: str, a, out: Path, fmt: str = "prosparse") -> dict:
+    model, twin = synth_files(shape, a.synth_dir, fmt)
     tg = a.tg_7b if shape == "7b" else a.tg_1b
     modes = ["dense", "sparse", "predict"]
-    res = measure(f"sparse{shape}", model, twin, a, a.sparse_pp, tg, modes, out)
+    name = f"pwri{shape}" if fmt == "powerinfer" else f"sparse{shape}"
+    res = measure(name, model, twin, a, a.sparse_pp, tg, modes, out)
     rows = engine_rows(res)
-    lines = [f"**Synthetic LLaMA-2-{shape.upper()}-shaped model** (`scripts/synth_sparse_model.py --shape {shape}`: "
-             "random Q4_0 weights, FATReLU at ~89% inactive, low-rank predictor) vs llama.cpp on its "
-             f"`--llama-compat` twin; {a.threads} threads, tg{tg}, median of {a.reps}. Read bandwidth for the "
+    if fmt == "powerinfer":
+        what = (f"**PowerInfer file, LLaMA-2-{shape.upper()} shape** (`scripts/synth_sparse_model.py --shape {shape} "
+                "--format powerinfer`: a PWRI file in PowerInfer's own layout, random Q4_0 weights, ReLU at ~89% "
+                "inactive, fc1/fc2 predictor; run as it is) vs llama.cpp on its llama twin")
+    else:
+        what = (f"**Synthetic LLaMA-2-{shape.upper()}-shaped model** (`scripts/synth_sparse_model.py --shape {shape}`: "
+                "random Q4_0 weights, FATReLU at ~89% inactive, low-rank predictor) vs llama.cpp on its "
+                "`--llama-compat` twin")
+    lines = [f"{what}; {a.threads} threads, tg{tg}, median of {a.reps}. Read bandwidth for the "
              f"bounds: {bandwidth_note(res)}.",
              "", "    " + bench_cmd(model, twin, a, a.sparse_pp, tg, modes), "",
              "| engine | tg t/s (min-max) | vs llama.cpp | MB/token | bound t/s | of bound | sparsity | recall |",
@@ -186,7 +201,7 @@ def section_sparse(shape: str, a, out: Path) -> dict:
                           f"{'met' if r['bound_share'] >= BOUND_TARGET else 'NOT met'})")
     if checks:
         lines += ["", "Targets: " + "; ".join(checks) + "."]
-    return {"section": f"sparse{shape}", "rows": rows, "markdown": "\n".join(lines) + "\n",
+    return {"section": name, "rows": rows, "markdown": "\n".join(lines) + "\n",
             "read_bandwidth_gb_s": res["machine"].get("read_bandwidth_gb_s"), "command": bench_cmd(
                 model, twin, a, a.sparse_pp, tg, modes)}
 
@@ -436,6 +451,8 @@ def main() -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "scripts/bench_all.py", *sys.argv[1:]])
     run = {"sparse7b": lambda: section_sparse("7b", a, a.out), "sparse1b": lambda: section_sparse("1b", a, a.out),
+           "pwri7b": lambda: section_sparse("7b", a, a.out, "powerinfer"),
+           "pwri1b": lambda: section_sparse("1b", a, a.out, "powerinfer"),
            "threshold": lambda: section_threshold(a, a.out), "smollm2": lambda: section_smollm2(a, a.out), "dense0": lambda: section_dense0(a, a.out),
            "depth": lambda: section_depth(a, a.out)}
     results, t_start = [], time.monotonic()

@@ -23,6 +23,9 @@ Layers share one gate/predictor (rows rolled per layer); other matrices are
 fresh random bytes per layer.
 
     python scripts/synth_sparse_model.py --shape 7b --out /work/cache/synth
+
+--format powerinfer writes the same shapes as PowerInfer's own files instead
+(magic PWRI, ReLU, fc1/fc2 predictor; scripts/synth_powerinfer.py).
 """
 from __future__ import annotations
 
@@ -226,7 +229,19 @@ def main() -> None:
     ap.add_argument("--hot-first", action="store_true")
     ap.add_argument("--no-twin", action="store_true", help="skip the llama twin")
     ap.add_argument("--seed", type=int, default=0)
-    write(ap.parse_args())
+    ap.add_argument("--format", choices=["prosparse", "powerinfer"], default="prosparse",
+                    help="powerinfer: PowerInfer's PWRI layout (ReLU, fc1/fc2 predictor, Q4_0)")
+    ap.add_argument("--vocab", type=int, default=0, help="vocabulary size (--format powerinfer; default 32000)")
+    ap.add_argument("--output-type", choices=["q4_0", "q6_k"], default="q4_0",
+                    help="--format powerinfer: output.weight type (q6_k: PowerInfer's default Q4_0 mix)")
+    args = ap.parse_args()
+    if args.format == "powerinfer":
+        import sys
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from synth_powerinfer import write as write_powerinfer
+        write_powerinfer(args, SHAPES)
+    else:
+        write(args)
 
 
 if __name__ == "__main__":

@@ -311,6 +311,44 @@ TEST(absurd_dimensions) {
     CHECK(fails_with(&b, "not a multiple"));
 }
 
+/* PowerInfer's magic: the same file reads the same; only version 3 is known;
+ * its integer tensor ids (16-18) are sized in PWRI files only; the
+ * truncation sweep holds for it too. */
+TEST(powerinfer_magic) {
+    buf b = valid_file();
+    memcpy(b.p, "PWRI", 4);
+    ps_gguf *g = open_bytes(b.p, b.n);
+    CHECK(g != NULL && ps_gguf_is_powerinfer(g) && ps_gguf_n_tensors(g) == 3);
+    ps_gguf_close(g);
+    int bad = 0;
+    for (size_t n = 0; n < b.n; n++) {
+        ps_clear_error();
+        g = open_bytes(b.p, n);
+        if (g || ps_last_error()[0] == '\0' || strchr(ps_last_error(), '\n')) bad++;
+        ps_gguf_close(g);
+    }
+    CHECK(bad == 0);
+    b.p[4] = 2;
+    CHECK(fails_with(&b, "PowerInfer (PWRI) file of GGUF version 2"));
+    b = valid_file();
+    g = open_bytes(b.p, b.n);
+    CHECK(g != NULL && !ps_gguf_is_powerinfer(g));
+    ps_gguf_close(g);
+    free(b.p);
+
+    b = one_tensor(1, (uint64_t[]){8}, 18, 0, 32); /* PowerInfer's I32 */
+    CHECK(fails_with(&b, "unknown ggml type id 18"));
+    b = one_tensor(1, (uint64_t[]){8}, 18, 0, 32);
+    memcpy(b.p, "PWRI", 4);
+    g = open_bytes(b.p, b.n);
+    CHECK(g != NULL && ps_gguf_tensor_at(g, 0)->nbytes == 32);
+    ps_gguf_close(g);
+    free(b.p);
+    b = one_tensor(1, (uint64_t[]){16}, 18, 0, 32); /* 64 bytes needed, 32 there */
+    memcpy(b.p, "PWRI", 4);
+    CHECK(fails_with(&b, "past end of file"));
+}
+
 TEST(unknown_tensor_type) {
     buf b = one_tensor(1, (uint64_t[]){32}, 99, 0, 256);
     CHECK(fails_with(&b, "unknown ggml type id 99"));
@@ -447,6 +485,7 @@ int main(void) {
     RUN(tensor_data_past_eof);
     RUN(absurd_dimensions);
     RUN(unknown_tensor_type);
+    RUN(powerinfer_magic);
     RUN(huge_lengths_and_counts);
     RUN(bad_value_types_and_nesting);
     RUN(bad_alignment);

@@ -73,7 +73,8 @@ def default_modes(model) -> list[str]:
 def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: int = 5, n_pp: int = 512,
               n_tg: int = 128, modes: list[str] | None = None, llama: bool = True, seed: int = 1234,
               measure_bandwidth: bool = True, log=None, depths: list[int] | None = None,
-              cache_type: str = "f16", llama_flash_attn: bool = True) -> dict:
+              cache_type: str = "f16", llama_flash_attn: bool = True,
+              activation_threshold: float = 0.0) -> dict:
     """Measure and return everything as one JSON-ready dict (see report.write_json).
     depths: the cache depths to measure at (default [0]); cache_type: our KV cache's."""
     from rich.console import Console
@@ -88,7 +89,8 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
     load_before = os.getloadavg()
     others_before = sample_others()
 
-    model = Model(path, threads=threads, n_ctx=n_ctx, n_batch=min(n_batch, 512), cache_type=cache_type)
+    model = Model(path, threads=threads, n_ctx=n_ctx, n_batch=min(n_batch, 512), cache_type=cache_type,
+                  activation_threshold=activation_threshold)
     engines: list = []
     try:
         explicit = modes is not None
@@ -113,7 +115,10 @@ def run_bench(path: str, baseline: str | None = None, threads: int = 2, reps: in
                     engines.insert(0, LlamaCppEngine(baseline or path, threads, n_ctx, max(n_batch, 512),
                                                       flash_attn=llama_flash_attn))
                 except ProSparseError as e:
-                    say(f"{e}; measuring ours alone (give a --baseline file llama.cpp can run)")
+                    hint = "give a --baseline file llama.cpp can run"
+                    if baseline is None and model.info.powerinfer:
+                        hint += ", e.g. its twin from prosparse-convert MODEL -o TWIN.gguf --llama-compat"
+                    say(f"{e}; measuring ours alone ({hint})")
         n_vocab = min(e.n_vocab for e in engines)
         rng = np.random.default_rng(seed)
         pp_ids = rng.integers(0, n_vocab, size=n_pp, dtype=np.int32)

@@ -31,7 +31,7 @@ def weight_bytes(path: str) -> dict[str, int]:
             roles["down"] += n
             if name.endswith(".ffn_down_t.weight"):
                 roles["down_t"] += n  # row-major by neuron: the engine reads only rows with a non-zero input
-        elif ".ffn_pred_" in name:
+        elif ".ffn_pred_" in name or re.search(r"\.fc[12]\.weight$", name):
             roles["pred"] += n
         elif name.endswith("norm.weight"):
             roles["norms"] += n

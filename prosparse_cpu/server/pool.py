@@ -37,6 +37,7 @@ class Slot(Model):
         self._session = None
         self._base = base
         self.path, self._lib, self.info = base.path, base._lib, base.info
+        self.activation_threshold = base.activation_threshold
         self._model = base._model
         self._piece_cache = base._piece_cache
         self.cache_type = base.cache_type
@@ -72,9 +73,10 @@ class Pool:
 
     @classmethod
     def open(cls, path: str, parallel: int = 1, threads: int = 2, n_ctx: int = 2048, mode: str = "dense",
-             copy_weights: bool = True, cache_type: str = "f16") -> "Pool":
+             copy_weights: bool = True, cache_type: str = "f16", activation_threshold: float = 0.0) -> "Pool":
         per = max(1, int(threads) // int(parallel))
-        model = Model(path, threads=per, n_ctx=n_ctx, mode=mode, copy_weights=copy_weights, cache_type=cache_type)
+        model = Model(path, threads=per, n_ctx=n_ctx, mode=mode, copy_weights=copy_weights, cache_type=cache_type,
+                      activation_threshold=activation_threshold)
         slots: list[Model] = [model]
         try:
             for _ in range(int(parallel) - 1):
