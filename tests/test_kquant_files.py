@@ -51,7 +51,7 @@ def rel_err(got, want) -> float:
 
 
 def logits(path, tokens, threads=2, n_batch=512):
-    with Model(path, threads=threads, n_ctx=128, n_batch=n_batch) as m:
+    with Model(path, threads=threads, n_ctx=128, cache_type="f32", n_batch=n_batch) as m:
         return m.eval_all(tokens)
 
 

@@ -67,7 +67,7 @@ def one_by_one(m: Model, ids) -> np.ndarray:
 
 
 def test_info():
-    m = Model(path("q4_0"), threads=1, n_ctx=64)
+    m = Model(path("q4_0"), threads=1, n_ctx=64, cache_type="f32")
     assert m.info.powerinfer and m.info.arch == "llama" and m.info.activation == "relu"
     assert m.info.has_predictor and m.info.predictor_rank == 96 and m.info.predictor_threshold == 0.0
     m.close()
@@ -85,7 +85,7 @@ def test_hf_reference_is_transformers(ids, hf_ref):
 
 @pytest.mark.parametrize("mode", ["dense", "sparse"])
 def test_f32_equals_hf(mode, ids, hf_ref):
-    m = Model(path("f32"), threads=2, n_ctx=256, mode=mode)
+    m = Model(path("f32"), threads=2, n_ctx=256, mode=mode, cache_type="f32")
     assert rel(m.eval_all(ids), hf_ref) <= 1e-4
     m.reset()
     assert rel(one_by_one(m, ids), hf_ref) <= 1e-4
@@ -98,14 +98,14 @@ def test_own_weights(kind, ids):
     from prosparse_cpu.convert.reference import gguf_logits
     ref = gguf_logits(path(kind), ids)
     for mode in ("dense", "sparse"):
-        m = Model(path(kind), threads=2, n_ctx=256, mode=mode)
+        m = Model(path(kind), threads=2, n_ctx=256, mode=mode, cache_type="f32")
         got = m.eval_all(ids)
         m.close()
         assert rel(got, ref) <= OWN_TOL[kind], mode
 
 
 def test_f16_within_its_rounding_of_hf(ids, hf_ref):
-    m = Model(path("f16"), threads=2, n_ctx=256, mode="sparse")
+    m = Model(path("f16"), threads=2, n_ctx=256, mode="sparse", cache_type="f32")
     assert rel(m.eval_all(ids), hf_ref) <= 2e-3   # measured 6.7e-4: F16 weights
     m.close()
 
@@ -113,7 +113,7 @@ def test_f16_within_its_rounding_of_hf(ids, hf_ref):
 @pytest.mark.parametrize("kind,floor", [("f32", 0.95), ("f16", 0.95), ("q4_0", 0.85)])
 def test_predict_recall(kind, floor, ids):
     """The files' own predictor, PowerInfer's rule (ReLU between fc1 and fc2, residual input, logit >= 0)."""
-    m = Model(path(kind), threads=2, n_ctx=256, mode="predict", measure=True)
+    m = Model(path(kind), threads=2, n_ctx=256, mode="predict", measure=True, cache_type="f32")
     one_by_one(m, ids[:120])
     st = m.stats()
     m.close()
@@ -122,7 +122,7 @@ def test_predict_recall(kind, floor, ids):
 
 
 def test_predict_f32_close_to_hf(ids, hf_ref):
-    m = Model(path("f32"), threads=2, n_ctx=256, mode="predict")
+    m = Model(path("f32"), threads=2, n_ctx=256, mode="predict", cache_type="f32")
     got = one_by_one(m, ids)
     m.close()
     assert rel(got, hf_ref) <= 1e-3   # measured 4.9e-5: the few neurons the predictor misses
@@ -144,7 +144,7 @@ def greedy_ids(m: Model, prompt: list[int], n: int) -> list[int]:
 def test_powerinfer_greedy_reproduced(kind, greedy):
     """predict mode gives PowerInfer's own greedy tokens."""
     run = greedy[kind]
-    m = Model(path(kind), threads=1, n_ctx=64, mode="predict")
+    m = Model(path(kind), threads=1, n_ctx=64, mode="predict", cache_type="f32")
     assert greedy_ids(m, run["prompt_token_ids"], 16) == run["generated_token_ids"]
     m.close()
 
@@ -154,7 +154,7 @@ def test_f32_greedy_is_the_reference(greedy):
     ours gives the float64 reference's tokens, which are the F16 file's PowerInfer output."""
     run = greedy["f32"]
     assert run["generated_token_ids"] == [0] * 16
-    m = Model(path("f32"), threads=1, n_ctx=64, mode="predict")
+    m = Model(path("f32"), threads=1, n_ctx=64, mode="predict", cache_type="f32")
     got = greedy_ids(m, run["prompt_token_ids"], 16)
     m.close()
     assert got == run["torch_float64_reference"]["sparse_ids"] == greedy["f16"]["generated_token_ids"]
@@ -171,7 +171,7 @@ def test_powerinfer_tokens_or_near_ties(kind, greedy):
     seq = run["prompt_token_ids"] + target
     n_p = len(run["prompt_token_ids"])
     ref = gguf_logits(path(kind), seq)[n_p - 1:-1]
-    m = Model(path(kind), threads=1, n_ctx=64, mode="predict")
+    m = Model(path(kind), threads=1, n_ctx=64, mode="predict", cache_type="f32")
     m.eval(run["prompt_token_ids"][:-1])
     got = one_by_one(m, seq[n_p - 1:-1])
     m.close()
@@ -197,11 +197,11 @@ def test_activation_threshold_is_fatrelu(mode, ids):
     g = GGUFModel(path("f32"))
     ref_m = Reference(dataclasses.replace(g.spec(), activation="fatrelu", threshold=t), g.w, g.t)
     ref = ref_m.logits(ref_m.hidden([ids])[0])
-    m = Model(path("f32"), threads=2, n_ctx=256, mode=mode, activation_threshold=t)
+    m = Model(path("f32"), threads=2, n_ctx=256, mode=mode, activation_threshold=t, cache_type="f32")
     got = one_by_one(m, ids)
     sparsity = m.stats()["sparsity"]
     m.close()
-    relu = Model(path("f32"), threads=2, n_ctx=256, mode=mode)
+    relu = Model(path("f32"), threads=2, n_ctx=256, mode=mode, cache_type="f32")
     one_by_one(relu, ids)
     assert sparsity > relu.stats()["sparsity"] + 0.005
     relu.close()
@@ -216,15 +216,15 @@ def test_bamboo_is_drelu(tmp_path, ids):
     p = rewrite_pwri(path("f32"), tmp_path / "bamboo.powerinfer.gguf", arch="bamboo")
     ref = gguf_logits(p, ids)
     for mode in ("dense", "sparse"):
-        m = Model(p, threads=2, n_ctx=256, mode=mode)
+        m = Model(p, threads=2, n_ctx=256, mode=mode, cache_type="f32")
         assert m.info.activation == "drelu" and m.info.arch == "bamboo"
         assert rel(m.eval_all(ids), ref) <= 1e-4
         m.close()
-    m = Model(p, threads=2, n_ctx=256, mode="predict", measure=True)
+    m = Model(p, threads=2, n_ctx=256, mode="predict", measure=True, cache_type="f32")
     got = one_by_one(m, ids)
     assert m.stats()["recall"] >= 0.95 and rel(got, ref) <= 1e-3
     m.close()
-    relu = Model(path("f32"), threads=1, n_ctx=256)
+    relu = Model(path("f32"), threads=1, n_ctx=256, cache_type="f32")
     assert rel(relu.eval_all(ids), ref) > 1e-2   # drelu is not relu: the test can tell them apart
     relu.close()
 
@@ -238,7 +238,7 @@ def test_server_slots_share_the_activation_threshold():
         for slot in pool.slots:
             slot.eval(ids)
             got.append(slot.logits().copy())
-        plain = Model(path("f32"), threads=1, n_ctx=64, mode="sparse")
+        plain = Model(path("f32"), threads=1, n_ctx=64, mode="sparse", cache_type="f32")
         plain.eval(ids)
         assert np.array_equal(got[0], got[1]) and not np.allclose(got[0], plain.logits())
         plain.close()
@@ -260,11 +260,11 @@ def test_predictor_rank_per_layer(tmp_path):
     conv = tmp_path / "ranks.gguf"
     convert(p, conv, progress=False)
     ids = [1, 343, 315, 318, 310, 305, 323, 264, 260, 259] * 2
-    base = Model(path("f32"), threads=1, n_ctx=64, mode="predict")
+    base = Model(path("f32"), threads=1, n_ctx=64, mode="predict", cache_type="f32")
     want = one_by_one(base, ids)
     base.close()
     for f in (p, conv):
-        m = Model(f, threads=1, n_ctx=64, mode="predict")
+        m = Model(f, threads=1, n_ctx=64, mode="predict", cache_type="f32")
         assert m.info.predictor_rank == 96
         assert rel(one_by_one(m, ids), want) <= 1e-6
         m.close()
@@ -282,11 +282,11 @@ def test_other_types(qtype, tol, tmp_path, ids):
     p = rewrite_pwri(path("f32"), tmp_path / f"{qtype}.powerinfer.gguf", retype=gguf.GGMLQuantizationType[qtype])
     ref = gguf_logits(p, ids)
     for mode in ("dense", "sparse"):
-        m = Model(p, threads=2, n_ctx=256, mode=mode)
+        m = Model(p, threads=2, n_ctx=256, mode=mode, cache_type="f32")
         assert m.info.weight_type_name == qtype
         assert rel(m.eval_all(ids), ref) <= tol, mode
         m.close()
-    m = Model(p, threads=2, n_ctx=256, mode="predict", measure=True)
+    m = Model(p, threads=2, n_ctx=256, mode="predict", measure=True, cache_type="f32")
     one_by_one(m, ids[:100])
     assert m.stats()["recall"] >= 0.85
     m.close()
@@ -296,7 +296,7 @@ def test_tokenizer_is_sentencepiece(greedy):
     """The file's vocabulary tokenizes as sentencepiece does (PowerInfer's main drops the leading '▁'),
     and PowerInfer's generated ids decode to the bytes it printed."""
     run = greedy["f16"]
-    m = Model(path("f16"), threads=1, n_ctx=64)
+    m = Model(path("f16"), threads=1, n_ctx=64, cache_type="f32")
     assert m.tokenize(run["prompt"], add_bos=True) == run["sentencepiece_encode_ids"]
     got = b"".join(m.token_bytes(t) for t in run["generated_token_ids"])
     m.close()
