@@ -79,29 +79,33 @@ static void run_chunk(const ps_attn_kernels *kk, const case_data *c, int j0, int
 
 /* Same bits at every level, for chunk lengths with and without tails. */
 TEST(test_levels_identical) {
-    if (ps_simd_supported() < PS_SIMD_AVX2) return;
     static const int types[] = {PS_CACHE_F32, PS_CACHE_F16, PS_CACHE_Q8_0};
     static const int hds[] = {64, 96, 128, 32, 8, 40};
-    static const int ns[] = {1, 3, 4, 7, 8, 13, 64, 127, 128};
-    for (int ti = 0; ti < 3; ti++)
-        for (int hi = 0; hi < 6; hi++)
-            for (int nq = 1; nq <= 7; nq += 2)
-                for (int ni = 0; ni < 9; ni++) {
-                    const int type = types[ti], hd = hds[hi], n = ns[ni];
-                    if (!ps_cache_row_bytes(type, hd)) continue;
-                    case_data c = make_case(type, hd, nq, n, 77u + (unsigned)(ti * 1000 + hi * 100 + nq * 10 + ni));
-                    float m0[8], l0[8], m1[8], l1[8];
-                    float *o0 = calloc((size_t)nq * hd, sizeof(float)), *o1 = calloc((size_t)nq * hd, sizeof(float));
-                    run_chunk(&ps_attn_kernels_scalar, &c, 0, n, m0, l0, o0);
-                    run_chunk(&ps_attn_kernels_avx2, &c, 0, n, m1, l1, o1);
-                    int same = memcmp(m0, m1, sizeof(float) * nq) == 0 && memcmp(l0, l1, sizeof(float) * nq) == 0 &&
-                               memcmp(o0, o1, sizeof(float) * (size_t)nq * hd) == 0;
-                    if (!same) fprintf(stderr, "type %d hd %d nq %d n %d differ\n", type, hd, nq, n);
-                    CHECK(same);
-                    free(o0);
-                    free(o1);
-                    free_case(&c);
-                }
+    for (int level = 1; level < PS_SIMD_COUNT; level++) {
+        if (ps_simd_set(level) != level) continue; /* a level this CPU (or build) does not run */
+        const ps_attn_kernels *kernels = ps_level_ops_at(level)->attn;
+        static const int ns[] = {1, 3, 4, 7, 8, 13, 64, 127, 128};
+        for (int ti = 0; ti < 3; ti++)
+            for (int hi = 0; hi < 6; hi++)
+                for (int nq = 1; nq <= 7; nq += 2)
+                    for (int ni = 0; ni < 9; ni++) {
+                        const int type = types[ti], hd = hds[hi], n = ns[ni];
+                        if (!ps_cache_row_bytes(type, hd)) continue;
+                        case_data c = make_case(type, hd, nq, n, 77u + (unsigned)(ti * 1000 + hi * 100 + nq * 10 + ni));
+                        float m0[8], l0[8], m1[8], l1[8];
+                        float *o0 = calloc((size_t)nq * hd, sizeof(float)), *o1 = calloc((size_t)nq * hd, sizeof(float));
+                        run_chunk(&ps_attn_kernels_scalar, &c, 0, n, m0, l0, o0);
+                        run_chunk(kernels, &c, 0, n, m1, l1, o1);
+                        int same = memcmp(m0, m1, sizeof(float) * nq) == 0 && memcmp(l0, l1, sizeof(float) * nq) == 0 &&
+                                   memcmp(o0, o1, sizeof(float) * (size_t)nq * hd) == 0;
+                        if (!same) fprintf(stderr, "level %d type %d hd %d nq %d n %d differ\n", level, type, hd, nq, n);
+                        CHECK(same);
+                        free(o0);
+                        free(o1);
+                        free_case(&c);
+                    }
+    }
+    ps_simd_set(ps_simd_supported());
 }
 
 /* The reference, chunk by chunk and merged, against float64 attention over
