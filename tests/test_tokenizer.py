@@ -254,8 +254,10 @@ def test_smollm2_tokenize_edge_arguments(smollm2):
 # ---- other pre-tokenizers on the same vocabulary -----------------------------------
 
 def write_vocab_model(path, tokens, types, *, model="gpt2", pre=None, merges=None, scores=None,
-                      bos=None, eos=None, unk=None, add_bos=None, add_space_prefix=None):
-    """A one-layer random llama model whose interesting part is its vocabulary."""
+                      bos=None, eos=None, unk=None, add_bos=None, add_space_prefix=None, write_kv=None):
+    """A one-layer random llama model whose interesting part is its vocabulary.
+    With write_kv(writer), that function writes every tokenizer key instead
+    (tokens and types are then only used for the vocabulary size)."""
     n_vocab, n_embd, n_ff, hd = len(tokens), 32, 64, 16
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_context_length(64)
@@ -268,19 +270,22 @@ def write_vocab_model(path, tokens, types, *, model="gpt2", pre=None, merges=Non
     w.add_rope_dimension_count(hd)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_vocab_size(n_vocab)
-    w.add_tokenizer_model(model)
-    if pre is not None:
-        w.add_tokenizer_pre(pre)
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    if scores is not None:
-        w.add_token_scores(scores)
-    if merges is not None:
-        w.add_token_merges(merges)
-    for fn, v in ((w.add_bos_token_id, bos), (w.add_eos_token_id, eos), (w.add_unk_token_id, unk),
-                  (w.add_add_bos_token, add_bos), (w.add_add_space_prefix, add_space_prefix)):
-        if v is not None:
-            fn(v)
+    if write_kv is not None:
+        write_kv(w)
+    else:
+        w.add_tokenizer_model(model)
+        if pre is not None:
+            w.add_tokenizer_pre(pre)
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        if scores is not None:
+            w.add_token_scores(scores)
+        if merges is not None:
+            w.add_token_merges(merges)
+        for fn, v in ((w.add_bos_token_id, bos), (w.add_eos_token_id, eos), (w.add_unk_token_id, unk),
+                      (w.add_add_bos_token, add_bos), (w.add_add_space_prefix, add_space_prefix)):
+            if v is not None:
+                fn(v)
     rng = np.random.default_rng(0)
 
     def rand(*shape):
