@@ -10,7 +10,8 @@ scripts, so multi-byte merges exist):
   (<|fim_prefix|>, which llama.cpp still makes CONTROL, and <tool_call>).
 - `make_gemma_tokenizer`: a SentencePiece BPE with byte fallback, no dummy
   prefix and no whitespace squeezing, Gemma's special layout (pad 0, eos 1,
-  bos 2, unk 3), turn markers, and tokenizer_config.json's added_tokens_decoder.
+  bos 2, unk 3), turn markers, and tokenizer_config.json's added_tokens_decoder;
+  `make_gemma_json_tokenizer`: the same as transformers saves it, tokenizer.json only.
 
 Each returns the vocabulary size; the regexes are the split patterns written
 in those families' tokenizer.json files.
@@ -132,3 +133,18 @@ def make_gemma_tokenizer(folder: Path, vocab_size: int = 1200) -> int:
         "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>",
         "chat_template": GEMMA_TEMPLATE, "added_tokens_decoder": _added_decoder(entries)}))
     return sp.get_piece_size()
+
+
+def make_gemma_json_tokenizer(folder: Path, vocab_size: int = 1200) -> int:
+    """make_gemma_tokenizer's vocabulary as transformers saves a Gemma tokenizer
+    (tokenizer.json: BPE with byte fallback, spaces replaced by '▁', no prefix;
+    chat_template.jinja), without tokenizer.model."""
+    import shutil
+    from transformers import AutoTokenizer
+    spm_dir = folder.parent / (folder.name + "-spm")
+    make_gemma_tokenizer(spm_dir, vocab_size)
+    tok = AutoTokenizer.from_pretrained(str(spm_dir))
+    tok.save_pretrained(str(folder))
+    shutil.rmtree(spm_dir)
+    assert not (folder / "tokenizer.model").exists()
+    return len(tok)
