@@ -26,10 +26,11 @@ STAGES = [[0.0, 2], [2.0, 4], [20.0, 8], [20.0, 10]]
 
 def tiny_family(family: str, vocab_size: int, eos: int):
     """A 2-layer random float32 causal LM of `family`, HF's own initialisation."""
+    # the small Qwen2.5 / Qwen3 checkpoints tie the output to the embedding
     common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                  hidden_act="silu", tie_word_embeddings=False, bos_token_id=eos, eos_token_id=eos,
-                  pad_token_id=eos)
+                  hidden_act="silu", tie_word_embeddings=family.startswith("qwen"), bos_token_id=eos,
+                  eos_token_id=eos, pad_token_id=eos)
     torch.manual_seed(0)
     if family == "llama":   # LLaMA-2 style: the reference the other families are held to
         from transformers import LlamaConfig, LlamaForCausalLM
@@ -107,6 +108,7 @@ def test_family_trains_sparser_and_reloads(family, corpus, tmp_path, monkeypatch
     assert tensor_names(final) == tensor_names(src)
     conf, orig = (json.loads((d / "config.json").read_text()) for d in (final, src))
     assert conf["model_type"] == orig["model_type"] and conf["hidden_act"] == "relu"
+    assert conf["tie_word_embeddings"] == orig["tie_word_embeddings"] == family.startswith("qwen")
     assert conf.get("rope_parameters") == orig.get("rope_parameters")
     stock = AutoModelForCausalLM.from_pretrained(str(final)).eval()
     with torch.no_grad():
