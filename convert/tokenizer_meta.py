@@ -112,15 +112,11 @@ def _config_added(folder: Path) -> list[dict]:
     return [{**v, "id": int(k)} for k, v in dec.items() if isinstance(v, dict)]
 
 
-def _spm_dummy_prefix(model_path: Path) -> bool:
-    """add_dummy_prefix of a SentencePiece model (Gemma's is off)."""
-    try:
-        from sentencepiece import sentencepiece_model_pb2 as pb
-    except ImportError:  # protobuf missing: SentencePiece's own default
-        return True
-    m = pb.ModelProto()
-    m.ParseFromString(model_path.read_bytes())
-    return bool(m.normalizer_spec.add_dummy_prefix)
+def _spm_dummy_prefix(sp) -> bool:
+    """Whether a SentencePiece model prefixes '▁' to the text (its normalizer's
+    add_dummy_prefix; Gemma's is off), seen from what it does to one letter."""
+    pieces = sp.EncodeAsPieces("a")
+    return bool(pieces) and pieces[0].startswith("\u2581")
 
 
 def _sentencepiece(folder: Path, n_vocab: int) -> tuple[list, list, list, object]:
@@ -263,7 +259,7 @@ def add_hf_tokenizer(gw: gguf.GGUFWriter, folder: Path, n_vocab: int, notes: lis
                 special.special_token_ids.setdefault(typ, tid)
         special.add_special_token.setdefault("bos", True)   # LlamaTokenizer's default
         special.add_special_token.setdefault("eos", False)
-        prefix = _spm_dummy_prefix(spm_path)
+        prefix = _spm_dummy_prefix(sp)
         gw.add_add_space_prefix(prefix if prefix_override is None else prefix_override)
     elif kind == "bpe-bytefallback":
         special.add_special_token.setdefault("bos", True)
