@@ -10,7 +10,9 @@ through prosparse-convert, against llama.cpp.
 - The real Gemma 3 270M file's tokenizer (262k SentencePiece pieces): its
   tokenizer keys are copied into a tiny llama model (the engine does not run
   gemma3 here), and our ids on that copy must equal llama.cpp's on the real
-  file itself.
+  file itself. The same vocabulary, rebuilt as a Hugging Face folder
+  (tokenizer.model, or tokenizer.json as transformers saves it), converts to
+  the file's keys (tokenizer.model) or to llama.cpp's ids (tokenizer.json).
 """
 from __future__ import annotations
 
@@ -331,3 +333,33 @@ def test_gemma3_real_vocab_converts_to_the_files_keys(gemma3_kv, tmp_path):
     assert sorted(got) == sorted(want)
     for k in want:
         assert got[k] == want[k], k
+
+
+@pytest.mark.real
+@pytest.mark.llamacpp
+def test_gemma3_real_vocab_from_tokenizer_json_gives_llama_cpps_ids(gemma3_kv, tmp_path):
+    """The same vocabulary as transformers saves it (tokenizer.json: 262k-token BPE with
+    byte fallback and ~515k merges, no tokenizer.model) converts to the file's tokens and
+    types (scores become merge ranks) and tokenizes as llama.cpp does on the real file."""
+    import shutil
+    from transformers import AutoTokenizer
+    n = gemma3_hf_folder(gemma3_kv, tmp_path / "spm")
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "spm"))
+    tok.save_pretrained(str(tmp_path / "hf"))
+    shutil.copy(tmp_path / "spm" / "config.json", tmp_path / "hf" / "config.json")
+    assert not (tmp_path / "hf" / "tokenizer.model").exists()
+    from prosparse_cpu.convert.tokenizer_meta import add_hf_tokenizer
+    w = gguf.GGUFWriter(str(tmp_path / "tok.gguf"), "llama")
+    assert add_hf_tokenizer(w, tmp_path / "hf", n, []) == "bpe-bytefallback"
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    got = read_kv(tmp_path / "tok.gguf", "tokenizer.")
+    for k in ("tokens", "token_type", "add_space_prefix", "bos_token_id", "eos_token_id", "add_bos_token"):
+        assert got[f"tokenizer.ggml.{k}"] == gemma3_kv[f"tokenizer.ggml.{k}"], k
+    path = write_vocab_model(tmp_path / "m.gguf", [None] * n, None, write_kv=copy_tokenizer_kv(got))
+    with open_engine(path, threads=1, n_ctx=64) as m:
+        n_tok = compare(m, llama_vocab(GEMMA3), TEXTS + [GEMMA_TURNS, real_text()[:20000]])[1]
+        assert [m.tokenize(t, add_bos=False) for t in SAMPLE_TEXTS] == [tok.encode(t, add_special_tokens=False)
+                                                                       for t in SAMPLE_TEXTS]
+    print(f"Gemma 3 vocabulary from tokenizer.json: {n_tok} tokens identical to llama.cpp")
