@@ -204,6 +204,11 @@ def _metaspace_prefix(tj: dict) -> bool:
     return any(s.get("type") == "Prepend" and s.get("prepend") == "\u2581" for s in steps)
 
 
+def _has_byte_level_post_processor(tj: dict) -> bool:
+    post = tj.get("post_processor") or {}
+    return any(p.get("type") == "ByteLevel" for p in post.get("processors", [post]))
+
+
 def _prefix_override(folder: Path) -> bool | None:
     """tokenizer_config.json's add_prefix_space, which llama.cpp writes when present
     (it only matters to SentencePiece-style vocabularies)."""
@@ -253,6 +258,11 @@ def add_hf_tokenizer(gw: gguf.GGUFWriter, folder: Path, n_vocab: int, notes: lis
     gw.add_token_types([int(t) for t in types])
 
     special = SpecialVocab(folder, load_merges=(model == "gpt2"), n_vocab=n_vocab)
+    if kind == "bpe" and _has_byte_level_post_processor(tj):
+        # llama.cpp's converter: a ByteLevel post-processor (LLaMA-3, Qwen2) says "no BOS,
+        # no EOS" unless a TemplateProcessing beside it adds them
+        special.add_special_token.setdefault("bos", False)
+        special.add_special_token.setdefault("eos", False)
     if kind == "sentencepiece":
         for typ, tid in (("bos", sp.bos_id()), ("eos", sp.eos_id()), ("unk", sp.unk_id()), ("pad", sp.pad_id())):
             if tid >= 0:

@@ -155,11 +155,13 @@ def test_converted_keys_are_llama_cpps(family):
         if name == "llama3":
             assert m.kv("tokenizer.ggml.bos_token_id") == vocab["<|begin_of_text|>"]
             assert m.kv("tokenizer.ggml.eos_token_id") == vocab["<|eot_id|>"]
-            assert m.kv("tokenizer.ggml.add_bos_token") is True   # from the TemplateProcessing post-processor
+            # BOS from the TemplateProcessing post-processor, no EOS from the ByteLevel one beside it
+            assert m.kv("tokenizer.ggml.add_bos_token") is True and m.kv("tokenizer.ggml.add_eos_token") is False
             assert all(types[vocab[t]] == gguf.TokenType.CONTROL for t in LLAMA3_SPECIALS)
         else:
             assert m.kv("tokenizer.ggml.eos_token_id") == vocab["<|im_end|>"]
             assert m.kv("tokenizer.ggml.padding_token_id") == vocab["<|endoftext|>"]
+            assert m.kv("tokenizer.ggml.add_bos_token") is False and m.kv("tokenizer.ggml.add_eos_token") is False
             # not marked special, but named like a control token: CONTROL, as llama.cpp has it
             assert types[vocab["<|fim_prefix|>"]] == gguf.TokenType.CONTROL
             assert types[vocab["<tool_call>"]] == gguf.TokenType.USER_DEFINED

@@ -6,7 +6,7 @@ scripts, so multi-byte merges exist):
   threes), ignore_merges, its specials appended after the vocabulary, BOS added
   by a TemplateProcessing post-processor.
 - `make_qwen2_tokenizer`: byte-level BPE with Qwen2's split (single digits), an
-  NFC normaliser, ChatML specials, and added tokens not marked special
+  NFC normaliser, a ByteLevel post-processor, ChatML specials, and added tokens not marked special
   (<|fim_prefix|>, which llama.cpp still makes CONTROL, and <tool_call>).
 - `make_gemma_tokenizer`: a SentencePiece BPE with byte fallback, no dummy
   prefix and no whitespace squeezing, Gemma's special layout (pad 0, eos 1,
@@ -90,7 +90,9 @@ def make_llama3_tokenizer(folder: Path, vocab_size: int = 1200) -> int:
 
 def make_qwen2_tokenizer(folder: Path, vocab_size: int = 1200) -> int:
     from tokenizers import AddedToken
+    from tokenizers import processors
     tok = _byte_level(folder, QWEN2_REGEX, vocab_size, ignore_merges=False, nfc=True)
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
     specials = [("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True),
                 ("<|fim_prefix|>", False), ("<tool_call>", False)]
     for t, sp in specials:
