@@ -168,6 +168,43 @@ def test_converted_keys_are_llama_cpps(family):
     assert m.kv("tokenizer.ggml.token_type") == [int(t) for t in types]
 
 
+@pytest.mark.llamacpp
+def test_gemma_keys_equal_llama_cpp_converters(tmp_path):
+    """llama.cpp's own convert_hf_to_gguf.py (env PROSPARSE_LLAMA_CPP_CONVERT, fetched by
+    `make model`) on a tiny Gemma 3 folder laid out as Google ships it (tokenizer.model,
+    tokenizer.json, tokenizer_config.json): every tokenizer key, value and type, is the same.
+    (Its byte-level BPE route identifies pre-tokenizers by hashing a known model's
+    ids, so it refuses tiny BPE vocabularies; those are checked above by its rules.)"""
+    import os
+    import subprocess
+    import sys
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+    from prosparse_cpu.convert.tokenizer_meta import add_hf_tokenizer
+    script = os.environ.get("PROSPARSE_LLAMA_CPP_CONVERT")
+    if not script or not os.path.isfile(script):
+        pytest.skip("PROSPARSE_LLAMA_CPP_CONVERT does not name llama.cpp's convert_hf_to_gguf.py (make model)")
+    import shutil
+    hf = tmp_path / "hf"
+    n = make_gemma_tokenizer(hf)
+    AutoTokenizer.from_pretrained(str(hf)).save_pretrained(str(tmp_path / "fast"))
+    shutil.copy(tmp_path / "fast" / "tokenizer.json", hf / "tokenizer.json")
+    Gemma3ForCausalLM(Gemma3TextConfig(vocab_size=n, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                       num_attention_heads=4, num_key_value_heads=1, head_dim=16,
+                                       **config_ids("gemma", hf))).save_pretrained(str(hf))
+    r = subprocess.run([sys.executable, script, str(hf), "--outfile", str(tmp_path / "ref.gguf"), "--outtype", "f32"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    w = gguf.GGUFWriter(str(tmp_path / "ours.gguf"), "gemma3")
+    assert add_hf_tokenizer(w, hf, n, []) == "sentencepiece"
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    ours, ref = read_kv(tmp_path / "ours.gguf", "tokenizer."), read_kv(tmp_path / "ref.gguf", "tokenizer.")
+    assert sorted(ours) == sorted(ref)
+    for k in ref:
+        assert ours[k] == ref[k], k
+
+
 # ---- ids: our engine and llama.cpp on the converted file -------------------------------
 
 @pytest.mark.llamacpp
