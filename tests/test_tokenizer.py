@@ -209,16 +209,19 @@ def test_smollm2_bos_and_eog_match_llama_cpp(smollm2, llama_smollm2):
 @pytest.mark.real
 @pytest.mark.llamacpp
 def test_smollm2_every_piece_matches_llama_cpp(smollm2, llama_smollm2):
+    assert_pieces_equal(smollm2, llama_smollm2._model.vocab)
+
+
+def assert_pieces_equal(ours, vocab):
+    """Every token's bytes, special tokens rendered and not, equal llama.cpp's (vocab: its llama_vocab)."""
     import llama_cpp
-    vocab = llama_smollm2._model.vocab
-    L, h = smollm2._lib, smollm2._model
-    buf, ref = ctypes.create_string_buffer(256), ctypes.create_string_buffer(256)
-    n = llama_cpp.llama_vocab_n_tokens(vocab)
+    L, h = ours._lib, ours._model
+    buf, ref = ctypes.create_string_buffer(512), ctypes.create_string_buffer(512)
     for special in (0, 1):
         bad = []
-        for t in range(n):
-            k = L.ps_token_to_piece(h, t, buf, 256, special)
-            kr = llama_cpp.llama_token_to_piece(vocab, t, ref, 256, 0, bool(special))
+        for t in range(llama_cpp.llama_vocab_n_tokens(vocab)):
+            k = L.ps_token_to_piece(h, t, buf, 512, special)
+            kr = llama_cpp.llama_token_to_piece(vocab, t, ref, 512, 0, bool(special))
             if buf.raw[:k] != ref.raw[:kr]:
                 bad.append((t, buf.raw[:k], ref.raw[:kr]))
         assert not bad, bad[:5]

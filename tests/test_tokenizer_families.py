@@ -16,14 +16,18 @@ through prosparse-convert, against llama.cpp.
 """
 from __future__ import annotations
 
-import ctypes
 import json
+import os
+import shutil
+import subprocess
+import sys
 import unicodedata
 
 import pytest
 
 from prosparse_cpu.convert.cli import convert
 from prosparse_cpu.convert.reference import GGUFModel
+from prosparse_cpu.convert.tokenizer_meta import add_hf_tokenizer
 from support import GEMMA3
 from support.compare import open_engine
 from support.gguf_kv import read_kv
@@ -31,7 +35,8 @@ from support.family_vocab import (GEMMA_USER, LLAMA3_SPECIALS, make_gemma_json_t
                                   make_llama3_tokenizer, make_qwen2_tokenizer)
 from support.hf_models import make_hf_model
 from support.vocab import SAMPLE_TEXTS
-from test_tokenizer import VARIED, compare, llama_vocab, random_strings, real_text, write_vocab_model
+from test_tokenizer import (VARIED, assert_pieces_equal, compare, llama_vocab, random_strings, real_text,
+                            write_vocab_model)
 
 gguf = pytest.importorskip("gguf")
 
@@ -175,15 +180,10 @@ def test_gemma_keys_equal_llama_cpp_converters(tmp_path):
     tokenizer.json, tokenizer_config.json): every tokenizer key, value and type, is the same.
     (Its byte-level BPE route identifies pre-tokenizers by hashing a known model's
     ids, so it refuses tiny BPE vocabularies; those are checked above by its rules.)"""
-    import os
-    import subprocess
-    import sys
     from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
-    from prosparse_cpu.convert.tokenizer_meta import add_hf_tokenizer
     script = os.environ.get("PROSPARSE_LLAMA_CPP_CONVERT")
     if not script or not os.path.isfile(script):
         pytest.skip("PROSPARSE_LLAMA_CPP_CONVERT does not name llama.cpp's convert_hf_to_gguf.py (make model)")
-    import shutil
     hf = tmp_path / "hf"
     n = make_gemma_tokenizer(hf)
     AutoTokenizer.from_pretrained(str(hf)).save_pretrained(str(tmp_path / "fast"))
@@ -302,15 +302,7 @@ def test_gemma3_real_vocab_specials_and_pieces_equal_llama_cpp(gemma3):
     assert L.ps_token_eos(h) == llama_cpp.llama_vocab_eos(vocab)
     assert {t for t in range(n) if L.ps_token_is_eog(h, t)} == {t for t in range(n) if llama_cpp.llama_vocab_is_eog(vocab, t)}
     assert ours.tokenize(GEMMA_TURNS, add_bos=True, special=True) == ref.tokenize(GEMMA_TURNS.encode(), add_bos=True, special=True)
-    buf, rbuf = ctypes.create_string_buffer(512), ctypes.create_string_buffer(512)
-    for special in (0, 1):
-        bad = []
-        for t in range(n):
-            k = L.ps_token_to_piece(h, t, buf, 512, special)
-            kr = llama_cpp.llama_token_to_piece(vocab, t, rbuf, 512, 0, bool(special))
-            if buf.raw[:k] != rbuf.raw[:kr]:
-                bad.append((t, buf.raw[:k], rbuf.raw[:kr]))
-        assert not bad, bad[:5]
+    assert_pieces_equal(ours, vocab)
 
 
 def gemma3_hf_folder(kv, folder):
@@ -359,7 +351,6 @@ def test_gemma3_real_vocab_converts_to_the_files_keys(gemma3_kv, tmp_path):
     """Converting that folder writes the real file's tokenizer keys, value for value and
     type for type (the file's add_sep_token comes from a tokenizer.json post-processor
     the folder lacks)."""
-    from prosparse_cpu.convert.tokenizer_meta import add_hf_tokenizer
     n = gemma3_hf_folder(gemma3_kv, tmp_path / "hf")
     w = gguf.GGUFWriter(str(tmp_path / "tok.gguf"), "gemma3")
     notes = []
@@ -380,14 +371,12 @@ def test_gemma3_real_vocab_from_tokenizer_json_gives_llama_cpps_ids(gemma3_kv, t
     """The same vocabulary as transformers saves it (tokenizer.json: 262k-token BPE with
     byte fallback and ~515k merges, no tokenizer.model) converts to the file's tokens and
     types (scores become merge ranks) and tokenizes as llama.cpp does on the real file."""
-    import shutil
     from transformers import AutoTokenizer
     n = gemma3_hf_folder(gemma3_kv, tmp_path / "spm")
     tok = AutoTokenizer.from_pretrained(str(tmp_path / "spm"))
     tok.save_pretrained(str(tmp_path / "hf"))
     shutil.copy(tmp_path / "spm" / "config.json", tmp_path / "hf" / "config.json")
     assert not (tmp_path / "hf" / "tokenizer.model").exists()
-    from prosparse_cpu.convert.tokenizer_meta import add_hf_tokenizer
     w = gguf.GGUFWriter(str(tmp_path / "tok.gguf"), "llama")
     assert add_hf_tokenizer(w, tmp_path / "hf", n, []) == "bpe-bytefallback"
     w.write_header_to_file()
