@@ -119,7 +119,7 @@ def _spm_dummy_prefix(sp) -> bool:
     return bool(pieces) and pieces[0].startswith("\u2581")
 
 
-def _sentencepiece(folder: Path, n_vocab: int) -> tuple[list, list, list, object]:
+def _sentencepiece(folder: Path, n_vocab: int, notes: list[str]) -> tuple[list, list, list, object]:
     """tokenizer.model pieces as llama.cpp reads them: every id up to the embedding
     size starts as [PAD{i}] (UNUSED, score -10000), then the model's pieces, then the
     added tokens of added_tokens.json (USER_DEFINED) and tokenizer_config.json."""
@@ -131,6 +131,8 @@ def _sentencepiece(folder: Path, n_vocab: int) -> tuple[list, list, list, object
     if n_sp > n_vocab:
         raise ConvertError(f"vocabulary size mismatch: the tokenizer has {n_sp} tokens, "
                            f"the model's embedding has {n_vocab} rows")
+    if n_sp < n_vocab:
+        notes.append(f"tokenizer has {n_sp} tokens, embedding {n_vocab}: padded with [PAD] tokens")
     tokens = [f"[PAD{i}]".encode() for i in range(n_vocab)]
     scores = [-10000.0] * n_vocab
     types = [gguf.TokenType.UNUSED] * n_vocab
@@ -228,7 +230,7 @@ def add_hf_tokenizer(gw: gguf.GGUFWriter, folder: Path, n_vocab: int, notes: lis
     try:
         if spm_path.is_file():
             kind, model, pre = "sentencepiece", "llama", "default"
-            tokens, scores, types, sp = _sentencepiece(folder, n_vocab)
+            tokens, scores, types, sp = _sentencepiece(folder, n_vocab, notes)
         elif json_path.is_file():
             tj = json.loads(json_path.read_text(encoding="utf-8"))
             m = tj.get("model", {})
