@@ -52,7 +52,9 @@ def family(request, tmp_path_factory):
     name = request.param
     hf = tmp_path_factory.mktemp(name) / "hf"
     n_vocab = MAKERS[name](hf)
-    make_hf_model(hf, "llama", "silu", n_vocab, shard=None, **config_ids(name, hf))
+    # Qwen2.5's embedding has more rows than its tokenizer has tokens: [PAD] tokens fill them
+    n_rows = n_vocab + 11 if name == "qwen2" else n_vocab
+    make_hf_model(hf, "llama", "silu", n_rows, shard=None, **config_ids(name, hf))
     out = hf.parent / "m.gguf"
     convert(hf, out, "f32", progress=False)
     return name, hf, out
@@ -170,6 +172,8 @@ def test_converted_keys_are_llama_cpps(family):
             # not marked special, but named like a control token: CONTROL, as llama.cpp has it
             assert types[vocab["<|fim_prefix|>"]] == gguf.TokenType.CONTROL
             assert types[vocab["<tool_call>"]] == gguf.TokenType.USER_DEFINED
+            assert tokens[-11:] == [f"[PAD{i}]" for i in range(n_vocab - 11, n_vocab)]
+            assert types[-11:] == [gguf.TokenType.UNUSED] * 11
     assert m.kv("tokenizer.ggml.token_type") == [int(t) for t in types]
 
 
