@@ -256,11 +256,11 @@ KQ_X86_ROWS(q4_k, Q4_K)
 KQ_X86_ROWS(q5_k, Q5_K)
 KQ_X86_ROWS(q6_k, Q6_K)
 
-/* Table rows of the K-quants (the same at both x86 levels; the Q5 rows are
- * each level's own: AVX-512 has packed products for them). */
+/* Table rows of the K-quants that both x86 levels run with these kernels
+ * alone (the Q5, Q4_K and Q6_K rows are each level's: AVX-512 adds packed
+ * products). */
 #define KQ_X86_TABLE_ROWS                                                                           \
     PS_KERNEL_ROW(Q2_K, q2_k, PS_ACT_Q8K), PS_KERNEL_ROW(Q3_K, q3_k, PS_ACT_Q8K),                   \
-    PS_KERNEL_ROW(Q4_K, q4_k, PS_ACT_Q8K), PS_KERNEL_ROW(Q5_K, q5_k, PS_ACT_Q8K),                   \
-    PS_KERNEL_ROW(Q6_K, q6_k, PS_ACT_Q8K)
+    PS_KERNEL_ROW(Q5_K, q5_k, PS_ACT_Q8K)
 
 #endif

@@ -15,6 +15,7 @@
 #include "kernels_x86_dot.h"
 #include "kernels_x86_float.h"
 #include "kernels_x86_kquant.h"
+#include "kernels_avx512_kquant.h"
 
 /* Sum of the 32 quants of an activation block (exact). */
 INLINE int32_t q8a_sum(const int8_t *qs) {
@@ -261,5 +262,6 @@ AXPY_QUANT_PAIRS(axpy_rows_q16)
 const ps_type_kernels ps_type_kernels_avx512[PS_TYPE_COUNT] = {
     PS_KERNEL_ROW(F32, f32, 0), PS_KERNEL_ROW(F16, f16, 0), PS_KERNEL_ROW(BF16, bf16, 0),
     PS_KERNEL_ROW_PACKED(Q8_0, q8_0, 1), PS_KERNEL_ROW_PACKED(Q4_0, q4_0, 1), PS_KERNEL_ROW_PACKED(Q4_1, q4_1, 1),
-    PS_KERNEL_ROW_PACKED(Q5_0, q5_0, PS_ACT_Q8A), PS_KERNEL_ROW_PACKED(Q5_1, q5_1, PS_ACT_Q8A), KQ_X86_TABLE_ROWS,
+    PS_KERNEL_ROW_PACKED(Q5_0, q5_0, PS_ACT_Q8A), PS_KERNEL_ROW_PACKED(Q5_1, q5_1, PS_ACT_Q8A),
+    PS_KERNEL_ROW_PACKED(Q4_K, q4_k, PS_ACT_Q8K), PS_KERNEL_ROW_PACKED(Q6_K, q6_k, PS_ACT_Q8K), KQ_X86_TABLE_ROWS,
 };

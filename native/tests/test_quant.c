@@ -575,7 +575,7 @@ TEST(test_tables_complete) {
             CHECK(ps_type_get(type) != NULL);
         }
         const ps_type_traits *t = ps_type_get(type);
-        if (t) CHECK((ps_packed_bytes(type, 16, 64) > 0) == (t->pack_dwords > 0 && ref != NULL));
+        if (t) CHECK((ps_packed_bytes(type, 16, cols_for(type, 64)) > 0) == (t->pack_dwords > 0 && ref != NULL));
     }
     for (int level = 0; level < PS_SIMD_COUNT; level++) {
         const ps_level_ops *o = ps_level_ops_at(level);
