@@ -9,6 +9,8 @@
 
 GEMM_OF(gemm_q4_0, gemm_q4, 0)
 GEMM_OF(gemm_q4_1, gemm_q4, 1)
+GEMM_OF(gemm_q5_0, gemm_q4, 2)
+GEMM_OF(gemm_q5_1, gemm_q4, 3)
 
 /* Packed Q4_0 / Q4_1 (quant.h: tiles of 16 rows, one row per 32-bit lane):
  * each half tile of 8 rows is one 256-bit vector per 4 quant bytes, so a

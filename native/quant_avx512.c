@@ -136,6 +136,8 @@ INLINE void gemm_q4_any(const uint8_t *W, size_t rb, int64_t n_cols, const int32
 }
 GEMM_OF(gemm_q4_0, gemm_q4_any, 0)
 GEMM_OF(gemm_q4_1, gemm_q4_any, 1)
+GEMM_OF(gemm_q5_0, gemm_q4, 2)
+GEMM_OF(gemm_q5_1, gemm_q4, 3)
 
 /* Packed matrices (quant.h): one row per 32-bit lane of a 16-lane vector,
  * so a block of 16 rows is a few loads and block_dot16 per token, with no
