@@ -101,7 +101,8 @@ INLINE void pk6k_part(const uint8_t *p, int h, int half, const __m512i scv[4], c
 }
 
 /* One 16-row tile against nt tokens: acc[t] = sum over blocks of the float
- * steps; type PS_TYPE_Q4_K or PS_TYPE_Q6_K. */
+ * steps; type PS_TYPE_Q4_K or PS_TYPE_Q6_K (quant_avx512.c's gemm_packed
+ * runs the tiles). */
 INLINE void pk_kq_tile(const uint8_t *tile, int64_t nb, const ps_block_q8k *X, int32_t nt, __m512 *acc,
                        const int32_t type) {
     const size_t tb = (size_t)PS_PACK_ROWS * (type == PS_TYPE_Q4_K ? sizeof(ps_block_q4_k) : sizeof(ps_block_q6_k));
@@ -150,29 +151,5 @@ INLINE void pk_kq_tile(const uint8_t *tile, int64_t nb, const ps_block_q8k *X, i
     }
     for (int32_t t = 0; t < nt; t++) acc[t] = _mm512_sub_ps(acc[t], corr[t]);
 }
-
-INLINE void gemm_kq_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *Xv, int32_t n_tok,
-                           float *Y, int64_t ldy, const int32_t type) {
-    const int64_t nb = n_cols / PS_QK_K;
-    const size_t tb = (size_t)PS_PACK_ROWS * (type == PS_TYPE_Q4_K ? sizeof(ps_block_q4_k) : sizeof(ps_block_q6_k));
-    const ps_block_q8k *X = Xv;
-    __m512 acc[TOK_TILE];
-    for (int64_t row0 = r0 - r0 % PS_PACK_ROWS; row0 < r1; row0 += PS_PACK_ROWS) {
-        const uint8_t *tile = P + (size_t)(row0 / PS_PACK_ROWS) * nb * tb;
-        const int lo = r0 > row0 ? (int)(r0 - row0) : 0;
-        const int hi = r1 < row0 + PS_PACK_ROWS ? (int)(r1 - row0) : PS_PACK_ROWS;
-        const __mmask16 keep = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
-        for (int32_t t0 = 0; t0 < n_tok; t0 += TOK_TILE) {
-            const int32_t nt = n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE;
-            for (int32_t t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
-            /* (one token, the common decode case, gets its own copy with the sums in registers) */
-            if (nt == 1) pk_kq_tile(tile, nb, X + (size_t)t0 * nb, 1, acc, type);
-            else pk_kq_tile(tile, nb, X + (size_t)t0 * nb, nt, acc, type);
-            for (int32_t t = 0; t < nt; t++) _mm512_mask_storeu_ps(Y + (size_t)(t0 + t) * ldy + row0, keep, acc[t]);
-        }
-    }
-}
-GEMM_PACKED_OF(gemm_q4_k_packed, gemm_kq_packed, PS_TYPE_Q4_K)
-GEMM_PACKED_OF(gemm_q6_k_packed, gemm_kq_packed, PS_TYPE_Q6_K)
 
 #endif

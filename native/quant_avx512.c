@@ -142,13 +142,13 @@ GEMM_OF(gemm_q5_1, gemm_q4, 3)
 /* Packed matrices (quant.h): one row per 32-bit lane of a 16-lane vector,
  * so a block of 16 rows is a few loads and block_dot16 per token, with no
  * regrouping. Q5_0 / Q5_1 blocks pack their 32 high bits as the first quant
- * dword (the block's bytes after the scales, in order), then the nibbles. */
-enum { PK_Q4_0, PK_Q4_1, PK_Q8_0, PK_Q5_0, PK_Q5_1 };
-
+ * dword (the block's bytes after the scales, in order), then the nibbles.
+ * `type` is the ggml id (a constant after inlining). */
 INLINE size_t pk_block_bytes(const int type) {
-    return type == PK_Q8_0 ? sizeof(ps_block_q8_0) : type == PK_Q4_1 ? sizeof(ps_block_q4_1)
-           : type == PK_Q5_0 ? sizeof(ps_block_q5_0) : type == PK_Q5_1 ? sizeof(ps_block_q5_1)
-                             : sizeof(ps_block_q4_0);
+    return type == PS_TYPE_Q8_0 ? sizeof(ps_block_q8_0) : type == PS_TYPE_Q4_1 ? sizeof(ps_block_q4_1)
+           : type == PS_TYPE_Q5_0 ? sizeof(ps_block_q5_0) : type == PS_TYPE_Q5_1 ? sizeof(ps_block_q5_1)
+           : type == PS_TYPE_Q4_K ? sizeof(ps_block_q4_k) : type == PS_TYPE_Q6_K ? sizeof(ps_block_q6_k)
+                                  : sizeof(ps_block_q4_0);
 }
 
 /* For 4 bits per lane (the lane's low 4 bits: vpermd reads no more), the
@@ -163,14 +163,49 @@ INLINE __m512i q5_bits4(__m512i h) {
 }
 
 #define PF_BLOCKS 8 /* blocks ahead that the packed kernel prefetches */
-INLINE void gemm_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *Xv,
-                        int32_t n_tok, float *Y, int64_t ldy, const int type) {
-    const int64_t nb = n_cols / PS_QK;
+/* One 16-row tile of a 32-element type against nt tokens (acc[t] += their sums). */
+INLINE void pk_tile(const uint8_t *tile, int64_t nb, const ps_block_q8a *X, int32_t nt, __m512 *acc, const int type) {
     const size_t tb = (size_t)PS_PACK_ROWS * pk_block_bytes(type);
-    const int has_m = type == PK_Q4_1 || type == PK_Q5_1, q5 = type == PK_Q5_0 || type == PK_Q5_1;
+    const int has_m = type == PS_TYPE_Q4_1 || type == PS_TYPE_Q5_1, q5 = type == PS_TYPE_Q5_0 || type == PS_TYPE_Q5_1;
     const size_t qoff = has_m ? 64 : 32;
     const __m512i m4 = _mm512_set1_epi8(0x0f);
-    const ps_block_q8a *X = Xv;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *p = tile + (size_t)b * tb;
+        for (size_t o = 0; o < tb; o += 64) _mm_prefetch((const char *)(p + PF_BLOCKS * tb + o), _MM_HINT_T0);
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+        /* the per-block constant c of quant.h (unused for Q8_0) */
+        const __m512 c = has_m ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)))
+                               : _mm512_mul_ps(d, _mm512_set1_ps(q5 ? -16.0f : -8.0f));
+        __m512i q[8];
+        if (type == PS_TYPE_Q8_0) {
+            for (int k = 0; k < 8; k++) q[k] = _mm512_loadu_si512((const void *)(p + qoff + 64 * k));
+        } else {
+            const uint8_t *qn = p + qoff + (q5 ? 64 : 0);
+            for (int k = 0; k < 4; k++) {
+                const __m512i v = _mm512_loadu_si512((const void *)(qn + 64 * k));
+                q[k] = _mm512_and_si512(v, m4);
+                q[4 + k] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            }
+            if (q5) { /* element e's high bit is bit e of the lane's first dword */
+                const __m512i h = _mm512_loadu_si512((const void *)(p + qoff));
+                for (int k = 0; k < 4; k++) {
+                    q[k] = _mm512_or_si512(q[k], q5_bits4(_mm512_srli_epi32(h, 4 * k)));
+                    q[4 + k] = _mm512_or_si512(q[4 + k], q5_bits4(_mm512_srli_epi32(h, 16 + 4 * k)));
+                }
+            }
+        }
+        const ps_block_q8a *xb = X + b;
+        for (int32_t t = 0; t < nt; t++, xb += nb) acc[t] = block_dot16(q, xb, d, c, acc[t], type == PS_TYPE_Q8_0 ? 2 : 0);
+    }
+}
+
+/* Rows [r0, r1) of a packed matrix of any of these types, tile by tile. */
+INLINE void gemm_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *X, int32_t n_tok,
+                        float *Y, int64_t ldy, const int type) {
+    const int kq = type == PS_TYPE_Q4_K || type == PS_TYPE_Q6_K;
+    const int64_t nb = n_cols / (kq ? PS_QK_K : PS_QK);
+    const size_t tb = (size_t)PS_PACK_ROWS * pk_block_bytes(type);
+    const size_t xbytes = (size_t)nb * (kq ? sizeof(ps_block_q8k) : sizeof(ps_block_q8a)); /* one token's */
     __m512 acc[TOK_TILE];
     for (int64_t row0 = r0 - r0 % PS_PACK_ROWS; row0 < r1; row0 += PS_PACK_ROWS) {
         const uint8_t *tile = P + (size_t)(row0 / PS_PACK_ROWS) * nb * tb;
@@ -179,46 +214,24 @@ INLINE void gemm_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1
         const __mmask16 keep = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
         for (int32_t t0 = 0; t0 < n_tok; t0 += TOK_TILE) {
             const int32_t nt = n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE;
+            const void *xt = (const uint8_t *)X + (size_t)t0 * xbytes;
             for (int32_t t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
-            for (int64_t b = 0; b < nb; b++) {
-                const uint8_t *p = tile + (size_t)b * tb;
-                for (size_t o = 0; o < tb; o += 64) _mm_prefetch((const char *)(p + PF_BLOCKS * tb + o), _MM_HINT_T0);
-                const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-                /* the per-block constant c of quant.h (unused for Q8_0) */
-                const __m512 c = has_m ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)))
-                                       : _mm512_mul_ps(d, _mm512_set1_ps(q5 ? -16.0f : -8.0f));
-                __m512i q[8];
-                if (type == PK_Q8_0) {
-                    for (int k = 0; k < 8; k++) q[k] = _mm512_loadu_si512((const void *)(p + qoff + 64 * k));
-                } else {
-                    const uint8_t *qn = p + qoff + (q5 ? 64 : 0);
-                    for (int k = 0; k < 4; k++) {
-                        const __m512i v = _mm512_loadu_si512((const void *)(qn + 64 * k));
-                        q[k] = _mm512_and_si512(v, m4);
-                        q[4 + k] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-                    }
-                    if (q5) { /* element e's high bit is bit e of the lane's first dword */
-                        const __m512i h = _mm512_loadu_si512((const void *)(p + qoff));
-                        for (int k = 0; k < 4; k++) {
-                            q[k] = _mm512_or_si512(q[k], q5_bits4(_mm512_srli_epi32(h, 4 * k)));
-                            q[4 + k] = _mm512_or_si512(q[4 + k], q5_bits4(_mm512_srli_epi32(h, 16 + 4 * k)));
-                        }
-                    }
-                }
-                const ps_block_q8a *xb = X + (size_t)t0 * nb + b;
-                for (int32_t t = 0; t < nt; t++, xb += nb)
-                    acc[t] = block_dot16(q, xb, d, c, acc[t], type == PK_Q8_0 ? 2 : 0);
-            }
+            /* (one token, the common decode case, gets its own copy with the K-quant sums in registers) */
+            if (!kq) pk_tile(tile, nb, xt, nt, acc, type);
+            else if (nt == 1) pk_kq_tile(tile, nb, xt, 1, acc, type);
+            else pk_kq_tile(tile, nb, xt, nt, acc, type);
             for (int32_t t = 0; t < nt; t++) _mm512_mask_storeu_ps(Y + (size_t)(t0 + t) * ldy + row0, keep, acc[t]);
         }
     }
 }
 
-GEMM_PACKED_OF(gemm_q8_0_packed, gemm_packed, PK_Q8_0)
-GEMM_PACKED_OF(gemm_q4_0_packed, gemm_packed, PK_Q4_0)
-GEMM_PACKED_OF(gemm_q4_1_packed, gemm_packed, PK_Q4_1)
-GEMM_PACKED_OF(gemm_q5_0_packed, gemm_packed, PK_Q5_0)
-GEMM_PACKED_OF(gemm_q5_1_packed, gemm_packed, PK_Q5_1)
+GEMM_PACKED_OF(gemm_q8_0_packed, gemm_packed, PS_TYPE_Q8_0)
+GEMM_PACKED_OF(gemm_q4_0_packed, gemm_packed, PS_TYPE_Q4_0)
+GEMM_PACKED_OF(gemm_q4_1_packed, gemm_packed, PS_TYPE_Q4_1)
+GEMM_PACKED_OF(gemm_q5_0_packed, gemm_packed, PS_TYPE_Q5_0)
+GEMM_PACKED_OF(gemm_q5_1_packed, gemm_packed, PS_TYPE_Q5_1)
+GEMM_PACKED_OF(gemm_q4_k_packed, gemm_packed, PS_TYPE_Q4_K)
+GEMM_PACKED_OF(gemm_q6_k_packed, gemm_packed, PS_TYPE_Q6_K)
 
 /* ---- axpy in 16 lanes ---------------------------------------------------- */
 /* The same per-element steps as axpy_rows_q in 16 lanes: one block is two
