@@ -6,6 +6,7 @@
 #include "kernels_x86_dot.h"
 #include "kernels_x86_float.h"
 #include "kernels_x86_kquant.h"
+#include "kernels_avx2_kquant.h"
 
 GEMM_OF(gemm_q4_0, gemm_q4, 0)
 GEMM_OF(gemm_q4_1, gemm_q4, 1)
@@ -81,11 +82,16 @@ INLINE void packed_tile(const uint8_t *tile, int64_t nb, const ps_block_q8a *X, 
     }
 }
 
-INLINE void gemm_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *Xv, int32_t n_tok,
-                         float *Y, int64_t ldy, const int kind) {
-    const int64_t nb = n_cols / PS_QK;
-    const size_t tb = (size_t)PS_PACK_ROWS * q45_block_bytes(kind);
-    const ps_block_q8a *X = Xv;
+/* Rows [r0, r1) of a packed matrix of type `type` (ggml id), tile by tile. */
+INLINE void gemm_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1, const void *X, int32_t n_tok,
+                         float *Y, int64_t ldy, const int type) {
+    const int kq = type == PS_TYPE_Q4_K || type == PS_TYPE_Q6_K;
+    const int kind = (type == PS_TYPE_Q4_1 || type == PS_TYPE_Q5_1) + 2 * (type == PS_TYPE_Q5_0 || type == PS_TYPE_Q5_1);
+    const int64_t nb = n_cols / (kq ? PS_QK_K : PS_QK);
+    const size_t tb = (size_t)PS_PACK_ROWS * (type == PS_TYPE_Q4_K   ? sizeof(ps_block_q4_k)
+                                              : type == PS_TYPE_Q6_K ? sizeof(ps_block_q6_k)
+                                                                     : q45_block_bytes(kind));
+    const size_t xbytes = (size_t)nb * (kq ? sizeof(ps_block_q8k) : sizeof(ps_block_q8a)); /* one token's */
     __m256 acc[2 * TOK_TILE];
     for (int64_t row0 = r0 - r0 % PS_PACK_ROWS; row0 < r1; row0 += PS_PACK_ROWS) {
         const uint8_t *tile = P + (size_t)(row0 / PS_PACK_ROWS) * nb * tb;
@@ -94,10 +100,13 @@ INLINE void gemm_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1
         for (int i = 0; i < PS_PACK_ROWS; i++) keep[i] = i >= lo && i < hi ? -1 : 0;
         for (int32_t t0 = 0; t0 < n_tok; t0 += TOK_TILE) {
             const int32_t nt = n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE;
+            const void *xt = (const uint8_t *)X + (size_t)t0 * xbytes;
             for (int32_t t = 0; t < 2 * nt; t++) acc[t] = _mm256_setzero_ps();
             /* (one token, the common decode case, gets its own copy with acc in registers) */
-            if (nt == 1) packed_tile(tile, nb, X + (size_t)t0 * nb, 1, acc, kind);
-            else packed_tile(tile, nb, X + (size_t)t0 * nb, nt, acc, kind);
+            if (kq && nt == 1) pk8_kq_tile(tile, nb, xt, 1, acc, type);
+            else if (kq) pk8_kq_tile(tile, nb, xt, nt, acc, type);
+            else if (nt == 1) packed_tile(tile, nb, xt, 1, acc, kind);
+            else packed_tile(tile, nb, xt, nt, acc, kind);
             for (int32_t t = 0; t < nt; t++)
                 for (int h = 0; h < 2; h++)
                     _mm256_maskstore_ps(Y + (size_t)(t0 + t) * ldy + row0 + 8 * h,
@@ -106,10 +115,12 @@ INLINE void gemm_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1
     }
 }
 
-GEMM_PACKED_OF(gemm_q4_0_packed, gemm_packed, 0)
-GEMM_PACKED_OF(gemm_q4_1_packed, gemm_packed, 1)
-GEMM_PACKED_OF(gemm_q5_0_packed, gemm_packed, 2)
-GEMM_PACKED_OF(gemm_q5_1_packed, gemm_packed, 3)
+GEMM_PACKED_OF(gemm_q4_0_packed, gemm_packed, PS_TYPE_Q4_0)
+GEMM_PACKED_OF(gemm_q4_1_packed, gemm_packed, PS_TYPE_Q4_1)
+GEMM_PACKED_OF(gemm_q5_0_packed, gemm_packed, PS_TYPE_Q5_0)
+GEMM_PACKED_OF(gemm_q5_1_packed, gemm_packed, PS_TYPE_Q5_1)
+GEMM_PACKED_OF(gemm_q4_k_packed, gemm_packed, PS_TYPE_Q4_K)
+GEMM_PACKED_OF(gemm_q6_k_packed, gemm_packed, PS_TYPE_Q6_K)
 
 AXPY_QUANT_PAIRS(axpy_rows_q)
 
@@ -117,5 +128,5 @@ const ps_type_kernels ps_type_kernels_avx2[PS_TYPE_COUNT] = {
     PS_KERNEL_ROW(F32, f32, 0), PS_KERNEL_ROW(F16, f16, 0), PS_KERNEL_ROW(BF16, bf16, 0),
     PS_KERNEL_ROW(Q8_0, q8_0, 1), PS_KERNEL_ROW_PACKED(Q4_0, q4_0, 1), PS_KERNEL_ROW_PACKED(Q4_1, q4_1, 1),
     PS_KERNEL_ROW_PACKED(Q5_0, q5_0, PS_ACT_Q8A), PS_KERNEL_ROW_PACKED(Q5_1, q5_1, PS_ACT_Q8A),
-    PS_KERNEL_ROW(Q4_K, q4_k, PS_ACT_Q8K), PS_KERNEL_ROW(Q6_K, q6_k, PS_ACT_Q8K), KQ_X86_TABLE_ROWS,
+    PS_KERNEL_ROW_PACKED(Q4_K, q4_k, PS_ACT_Q8K), PS_KERNEL_ROW_PACKED(Q6_K, q6_k, PS_ACT_Q8K), KQ_X86_TABLE_ROWS,
 };
