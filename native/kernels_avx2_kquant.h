@@ -17,11 +17,6 @@
 
 #include "simd_x86.h"
 
-#define PK4K_Q 256 /* byte offset of Q4_K's quant dwords (kernels_avx512_kquant.h) */
-#define PK6K_QL 32
-#define PK6K_QH (32 + 64 * 32)
-#define PK6K_SC (32 + 64 * 48)
-
 INLINE __m256i ld8(const uint8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
 INLINE __m256i bcast4_8(const int8_t *p) { return _mm256_set1_epi32(ld32((const uint8_t *)p)); }
 

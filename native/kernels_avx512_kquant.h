@@ -27,7 +27,6 @@ INLINE __m512i lane_s8(__m512i v, const int i) { return _mm512_srai_epi32(_mm512
 /* Q4_K packed block: d[16], dmin[16], the 12 scale bytes as 3 dwords, then
  * 32 dwords of quants (dword 8c + k: low nibbles elements 64c + 4k.., high
  * nibbles 64c + 32 + 4k..). */
-#define PK4K_Q 256 /* byte offset of the quant dwords */
 
 /* The 8 scales (sc) and mins (mn) of 16 rows, byte j of lane r of sc[j/4]
  * (mn[j/4]) = row r's scale (min) j: kq_scales_q4k on 16 lanes. */
@@ -66,9 +65,6 @@ INLINE void pk4k_part(const uint8_t *p, int c, __m512i s_lo, __m512i s_hi, const
 
 /* Q6_K packed block: d[16], then 32 ql dwords, 16 qh dwords, 4 scale dwords
  * (the block's bytes after d... in their order: ql, qh, scales). */
-#define PK6K_QL 32
-#define PK6K_QH (32 + 64 * 32)
-#define PK6K_SC (32 + 64 * 48)
 
 /* Part (h, half) of a Q6_K block: elements 128h + 32j + 16*half + 0..15 for
  * j = 0..3 (sub-block g = 8h + 2j + half, scale sc[g]); is[t] += sum_j

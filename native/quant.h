@@ -100,6 +100,12 @@ void ps_quantize_q8k(const float *x, ps_block_q8k *y, int64_t n);
  * the same number of bytes as the 16 rows' blocks, in another order.
  * The same float steps per (row, token) as gemm: results are identical. */
 #define PS_PACK_ROWS 16
+/* Byte offsets in a packed K-quant block of 16 rows: Q4_K's quant dwords
+ * (after d, dmin and the 3 scale dwords); Q6_K's ql, qh and scale dwords. */
+#define PK4K_Q 256
+#define PK6K_QL 32
+#define PK6K_QH (32 + 64 * 32)
+#define PK6K_SC (32 + 64 * 48)
 /* Bytes of the packed copy of an n_rows x n_cols matrix; 0 if this type has
  * no packed form. */
 size_t ps_packed_bytes(int32_t type, int64_t n_rows, int64_t n_cols);

@@ -226,12 +226,7 @@ INLINE void gemm_packed(const uint8_t *P, int64_t n_cols, int64_t r0, int64_t r1
 }
 
 GEMM_PACKED_OF(gemm_q8_0_packed, gemm_packed, PS_TYPE_Q8_0)
-GEMM_PACKED_OF(gemm_q4_0_packed, gemm_packed, PS_TYPE_Q4_0)
-GEMM_PACKED_OF(gemm_q4_1_packed, gemm_packed, PS_TYPE_Q4_1)
-GEMM_PACKED_OF(gemm_q5_0_packed, gemm_packed, PS_TYPE_Q5_0)
-GEMM_PACKED_OF(gemm_q5_1_packed, gemm_packed, PS_TYPE_Q5_1)
-GEMM_PACKED_OF(gemm_q4_k_packed, gemm_packed, PS_TYPE_Q4_K)
-GEMM_PACKED_OF(gemm_q6_k_packed, gemm_packed, PS_TYPE_Q6_K)
+GEMM_PACKED_Q45K_OF(gemm_packed)
 
 /* ---- axpy in 16 lanes ---------------------------------------------------- */
 /* The same per-element steps as axpy_rows_q in 16 lanes: one block is two
