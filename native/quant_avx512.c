@@ -49,12 +49,25 @@ INLINE __m512 join8(__m256 lo, __m256 hi) { /* (AVX-512 F has no 256-bit float i
     return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
 }
 
+/* For 4 bits per lane (the lane's low 4 bits: vpermd reads no more), the
+ * dword whose byte j is 0x10 where bit j is set: a 5-bit quant's high bit
+ * for 4 consecutive elements. */
+INLINE __m512i q5_bits4(__m512i h) {
+    const __m512i spread = _mm512_setr_epi32(0x00000000, 0x00000010, 0x00001000, 0x00001010, 0x00100000,
+                                             0x00100010, 0x00101000, 0x00101010, 0x10000000, 0x10000010,
+                                             0x10001000, 0x10001010, 0x10100000, 0x10100010, 0x10101000,
+                                             0x10101010);
+    return _mm512_permutexvar_epi32(h, spread);
+}
+
 /* One tile of 16 rows against nt tokens (acc[t] += their sums); nxt: the
  * next tile's rows, whose cache lines are fetched once each meanwhile. */
 INLINE void rows16_tile(const uint8_t *const row[PS_PACK_ROWS], const uint8_t *const *nxt, int n_next, int64_t nb,
-                        const ps_block_q8a *X, int32_t nt, __m512 *acc, const int has_min) {
-    const size_t bb = has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0);
-    const size_t qoff = has_min ? 4 : 2;
+                        const ps_block_q8a *X, int32_t nt, __m512 *acc, const int kind) {
+    const int has_min = kind & 1, q5 = kind >> 1; /* as gemm_q4's kind */
+    const size_t bb = q5 ? (has_min ? sizeof(ps_block_q5_1) : sizeof(ps_block_q5_0))
+                         : (has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0));
+    const size_t hoff = has_min ? 4 : 2, qoff = hoff + (q5 ? 4 : 0);
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     for (int64_t b = 0; b < nb; b++) {
         const size_t off = (size_t)b * bb;
@@ -69,7 +82,7 @@ INLINE void rows16_tile(const uint8_t *const row[PS_PACK_ROWS], const uint8_t *c
             c = join8(m0, m1);
         } else {
             d = join8(scales_d(row, off), scales_d(row + 8, off));
-            c = _mm512_mul_ps(d, _mm512_set1_ps(-8.0f));
+            c = _mm512_mul_ps(d, _mm512_set1_ps(q5 ? -16.0f : -8.0f));
         }
         __m512i z[4];
 #define QS16(i) _mm_loadu_si128((const __m128i *)(row[i] + off + qoff))
@@ -87,19 +100,29 @@ INLINE void rows16_tile(const uint8_t *const row[PS_PACK_ROWS], const uint8_t *c
             q[k] = _mm512_and_si512(v[k], m4);
             q[4 + k] = _mm512_and_si512(_mm512_srli_epi16(v[k], 4), m4);
         }
+        if (q5) { /* the 16 rows' qh dwords, spread as in pk_tile */
+#define QH(i) ld32(row[i] + off + hoff)
+            const __m512i h = _mm512_setr_epi32(QH(0), QH(1), QH(2), QH(3), QH(4), QH(5), QH(6), QH(7), QH(8), QH(9),
+                                                QH(10), QH(11), QH(12), QH(13), QH(14), QH(15));
+#undef QH
+            for (int k = 0; k < 4; k++) {
+                q[k] = _mm512_or_si512(q[k], q5_bits4(_mm512_srli_epi32(h, 4 * k)));
+                q[4 + k] = _mm512_or_si512(q[4 + k], q5_bits4(_mm512_srli_epi32(h, 16 + 4 * k)));
+            }
+        }
         const ps_block_q8a *xb = X + b;
-        for (int32_t t = 0; t < nt; t++, xb += nb) acc[t] = block_dot16(q, xb, d, c, acc[t], has_min);
+        for (int32_t t = 0; t < nt; t++, xb += nb) acc[t] = block_dot16(q, xb, d, c, acc[t], 0);
     }
 }
 
-/* Q4_0 / Q4_1 row lists straight from the row-major matrix (idx != NULL):
+/* Q4_0 / Q4_1 / Q5_0 / Q5_1 row lists straight from the row-major matrix (idx != NULL):
  * gemm_packed's 16-lane layout, built per block from 16 row pointers by a
  * 4x4 transpose of 32-bit pieces within each 128-bit lane: z[j] holds the
  * nibble bytes of rows j, 4+j, 8+j, 12+j, so after the transpose lane 4L+m
  * is row 4L+m (natural order). (Gathers are slower than these loads on the
  * CPUs this level targets.) */
 INLINE void gemm_q4_rows16(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,
-                           int64_t r1, const void *Xv, int32_t n_tok, float *Y, int64_t ldy, const int has_min) {
+                           int64_t r1, const void *Xv, int32_t n_tok, float *Y, int64_t ldy, const int kind) {
     const int64_t nb = n_cols / PS_QK;
     const ps_block_q8a *X = Xv;
     __m512 acc[TOK_TILE];
@@ -117,8 +140,8 @@ INLINE void gemm_q4_rows16(const uint8_t *W, size_t rb, int64_t n_cols, const in
             const int32_t nt = n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE;
             for (int32_t t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
             /* (one token, the common decode case, gets its own copy with acc in a register) */
-            if (nt == 1) rows16_tile(row, nxt, n_next, nb, X + (size_t)t0 * nb, 1, acc, has_min);
-            else rows16_tile(row, nxt, n_next, nb, X + (size_t)t0 * nb, nt, acc, has_min);
+            if (nt == 1) rows16_tile(row, nxt, n_next, nb, X + (size_t)t0 * nb, 1, acc, kind);
+            else rows16_tile(row, nxt, n_next, nb, X + (size_t)t0 * nb, nt, acc, kind);
             const __mmask16 keep = (__mmask16)((1u << n_valid) - 1);
             const __m512i vrow = _mm512_loadu_si512(out_row);
             for (int32_t t = 0; t < nt; t++)
@@ -130,14 +153,14 @@ INLINE void gemm_q4_rows16(const uint8_t *W, size_t rb, int64_t n_cols, const in
 /* Row lists: gemm_q4_rows16; whole unpacked matrices: gemm_q4's 8-row
  * tiles, whose streaming prefetch suits a contiguous matrix better. */
 INLINE void gemm_q4_any(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, int64_t r1,
-                        const void *X, int32_t n_tok, float *Y, int64_t ldy, const int has_min) {
-    if (idx) gemm_q4_rows16(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, has_min);
-    else gemm_q4(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, has_min);
+                        const void *X, int32_t n_tok, float *Y, int64_t ldy, const int kind) {
+    if (idx) gemm_q4_rows16(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, kind);
+    else gemm_q4(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, kind);
 }
 GEMM_OF(gemm_q4_0, gemm_q4_any, 0)
 GEMM_OF(gemm_q4_1, gemm_q4_any, 1)
-GEMM_OF(gemm_q5_0, gemm_q4, 2)
-GEMM_OF(gemm_q5_1, gemm_q4, 3)
+GEMM_OF(gemm_q5_0, gemm_q4_any, 2)
+GEMM_OF(gemm_q5_1, gemm_q4_any, 3)
 
 /* Packed matrices (quant.h): one row per 32-bit lane of a 16-lane vector,
  * so a block of 16 rows is a few loads and block_dot16 per token, with no
@@ -149,17 +172,6 @@ INLINE size_t pk_block_bytes(const int type) {
            : type == PS_TYPE_Q5_0 ? sizeof(ps_block_q5_0) : type == PS_TYPE_Q5_1 ? sizeof(ps_block_q5_1)
            : type == PS_TYPE_Q4_K ? sizeof(ps_block_q4_k) : type == PS_TYPE_Q6_K ? sizeof(ps_block_q6_k)
                                   : sizeof(ps_block_q4_0);
-}
-
-/* For 4 bits per lane (the lane's low 4 bits: vpermd reads no more), the
- * dword whose byte j is 0x10 where bit j is set: a 5-bit quant's high bit
- * for 4 consecutive elements. */
-INLINE __m512i q5_bits4(__m512i h) {
-    const __m512i spread = _mm512_setr_epi32(0x00000000, 0x00000010, 0x00001000, 0x00001010, 0x00100000,
-                                             0x00100010, 0x00101000, 0x00101010, 0x10000000, 0x10000010,
-                                             0x10001000, 0x10001010, 0x10100000, 0x10100010, 0x10101000,
-                                             0x10101010);
-    return _mm512_permutexvar_epi32(h, spread);
 }
 
 #define PF_BLOCKS 8 /* blocks ahead that the packed kernel prefetches */
