@@ -70,6 +70,7 @@ const ps_level_ops ps_ops_scalar = {
     .level = PS_SIMD_SCALAR,
     .types = ps_type_kernels_scalar,
     .quantize_q8a = ps_quantize_q8a_scalar,
+    .quantize_q8k = ps_quantize_q8k,
     .gemm_acc = ps_gemm_acc_scalar,
     .silu_mul = ps_silu_mul_scalar,
     .attn = &ps_attn_kernels_scalar,
@@ -78,9 +79,9 @@ const ps_level_ops ps_ops_scalar = {
 #ifdef PS_X86
 /* The x86 levels' operations besides the weight kernels: AVX-512 has its
  * own weight kernels and shares the rest with AVX2. */
-#define X86_VECTOR_OPS                                                                        \
-    .quantize_q8a = ps_quantize_q8a_avx2, .gemm_acc = ps_gemm_acc_avx2, .silu_mul = ps_silu_mul_avx2, \
-    .attn = &ps_attn_kernels_avx2
+#define X86_VECTOR_OPS                                                                         \
+    .quantize_q8a = ps_quantize_q8a_avx2, .quantize_q8k = ps_quantize_q8k_avx2,                    \
+    .gemm_acc = ps_gemm_acc_avx2, .silu_mul = ps_silu_mul_avx2, .attn = &ps_attn_kernels_avx2
 
 const ps_level_ops ps_ops_avx2 = {.level = PS_SIMD_AVX2, .types = ps_type_kernels_avx2, X86_VECTOR_OPS};
 const ps_level_ops ps_ops_avx512 = {.level = PS_SIMD_AVX512, .types = ps_type_kernels_avx512, X86_VECTOR_OPS};
@@ -109,8 +110,8 @@ static int x86_level(void) {
 #ifdef PS_ARM64
 /* The aarch64 levels differ only in their integer products. */
 #define NEON_VECTOR_OPS                                                                        \
-    .quantize_q8a = ps_quantize_q8a_neon, .gemm_acc = ps_gemm_acc_neon, .silu_mul = ps_silu_mul_neon, \
-    .attn = &ps_attn_kernels_scalar
+    .quantize_q8a = ps_quantize_q8a_neon, .quantize_q8k = ps_quantize_q8k,                        \
+    .gemm_acc = ps_gemm_acc_neon, .silu_mul = ps_silu_mul_neon, .attn = &ps_attn_kernels_scalar
 
 const ps_level_ops ps_ops_neon = {.level = PS_SIMD_NEON, .types = ps_type_kernels_neon,
                                   .scalar_fallback = 1, NEON_VECTOR_OPS};

@@ -170,6 +170,7 @@ typedef struct ps_level_ops {
     int scalar_fallback;               /* a type this level has no row for runs the
                                         * scalar row (NEON: Q5 and K-quants) */
     ps_quantize_fn quantize_q8a;
+    void (*quantize_q8k)(const float *x, ps_block_q8k *y, int64_t n); /* ps_quantize_q8k's bytes */
     ps_gemm_acc_fn gemm_acc;
     ps_silu_mul_fn silu_mul;
     const struct ps_attn_kernels *attn; /* attention.h's chunk kernels */
@@ -189,6 +190,7 @@ const ps_type_kernels *ps_kernels_get(int32_t type, const ps_level_ops *ops);
 /* The functions behind the level tables (quant_scalar.c, vec_avx2.c). */
 void ps_quantize_q8a_scalar(const float *x, ps_block_q8a *y, int64_t n);
 void ps_quantize_q8a_avx2(const float *x, ps_block_q8a *y, int64_t n);
+void ps_quantize_q8k_avx2(const float *x, ps_block_q8k *y, int64_t n);
 void ps_gemm_acc_scalar(const float *A, int64_t lda, const float *B, int64_t ldb, float *Y,
                         int64_t ldy, int64_t m, int64_t k, int64_t n);
 void ps_gemm_acc_avx2(const float *A, int64_t lda, const float *B, int64_t ldb, float *Y,
