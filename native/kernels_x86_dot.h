@@ -1,5 +1,5 @@
-/* kernels_x86_dot.h: row-major integer products (Q4_0, Q4_1, Q8_0 weights
- * against q8a activations), compiled into both x86 levels: quant_avx2.c and
+/* kernels_x86_dot.h: row-major integer products (Q4_0, Q4_1, Q5_0, Q5_1,
+ * Q8_0 weights against q8a activations), compiled into both x86 levels: quant_avx2.c and
  * quant_avx512.c include this header, and each level's flags decide the
  * instructions (dpbusd at AVX-512, maddubs/madd at AVX2) behind the same
  * exact integer sums and float steps, so the two levels agree bit for bit.
@@ -39,13 +39,33 @@ INLINE void q4_regroup(const uint8_t *a0, const uint8_t *a1, const uint8_t *a2, 
 }
 
 
-/* Q4_0 / Q4_1: acc += dw*dx * sum(q*x) + c*s with c = m or -8*dw (quant.h).
- * Per token and block: one dot4_u8s8 per 4 rows, one hadd for all 8. */
+/* Q5: the high bits of 4 rows' blocks in q4_regroup's order, added to its
+ * nibbles: byte j of slot s of v[k] gets 0x10 where bit 8k + j of row
+ * (0, 2, 1, 3)[s]'s qh is set. */
+INLINE void q5_regroup_high(const uint8_t *h0, const uint8_t *h1, const uint8_t *h2, const uint8_t *h3,
+                            __m256i v[4]) {
+    const __m256i q = _mm256_setr_epi32(ld32(h0), ld32(h2), 0, 0, ld32(h1), ld32(h3), 0, 0);
+    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL), high = _mm256_set1_epi8(0x10);
+    for (int k = 0; k < 4; k++) {
+        const char a = (char)k, b = (char)(4 + k); /* byte k of the slot's qh */
+        const __m256i pick = _mm256_setr_epi8(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b,
+                                              a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b);
+        const __m256i bits = _mm256_and_si256(_mm256_shuffle_epi8(q, pick), bit);
+        v[k] = _mm256_or_si256(v[k], _mm256_and_si256(_mm256_cmpeq_epi8(bits, bit), high));
+    }
+}
+
+/* Q4_0 / Q4_1 / Q5_0 / Q5_1 (kind = has_min + 2 * q5): acc += dw*dx *
+ * sum(u*x) + c*s with c = m, or -8*dw / -16*dw (quant.h). Per token and
+ * block: one dot4_u8s8 per 4 rows, one hadd for all 8 (its int16 pair sums
+ * fit for 5-bit quants too: 4 * 2 * 31 * 127 < 2^15). */
 INLINE void gemm_q4(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, int64_t r1,
-                    const void *Xv, int32_t n_tok, float *Y, int64_t ldy, const int has_min) {
+                    const void *Xv, int32_t n_tok, float *Y, int64_t ldy, const int kind) {
+    const int has_min = kind & 1, q5 = kind >> 1;
     const int64_t nb = n_cols / PS_QK;
-    const size_t bb = has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0);
-    const size_t qoff = has_min ? 4 : 2;
+    const size_t bb = q5 ? (has_min ? sizeof(ps_block_q5_1) : sizeof(ps_block_q5_0))
+                         : (has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0));
+    const size_t hoff = has_min ? 4 : 2, qoff = hoff + (q5 ? 4 : 0);
     const ps_block_q8a *X = Xv;
     __m256 acc[TOK_TILE];
     for (int64_t r = r0; r < r1; r += 8) {
@@ -63,11 +83,15 @@ INLINE void gemm_q4(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *
                     scales_dm(prow, off, &d, &c);
                 } else {
                     d = scales_d(prow, off);
-                    c = _mm256_mul_ps(d, _mm256_set1_ps(-8.0f));
+                    c = _mm256_mul_ps(d, _mm256_set1_ps(q5 ? -16.0f : -8.0f));
                 }
                 __m256i v[4], w[4];
                 q4_regroup(row[0] + off + qoff, row[1] + off + qoff, row[2] + off + qoff, row[3] + off + qoff, v);
                 q4_regroup(row[4] + off + qoff, row[5] + off + qoff, row[6] + off + qoff, row[7] + off + qoff, w);
+                if (q5) {
+                    q5_regroup_high(row[0] + off + hoff, row[1] + off + hoff, row[2] + off + hoff, row[3] + off + hoff, v);
+                    q5_regroup_high(row[4] + off + hoff, row[5] + off + hoff, row[6] + off + hoff, row[7] + off + hoff, w);
+                }
                 const ps_block_q8a *xb = X + (size_t)t0 * nb + b;
                 for (int32_t t = 0; t < nt; t++, xb += nb) {
                     const __m256i x[4] = {bcast8(xb->qs), bcast8(xb->qs + 8), bcast8(xb->qs + 16),

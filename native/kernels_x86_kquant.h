@@ -1,5 +1,5 @@
-/* kernels_x86_kquant.h: Q5_0 / Q5_1 and K-quant products, dequantization
- * and axpy rows, compiled into both x86 levels (quant_avx2.c and
+/* kernels_x86_kquant.h: K-quant products, and the Q5 and K-quant
+ * dequantization and axpy rows, compiled into both x86 levels (quant_avx2.c and
  * quant_avx512.c include this header; the same intrinsics at both, so the
  * two levels agree bit for bit).
  *
@@ -16,59 +16,6 @@
 
 #include "kquant_blocks.h"
 #include "simd_x86.h"
-
-/* ---- Q5_0 / Q5_1 against q8a: gemm_q4's formula with 5-bit quants --------- */
-/* 32 bits -> 32 bytes, 0x10 where the bit is set (element e = bit e). */
-INLINE __m256i q5_high_bits(const uint8_t *qh) {
-    const __m256i spread = _mm256_setr_epi64x(0, 0x0101010101010101LL, 0x0202020202020202LL, 0x0303030303030303LL);
-    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(ld32(qh)), spread); /* byte e: byte e/8 of qh */
-    v = _mm256_or_si256(v, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfeLL));   /* all bits but e%8 set */
-    return _mm256_and_si256(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(-1)), _mm256_set1_epi8(0x10));
-}
-
-INLINE void gemm_q5(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, int64_t r1,
-                    const void *Xv, int32_t n_tok, float *Y, int64_t ldy, const int has_min) {
-    const int64_t nb = n_cols / PS_QK;
-    const size_t bb = has_min ? sizeof(ps_block_q5_1) : sizeof(ps_block_q5_0);
-    const size_t hoff = has_min ? 4 : 2;
-    const ps_block_q8a *X = Xv;
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[TOK_TILE];
-    for (int64_t r = r0; r < r1; r += 8) {
-        const uint8_t *row[8];
-        rows8(W, rb, idx, r, r1, row);
-        for (int32_t t0 = 0; t0 < n_tok; t0 += TOK_TILE) {
-            const int32_t nt = n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE;
-            for (int32_t t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
-            for (int64_t b = 0; b < nb; b++) {
-                const size_t off = (size_t)b * bb;
-                prefetch_tile(W, rb, idx, r, r1, row[0], off, bb);
-                __m256 d, c;
-                if (has_min) {
-                    scales_dm(row, off, &d, &c);
-                } else {
-                    d = scales_d(row, off);
-                    c = _mm256_mul_ps(d, _mm256_set1_ps(-16.0f));
-                }
-                __m256i u[8];
-                for (int i = 0; i < 8; i++)
-                    u[i] = _mm256_or_si256(q4_unpack(row[i] + off + hoff + 4), q5_high_bits(row[i] + off + hoff));
-                const ps_block_q8a *xb = X + (size_t)t0 * nb + b;
-                for (int32_t t = 0; t < nt; t++, xb += nb) {
-                    const __m256i x = _mm256_loadu_si256((const __m256i *)xb->qs);
-                    __m256i p[8];
-                    for (int i = 0; i < 8; i++) p[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(u[i], x), ones);
-                    const __m256i isum = rowsum8_epi32(p);
-                    acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(xb->d)), _mm256_cvtepi32_ps(isum), acc[t]);
-                    acc[t] = _mm256_fmadd_ps(c, _mm256_set1_ps(xb->s), acc[t]);
-                }
-            }
-            for (int32_t t = 0; t < nt; t++) store8(Y + (size_t)(t0 + t) * ldy, idx, r, acc[t], r1 - r);
-        }
-    }
-}
-GEMM_OF(gemm_q5_0, gemm_q5, 0)
-GEMM_OF(gemm_q5_1, gemm_q5, 1)
 
 /* ---- K-quants against q8k ------------------------------------------------- */
 /* One row's block decoded: u[k] = elements 32k..32k+31 (unsigned), sc[k] =
@@ -256,11 +203,11 @@ KQ_X86_ROWS(q4_k, Q4_K)
 KQ_X86_ROWS(q5_k, Q5_K)
 KQ_X86_ROWS(q6_k, Q6_K)
 
-/* Table rows of the new types (the same at both x86 levels). */
+/* Table rows of the K-quants that both x86 levels run with these kernels
+ * alone (the Q5, Q4_K and Q6_K rows are each level's: AVX-512 adds packed
+ * products). */
 #define KQ_X86_TABLE_ROWS                                                                           \
-    PS_KERNEL_ROW(Q5_0, q5_0, PS_ACT_Q8A), PS_KERNEL_ROW(Q5_1, q5_1, PS_ACT_Q8A),                   \
     PS_KERNEL_ROW(Q2_K, q2_k, PS_ACT_Q8K), PS_KERNEL_ROW(Q3_K, q3_k, PS_ACT_Q8K),                   \
-    PS_KERNEL_ROW(Q4_K, q4_k, PS_ACT_Q8K), PS_KERNEL_ROW(Q5_K, q5_k, PS_ACT_Q8K),                   \
-    PS_KERNEL_ROW(Q6_K, q6_k, PS_ACT_Q8K)
+    PS_KERNEL_ROW(Q5_K, q5_k, PS_ACT_Q8K)
 
 #endif

@@ -29,6 +29,7 @@ typedef struct quant_task {
     ps_block_q8k *Xk; /* NULL: likewise */
     int64_t n_cols;
     ps_quantize_fn quantize;
+    void (*quantize_k)(const float *x, ps_block_q8k *y, int64_t n);
 } quant_task;
 
 static void quant_range(void *ctx, int64_t t0, int64_t t1, int ith) {
@@ -36,7 +37,7 @@ static void quant_range(void *ctx, int64_t t0, int64_t t1, int ith) {
     const int64_t nb = q->n_cols / PS_QK, nk = q->n_cols / PS_QK_K;
     for (int64_t t = t0; t < t1; t++) {
         if (q->Xq) q->quantize(q->X + t * q->n_cols, q->Xq + t * nb, q->n_cols);
-        if (q->Xk) ps_quantize_q8k(q->X + t * q->n_cols, q->Xk + t * nk, q->n_cols);
+        if (q->Xk) q->quantize_k(q->X + t * q->n_cols, q->Xk + t * nk, q->n_cols);
     }
 }
 
@@ -56,7 +57,8 @@ static int quantize_activations(ps_compute *c, const float *X, int64_t n_cols, i
     uint8_t *s = ps_compute_scratch(c, 0, qa + qk);
     if (!s) return 0;
     quant_task q = {X, need & (1 << PS_ACT_Q8A) ? (ps_block_q8a *)s : NULL,
-                    need & (1 << PS_ACT_Q8K) ? (ps_block_q8k *)(s + qa) : NULL, n_cols, ops->quantize_q8a};
+                    need & (1 << PS_ACT_Q8K) ? (ps_block_q8k *)(s + qa) : NULL, n_cols, ops->quantize_q8a,
+                    ops->quantize_q8k};
     if (n_tok >= 8)
         ps_parallel_for(c, n_tok, 4, quant_range, &q);
     else

@@ -34,14 +34,14 @@ static const ps_type_traits TYPE_TRAITS[PS_TYPE_COUNT] = {
     [PS_TYPE_Q8_0] = {"q8_0", PS_QK, sizeof(ps_block_q8_0), 8, 1},
     [PS_TYPE_Q4_0] = {"q4_0", PS_QK, sizeof(ps_block_q4_0), 4, 0},
     [PS_TYPE_Q4_1] = {"q4_1", PS_QK, sizeof(ps_block_q4_1), 4, 0},
-    [PS_TYPE_Q5_0] = {"q5_0", 32, 22, 0, 0},
-    [PS_TYPE_Q5_1] = {"q5_1", 32, 24, 0, 0},
+    [PS_TYPE_Q5_0] = {"q5_0", 32, sizeof(ps_block_q5_0), 5, 0}, /* packed: qh, then 4 nibble dwords */
+    [PS_TYPE_Q5_1] = {"q5_1", 32, sizeof(ps_block_q5_1), 5, 0},
     [PS_TYPE_Q8_1] = {"q8_1", 32, 36, 0, 0},
     [PS_TYPE_Q2_K] = {"q2_k", 256, 84, 0, 0},
     [PS_TYPE_Q3_K] = {"q3_k", 256, 110, 0, 0},
-    [PS_TYPE_Q4_K] = {"q4_k", 256, 144, 0, 0},
+    [PS_TYPE_Q4_K] = {"q4_k", 256, sizeof(ps_block_q4_k), 35, 0}, /* packed: 3 scale dwords, 32 of quants */
     [PS_TYPE_Q5_K] = {"q5_k", 256, 176, 0, 0},
-    [PS_TYPE_Q6_K] = {"q6_k", 256, 210, 0, 0},
+    [PS_TYPE_Q6_K] = {"q6_k", 256, sizeof(ps_block_q6_k), 52, 0}, /* packed: 32 ql, 16 qh, 4 scale dwords */
     [PS_TYPE_Q8_K] = {"q8_k", 256, 292, 0, 0},
 };
 
@@ -70,6 +70,7 @@ const ps_level_ops ps_ops_scalar = {
     .level = PS_SIMD_SCALAR,
     .types = ps_type_kernels_scalar,
     .quantize_q8a = ps_quantize_q8a_scalar,
+    .quantize_q8k = ps_quantize_q8k,
     .gemm_acc = ps_gemm_acc_scalar,
     .silu_mul = ps_silu_mul_scalar,
     .attn = &ps_attn_kernels_scalar,
@@ -78,9 +79,9 @@ const ps_level_ops ps_ops_scalar = {
 #ifdef PS_X86
 /* The x86 levels' operations besides the weight kernels: AVX-512 has its
  * own weight kernels and shares the rest with AVX2. */
-#define X86_VECTOR_OPS                                                                        \
-    .quantize_q8a = ps_quantize_q8a_avx2, .gemm_acc = ps_gemm_acc_avx2, .silu_mul = ps_silu_mul_avx2, \
-    .attn = &ps_attn_kernels_avx2
+#define X86_VECTOR_OPS                                                                         \
+    .quantize_q8a = ps_quantize_q8a_avx2, .quantize_q8k = ps_quantize_q8k_avx2,                    \
+    .gemm_acc = ps_gemm_acc_avx2, .silu_mul = ps_silu_mul_avx2, .attn = &ps_attn_kernels_avx2
 
 const ps_level_ops ps_ops_avx2 = {.level = PS_SIMD_AVX2, .types = ps_type_kernels_avx2, X86_VECTOR_OPS};
 const ps_level_ops ps_ops_avx512 = {.level = PS_SIMD_AVX512, .types = ps_type_kernels_avx512, X86_VECTOR_OPS};
@@ -109,8 +110,8 @@ static int x86_level(void) {
 #ifdef PS_ARM64
 /* The aarch64 levels differ only in their integer products. */
 #define NEON_VECTOR_OPS                                                                        \
-    .quantize_q8a = ps_quantize_q8a_neon, .gemm_acc = ps_gemm_acc_neon, .silu_mul = ps_silu_mul_neon, \
-    .attn = &ps_attn_kernels_scalar
+    .quantize_q8a = ps_quantize_q8a_neon, .quantize_q8k = ps_quantize_q8k,                        \
+    .gemm_acc = ps_gemm_acc_neon, .silu_mul = ps_silu_mul_neon, .attn = &ps_attn_kernels_scalar
 
 const ps_level_ops ps_ops_neon = {.level = PS_SIMD_NEON, .types = ps_type_kernels_neon,
                                   .scalar_fallback = 1, NEON_VECTOR_OPS};
@@ -189,13 +190,15 @@ size_t ps_packed_bytes(int32_t type, int64_t n_rows, int64_t n_cols) {
     return (size_t)tiles * PS_PACK_ROWS * ps_row_bytes(type, n_cols);
 }
 
-/* Each block is its scales (fp16 d, then m for types with a minimum) and
- * pack_dwords 32-bit groups of quant bytes. */
+/* Each block is its fp16 scales (d, then m or dmin for types with a
+ * minimum; at the block's start, or its end for Q6_K) and pack_dwords 32-bit
+ * groups of its other bytes, in order. */
 void ps_pack_matrix(int32_t type, const uint8_t *W, int64_t n_rows, int64_t n_cols, uint8_t *dst) {
     const ps_type_traits *t = ps_type_get(type);
     const size_t bb = (size_t)t->block_bytes, rb = ps_row_bytes(type, n_cols);
     const int n_dwords = t->pack_dwords;
     const size_t scale_bytes = bb - 4 * (size_t)n_dwords;
+    const size_t s_at = type == PS_TYPE_Q6_K ? bb - scale_bytes : 0, q_at = s_at ? 0 : scale_bytes;
     const int64_t nb = n_cols / t->block_size, tiles = (n_rows + PS_PACK_ROWS - 1) / PS_PACK_ROWS;
     for (int64_t tile = 0; tile < tiles; tile++)
         for (int64_t b = 0; b < nb; b++) {
@@ -203,13 +206,13 @@ void ps_pack_matrix(int32_t type, const uint8_t *W, int64_t n_rows, int64_t n_co
             uint8_t *q = d + PS_PACK_ROWS * scale_bytes;
             for (int r = 0; r < PS_PACK_ROWS; r++) {
                 const int64_t row = tile * PS_PACK_ROWS + r;
-                uint8_t blk[64] = {0}; /* padding rows: all zero */
+                uint8_t blk[256] = {0}; /* padding rows: all zero */
                 if (row < n_rows) memcpy(blk, W + (size_t)row * rb + (size_t)b * bb, bb);
                 if (t->pack_signed)
                     for (size_t j = scale_bytes; j < bb; j++) blk[j] ^= 0x80;
                 for (size_t k = 0; k < scale_bytes / 2; k++) /* d[16], then m[16] */
-                    memcpy(d + 2 * PS_PACK_ROWS * k + 2 * r, blk + 2 * k, 2);
-                for (int k = 0; k < n_dwords; k++) memcpy(q + 64 * k + 4 * r, blk + scale_bytes + 4 * k, 4);
+                    memcpy(d + 2 * PS_PACK_ROWS * k + 2 * r, blk + s_at + 2 * k, 2);
+                for (int k = 0; k < n_dwords; k++) memcpy(q + 64 * k + 4 * r, blk + q_at + 4 * k, 4);
             }
         }
 }

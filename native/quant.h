@@ -85,18 +85,27 @@ typedef void (*ps_quantize_fn)(const float *x, ps_block_q8a *y, int64_t n);
  * d = amax/127, q = nearest-even(x * 127/amax), bsums = sums of 16 quants. */
 void ps_quantize_q8k(const float *x, ps_block_q8k *y, int64_t n);
 
-/* Row-interleaved ("packed") Q4_0 / Q4_1 / Q8_0 matrices, for a kernel that
- * keeps one row per 32-bit lane of a 16-lane vector (AVX-512) or of two
- * 8-lane vectors (AVX2, Q4 only). Rows are grouped in
- * tiles of PS_PACK_ROWS (the last one padded with zero rows); a tile's
+/* Row-interleaved ("packed") Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q6_K
+ * matrices, for a kernel that keeps one row per 32-bit lane of a 16-lane
+ * vector (AVX-512) or of two 8-lane vectors (AVX2, Q4 only). Rows are
+ * grouped in tiles of PS_PACK_ROWS (the last one padded with zero rows); a tile's
  * blocks are contiguous, and block b of a tile is
  *   d[16] (fp16), for Q4_1 also m[16] (fp16), then K x 64 bytes q[k] where
  *   bytes 4r..4r+3 of q[k] are bytes 4k..4k+3 of row r's quants
- *   (K = 4 nibble dwords for Q4, 8 for Q8_0, whose bytes are stored
- *   XOR 0x80, i.e. w + 128 as unsigned, for dpbusd);
+ *   (K = 4 nibble dwords for Q4, 5 for Q5: its 32 high bits, then the
+ *   nibbles; 8 for Q8_0, whose bytes are stored XOR 0x80, i.e. w + 128 as
+ *   unsigned, for dpbusd; for the K-quants (256 elements) d[16], for Q4_K
+ *   also dmin[16], then all the block's other bytes in order: 35 dwords for
+ *   Q4_K, 52 for Q6_K, see kernels_avx512_kquant.h);
  * the same number of bytes as the 16 rows' blocks, in another order.
  * The same float steps per (row, token) as gemm: results are identical. */
 #define PS_PACK_ROWS 16
+/* Byte offsets in a packed K-quant block of 16 rows: Q4_K's quant dwords
+ * (after d, dmin and the 3 scale dwords); Q6_K's ql, qh and scale dwords. */
+#define PK4K_Q 256
+#define PK6K_QL 32
+#define PK6K_QH (32 + 64 * 32)
+#define PK6K_SC (32 + 64 * 48)
 /* Bytes of the packed copy of an n_rows x n_cols matrix; 0 if this type has
  * no packed form. */
 size_t ps_packed_bytes(int32_t type, int64_t n_rows, int64_t n_cols);
@@ -161,6 +170,7 @@ typedef struct ps_level_ops {
     int scalar_fallback;               /* a type this level has no row for runs the
                                         * scalar row (NEON: Q5 and K-quants) */
     ps_quantize_fn quantize_q8a;
+    void (*quantize_q8k)(const float *x, ps_block_q8k *y, int64_t n); /* ps_quantize_q8k's bytes */
     ps_gemm_acc_fn gemm_acc;
     ps_silu_mul_fn silu_mul;
     const struct ps_attn_kernels *attn; /* attention.h's chunk kernels */
@@ -180,6 +190,7 @@ const ps_type_kernels *ps_kernels_get(int32_t type, const ps_level_ops *ops);
 /* The functions behind the level tables (quant_scalar.c, vec_avx2.c). */
 void ps_quantize_q8a_scalar(const float *x, ps_block_q8a *y, int64_t n);
 void ps_quantize_q8a_avx2(const float *x, ps_block_q8a *y, int64_t n);
+void ps_quantize_q8k_avx2(const float *x, ps_block_q8k *y, int64_t n);
 void ps_gemm_acc_scalar(const float *A, int64_t lda, const float *B, int64_t ldb, float *Y,
                         int64_t ldy, int64_t m, int64_t k, int64_t n);
 void ps_gemm_acc_avx2(const float *A, int64_t lda, const float *B, int64_t ldb, float *Y,

@@ -216,12 +216,15 @@ static void gemm_q8_0(const uint8_t *W, size_t row_bytes, int64_t n_cols, const 
     }
 }
 
-/* Q4_0 and Q4_1 share one loop: dw*dx*sum(q*x) + c*s, c = -8*dw or m. */
-static inline void gemm_q4(const uint8_t *W, size_t row_bytes, int64_t n_cols, const int32_t *idx,
-                           int64_t r0, int64_t r1, const void *Xv, int32_t n_tok, float *Y,
-                           int64_t ldy, int has_min) {
+/* Q4_0, Q4_1, Q5_0 and Q5_1 share one loop: dw*dx*sum(u*x) + c*s with u
+ * the unsigned 4- or 5-bit quant and c = -8*dw or -16*dw, or m. */
+static inline void gemm_q45(const uint8_t *W, size_t row_bytes, int64_t n_cols, const int32_t *idx,
+                            int64_t r0, int64_t r1, const void *Xv, int32_t n_tok, float *Y,
+                            int64_t ldy, int has_min, int q5) {
     const int64_t nb = n_cols / PS_QK;
-    const size_t bbytes = has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0);
+    const size_t bbytes = q5 ? (has_min ? sizeof(ps_block_q5_1) : sizeof(ps_block_q5_0))
+                             : (has_min ? sizeof(ps_block_q4_1) : sizeof(ps_block_q4_0));
+    const float offset = q5 ? -16.0f : -8.0f;
     for (int64_t pos = r0; pos < r1; pos++) {
         const int64_t r = idx ? idx[pos] : pos;
         const uint8_t *row = W + (size_t)r * row_bytes;
@@ -233,12 +236,12 @@ static inline void gemm_q4(const uint8_t *W, size_t row_bytes, int64_t n_cols, c
                 uint16_t dh, mh = 0;
                 memcpy(&dh, blk, 2);
                 if (has_min) memcpy(&mh, blk + 2, 2);
-                const uint8_t *qs = blk + (has_min ? 4 : 2);
+                const uint8_t *q = blk + (has_min ? 4 : 2); /* Q5: qh, then the nibbles */
                 int isum = 0;
-                for (int j = 0; j < PS_QK / 2; j++)
-                    isum += (qs[j] & 0x0f) * x[b].qs[j] + (qs[j] >> 4) * x[b].qs[j + PS_QK / 2];
+                for (int e = 0; e < PS_QK; e++)
+                    isum += (q5 ? kq_u_q5(q, q + 4, e) : (q[e % 16] >> (4 * (e / 16))) & 0x0f) * x[b].qs[e];
                 const float dw = ps_fp16_to_f32(dh);
-                const float c = has_min ? ps_fp16_to_f32(mh) : -8.0f * dw;
+                const float c = has_min ? ps_fp16_to_f32(mh) : offset * dw;
                 acc += dw * x[b].d * (float)isum;
                 corr += c * x[b].s;
             }
@@ -247,55 +250,15 @@ static inline void gemm_q4(const uint8_t *W, size_t row_bytes, int64_t n_cols, c
     }
 }
 
-static void gemm_q4_0(const uint8_t *W, size_t row_bytes, int64_t n_cols, const int32_t *idx,
-                      int64_t r0, int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_q4(W, row_bytes, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 0);
-}
-
-static void gemm_q4_1(const uint8_t *W, size_t row_bytes, int64_t n_cols, const int32_t *idx,
-                      int64_t r0, int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_q4(W, row_bytes, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
-}
-
-/* Q5_0 and Q5_1: gemm_q4's formula with 5-bit quants, c = -16*dw or m. */
-static inline void gemm_q5(const uint8_t *W, size_t row_bytes, int64_t n_cols, const int32_t *idx,
-                           int64_t r0, int64_t r1, const void *Xv, int32_t n_tok, float *Y,
-                           int64_t ldy, int has_min) {
-    const int64_t nb = n_cols / PS_QK;
-    const size_t bbytes = has_min ? sizeof(ps_block_q5_1) : sizeof(ps_block_q5_0);
-    for (int64_t pos = r0; pos < r1; pos++) {
-        const int64_t r = idx ? idx[pos] : pos;
-        const uint8_t *row = W + (size_t)r * row_bytes;
-        for (int32_t t = 0; t < n_tok; t++) {
-            const ps_block_q8a *x = (const ps_block_q8a *)Xv + (size_t)t * nb;
-            float acc = 0.0f, corr = 0.0f;
-            for (int64_t b = 0; b < nb; b++) {
-                const uint8_t *blk = row + (size_t)b * bbytes;
-                uint16_t dh, mh = 0;
-                memcpy(&dh, blk, 2);
-                if (has_min) memcpy(&mh, blk + 2, 2);
-                const uint8_t *qh = blk + (has_min ? 4 : 2);
-                int isum = 0;
-                for (int e = 0; e < PS_QK; e++) isum += kq_u_q5(qh, qh + 4, e) * x[b].qs[e];
-                const float dw = ps_fp16_to_f32(dh);
-                const float c = has_min ? ps_fp16_to_f32(mh) : -16.0f * dw;
-                acc += dw * x[b].d * (float)isum;
-                corr += c * x[b].s;
-            }
-            Y[(size_t)t * ldy + r] = acc + corr;
-        }
+#define GEMM_Q45(t, has_min, q5)                                                                       \
+    static void gemm_##t(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, \
+                         int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {           \
+        gemm_q45(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, has_min, q5);                           \
     }
-}
-
-static void gemm_q5_0(const uint8_t *W, size_t row_bytes, int64_t n_cols, const int32_t *idx,
-                      int64_t r0, int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_q5(W, row_bytes, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 0);
-}
-
-static void gemm_q5_1(const uint8_t *W, size_t row_bytes, int64_t n_cols, const int32_t *idx,
-                      int64_t r0, int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {
-    gemm_q5(W, row_bytes, n_cols, idx, r0, r1, X, n_tok, Y, ldy, 1);
-}
+GEMM_Q45(q4_0, 0, 0)
+GEMM_Q45(q4_1, 1, 0)
+GEMM_Q45(q5_0, 0, 1)
+GEMM_Q45(q5_1, 1, 1)
 
 /* K-quants against q8k activations (kquant_blocks.h's integer form): per
  * block acc += (D*dx) * isum, corr += (M*dx) * msum; result acc - corr.

@@ -220,6 +220,16 @@ INLINE const uint8_t *scaled_block(const void *src, int64_t i, const int type, f
         body(P, n_cols, r0, r1, X, n_tok, Y, ldy, arg);                                                \
     }
 
+/* The packed products both x86 levels have, from a driver whose last
+ * argument is the ggml type id. */
+#define GEMM_PACKED_Q45K_OF(body)                                                                      \
+    GEMM_PACKED_OF(gemm_q4_0_packed, body, PS_TYPE_Q4_0)                                               \
+    GEMM_PACKED_OF(gemm_q4_1_packed, body, PS_TYPE_Q4_1)                                               \
+    GEMM_PACKED_OF(gemm_q5_0_packed, body, PS_TYPE_Q5_0)                                               \
+    GEMM_PACKED_OF(gemm_q5_1_packed, body, PS_TYPE_Q5_1)                                               \
+    GEMM_PACKED_OF(gemm_q4_k_packed, body, PS_TYPE_Q4_K)                                               \
+    GEMM_PACKED_OF(gemm_q6_k_packed, body, PS_TYPE_Q6_K)
+
 /* name (one row) and name##_4 (four rows) from one NR-row axpy body; the
  * three block types' pairs from a body whose last argument picks the type
  * (0 Q4_0, 1 Q4_1, 2 Q8_0). */

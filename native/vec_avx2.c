@@ -38,6 +38,38 @@ void ps_quantize_q8a_avx2(const float *x, ps_block_q8a *y, int64_t n) {
     }
 }
 
+/* The K-quants' activations (quant.h's ps_quantize_q8k): the scalar
+ * function's float operations (max of |x|, one multiply and round to
+ * nearest even per element), so the bytes are its bytes. */
+void ps_quantize_q8k_avx2(const float *x, ps_block_q8k *y, int64_t n) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t b = 0; b < n / PS_QK_K; b++, x += PS_QK_K) {
+        __m256 m = _mm256_setzero_ps();
+        for (int j = 0; j < PS_QK_K; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        const __m256 mul = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+        for (int j = 0; j < PS_QK_K; j += 32) { /* two groups of 16 */
+            __m256i i[4];
+            for (int k = 0; k < 4; k++)
+                i[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 8 * k), mul),
+                                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            /* the groups' sums (exact), then the int8 in element order (as ps_quantize_q8a_avx2) */
+            __m256i s = _mm256_hadd_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+            s = _mm256_hadd_epi32(s, s); /* per 128-bit lane: half of group 0, of group 1, again */
+            const __m128i s2 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            y[b].bsums[j / 16] = (int16_t)_mm_cvtsi128_si32(s2);
+            y[b].bsums[j / 16 + 1] = (int16_t)_mm_extract_epi32(s2, 1);
+            __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+            p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i *)(y[b].qs + j), p);
+        }
+        y[b].d = amax / 127.0f;
+    }
+}
+
 /* ---- small float GEMM for accum_rows: 6 tokens x 16 columns per tile -------- */
 INLINE void gemm_acc_tile(const float *A, int64_t lda, const float *B, int64_t ldb, float *Y,
                           int64_t ldy, int64_t k, const int RN) {

@@ -153,12 +153,13 @@ def test_matmul_threads_identical(lib, qtype):
     np.testing.assert_array_equal(y1.view(np.uint32), y2.view(np.uint32))
 
 
-@pytest.mark.parametrize("qtype", [T.Q4_0, T.Q4_1, T.Q8_0], ids=lambda t: t.name)
+@pytest.mark.parametrize("qtype", [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q6_K], ids=lambda t: t.name)
 @pytest.mark.parametrize("shape", [(1, 32, 1), (37, 96, 1), (200, 576, 3), (45, 576, 70)])
 def test_packed_matmul_is_bit_identical(lib, qtype, shape):
     """The row-interleaved copies the model makes at load (quant.h) give the
     row-major product's bits, at every SIMD level."""
     n_rows, n_cols, n_tok = shape
+    n_cols = cols_for(qtype, n_cols)
     raw, _ = weights(qtype, n_rows, n_cols, seed=n_rows + n_tok)
     x = np.random.default_rng(3).standard_normal((n_tok, n_cols)).astype(np.float32)
     for level in (0, 1, 2):

@@ -217,6 +217,14 @@ TEST(test_quantize_activations) {
         CHECK(memcmp(a, b, sizeof a) == 0);
     }
     ps_simd_set(ps_simd_supported());
+    ps_block_q8k ka[N / 256], kb[N / 256]; /* the K-quants' blocks likewise */
+    ps_quantize_q8k(x, ka, N / 256 * 256);
+    FOR_LEVELS(level) {
+        memset(kb, 0x55, sizeof kb);
+        ps_ops()->quantize_q8k(x, kb, N / 256 * 256);
+        CHECK(memcmp(ka, kb, sizeof ka) == 0);
+    }
+    ps_simd_set(ps_simd_supported());
     CHECK(a[0].d == 0.0f && a[0].s == 0.0f);
     for (int blk = 1; blk < N / 32; blk++) {
         int sum = 0;
@@ -575,12 +583,12 @@ TEST(test_tables_complete) {
             CHECK(ps_type_get(type) != NULL);
         }
         const ps_type_traits *t = ps_type_get(type);
-        if (t) CHECK((ps_packed_bytes(type, 16, 64) > 0) == (t->pack_dwords > 0 && ref != NULL));
+        if (t) CHECK((ps_packed_bytes(type, 16, cols_for(type, 64)) > 0) == (t->pack_dwords > 0 && ref != NULL));
     }
     for (int level = 0; level < PS_SIMD_COUNT; level++) {
         const ps_level_ops *o = ps_level_ops_at(level);
         if (!o) continue;
-        CHECK(o->level == level && o->quantize_q8a && o->gemm_acc && o->silu_mul && o->attn &&
+        CHECK(o->level == level && o->quantize_q8a && o->quantize_q8k && o->gemm_acc && o->silu_mul && o->attn &&
               o->attn->chunk[0] && o->attn->chunk[1] && o->attn->chunk[2] && o->attn->head_multiple >= 1);
     }
 }
