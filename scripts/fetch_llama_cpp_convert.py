@@ -30,8 +30,8 @@ def fetch(out: str) -> None:
         raise SystemExit("fetch_llama_cpp_convert: llama-cpp-python is not installed (make setup)") from None
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        # pip builds the sdist's metadata before it keeps the file (a few minutes, once)
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+        # the sdist itself (its build tools as wheels): pip reads its metadata before keeping it
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", "llama-cpp-python",
                         f"llama-cpp-python=={v}", "-d", tmp], check=True)
         sdist = os.path.join(tmp, f"llama_cpp_python-{v}.tar.gz")
         prefix = f"llama_cpp_python-{v}/vendor/llama.cpp/"

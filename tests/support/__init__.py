@@ -9,7 +9,7 @@
 
 The float64 numpy forward of a GGUF file is the package's own
 (prosparse_cpu.convert.reference), so scripts and the converter use the same one.
-Here: where the real SmolLM2 file lives.
+Here: where the real SmolLM2 and Gemma 3 files live.
 """
 from __future__ import annotations
 
@@ -25,3 +25,12 @@ def smollm2_path() -> Path:
 
 SMOLLM2 = smollm2_path()
 
+
+
+def gemma3_path() -> Path:
+    """The real gemma-3-270m Q4_K_M file (`make model`): env PROSPARSE_GEMMA3, else the cache path."""
+    env = os.environ.get("PROSPARSE_GEMMA3")
+    return Path(env) if env else Path.home() / ".cache" / "prosparse-cpu" / "gemma-3-270m-q4_k_m.gguf"
+
+
+GEMMA3 = gemma3_path()
