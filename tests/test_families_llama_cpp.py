@@ -115,3 +115,30 @@ def test_llama_cpp_agrees_on_tokens(family_files, llama_cpp):
     print(f"{fam} greedy: ours {mine_greedy}, llama.cpp {theirs_greedy}, HF {hf_greedy}")
     assert mine_greedy == hf_greedy
     assert theirs_greedy == mine_greedy
+
+
+def test_llama_cpp_files_convert_to_prosparse(family_files, tmp_path):
+    """A llama.cpp file of the layout as prosparse-convert's source: the prosparse file
+    (base_architecture, the layout's tensors) computes the same function, and cut-offs
+    calibrated on it give threshold mode its target sparsity."""
+    from prosparse_cpu.convert.reference import GGUFModel
+    from support.vocab import SAMPLE_TEXTS, corpus_text
+
+    fam, model, n, theirs, _ = family_files
+    text = tmp_path / "calib.txt"
+    text.write_text(corpus_text()[:6000])
+    out = tmp_path / "ps.gguf"
+    assert convert(theirs, out, "auto", calibrate=text, target_sparsity=0.5, calibrate_tokens=256,
+                   progress=False)["arch"] == "prosparse"
+    assert GGUFModel(out).kv("prosparse.base_architecture") == {"llama3": "llama"}.get(fam, fam)
+    ids = tokens(n, 60, seed=6)
+    with Model(str(theirs), threads=2, n_ctx=256, cache_type="f32") as m:
+        want = m.eval_all(ids)
+    with Model(str(out), threads=2, n_ctx=256, cache_type="f32") as m:
+        assert rel_err(m.eval_all(ids), want) <= 1e-5
+        m.reset()
+        m.set_mode("threshold")
+        m.eval(m.tokenize(" ".join(SAMPLE_TEXTS)))
+        sparsity = m.stats()["sparsity"]
+    print(f"{fam}: threshold sparsity {sparsity:.3f} at a 0.5 target")
+    assert abs(sparsity - 0.5) < 0.15
