@@ -201,42 +201,30 @@ INLINE void axpy_rows_float(const void *const *src, const float *a, const int NR
         for (int r = 0; r < NR; r++) y[k] += a[r] * load1(src[r], k, ft);
 }
 
-/* ---- table entries ---------------------------------------------------------- */
-#define GEMM_OF(name, body, arg)                                                                       \
-    static void name(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0,      \
-                     int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {                 \
-        body(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, arg);                                       \
-    }
-#define DEQUANT_OF(name, body, arg) \
-    static void name(const void *src, float *dst, int64_t n) { body(src, dst, n, arg); }
-/* name (one row) and name##_4 (four rows) from one NR-row axpy body. */
-#define AXPY_PAIR(name, body, arg)                                                               \
-    static void name(const void *src, float a, float *y, int64_t n) {                            \
-        const void *s1[1] = {src};                                                               \
-        body(s1, &a, 1, y, n, arg);                                                              \
-    }                                                                                            \
-    static void name##_4(const void *const src[4], const float a[4], float *y, int64_t n) {     \
-        body(src, a, 4, y, n, arg);                                                              \
+/* ---- table entries ----------------------------------------------------------
+ * A type's row entries as PS_KERNEL_ROW names them (gemm_<t>, dequant_<t>,
+ * axpy_<t>, axpy_<t>_4: one row, four rows) from one family of bodies whose
+ * last argument picks the type (float: FT_*; q: 0 Q4_0, 1 Q4_1, 2 Q8_0). */
+#define KERNELS_OF(t, family, arg)                                                                  \
+    static void gemm_##t(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, \
+                         int64_t r1, const void *X, int32_t n_tok, float *Y, int64_t ldy) {          \
+        gemm_##family(W, rb, n_cols, idx, r0, r1, X, n_tok, Y, ldy, arg);                           \
+    }                                                                                               \
+    static void dequant_##t(const void *src, float *dst, int64_t n) { dequant_##family(src, dst, n, arg); } \
+    static void axpy_##t(const void *src, float a, float *y, int64_t n) {                           \
+        const void *s1[1] = {src};                                                                  \
+        axpy_rows_##family(s1, &a, 1, y, n, arg);                                                   \
+    }                                                                                               \
+    static void axpy_##t##_4(const void *const src[4], const float a[4], float *y, int64_t n) {     \
+        axpy_rows_##family(src, a, 4, y, n, arg);                                                   \
     }
 
-GEMM_OF(gemm_f32, gemm_float, FT_F32)
-GEMM_OF(gemm_f16, gemm_float, FT_F16)
-GEMM_OF(gemm_bf16, gemm_float, FT_BF16)
-GEMM_OF(gemm_q4_0, gemm_q, 0)
-GEMM_OF(gemm_q4_1, gemm_q, 1)
-GEMM_OF(gemm_q8_0, gemm_q, 2)
-DEQUANT_OF(dequant_f32, dequant_float, FT_F32)
-DEQUANT_OF(dequant_f16, dequant_float, FT_F16)
-DEQUANT_OF(dequant_bf16, dequant_float, FT_BF16)
-DEQUANT_OF(dequant_q4_0, dequant_q, 0)
-DEQUANT_OF(dequant_q4_1, dequant_q, 1)
-DEQUANT_OF(dequant_q8_0, dequant_q, 2)
-AXPY_PAIR(axpy_f32, axpy_rows_float, FT_F32)
-AXPY_PAIR(axpy_f16, axpy_rows_float, FT_F16)
-AXPY_PAIR(axpy_bf16, axpy_rows_float, FT_BF16)
-AXPY_PAIR(axpy_q4_0, axpy_rows_q, 0)
-AXPY_PAIR(axpy_q4_1, axpy_rows_q, 1)
-AXPY_PAIR(axpy_q8_0, axpy_rows_q, 2)
+KERNELS_OF(f32, float, FT_F32)
+KERNELS_OF(f16, float, FT_F16)
+KERNELS_OF(bf16, float, FT_BF16)
+KERNELS_OF(q4_0, q, 0)
+KERNELS_OF(q4_1, q, 1)
+KERNELS_OF(q8_0, q, 2)
 
 #define NEON_TABLE                                                                                  \
     {PS_KERNEL_ROW(F32, f32, 0), PS_KERNEL_ROW(F16, f16, 0), PS_KERNEL_ROW(BF16, bf16, 0),           \

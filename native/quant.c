@@ -160,6 +160,9 @@ const ps_level_ops *ps_level_ops_at(int level) {
 
 int ps_simd_set(int level) {
     const int best = ps_simd_supported();
+    /* another architecture's level (no table in this build): scalar, as
+     * prosparse.h promises, not this CPU's best */
+    if (level > PS_SIMD_SCALAR && level < PS_SIMD_COUNT && !ps_level_ops_at(level)) level = PS_SIMD_SCALAR;
     if (level > best) level = best;
     while (level > PS_SIMD_SCALAR && !ps_level_ops_at(level)) level--;
     if (level < PS_SIMD_SCALAR) level = PS_SIMD_SCALAR;

@@ -53,6 +53,44 @@ static float super_scale(float top, float levels, uint16_t *stored) {
     return d;
 }
 
+/* One super-block of n_sub sub-blocks of `len` weights with levels in
+ * [0, hi] and a minimum each (Q2_K, Q4_K, Q5_K): integer sub-scales q[j] and
+ * minimums m[j] in [0, qmax] under the fp16 super-scales *d16 and *dmin16
+ * (the largest of each at qmax), and the levels L. */
+static void asym_levels(const float *x, int n_sub, int len, int hi, int qmax, uint16_t *d16, uint16_t *dmin16,
+                        int *q, int *m, int8_t *L) {
+    float s[16], mn[16], smax = 0.0f, mmax = 0.0f;
+    for (int j = 0; j < n_sub; j++) {
+        float o;
+        s[j] = ps_fit_scale_offset(x + len * j, len, hi, 1, L + len * j, &o);
+        mn[j] = -o;
+        smax = fmaxf(smax, s[j]);
+        mmax = fmaxf(mmax, mn[j]);
+    }
+    const float d = super_scale(smax, (float)qmax, d16), dm = super_scale(mmax, (float)qmax, dmin16);
+    for (int j = 0; j < n_sub; j++)
+        pick_scale(x + len * j, len, d, d ? s[j] / d : 0.0f, 0, qmax, &dm, dm ? mn[j] / dm : 0.0f, qmax, 0, hi,
+                   &q[j], &m[j], L + len * j);
+}
+
+/* One super-block of 16 sub-blocks of 16 weights with levels in [lo, hi]
+ * and no minimum (Q3_K, Q6_K): integer sub-scales q[j] in [-qn, qn - 1]
+ * under the fp16 super-scale *d16, the largest sub-scale in magnitude at
+ * -qn (the end of the range with the most room), and the levels L. */
+static void sym_levels(const float *x, int lo, int hi, int qn, uint16_t *d16, int q[16], int8_t *L) {
+    float s[16], top = 0.0f;
+    for (int j = 0; j < 16; j++) {
+        s[j] = ps_fit_scale(x + 16 * j, 16, lo, hi, L + 16 * j);
+        if (fabsf(s[j]) > fabsf(top)) top = s[j];
+    }
+    const float d = super_scale(top, -(float)qn, d16);
+    for (int j = 0; j < 16; j++) {
+        int unused;
+        pick_scale(x + 16 * j, 16, d, d ? s[j] / d : 0.0f, -qn, qn - 1, NULL, 0.0f, 0, lo, hi, &q[j], &unused,
+                   L + 16 * j);
+    }
+}
+
 /* ---- Q4_K / Q5_K: 8 sub-blocks of 32, 6-bit scales and minimums ------------- */
 
 static void pack_scales_k4(uint8_t sc[12], const int ls[8], const int lm[8]) {
@@ -72,19 +110,8 @@ static void pack_scales_k4(uint8_t sc[12], const int ls[8], const int lm[8]) {
 /* Levels L[256] in [0, hi] for one super-block; d and dmin as stored. */
 static void quantize_k4_levels(const float *x, int hi, uint16_t *d16, uint16_t *dmin16, uint8_t sc[12],
                                int8_t *L) {
-    float s[8], m[8], smax = 0.0f, mmax = 0.0f;
-    for (int j = 0; j < 8; j++) {
-        float o;
-        s[j] = ps_fit_scale_offset(x + 32 * j, 32, hi, 1, L + 32 * j, &o);
-        m[j] = -o;
-        smax = fmaxf(smax, s[j]);
-        mmax = fmaxf(mmax, m[j]);
-    }
-    const float d = super_scale(smax, 63.0f, d16), dm = super_scale(mmax, 63.0f, dmin16);
     int ls[8], lm[8];
-    for (int j = 0; j < 8; j++)
-        pick_scale(x + 32 * j, 32, d, d ? s[j] / d : 0.0f, 0, 63, &dm, dm ? m[j] / dm : 0.0f, 63, 0, hi,
-                   &ls[j], &lm[j], L + 32 * j);
+    asym_levels(x, 8, 32, hi, 63, d16, dmin16, ls, lm, L);
     pack_scales_k4(sc, ls, lm);
 }
 
@@ -120,19 +147,9 @@ void ps_quantize_row_q6_k(const float *x, void *dst, int64_t n) {
     ps_block_q6_k *y = dst;
     int8_t L[PS_QK_K];
     for (int64_t b = 0; b < n / PS_QK_K; b++, x += PS_QK_K) {
-        float s[16], top = 0.0f;
-        for (int j = 0; j < 16; j++) {
-            s[j] = ps_fit_scale(x + 16 * j, 16, -32, 31, L + 16 * j);
-            if (fabsf(s[j]) > fabsf(top)) top = s[j];
-        }
-        /* the largest scale at -128, the end of int8 with the most room */
-        const float d = super_scale(top, -128.0f, &y[b].d);
-        for (int j = 0; j < 16; j++) {
-            int q = 0, unused;
-            pick_scale(x + 16 * j, 16, d, d ? s[j] / d : 0.0f, -128, 127, NULL, 0.0f, 0, -32, 31, &q, &unused,
-                       L + 16 * j);
-            y[b].scales[j] = (int8_t)q;
-        }
+        int q[16];
+        sym_levels(x, -32, 31, 128, &y[b].d, q, L); /* int8 scales */
+        for (int j = 0; j < 16; j++) y[b].scales[j] = (int8_t)q[j];
         for (int h = 0; h < 2; h++) {
             const int8_t *Lh = L + 128 * h;
             uint8_t *ql = y[b].ql + 64 * h, *qh = y[b].qh + 32 * h;
@@ -163,18 +180,11 @@ void ps_quantize_row_q3_k(const float *x, void *dst, int64_t n) {
     ps_block_q3_k *y = dst;
     int8_t L[PS_QK_K];
     for (int64_t b = 0; b < n / PS_QK_K; b++, x += PS_QK_K) {
-        float s[16], top = 0.0f;
-        for (int j = 0; j < 16; j++) {
-            s[j] = ps_fit_scale(x + 16 * j, 16, -4, 3, L + 16 * j);
-            if (fabsf(s[j]) > fabsf(top)) top = s[j];
-        }
-        const float d = super_scale(top, -32.0f, &y[b].d);
+        int q[16];
+        sym_levels(x, -4, 3, 32, &y[b].d, q, L); /* 6-bit scales */
         memset(y[b].scales, 0, sizeof y[b].scales);
         for (int j = 0; j < 16; j++) {
-            int q = 0, unused;
-            pick_scale(x + 16 * j, 16, d, d ? s[j] / d : 0.0f, -32, 31, NULL, 0.0f, 0, -4, 3, &q, &unused,
-                       L + 16 * j);
-            const int u = q + 32; /* 6 bits: low 4 in a nibble, high 2 in bytes 8..11 */
+            const int u = q[j] + 32; /* 6 bits: low 4 in a nibble, high 2 in bytes 8..11 */
             y[b].scales[j % 8] |= (uint8_t)((u & 15) << (j < 8 ? 0 : 4));
             y[b].scales[8 + j % 4] |= (uint8_t)((u >> 4) << (2 * (j / 4)));
         }
@@ -190,21 +200,9 @@ void ps_quantize_row_q2_k(const float *x, void *dst, int64_t n) {
     ps_block_q2_k *y = dst;
     int8_t L[PS_QK_K];
     for (int64_t b = 0; b < n / PS_QK_K; b++, x += PS_QK_K) {
-        float s[16], m[16], smax = 0.0f, mmax = 0.0f;
-        for (int j = 0; j < 16; j++) {
-            float o;
-            s[j] = ps_fit_scale_offset(x + 16 * j, 16, 3, 1, L + 16 * j, &o);
-            m[j] = -o;
-            smax = fmaxf(smax, s[j]);
-            mmax = fmaxf(mmax, m[j]);
-        }
-        const float d = super_scale(smax, 15.0f, &y[b].d), dm = super_scale(mmax, 15.0f, &y[b].dmin);
-        for (int j = 0; j < 16; j++) {
-            int q, mm;
-            pick_scale(x + 16 * j, 16, d, d ? s[j] / d : 0.0f, 0, 15, &dm, dm ? m[j] / dm : 0.0f, 15, 0, 3, &q,
-                       &mm, L + 16 * j);
-            y[b].scales[j] = (uint8_t)(q | (mm << 4));
-        }
+        int q[16], m[16];
+        asym_levels(x, 16, 16, 3, 15, &y[b].d, &y[b].dmin, q, m, L); /* 4-bit scales and minimums */
+        for (int j = 0; j < 16; j++) y[b].scales[j] = (uint8_t)(q[j] | (m[j] << 4));
         pack_2bit(y[b].qs, L, 0);
     }
 }

@@ -60,12 +60,7 @@ void ps_gemm_acc_neon(const float *A, int64_t lda, const float *B, int64_t ldb, 
         for (; t + 4 <= m; t += 4) gemm_acc_tile(A + t * lda, lda, B + c, ldb, Y + t * ldy + c, ldy, k, 4);
         for (; t < m; t++) gemm_acc_tile(A + t * lda, lda, B + c, ldb, Y + t * ldy + c, ldy, k, 1);
     }
-    for (; c < n; c++) /* leftover columns: the scalar loop */
-        for (int64_t t = 0; t < m; t++) {
-            float acc = 0.0f;
-            for (int64_t j = 0; j < k; j++) acc += A[t * lda + j] * B[j * ldb + c];
-            Y[t * ldy + c] += acc;
-        }
+    if (c < n) ps_gemm_acc_scalar(A, lda, B + c, ldb, Y + c, ldy, m, k, n - c); /* leftover columns */
 }
 
 /* ---- SwiGLU: g / (1 + exp(-g)) * u, exp from exp4 ------------------------------ */

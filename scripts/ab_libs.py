@@ -26,7 +26,12 @@ import sys
 import tempfile
 import time
 
-from prosparse_cpu._lib import CACHE_TYPES, MODES, _declare, ps_session_params
+from prosparse_cpu._lib import (CACHE_TYPES, MODES, PS_SIMD_AVX2, PS_SIMD_AVX512, PS_SIMD_NEON, PS_SIMD_NEON_DOT,
+                                PS_SIMD_SCALAR, _declare, ps_session_params)
+
+# prosparse.h's SIMD levels (x86: AVX2, AVX-512; aarch64: NEON, NEON with the dot product)
+SIMD_LEVELS = {PS_SIMD_SCALAR: "scalar", PS_SIMD_AVX2: "AVX2", PS_SIMD_AVX512: "AVX-512",
+               PS_SIMD_NEON: "NEON", PS_SIMD_NEON_DOT: "NEON_DOT"}
 
 
 class Build:
@@ -36,7 +41,10 @@ class Build:
                  depth: int = 0, cache_type: int = 0):
         L = self.L = _declare(C.CDLL(lib_path))   # the package's own prototypes, on this copy
         if simd is not None:
-            L.ps_simd_set(simd)
+            got = L.ps_simd_set(simd)
+            if got != simd:   # ps_simd_set falls back to a level this CPU runs: that is not what was asked
+                sys.exit(f"error: {lib_path}: SIMD level {simd} ({SIMD_LEVELS[simd]}) does not run on this CPU "
+                         f"(it would run {got}, {SIMD_LEVELS.get(got, '?')})")
         self.model = L.ps_model_load(model_path.encode())
         if not self.model:
             sys.exit(f"error: {lib_path}: {L.ps_last_error().decode()}")
@@ -93,8 +101,10 @@ def main() -> int:
     ap.add_argument("--mode-b", choices=MODES, default=None, help="build B's mode (default: --mode)")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=64, help="decode steps per round")
-    ap.add_argument("--simd-a", type=int, default=None, help="force build A's SIMD level (0 scalar, 1 AVX2, 2 AVX-512)")
-    ap.add_argument("--simd-b", type=int, default=None, help="likewise for build B")
+    ap.add_argument("--simd-a", type=int, choices=list(SIMD_LEVELS), default=None,
+                    help="force build A's SIMD level: " + ", ".join(f"{k} {v}" for k, v in SIMD_LEVELS.items())
+                    + " (one this CPU runs)")
+    ap.add_argument("--simd-b", type=int, choices=list(SIMD_LEVELS), default=None, help="likewise for build B")
     ap.add_argument("--depth", type=int, default=0, help="decode after a prompt of this many tokens")
     ap.add_argument("--cache-a", choices=list(CACHE_TYPES), default="f16",
                     help="build A's KV cache type (a build without cache types ignores it)")

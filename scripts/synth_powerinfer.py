@@ -25,7 +25,6 @@ random bytes per layer. Run through scripts/synth_sparse_model.py --format power
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from statistics import NormalDist
 
@@ -33,22 +32,11 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as Q
 
-QK = 32
+from synth_gguf import QK, deq, quant, random_q4, write_files
+
 C = 4.0          # the residual's constant channel
 OUT_GAIN = 0.1   # spread of the attention and FFN outputs added to the residual
 N_VOCAB = 32000
-
-# symmetric Q4_0 nibbles (as synth_sparse_model.random_q4): -8 is mapped to 0
-_FIX = np.array([((b & 15) or 8) | (((b >> 4) or 8) << 4) for b in range(256)], np.uint8)
-
-
-def random_q4(rng, rows: int, cols: int, gain: float = 1.0) -> np.ndarray:
-    nb = cols // QK
-    out = np.empty((rows, nb, 18), np.uint8)
-    out[:, :, 0:2] = np.frombuffer(np.float16(gain / np.sqrt(17.5 * cols)).tobytes(), np.uint8)
-    out[:, :, 2:] = _FIX[rng.integers(0, 256, size=(rows, nb, 16), dtype=np.uint8)]
-    return out.reshape(rows, nb * 18)
-
 
 def random_q6k(rng, rows: int, cols: int, gain: float = 1.0) -> np.ndarray:
     """(rows, cols/256*210) uint8: Q6_K blocks (ql[128], qh[64], int8 scales[16], f16 d) with
@@ -59,14 +47,6 @@ def random_q6k(rng, rows: int, cols: int, gain: float = 1.0) -> np.ndarray:
     out[:, :, 192:208] = 1
     out[:, :, 208:210] = np.frombuffer(np.float16(gain / np.sqrt(341.0 * cols)).tobytes(), np.uint8)
     return out.reshape(rows, nb * 210)
-
-
-def quant(a: np.ndarray) -> np.ndarray:
-    return gguf.quants.quantize(np.ascontiguousarray(a, dtype=np.float32), Q.Q4_0)
-
-
-def deq(b: np.ndarray) -> np.ndarray:
-    return gguf.quants.dequantize(b, Q.Q4_0).astype(np.float32)
 
 
 def spm_vocab(n_vocab: int):
@@ -207,34 +187,4 @@ def write(args, shapes) -> None:
     for il in range(n_layer):
         plan += [(f"blk.{il}.fc1.weight", st["rank"], n_embd, Q.Q4_0, pw, lambda: fc1_q),
                  (f"blk.{il}.fc2.weight", n_ff, st["rank"], Q.Q4_0, pw, lambda il=il: roll(fc2_q, il))]
-    plan = [p for p in plan if any(k in writers for k in p[4])]
-    for name, rows, cols, qt, files, _ in plan:
-        for k in files:
-            if k in writers:
-                if qt == Q.F32:
-                    writers[k].add_tensor_info(name, (cols,), np.dtype(np.float32), 4 * cols)
-                else:
-                    nbytes = rows * cols // gguf.GGML_QUANT_SIZES[qt][0] * gguf.GGML_QUANT_SIZES[qt][1]
-                    writers[k].add_tensor_info(name, (rows, nbytes // rows), np.dtype(np.uint8), nbytes,
-                                               raw_dtype=qt)
-    for w in writers.values():
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
-    try:
-        for name, rows, cols, qt, files, produce in plan:
-            data = produce()
-            for k in files:
-                if k in writers:
-                    writers[k].write_tensor_data(data)
-        for w in writers.values():
-            w.close()
-        with open(str(paths["pwri"]) + ".tmp", "r+b") as f:
-            f.write(b"PWRI")   # PowerInfer's magic; the rest is GGUF v3
-        for path in paths.values():
-            os.replace(str(path) + ".tmp", path)
-            print(f"{path}: {path.stat().st_size / 1e9:.2f} GB")
-    except BaseException:
-        for path in paths.values():
-            Path(str(path) + ".tmp").unlink(missing_ok=True)
-        raise
+    write_files(writers, paths, plan, magic={"pwri": b"PWRI"})   # PowerInfer's magic; the rest is GGUF v3

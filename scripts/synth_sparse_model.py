@@ -30,13 +30,15 @@ fresh random bytes per layer.
 from __future__ import annotations
 
 import argparse
-import os
+import sys
 from pathlib import Path
 
 import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as Q
-from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synth_gguf import deq, quant, random_q4, write_files  # noqa: E402
 
 SHAPES = {  # n_embd, n_ff, n_layer, n_head, n_head_kv, rank
     "7b": (4096, 11008, 32, 32, 32, 1024),
@@ -44,7 +46,6 @@ SHAPES = {  # n_embd, n_ff, n_layer, n_head, n_head_kv, rank
     "tiny": (256, 704, 4, 8, 4, 64),
 }
 N_VOCAB = 32000
-QK = 32
 
 
 def vocab() -> tuple[list[str], list[int]]:
@@ -61,29 +62,6 @@ def vocab() -> tuple[list[str], list[int]]:
     types = [int(gguf.TokenType.NORMAL)] * N_VOCAB
     types[256] = int(gguf.TokenType.CONTROL)
     return toks, types
-
-
-# symmetric Q4_0 nibbles: value q-8 in -8..7, with -8 (q=0) mapped to 0 (q=8), so the mean is 0
-_FIX = np.array([((b & 15) or 8) | (((b >> 4) or 8) << 4) for b in range(256)], np.uint8)
-
-
-def random_q4(rng: np.random.Generator, rows: int, cols: int, gain: float = 1.0) -> np.ndarray:
-    """(rows, cols/32*18) uint8: Q4_0 blocks whose products with a unit-rms
-    input have spread `gain` (values d*(q-8), Var(q-8) = 17.5 after the fix)."""
-    nb = cols // QK
-    out = np.empty((rows, nb, 18), np.uint8)
-    d = np.float16(gain / np.sqrt(17.5 * cols))
-    out[:, :, 0:2] = np.frombuffer(d.tobytes(), np.uint8)
-    out[:, :, 2:] = _FIX[rng.integers(0, 256, size=(rows, nb, 16), dtype=np.uint8)]
-    return out.reshape(rows, nb * 18)
-
-
-def quant(a: np.ndarray, qt: Q) -> np.ndarray:
-    return gguf.quants.quantize(np.ascontiguousarray(a, dtype=np.float32), qt)
-
-
-def deq(b: np.ndarray, qt: Q) -> np.ndarray:
-    return gguf.quants.dequantize(b, qt).astype(np.float32)
 
 
 def build_gate(rng, n_embd, n_ff, rank, skew, pred_type, active, want_recall):
@@ -186,35 +164,7 @@ def write(args) -> None:
         ]
     plan += [("output_norm.weight", 1, n_embd, Q.F32, both, lambda: ones),
              ("output.weight", N_VOCAB, n_embd, Q.Q4_0, both, q4(N_VOCAB, n_embd))]
-    plan = [p for p in plan if any(a in writers for a in p[4])]
-    for name, rows, cols, qt, files, _ in plan:
-        for a in files:
-            if a in writers:
-                if qt == Q.F32:
-                    writers[a].add_tensor_info(name, (cols,), np.dtype(np.float32), 4 * cols)
-                else:
-                    nbytes = rows * cols // gguf.GGML_QUANT_SIZES[qt][0] * gguf.GGML_QUANT_SIZES[qt][1]
-                    writers[a].add_tensor_info(name, (rows, nbytes // rows), np.dtype(np.uint8), nbytes,
-                                               raw_dtype=qt)
-    for w in writers.values():
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
-    try:
-        for name, rows, cols, qt, files, produce in tqdm(plan, desc="writing", unit="tensor"):
-            data = produce()
-            for a in files:
-                if a in writers:
-                    writers[a].write_tensor_data(data)
-        for w in writers.values():
-            w.close()
-        for arch, path in paths.items():
-            os.replace(str(path) + ".tmp", path)
-            print(f"{path}: {path.stat().st_size / 1e9:.2f} GB")
-    except BaseException:
-        for path in paths.values():
-            Path(str(path) + ".tmp").unlink(missing_ok=True)
-        raise
+    write_files(writers, paths, plan, progress=True)
 
 
 def main() -> None:
@@ -236,8 +186,6 @@ def main() -> None:
                     help="--format powerinfer: output.weight type (q6_k: PowerInfer's default Q4_0 mix)")
     args = ap.parse_args()
     if args.format == "powerinfer":
-        import sys
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
         from synth_powerinfer import write as write_powerinfer
         write_powerinfer(args, SHAPES)
     else:

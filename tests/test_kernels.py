@@ -15,6 +15,7 @@ library).
 from __future__ import annotations
 
 import ctypes
+import platform
 
 import numpy as np
 import pytest
@@ -217,3 +218,17 @@ def test_bad_arguments(lib):
     x = np.ones(4, dtype=np.float32)
     assert lib.ps_debug_accum_rows(int(T.F32), buf.ctypes.data, 4, 8, fptr(x), 1, idx.ctypes.data_as(i32p), 2,
                                    fptr(out), 1) < 0
+
+
+def test_other_architectures_levels_run_scalar(lib):
+    """A level of the other architecture (NEON on x86, AVX on aarch64) gives the
+    scalar reference, never this CPU's best; levels of this one are capped at the best."""
+    best = lib.ps_simd_supported()
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i686")
+    foreign = (3, 4) if x86 else (1, 2)
+    for level in foreign:
+        assert lib.ps_simd_set(level) == 0
+        assert lib.ps_simd_get() == 0
+    own_top = 2 if x86 else 4
+    assert lib.ps_simd_set(own_top) == best
+    lib.ps_simd_set(best)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from prosparse_cpu import _lib
 from prosparse_cpu._lib import library_path
 from support.gguf_files import write_gguf
 from support.hf_models import make_hf_llama
@@ -46,6 +47,17 @@ def test_ab_libs_bad_model_is_one_error_line(tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip().startswith("error:") and "missing.gguf" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_ab_libs_refuses_a_simd_level_this_cpu_does_not_run(tmp_path):
+    """ps_simd_set falls back to a level the CPU runs; timing that under another level's name would mislead."""
+    lib = library_path()
+    other = 1 if _lib.lib().ps_simd_supported() >= _lib.PS_SIMD_NEON else _lib.PS_SIMD_NEON  # the other architecture's
+    r = subprocess.run([sys.executable, str(AB), str(tmp_path / "unused.gguf"), str(lib), str(lib),
+                        "--simd-a", str(other)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip().startswith("error:") and f"SIMD level {other} " in r.stderr
+    assert "does not run on this CPU" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 SAME = ROOT / "scripts" / "same_logits.py"

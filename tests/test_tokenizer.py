@@ -209,16 +209,19 @@ def test_smollm2_bos_and_eog_match_llama_cpp(smollm2, llama_smollm2):
 @pytest.mark.real
 @pytest.mark.llamacpp
 def test_smollm2_every_piece_matches_llama_cpp(smollm2, llama_smollm2):
+    assert_pieces_equal(smollm2, llama_smollm2._model.vocab)
+
+
+def assert_pieces_equal(ours, vocab):
+    """Every token's bytes, special tokens rendered and not, equal llama.cpp's (vocab: its llama_vocab)."""
     import llama_cpp
-    vocab = llama_smollm2._model.vocab
-    L, h = smollm2._lib, smollm2._model
-    buf, ref = ctypes.create_string_buffer(256), ctypes.create_string_buffer(256)
-    n = llama_cpp.llama_vocab_n_tokens(vocab)
+    L, h = ours._lib, ours._model
+    buf, ref = ctypes.create_string_buffer(512), ctypes.create_string_buffer(512)
     for special in (0, 1):
         bad = []
-        for t in range(n):
-            k = L.ps_token_to_piece(h, t, buf, 256, special)
-            kr = llama_cpp.llama_token_to_piece(vocab, t, ref, 256, 0, bool(special))
+        for t in range(llama_cpp.llama_vocab_n_tokens(vocab)):
+            k = L.ps_token_to_piece(h, t, buf, 512, special)
+            kr = llama_cpp.llama_token_to_piece(vocab, t, ref, 512, 0, bool(special))
             if buf.raw[:k] != ref.raw[:kr]:
                 bad.append((t, buf.raw[:k], ref.raw[:kr]))
         assert not bad, bad[:5]
@@ -254,8 +257,10 @@ def test_smollm2_tokenize_edge_arguments(smollm2):
 # ---- other pre-tokenizers on the same vocabulary -----------------------------------
 
 def write_vocab_model(path, tokens, types, *, model="gpt2", pre=None, merges=None, scores=None,
-                      bos=None, eos=None, unk=None, add_bos=None, add_space_prefix=None):
-    """A one-layer random llama model whose interesting part is its vocabulary."""
+                      bos=None, eos=None, unk=None, add_bos=None, add_space_prefix=None, write_kv=None):
+    """A one-layer random llama model whose interesting part is its vocabulary.
+    With write_kv(writer), that function writes every tokenizer key instead
+    (tokens and types are then only used for the vocabulary size)."""
     n_vocab, n_embd, n_ff, hd = len(tokens), 32, 64, 16
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_context_length(64)
@@ -268,19 +273,22 @@ def write_vocab_model(path, tokens, types, *, model="gpt2", pre=None, merges=Non
     w.add_rope_dimension_count(hd)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_vocab_size(n_vocab)
-    w.add_tokenizer_model(model)
-    if pre is not None:
-        w.add_tokenizer_pre(pre)
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    if scores is not None:
-        w.add_token_scores(scores)
-    if merges is not None:
-        w.add_token_merges(merges)
-    for fn, v in ((w.add_bos_token_id, bos), (w.add_eos_token_id, eos), (w.add_unk_token_id, unk),
-                  (w.add_add_bos_token, add_bos), (w.add_add_space_prefix, add_space_prefix)):
-        if v is not None:
-            fn(v)
+    if write_kv is not None:
+        write_kv(w)
+    else:
+        w.add_tokenizer_model(model)
+        if pre is not None:
+            w.add_tokenizer_pre(pre)
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        if scores is not None:
+            w.add_token_scores(scores)
+        if merges is not None:
+            w.add_token_merges(merges)
+        for fn, v in ((w.add_bos_token_id, bos), (w.add_eos_token_id, eos), (w.add_unk_token_id, unk),
+                      (w.add_add_bos_token, add_bos), (w.add_add_space_prefix, add_space_prefix)):
+            if v is not None:
+                fn(v)
     rng = np.random.default_rng(0)
 
     def rand(*shape):

@@ -1,5 +1,10 @@
 """Swap the FFN gate activation of a LLaMA-family model and watch its intermediate output.
 
+LLaMA-family here means a decoder whose layers hold `mlp.gate_proj/up_proj/down_proj`
+with a SiLU gate: LLaMA 1-3.x (any RoPE scaling), Mistral, Qwen2/2.5 (attention
+biases) and Qwen3 (q/k norms); attention is left as it is. Gemma's GeGLU FFN
+(a tanh-GELU gate, different norms) is refused.
+
 Every decoder layer's `mlp` is replaced by a SparseMLP that keeps the same three
 projections (so state-dict names do not change) and computes
 
@@ -21,7 +26,10 @@ from torch import nn
 
 from .config import ConfigError
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+# Gated FFNs with a GELU gate: same projection names, but ReLU-fying them is a
+# different recipe from the paper's SiLU -> ReLU swap, so they get a clear refusal.
+GEGLU_MODEL_TYPES = ("gemma", "gemma2", "gemma3", "gemma3_text")
 
 
 def fatrelu(z: torch.Tensor, t: float) -> torch.Tensor:
@@ -122,6 +130,9 @@ def decoder_layers(model) -> nn.ModuleList:
 
 def check_architecture(config) -> None:
     mt = getattr(config, "model_type", None)
+    if mt in GEGLU_MODEL_TYPES:
+        raise ConfigError(f"architecture '{mt}' has a GeGLU FFN (tanh-GELU gate): ReLU-fication is implemented "
+                          f"for SiLU-gated models only ({', '.join(SUPPORTED_MODEL_TYPES)})")
     if mt not in SUPPORTED_MODEL_TYPES:
         raise ConfigError(f"unknown architecture '{mt}': the trainer handles LLaMA-style gated FFNs "
                           f"({', '.join(SUPPORTED_MODEL_TYPES)})")
