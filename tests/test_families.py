@@ -228,3 +228,38 @@ def test_engine_refusals(tmp_path, good_files):
     ]
     for path, why in cases:
         assert why in load_error(path), (path.name, load_error(path))
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen3"])
+def test_trainer_output_converts_and_runs_sparse(tmp_path, tokenizers_dir, family):
+    """prosparse-train's ReLU-fied checkpoint of the family (same state-dict names,
+    hidden_act relu) converts to a prosparse file whose sparse mode computes the
+    saved model (transformers' own reload). (The session's BPE tokenizer: the
+    trainer tests' byte tokenizer has no merges, which the engine's BPE needs.)"""
+    import shutil
+
+    from prosparse_cpu.trainer.cli import main
+    from support.trainer_runs import write_config, write_corpus
+    from test_trainer_families import STAGES, tiny_family
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok_dir, n = tokenizers_dir["bpe"]
+    src = tmp_path / "model"
+    shutil.copytree(tok_dir, src)
+    eos = AutoTokenizer.from_pretrained(str(src)).eos_token_id
+    tiny_family(family, n, eos).save_pretrained(str(src))
+    cfg = write_config(tmp_path / "c.toml", src, write_corpus(tmp_path / "data"), tmp_path / "out",
+                       sparsity={"stages": STAGES})
+    assert main(["train", str(cfg)]) == 0
+    final = tmp_path / "out" / "final"
+    out = tmp_path / "m.gguf"
+    assert convert(final, out, "f32", progress=False)["arch"] == "prosparse"
+    assert GGUFModel(out).kv("prosparse.base_architecture") == family
+    stock = AutoModelForCausalLM.from_pretrained(str(final)).float().eval()
+    ids = tokens(stock.config.vocab_size, 40, seed=7)
+    ref = hf_logits(stock, ids)
+    with Model(str(out), threads=2, n_ctx=128, cache_type="f32", mode="sparse") as m:
+        got = m.eval_all(ids)
+        sparsity = m.stats()["sparsity"]
+    print(f"{family} trained: sparse rel err {rel_err(got, ref):.2e}, sparsity {sparsity:.2f}")
+    assert rel_err(got, ref) <= REL_TOL and sparsity > 0.3
