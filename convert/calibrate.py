@@ -1,12 +1,12 @@
 """--calibrate TEXT --target-sparsity S: per-layer cut-offs for the engine's
-`threshold` mode on SiLU models (CATS-style, training-free).
+`threshold` mode on SiLU and GELU-gated models (CATS-style, training-free).
 
 The model runs densely over the calibration text (reference.py's forward in
 float32, in independent chunks of 256 tokens, one layer's weights in memory at
-a time); for each layer the cut-off is the S-quantile of |silu(gate)| over all
+a time); for each layer the cut-off is the S-quantile of |act(gate)| over all
 tokens and neurons, so that a share S of neurons falls below it on text like
 the calibration text. In
-threshold mode a neuron whose |silu(gate)| is below its layer's cut-off is
+threshold mode a neuron whose |act(gate)| is below its layer's cut-off is
 skipped (its up and down rows are not read).
 
 Keys written: prosparse.ffn.cutoffs (f32 array [n_layer]) and
@@ -43,8 +43,8 @@ def text_tokens(source, text: str) -> list[int]:
 
 
 def calibrate_cutoffs(source, spec: ModelSpec, ids: list[int], target: float, chunk: int = 256) -> np.ndarray:
-    if spec.activation != "silu":
-        raise ConvertError(f"--calibrate is for SiLU models; this {spec.activation} model is exactly sparse "
+    if spec.activation not in ("silu", "gelu_tanh"):
+        raise ConvertError(f"--calibrate is for SiLU and GELU models; this {spec.activation} model is exactly sparse "
                            "(use the engine's sparse mode)")
     if not 0.0 < target < 1.0:
         raise ConvertError("--target-sparsity must be between 0 and 1")
@@ -65,7 +65,7 @@ def float32_reference(source, spec: ModelSpec) -> Reference:
     q/k rows of a Hugging Face source are permuted to llama.cpp's order as they load."""
     def load(name: str) -> np.ndarray:
         w = source.load(name)
-        if not source.qk_permuted and name.endswith((".attn_q.weight", ".attn_k.weight")):
+        if not source.qk_permuted and spec.layout == "llama" and name.endswith((".attn_q.weight", ".attn_k.weight")):
             w = permute_qk(w, spec.n_head if name.endswith(".attn_q.weight") else spec.n_head_kv)
         return w
     return Reference(spec, load, source.shapes, dtype=np.float32)

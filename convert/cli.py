@@ -75,14 +75,14 @@ def convert(src: Path, out: Path, outtype: str = "auto", predictor: Path | None 
                 preds = None
         st = load_stats(stats, spec, stats_tokens) if stats else None
         if llama_compat:
-            arch = "llama"
+            arch = spec.layout
             if spec.activation != "silu":
                 warn(f"--llama-compat: this {spec.activation} model will run as SiLU in llama.cpp; "
                      "its tokens are wrong there (a speed baseline only)")
-        elif spec.activation != "silu" or spec.has_scalings or preds or st or prosparse or calibrate:
+        elif spec.activation not in ("silu", "gelu_tanh") or spec.has_scalings or preds or st or prosparse or calibrate:
             arch = "prosparse"
         else:
-            arch = "llama"
+            arch = spec.layout
         plan = build_plan(source, arch, outtype, llama_compat, preds, st,
                           threshold_only=bool(calibrate) and preds is None)
         if calibrate:

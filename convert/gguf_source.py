@@ -1,8 +1,11 @@
-"""A `llama` GGUF file as a conversion source (re-typing, or rewriting as `prosparse`).
+"""A `llama`, `qwen2`, `qwen3` or `gemma3` GGUF file as a conversion source
+(re-typing, or rewriting as `prosparse`).
 
 Tensors are memory-mapped by gguf.GGUFReader and dequantized one at a time to
 float32 with gguf.quants.dequantize (every type gguf-py knows, K-quants
-included). q/k rows are already in llama.cpp's permuted order. The tokenizer
+included). q/k rows are as llama.cpp stores them (permuted for llama only),
+Gemma's norms already 1 + w; Llama 3's rope_freqs.weight becomes the spec's
+rope_factors (the plan writes it again). The tokenizer
 and general.* metadata are copied key by key with their original types.
 
 PowerInfer's PWRI files (architecture llama: relu(gate) * up; bamboo:
@@ -27,6 +30,7 @@ from .spec import ModelSpec
 # Metadata we carry over verbatim; the architecture keys are rewritten from the spec.
 _COPY_PREFIXES = ("tokenizer.", "general.")
 _NOT_COPIED = {"general.architecture", "general.file_type", "general.quantization_version", "general.alignment"}
+_LAYOUTS = ("llama", "qwen2", "qwen3", "gemma3")
 
 
 class GGUFSource:
@@ -43,10 +47,10 @@ class GGUFSource:
         self.arch = arch
         if self.powerinfer and arch in ("falcon", "opt"):
             raise ConvertError(f"{path}: PowerInfer's {arch} files are not supported (its llama and bamboo are)")
-        if arch not in (("llama", "bamboo") if self.powerinfer else ("llama",)):
+        if arch not in (("llama", "bamboo") if self.powerinfer else _LAYOUTS):
             raise ConvertError(f"{path}: unsupported architecture {arch!r} in "
                                + ("a PowerInfer file (supported: llama, bamboo)" if self.powerinfer
-                                  else "GGUF input (supported: llama)"))
+                                  else f"GGUF input (supported: {', '.join(_LAYOUTS)})"))
         self.tensors = {t.name: t for t in self.reader.tensors}
         # ggml shapes are fastest-first; numpy order is the reverse ([out, in]).
         self.shapes = {n: tuple(int(s) for s in reversed(t.shape.tolist())) for n, t in self.tensors.items()}
@@ -54,6 +58,8 @@ class GGUFSource:
         self.down_t_native = False
         self.predictors = None
         self.spec = self._spec()
+        self.qk_permuted = self.spec.layout == "llama"
+        self.shapes.pop("rope_freqs.weight", None)   # carried by spec.rope_factors
         if self.powerinfer:
             self._powerinfer_tensors()
 
@@ -112,8 +118,10 @@ class GGUFSource:
             emb = self.shapes.get("token_embd.weight")
             tokens = self.reader.get_field("tokenizer.ggml.tokens")
             n_vocab = int(self._get(a + "vocab_size", 0) or (emb[0] if emb else len(tokens.data) if tokens else 0))
+            layout = self.arch if self.arch in _LAYOUTS else "llama"
             spec = ModelSpec(
-                family="llama",
+                family=layout,
+                key_length=int(self._get(a + "attention.key_length", 0)),
                 n_vocab=n_vocab,
                 n_embd=n_embd,
                 n_ff=int(ff),
@@ -124,7 +132,8 @@ class GGUFSource:
                 rope_theta=float(self._get(a + "rope.freq_base", 10000.0)),
                 rms_eps=float(self._get(a + "attention.layer_norm_rms_epsilon", 1e-5)),
                 tied="output.weight" not in self.tensors,
-                activation=("drelu" if self.arch == "bamboo" else "relu") if self.powerinfer else "silu",
+                activation=("drelu" if self.arch == "bamboo" else "relu") if self.powerinfer else (
+                    "gelu_tanh" if layout == "gemma3" else "silu"),
                 name=str(self._get("general.name", "")),
             )
         except (TypeError, ValueError) as e:
@@ -132,8 +141,23 @@ class GGUFSource:
         rot = self._get(a + "rope.dimension_count")
         if rot is not None and int(rot) != spec.head_dim:
             raise ConvertError(f"{self.path}: partial RoPE (dimension_count {rot} != head_dim) is not supported")
-        if self._get(a + "rope.scaling.type", "none") not in ("none", None):
-            raise ConvertError(f"{self.path}: RoPE scaling is not supported")
+        scaling = self._get(a + "rope.scaling.type", "none")
+        if scaling == "linear":
+            spec.rope_linear = float(self._get(a + "rope.scaling.factor", 1.0))
+        elif scaling not in ("none", None, "llama3"):
+            raise ConvertError(f"{self.path}: RoPE scaling {scaling!r} is not supported (linear, llama3)")
+        if "rope_freqs.weight" in self.tensors:
+            spec.rope_factors = tuple(float(x) for x in self.tensors["rope_freqs.weight"].data)
+        for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+            if self._get(a + key):
+                raise ConvertError(f"{self.path}: unsupported: {a + key} (logit soft-capping, Gemma 2)")
+        scale = self._get(a + "attention.scale")
+        spec.attn_scale = None if scale is None else float(scale)
+        if layout == "gemma3":
+            from .reference import _sliding_layers
+            spec.sliding_window = int(self._get(a + "attention.sliding_window", 0))
+            spec.sliding_layers = _sliding_layers(self._get(a + "attention.sliding_window_pattern"), spec.n_layer)
+            spec.rope_theta_swa = float(self._get(a + "rope.freq_base_swa", 10000.0))
         return spec
 
     def load(self, name: str) -> np.ndarray:

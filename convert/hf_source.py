@@ -3,8 +3,11 @@
 Weights: *.safetensors (one file, or sharded with model.safetensors.index.json)
 through safetensors.safe_open, or pytorch_model*.bin through
 torch.load(weights_only=True, mmap=True) -- never arbitrary unpickling.
-Tensors are exposed under llama's GGUF names, in HF orientation ([out, in]),
-with q/k still in HF's rotate-half row order (qk_permuted = False).
+Tensors are exposed under llama.cpp's GGUF names for the family, in HF
+orientation ([out, in]), with q/k still in HF's rotate-half row order
+(qk_permuted = False). Gemma's norms compute x * (1 + w): they are exposed as
+1 + w, as llama.cpp's converter stores them, so every reader sees plain
+RMSNorm weights.
 """
 from __future__ import annotations
 
@@ -28,6 +31,17 @@ _LAYER_NAMES = {
     "mlp.gate_proj.weight": "ffn_gate.weight",
     "mlp.up_proj.weight": "ffn_up.weight",
     "mlp.down_proj.weight": "ffn_down.weight",
+    "self_attn.q_proj.bias": "attn_q.bias",        # qwen2
+    "self_attn.k_proj.bias": "attn_k.bias",
+    "self_attn.v_proj.bias": "attn_v.bias",
+    "self_attn.q_norm.weight": "attn_q_norm.weight",   # qwen3, gemma3
+    "self_attn.k_norm.weight": "attn_k_norm.weight",
+}
+# Gemma 3 norms around both blocks (its post_attention_layernorm is not llama's ffn_norm)
+_GEMMA_NAMES = {
+    "post_attention_layernorm.weight": "post_attention_norm.weight",
+    "pre_feedforward_layernorm.weight": "ffn_norm.weight",
+    "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
 }
 _GLOBAL_NAMES = {
     "model.embed_tokens.weight": "token_embd.weight",
@@ -36,15 +50,16 @@ _GLOBAL_NAMES = {
 }
 
 
-def gguf_name(hf_name: str) -> str | None:
-    """HF parameter name -> llama GGUF name; None for buffers we drop."""
+def gguf_name(hf_name: str, family: str = "llama") -> str | None:
+    """HF parameter name -> GGUF name; None for buffers we drop."""
     if hf_name.endswith("rotary_emb.inv_freq"):
         return None  # a RoPE cache some old checkpoints saved; recomputed by the engine
     if hf_name in _GLOBAL_NAMES:
         return _GLOBAL_NAMES[hf_name]
     m = _LAYER.match(hf_name)
-    if m and m.group(2) in _LAYER_NAMES:
-        return f"blk.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}"
+    names = {**_LAYER_NAMES, **_GEMMA_NAMES} if family == "gemma3" else _LAYER_NAMES
+    if m and m.group(2) in names:
+        return f"blk.{m.group(1)}.{names[m.group(2)]}"
     return hf_name  # unknown: kept so that validation reports it as unexpected
 
 
@@ -100,7 +115,7 @@ class HFSource:
         for f in files:
             handle = self._handle(f)
             for hf in handle.keys():
-                g = gguf_name(hf)
+                g = gguf_name(hf, self.spec.family)
                 if g is None:
                     continue
                 if g == "output.weight" and self.spec.tied:
@@ -155,6 +170,8 @@ class HFSource:
             raise ConvertError(f"{self.folder / f}: cannot read tensor {hf} ({type(e).__name__}: {e})") from None
         if not np.isfinite(x).all():
             raise ConvertError(f"{self.folder / f}: tensor {hf} contains NaN or Inf values")
+        if self.spec.family == "gemma3" and name.endswith("norm.weight"):
+            x = x + np.float32(1.0)
         return x
 
     def close(self) -> None:

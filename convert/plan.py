@@ -2,8 +2,13 @@
 tensor, its name, shape, type and a function that produces its data.
 
 Layout decisions (DESIGN.md contract):
-- q/k rows are permuted as llama.cpp's converter does, so RoPE rotates
-  adjacent pairs (HF sources only; GGUF sources already are).
+- The architecture is the family's llama.cpp layout (llama, qwen2, qwen3,
+  gemma3) or `prosparse` with that layout in prosparse.base_architecture,
+  carrying the layout's extra tensors (biases, q/k norms, post norms,
+  rope_freqs) and keys (key_length, sliding window, local RoPE base).
+- q/k rows of the llama layout are permuted as llama.cpp's converter does,
+  so RoPE rotates adjacent pairs (HF sources only; GGUF sources already
+  are); the other layouts keep HF's order and rotate halves.
 - `prosparse` files store blk.N.ffn_down_t.weight = W_down transposed
   ([n_ff, n_embd] in numpy order, ggml ne = [n_embd, n_ff]) instead of ffn_down,
   except in threshold-only files (--calibrate, no predictor) whose down is
@@ -43,7 +48,7 @@ import numpy as np
 from .errors import ConvertError
 from .mix import MIXES, fallback, mix_type
 from .predictor import Predictors, Stats, hot_first
-from .spec import ModelSpec
+from .spec import ModelSpec, layout_tensors
 
 Q = gguf.GGMLQuantizationType
 OUTTYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q4_1": Q.Q4_1,
@@ -75,7 +80,7 @@ class OutTensor:
 
 @dataclass
 class Plan:
-    arch: str                                # "llama" | "prosparse"
+    arch: str                                # "llama" | "qwen2" | "qwen3" | "gemma3" | "prosparse"
     spec: ModelSpec
     outtype: gguf.GGMLQuantizationType       # the bulk type (general.file_type)
     tensors: list[OutTensor]
@@ -164,24 +169,30 @@ def build_plan(source, arch: str, outtype: str, llama_compat: bool,
     elif not spec.tied:
         add("output.weight", (V, e), lambda: load("output.weight"), copy_rows=None)
 
+    if spec.rope_factors is not None:   # Llama 3's RoPE scaling, as llama.cpp stores it
+        add("rope_freqs.weight", (len(spec.rope_factors),),
+            lambda: np.asarray(spec.rope_factors, dtype=np.float32), copy_rows=None)
+    qd = spec.q_dim
     for i in range(spec.n_layer):
         b = f"blk.{i}."
         perm = perms[i]
         kv_rows = spec.n_head_kv * spec.head_dim
         add(b + "attn_norm.weight", (e,), lambda n=b + "attn_norm.weight": load(n), copy_rows=None)
-        if source.qk_permuted:
-            add(b + "attn_q.weight", (e, e), lambda n=b + "attn_q.weight": load(n), copy_rows=None)
+        if source.qk_permuted or spec.layout != "llama":
+            add(b + "attn_q.weight", (qd, e), lambda n=b + "attn_q.weight": load(n), copy_rows=None)
             add(b + "attn_k.weight", (kv_rows, e), lambda n=b + "attn_k.weight": load(n), copy_rows=None)
         else:
-            add(b + "attn_q.weight", (e, e), lambda n=b + "attn_q.weight": permute_qk(load(n), spec.n_head))
+            add(b + "attn_q.weight", (qd, e), lambda n=b + "attn_q.weight": permute_qk(load(n), spec.n_head))
             add(b + "attn_k.weight", (kv_rows, e), lambda n=b + "attn_k.weight": permute_qk(load(n), spec.n_head_kv))
         add(b + "attn_v.weight", (kv_rows, e), lambda n=b + "attn_v.weight": load(n), copy_rows=None)
+        for n, shp in layout_tensors(spec.layout, qd, kv_rows, spec.head_dim, e).items():
+            add(b + n, shp, lambda n=b + n: load(n), copy_rows=None)
         rs = np.float32(spec.residual_scale)
         if fold:
-            add(b + "attn_output.weight", (e, e), lambda n=b + "attn_output.weight", s=rs: load(n) * s,
+            add(b + "attn_output.weight", (e, qd), lambda n=b + "attn_output.weight", s=rs: load(n) * s,
                 transformed=True)
         else:
-            add(b + "attn_output.weight", (e, e), lambda n=b + "attn_output.weight": load(n), copy_rows=None)
+            add(b + "attn_output.weight", (e, qd), lambda n=b + "attn_output.weight": load(n), copy_rows=None)
         add(b + "ffn_norm.weight", (e,), lambda n=b + "ffn_norm.weight": load(n), copy_rows=None)
 
         def rows(n, p=perm):
@@ -254,6 +265,20 @@ def _arch_keys(gw: gguf.GGUFWriter, plan: Plan, llama_compat: bool,
     gw.add_rope_freq_base(s.rope_theta)
     gw.add_layer_norm_rms_eps(s.rms_eps)
     gw.add_rope_dimension_count(s.head_dim)
+    if s.key_length or s.layout in ("qwen3", "gemma3"):
+        gw.add_key_length(s.head_dim)
+        gw.add_value_length(s.head_dim)
+    if s.rope_linear != 1.0:
+        gw.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        gw.add_rope_scaling_factor(s.rope_linear)
+    pre = f"{plan.arch}."
+    if s.attn_scale is not None and abs(s.attn_scale * np.sqrt(s.head_dim) - 1.0) > 1e-7:
+        gw.add_float32(pre + "attention.scale", s.attn_scale)
+    if s.layout == "gemma3" and s.sliding_window:
+        gw.add_uint32(pre + "attention.sliding_window", s.sliding_window)
+        gw.add_float32(pre + "rope.freq_base_swa", s.rope_theta_swa)
+        if list(s.sliding_layers) != [i % 6 < 5 for i in range(s.n_layer)]:   # not llama.cpp's fixed pattern
+            gw.add_array(pre + "attention.sliding_window_pattern", [bool(x) for x in s.sliding_layers])
     gw.add_vocab_size(s.n_vocab)
     gw.add_file_type(plan.file_type if plan.file_type is not None else FILE_TYPES.get(plan.outtype, 1))
     if plan.outtype in _BLOCK_TYPES:
@@ -261,6 +286,7 @@ def _arch_keys(gw: gguf.GGUFWriter, plan: Plan, llama_compat: bool,
     if plan.arch != "prosparse":
         return
     a = "prosparse."
+    gw.add_string(a + "base_architecture", s.layout)
     gw.add_string(a + "ffn.activation", s.activation)
     gw.add_float32(a + "ffn.activation_threshold", s.threshold)
     gw.add_bool(a + "ffn.reordered", stats is not None)

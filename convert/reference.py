@@ -16,6 +16,13 @@ Function: token_embd * embedding_scale; per layer h += residual_scale *
 attention(rmsnorm(h)), h += residual_scale * ffn(rmsnorm(h)) with
 ffn(x) = down(act(gate x) * up x) (drelu: relu(gate x) * relu(up x)); logits =
 logit_scale * rmsnorm(h) @ output^T (token_embd when there is no output).
+The other layouts add, as llama.cpp defines them: q/k/v biases (qwen2);
+per-head q/k RMSNorm before RoPE (qwen3, gemma3); rotate-half RoPE pairs on
+unpermuted rows (all three); Llama 3's per-dimension frequency divisors
+(rope_freqs.weight); Gemma 3's embeddings * sqrt(n_embd), norms of each
+block's output before its residual add, GELU-tanh gate, query scale, and
+local layers that see the last sliding_window positions with their own RoPE
+base.
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ import gguf
 import numpy as np
 
 from ..pwri import open_gguf
-from .spec import ModelSpec
+from .spec import ModelSpec, layout_tensors
 
 
 def activation(act: str, g: np.ndarray, threshold: float = 0.0) -> np.ndarray:
@@ -34,6 +41,8 @@ def activation(act: str, g: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     if act == "silu":
         half = g.dtype.type(0.5)
         return g * half * (1 + np.tanh(g * half))   # = g * sigmoid(g), with no exp overflow
+    if act == "gelu_tanh":
+        return g * g.dtype.type(0.5) * (1 + np.tanh(g.dtype.type(np.sqrt(2 / np.pi)) * (g + g.dtype.type(0.044715) * g ** 3)))
     if act in ("relu", "drelu"):
         return np.maximum(g, 0)
     if act == "fatrelu":
@@ -47,26 +56,34 @@ def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
 
 
-def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """Rotate adjacent pairs (2i, 2i+1) of each head. x: [T, heads, head_dim]; cos, sin: [T, 1, head_dim/2]."""
+def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, neox: bool = False) -> np.ndarray:
+    """Rotate adjacent pairs (2i, 2i+1) of each head, or (neox) the pairs (i, i + head_dim/2).
+    x: [T, heads, head_dim]; cos, sin: [T, 1, head_dim/2]."""
     y = np.empty_like(x)
-    x0, x1 = x[..., 0::2], x[..., 1::2]
-    y[..., 0::2] = x0 * cos - x1 * sin
-    y[..., 1::2] = x0 * sin + x1 * cos
+    half = x.shape[-1] // 2
+    a, b = (slice(0, half), slice(half, None)) if neox else (slice(0, None, 2), slice(1, None, 2))
+    x0, x1 = x[..., a], x[..., b]
+    y[..., a] = x0 * cos - x1 * sin
+    y[..., b] = x0 * sin + x1 * cos
     return y
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float | None = None,
+              window: int = 0) -> np.ndarray:
     """Causal softmax attention. q: [T, n_head, hd]; k, v: [T, n_head_kv, hd]
-    (grouped-query: n_head / n_head_kv consecutive heads share one). Returns [T, n_head * hd]."""
+    (grouped-query: n_head / n_head_kv consecutive heads share one); scale: default 1/sqrt(hd);
+    window > 0: the query at t sees keys t - window + 1 .. t only. Returns [T, n_head * hd]."""
     T, n_head, hd = q.shape
     k = np.repeat(k, n_head // k.shape[1], axis=1)
     v = np.repeat(v, n_head // v.shape[1], axis=1)
-    att = np.einsum("thd,shd->hts", q, k) / q.dtype.type(np.sqrt(hd))
+    # (batched matrix products: BLAS, where einsum's own loops take minutes at 2,048 positions)
+    att = (q.transpose(1, 0, 2) @ k.transpose(1, 2, 0)) * q.dtype.type(1.0 / np.sqrt(hd) if scale is None else scale)
     att = att + np.triu(np.full((T, T), -np.inf, dtype=q.dtype), 1)
+    if window > 0:
+        att = att + np.tril(np.full((T, T), -np.inf, dtype=q.dtype), -window)
     att = np.exp(att - att.max(-1, keepdims=True))
     att /= att.sum(-1, keepdims=True)
-    return np.einsum("hts,shd->thd", att, v).reshape(T, n_head * hd)
+    return (att @ v.transpose(1, 0, 2)).transpose(1, 0, 2).reshape(T, n_head * hd)
 
 
 class Reference:
@@ -93,32 +110,51 @@ class Reference:
         is called once per layer; progress(done, n_layer) after each layer."""
         sp, f = self.spec, self.dtype.type
         E, H, KV, hd = sp.n_embd, sp.n_head, sp.n_head_kv, sp.head_dim
+        lay, neox = sp.layout, sp.layout != "llama"
         emb = self._w("token_embd.weight")
-        hs = [emb[np.asarray(s)] * f(sp.embedding_scale) for s in seqs]
+        e_scale = sp.embedding_scale * (np.sqrt(E) if lay == "gemma3" else 1.0)
+        hs = [emb[np.asarray(s)] * f(e_scale) for s in seqs]
         del emb
-        inv = 1.0 / sp.rope_theta ** (np.arange(0, hd, 2) / hd)
+        inv = 1.0 / sp.rope_theta ** (np.arange(0, hd, 2) / hd) / sp.rope_linear
+        if sp.rope_factors is not None:
+            inv = inv / np.asarray(sp.rope_factors, dtype=np.float64)
+        inv_swa = 1.0 / sp.rope_theta_swa ** (np.arange(0, hd, 2) / hd)
         rs = f(sp.residual_scale)
+        extras = layout_tensors(lay, sp.q_dim, KV * hd, hd, E)
         for L in range(sp.n_layer):
             b = f"blk.{L}."
             W = {n: self._w(b + n + ".weight") for n in
                  ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up")}
+            W.update({n: self._w(b + n) for n in extras})
             down_t = (self._w(b + "ffn_down_t.weight") if b + "ffn_down_t.weight" in self.names
                       else self._w(b + "ffn_down.weight").T)           # [n_ff, n_embd]
+            local = bool(sp.sliding_layers[L]) if sp.sliding_window and sp.sliding_layers else False
             gates = []
             for j, h in enumerate(hs):
                 T = len(h)
-                ang = np.outer(np.arange(T), inv).astype(self.dtype)
+                ang = np.outer(np.arange(T), inv_swa if local else inv).astype(self.dtype)
                 cos, sin = np.cos(ang)[:, None], np.sin(ang)[:, None]
                 x = rmsnorm(h, W["attn_norm"], sp.rms_eps)
-                q = rope((x @ W["attn_q"].T).reshape(T, H, hd), cos, sin)
-                k = rope((x @ W["attn_k"].T).reshape(T, KV, hd), cos, sin)
-                v = (x @ W["attn_v"].T).reshape(T, KV, hd)
-                h = h + rs * (attention(q, k, v) @ W["attn_output"].T)
+                q, k, v = x @ W["attn_q"].T, x @ W["attn_k"].T, x @ W["attn_v"].T
+                if "attn_q.bias" in W:
+                    q, k, v = q + W["attn_q.bias"], k + W["attn_k.bias"], v + W["attn_v.bias"]
+                q, k, v = q.reshape(T, H, hd), k.reshape(T, KV, hd), v.reshape(T, KV, hd)
+                if "attn_q_norm.weight" in W:
+                    q = rmsnorm(q, W["attn_q_norm.weight"], sp.rms_eps)
+                    k = rmsnorm(k, W["attn_k_norm.weight"], sp.rms_eps)
+                q, k = rope(q, cos, sin, neox), rope(k, cos, sin, neox)
+                y = attention(q, k, v, sp.attn_scale, sp.sliding_window if local else 0) @ W["attn_output"].T
+                if "post_attention_norm.weight" in W:
+                    y = rmsnorm(y, W["post_attention_norm.weight"], sp.rms_eps)
+                h = h + rs * y
                 x = rmsnorm(h, W["ffn_norm"], sp.rms_eps)
                 a = activation(sp.activation, x @ W["ffn_gate"].T, sp.threshold)
                 gates.append(a)
                 u = x @ W["ffn_up"].T
-                hs[j] = h + rs * ((a * (np.maximum(u, 0) if sp.activation == "drelu" else u)) @ down_t)
+                y = (a * (np.maximum(u, 0) if sp.activation == "drelu" else u)) @ down_t
+                if "post_ffw_norm.weight" in W:
+                    y = rmsnorm(y, W["post_ffw_norm.weight"], sp.rms_eps)
+                hs[j] = h + rs * y
             if on_gate is not None:
                 on_gate(L, gates)
             del W, down_t, gates
@@ -167,14 +203,27 @@ class GGUFModel:
     def spec(self) -> ModelSpec:
         """The hyper-parameters the forward pass needs (prosparse.* keys: activation and scalings)."""
         sparse = self.arch == "prosparse"
-        act = self.hp("ffn.activation") if sparse else "silu"
+        layout = str(self.hp("base_architecture", "llama")) if sparse else (
+            self.arch if self.arch in ("qwen2", "qwen3", "gemma3") else "llama")
+        act = self.hp("ffn.activation") if sparse else ("gelu_tanh" if layout == "gemma3" else "silu")
         if self.powerinfer:
             act = "drelu" if self.arch == "bamboo" else "relu"
         n_embd, n_head = int(self.hp("embedding_length")), int(self.hp("attention.head_count"))
         emb = self.t["token_embd.weight"]
+        n_layer = int(self.hp("block_count"))
+        hd = int(self.hp("attention.key_length", 0))
+        swa = int(self.hp("attention.sliding_window", 0)) if layout == "gemma3" else 0
+        pattern = self.hp("attention.sliding_window_pattern")
+        linear = float(self.hp("rope.scaling.factor", 1.0)) if self.hp("rope.scaling.type") == "linear" else 1.0
+        scale = self.hp("attention.scale")
         return ModelSpec(
-            family="llama", n_vocab=int(emb.shape[1]), n_embd=n_embd,
-            n_ff=int(self.hp("feed_forward_length")), n_layer=int(self.hp("block_count")),
+            family=layout, n_vocab=int(emb.shape[1]), n_embd=n_embd, key_length=hd,
+            rope_factors=tuple(self.w("rope_freqs.weight")) if "rope_freqs.weight" in self.t else None,
+            rope_linear=linear, attn_scale=None if scale is None else float(scale),
+            sliding_window=swa,
+            sliding_layers=_sliding_layers(pattern, n_layer),
+            rope_theta_swa=float(self.hp("rope.freq_base_swa", 10000.0)),
+            n_ff=int(self.hp("feed_forward_length")), n_layer=n_layer,
             n_head=n_head, n_head_kv=int(self.hp("attention.head_count_kv", n_head)),
             n_ctx=int(self.hp("context_length", 2048)),
             rope_theta=float(self.hp("rope.freq_base", 10000.0)),
@@ -186,6 +235,15 @@ class GGUFModel:
             residual_scale=float(self.hp("residual_scale", 1.0)) if sparse else 1.0,
             logit_scale=float(self.hp("logit_scale", 1.0)) if sparse else 1.0,
             name=str(self.kv("general.name", "")))
+
+
+def _sliding_layers(pattern, n_layer: int) -> tuple[bool, ...]:
+    """attention.sliding_window_pattern as llama.cpp reads it: per-layer flags, or every
+    n-th layer global (0: none), by default n = 6 (Gemma 3)."""
+    if isinstance(pattern, (list, tuple)):
+        return tuple(bool(x) for x in pattern)
+    n = 6 if pattern is None else int(pattern)
+    return tuple(n == 0 or i % n < n - 1 for i in range(n_layer))
 
 
 def gguf_logits(path: Path, ids: list[int], gate_acts: list | None = None) -> np.ndarray:

@@ -10,6 +10,11 @@
  * chunks on the diagonal token by token. Both fold chunk partials in the
  * same order with the same steps, so a token's output does not depend on
  * the batch it came in nor on the thread count.
+ *
+ * A local (sliding-window) layer's query at position p sees the keys
+ * p - window + 1 .. p only: chunks wholly before that are skipped, the
+ * first one it sees is cut at its first key. Chunk boundaries stay fixed
+ * in positions, so the property above holds there too.
  */
 #include "attend.h"
 
@@ -23,9 +28,24 @@ typedef struct attend_ctx {
     ps_session *s;
     int layer;
     int32_t pos0, n_tok, n_chunks;
+    int32_t window; /* keys a query sees in a local layer; 0: all before it */
+    int32_t ch0;    /* decode: the first chunk the query sees */
     ps_attn_chunk_fn chunk;
     float scale;
 } attend_ctx;
+
+/* The first key position a query at position pos sees. */
+static int32_t first_key(const attend_ctx *c, int32_t pos) {
+    return c->window > 0 && pos - c->window + 1 > 0 ? pos - c->window + 1 : 0;
+}
+
+/* The keys [*j, *j + *n) of chunk ch a query at position pos sees; 0 if none. */
+static int chunk_keys(const attend_ctx *c, int32_t pos, int32_t ch, int32_t *j, int32_t *n) {
+    const int32_t lo = first_key(c, pos), j0 = ch * PS_ATTN_CHUNK;
+    const int32_t a = j0 > lo ? j0 : lo, b = j0 + PS_ATTN_CHUNK < pos + 1 ? j0 + PS_ATTN_CHUNK : pos + 1;
+    *j = a, *n = b - a;
+    return b > a;
+}
 
 static const uint8_t *cache_row(const ps_session *s, const uint8_t *cache, int layer, int g, int64_t pos) {
     const int64_t n_kv = s->model->hp.n_head_kv;
@@ -69,13 +89,14 @@ static void decode_items(void *vc, int64_t i0, int64_t i1, int ith) {
     const attend_ctx *c = vc;
     const ps_session *s = c->s;
     const ps_hparams *hp = &s->model->hp;
-    const int32_t hd = hp->head_dim, G = hp->n_head / hp->n_head_kv, n_keys = c->pos0 + 1;
+    const int32_t hd = hp->head_dim, G = hp->n_head / hp->n_head_kv;
     const scratch sc = thread_scratch(s, ith);
     for (int64_t item = i0; item < i1; item++) {
         const int g = (int)(item / c->n_chunks);
-        const int32_t ch = (int32_t)(item % c->n_chunks), j0 = ch * PS_ATTN_CHUNK;
-        const int32_t n = n_keys - j0 < PS_ATTN_CHUNK ? n_keys - j0 : PS_ATTN_CHUNK;
-        const size_t part = (size_t)ch * hp->n_head + (size_t)g * G;
+        const int32_t k = (int32_t)(item % c->n_chunks); /* the query's k-th chunk */
+        int32_t j0, n;
+        chunk_keys(c, c->pos0, c->ch0 + k, &j0, &n);
+        const size_t part = (size_t)k * hp->n_head + (size_t)g * G;
         const ps_attn_chunk a = {
             .q = s->q + (size_t)g * G * hd,
             .qq = s->qq + (size_t)g * G * (hd / PS_QK),
@@ -130,41 +151,46 @@ static void prompt_items(void *vc, int64_t i0, int64_t i1, int ith) {
                        sizeof(ps_block_q8a) * (size_t)G * nbq);
         }
         const int32_t n_last = c->pos0 + t1; /* keys of the tile's last token */
+        const int32_t ch_first = first_key(c, c->pos0 + t0) / PS_ATTN_CHUNK;
+        const int32_t lo_last = first_key(c, c->pos0 + t1 - 1); /* the tile's latest first key */
         const int32_t n_chunks = (n_last + PS_ATTN_CHUNK - 1) / PS_ATTN_CHUNK;
-        for (int32_t ch = 0; ch < n_chunks; ch++) {
+        for (int32_t ch = ch_first; ch < n_chunks; ch++) {
             const int32_t j0 = ch * PS_ATTN_CHUNK;
             ps_attn_chunk a = {
                 .k = cache_row(s, s->k_cache, c->layer, g, j0),
                 .v = cache_row(s, s->v_cache, c->layer, g, j0),
                 .row_bytes = s->cache_row, .hd = hd, .scale = c->scale, .s = sc.s,
             };
-            int32_t qa = 0, qb = nq; /* queries whose partial this chunk gives */
-            if (j0 + PS_ATTN_CHUNK <= c->pos0 + t0 + 1) { /* all the tile's tokens see all of it */
+            if (j0 >= lo_last && j0 + PS_ATTN_CHUNK <= c->pos0 + t0 + 1) { /* all the tile's tokens see all of it */
                 a.q = sc.q, a.qq = sc.qq, a.n = PS_ATTN_CHUNK, a.nq = nq;
                 a.m = sc.pm, a.l = sc.pl, a.o = sc.po;
                 c->chunk(&a);
             } else {
-                qa = -1;
                 for (int32_t t = t0; t < t1; t++) {
-                    const int32_t n_keys = c->pos0 + t + 1;
-                    if (j0 >= n_keys) continue;
+                    int32_t j, n;
+                    if (!chunk_keys(c, c->pos0 + t, ch, &j, &n)) continue;
                     const size_t qi = (size_t)(t - t0) * G;
-                    if (qa < 0) qa = (int32_t)qi;
-                    a.q = sc.q + qi * hd, a.qq = sc.qq + qi * nbq, a.nq = G;
-                    a.n = n_keys - j0 < PS_ATTN_CHUNK ? n_keys - j0 : PS_ATTN_CHUNK;
+                    a.k = cache_row(s, s->k_cache, c->layer, g, j);
+                    a.v = cache_row(s, s->v_cache, c->layer, g, j);
+                    a.q = sc.q + qi * hd, a.qq = sc.qq + qi * nbq, a.nq = G, a.n = n;
                     a.m = sc.pm + qi, a.l = sc.pl + qi, a.o = sc.po + qi * hd;
                     c->chunk(&a);
                 }
             }
-            /* fold: token t's queries have partials for chunks 0..(its last) */
-            for (int32_t qi = qa; qi < qb; qi++) {
-                const int32_t t = t0 + qi / G, h = g * G + qi % G;
-                float *O = s->att_out + (size_t)t * q_dim + (size_t)h * hd;
-                if (ch == 0) {
-                    sc.M[qi] = sc.pm[qi], sc.L[qi] = sc.pl[qi];
-                    memcpy(O, sc.po + (size_t)qi * hd, sizeof(float) * (size_t)hd);
-                } else {
-                    ps_attn_merge(&sc.M[qi], &sc.L[qi], O, sc.pm[qi], sc.pl[qi], sc.po + (size_t)qi * hd, hd);
+            /* fold: each token's queries, over the chunks it sees, from its first */
+            for (int32_t t = t0; t < t1; t++) {
+                int32_t j, n;
+                if (!chunk_keys(c, c->pos0 + t, ch, &j, &n)) continue;
+                const int first = ch == first_key(c, c->pos0 + t) / PS_ATTN_CHUNK;
+                for (int32_t qi = (t - t0) * G; qi < (t - t0 + 1) * G; qi++) {
+                    const int32_t h = g * G + qi % G;
+                    float *O = s->att_out + (size_t)t * q_dim + (size_t)h * hd;
+                    if (first) {
+                        sc.M[qi] = sc.pm[qi], sc.L[qi] = sc.pl[qi];
+                        memcpy(O, sc.po + (size_t)qi * hd, sizeof(float) * (size_t)hd);
+                    } else {
+                        ps_attn_merge(&sc.M[qi], &sc.L[qi], O, sc.pm[qi], sc.pl[qi], sc.po + (size_t)qi * hd, hd);
+                    }
                 }
             }
         }
@@ -185,9 +211,11 @@ void ps_attend(ps_session *s, int layer, int32_t pos0, int32_t n_tok) {
     if (s->cache_type == PS_CACHE_Q8_0)
         ops->quantize_q8a(s->q, s->qq, (int64_t)n_tok * hp->n_head * hp->head_dim);
     attend_ctx c = {.s = s, .layer = layer, .pos0 = pos0, .n_tok = n_tok,
-                    .chunk = K->chunk[s->cache_type], .scale = 1.0f / sqrtf((float)hp->head_dim)};
+                    .window = s->model->layers[layer].sliding ? hp->n_swa : 0,
+                    .chunk = K->chunk[s->cache_type], .scale = hp->attn_scale};
     if (n_tok == 1) {
-        c.n_chunks = (pos0 + 1 + PS_ATTN_CHUNK - 1) / PS_ATTN_CHUNK;
+        c.ch0 = first_key(&c, pos0) / PS_ATTN_CHUNK;
+        c.n_chunks = pos0 / PS_ATTN_CHUNK - c.ch0 + 1;
         ps_parallel_for(s->pool, (int64_t)hp->n_head_kv * c.n_chunks, 1, decode_items, &c);
         if (c.n_chunks == 1) decode_merge(&c, 0, hp->n_head, 0);
         else ps_parallel_for(s->pool, hp->n_head, 1, decode_merge, &c);

@@ -27,6 +27,17 @@
 
 static inline float silu(float g) { return g / (1.0f + expf(-g)); }
 
+/* GELU, tanh approximation (Gemma's gelu_pytorch_tanh) */
+static inline float gelu_tanh(float g) {
+    return 0.5f * g * (1.0f + tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g)));
+}
+
+/* g[i] = gelu_tanh(g[i]) * u[i] (u NULL: gelu_tanh(g[i])) */
+static void gelu_mul(float *g, const float *u, int64_t n) {
+    if (u) for (int64_t i = 0; i < n; i++) g[i] = gelu_tanh(g[i]) * u[i];
+    else for (int64_t i = 0; i < n; i++) g[i] = gelu_tanh(g[i]);
+}
+
 /* act(gate) for the activations whose x1 = act(gate) * up. */
 static inline float act_gate(ps_act a, float g, float thr) {
     switch (a) {
@@ -35,6 +46,7 @@ static inline float act_gate(ps_act a, float g, float thr) {
     case PS_ACT_FATRELU: return g >= thr ? g : 0.0f;
     case PS_ACT_RELU2: return g > 0.0f ? g * g : 0.0f;
     case PS_ACT_DRELU: return g > 0.0f ? g : 0.0f; /* and relu(up) below */
+    case PS_ACT_GELU_TANH: return gelu_tanh(g);
     }
     return 0.0f;
 }
@@ -47,6 +59,7 @@ static inline float x1_of(ps_act a, float g, float u, float thr) {
     case PS_ACT_FATRELU: return g >= thr ? g * u : 0.0f;
     case PS_ACT_RELU2: return g > 0.0f ? g * g * u : 0.0f;
     case PS_ACT_DRELU: return (g > 0.0f && u > 0.0f) ? g * u : 0.0f;
+    case PS_ACT_GELU_TANH: return gelu_tanh(g) * u;
     }
     return 0.0f;
 }
@@ -57,11 +70,11 @@ int ps_ffn_check_mode(const ps_model *m, int32_t mode) {
     case PS_MODE_DENSE:
         return PS_OK;
     case PS_MODE_SPARSE:
-        if (hp->act == PS_ACT_SILU)
+        if (ps_act_smooth(hp->act))
             return ps_fail(PS_ERR_UNSUPPORTED,
-                           "mode 'sparse' needs a ReLU-family activation; this model uses silu, whose "
+                           "mode 'sparse' needs a ReLU-family activation; this model uses %s, whose "
                            "activations are never exactly zero (use mode 'threshold' with cut-offs from "
-                           "prosparse-convert --calibrate)");
+                           "prosparse-convert --calibrate)", ps_act_name(hp->act));
         return PS_OK;
     case PS_MODE_PREDICT:
         if (hp->predictor_rank <= 0)
@@ -74,9 +87,9 @@ int ps_ffn_check_mode(const ps_model *m, int32_t mode) {
             return ps_fail(PS_ERR_UNSUPPORTED,
                            "mode 'threshold' needs per-layer cut-offs (prosparse.ffn.cutoffs); this file has "
                            "none (make them with prosparse-convert --calibrate TEXT --target-sparsity S)");
-        if (hp->act != PS_ACT_SILU)
+        if (!ps_act_smooth(hp->act))
             return ps_fail(PS_ERR_UNSUPPORTED,
-                           "mode 'threshold' is for SiLU models; this model's %s activation is exactly "
+                           "mode 'threshold' is for SiLU and GELU models; this model's %s activation is exactly "
                            "sparse already (use mode 'sparse')",
                            ps_act_name(hp->act));
         return PS_OK;
@@ -108,6 +121,9 @@ static void activation_rows(void *ctx, int64_t t0, int64_t t1, int ith) {
         switch (s->act) {
         case PS_ACT_SILU:
             ps_ops()->silu_mul(g, u, n);
+            break;
+        case PS_ACT_GELU_TANH:
+            gelu_mul(g, u, n);
             break;
         case PS_ACT_RELU:
             for (int i = 0; i < n; i++) g[i] = g[i] > 0.0f ? g[i] * u[i] : 0.0f;
@@ -207,8 +223,8 @@ static int ffn_sparse(ps_session *s, int mode, const ps_layer *L, int il, int32_
     const ps_model *m = s->model;
     const ps_hparams *hp = &m->hp;
     const int64_t n = hp->n_ff;
-    /* threshold mode (SiLU models): hb holds silu(gate) from step 1 on, so
-     * step 4 multiplies by up only */
+    /* threshold mode (SiLU and GELU models): hb holds act(gate) from step 1
+     * on, so step 4 multiplies by up only */
     const int threshold = mode == PS_MODE_THRESHOLD;
     const float cutoff = threshold ? m->cutoffs[il] : 0.0f;
     uint8_t *mask = s->ffn_mask;
@@ -227,7 +243,9 @@ static int ffn_sparse(ps_session *s, int mode, const ps_layer *L, int il, int32_
         scores = s->pred_l;
     } else {
         PS_TRY(ps_matmul(s->pool, &L->gate, s->xb, n_tok, s->hb));
-        if (threshold)
+        if (threshold && hp->act == PS_ACT_GELU_TANH)
+            for (int32_t t = 0; t < n_tok; t++) gelu_mul(s->hb + (int64_t)t * n, NULL, n);
+        else if (threshold)
             for (int32_t t = 0; t < n_tok; t++) ps_ops()->silu_mul(s->hb + (int64_t)t * n, NULL, n);
     }
 
@@ -322,7 +340,7 @@ static int choose_path(ps_session *s, int il, int32_t n_tok) {
             pause->predictor--;
             exact = 1;
         }
-        if (exact) path = s->model->hp.act == PS_ACT_SILU ? PS_MODE_DENSE : PS_MODE_SPARSE;
+        if (exact) path = ps_act_smooth(s->model->hp.act) ? PS_MODE_DENSE : PS_MODE_SPARSE;
     }
     if (n_tok == 1 && path == PS_MODE_SPARSE && pause->sparse > 0) {
         pause->sparse--;

@@ -1,5 +1,5 @@
-/* model.c: GGUF -> ps_model. Reads the hyper-parameters of the "llama" and
- * "prosparse" architectures, finds every tensor, checks its shape and type
+/* model.c: GGUF -> ps_model. Reads the hyper-parameters of the "llama",
+ * "qwen2", "qwen3", "gemma3" and "prosparse" architectures, finds every tensor, checks its shape and type
  * against what the hyper-parameters imply, and builds the weight views.
  * Anything inconsistent is refused here, so the forward pass can trust the
  * model without further checks.
@@ -37,8 +37,42 @@ const char *ps_act_name(ps_act a) {
     case PS_ACT_FATRELU: return "fatrelu";
     case PS_ACT_RELU2: return "relu2";
     case PS_ACT_DRELU: return "drelu";
+    case PS_ACT_GELU_TANH: return "gelu_tanh";
     }
     return "?";
+}
+
+/* ---- architectures ------------------------------------------------------ */
+
+/* What each layer layout adds to LLaMA's. The forward pass has no notion of
+ * architectures: it reads these as flags in ps_hparams and as optional
+ * tensors in ps_layer. A prosparse file names its layout in
+ * prosparse.base_architecture and carries that layout's extra tensors. */
+typedef struct arch_layout {
+    const char *name;
+    int rope_neox; /* llama.cpp permutes q/k rows for llama only: the others rotate halves */
+    int qkv_bias;  /* blk.N.attn_{q,k,v}.bias, required */
+    int qk_norm;   /* blk.N.attn_{q,k}_norm.weight (head_dim), required */
+    int gemma;     /* post-attention/post-FFN norms, embeddings * sqrt(n_embd), GELU-tanh
+                    * GeGLU, local sliding-window layers with their own RoPE base */
+} arch_layout;
+
+static const arch_layout LAYOUTS[] = {
+    {"llama", 0, 0, 0, 0},
+    {"qwen2", 1, 1, 0, 0},
+    {"qwen3", 1, 0, 1, 0},
+    {"gemma3", 1, 0, 1, 1},
+};
+
+static const arch_layout *find_layout(const char *name) {
+    for (size_t i = 0; i < sizeof LAYOUTS / sizeof LAYOUTS[0]; i++)
+        if (strcmp(LAYOUTS[i].name, name) == 0) return &LAYOUTS[i];
+    return NULL;
+}
+
+static const arch_layout *layout_of(const ps_model *m) {
+    const arch_layout *l = find_layout(m->base_arch);
+    return l ? l : &LAYOUTS[0];
 }
 
 /* ---- metadata ---------------------------------------------------------- */
@@ -163,6 +197,71 @@ static int read_powerinfer_keys(ps_model *m) {
     return PS_OK;
 }
 
+/* Keys whose presence changes the function: a non-zero one we do not
+ * implement is refused rather than ignored. */
+static int refuse_softcapping(const ps_model *m) {
+    static const char *keys[] = {"attn_logit_softcapping", "final_logit_softcapping"};
+    for (size_t i = 0; i < 2; i++) {
+        float v = 0.0f;
+        if (read_float(m->gguf, m->arch, keys[i], 0.0f, &v)) return PS_ERR_FORMAT;
+        if (v != 0.0f)
+            return ps_fail(PS_ERR_UNSUPPORTED, "%s.%s = %g: logit soft-capping (Gemma 2) is not supported",
+                           m->arch, keys[i], v);
+    }
+    return PS_OK;
+}
+
+/* The layout's flags: RoPE pairing, attention scale, sliding-window layers. */
+static int read_layout_keys(ps_model *m) {
+    const ps_gguf *g = m->gguf;
+    const char *a = m->arch;
+    ps_hparams *hp = &m->hp;
+    const arch_layout *lay = layout_of(m);
+    int rc;
+    if ((rc = refuse_softcapping(m))) return rc;
+    hp->rope_neox = lay->rope_neox;
+    if ((rc = read_float(g, a, "attention.scale", 1.0f / sqrtf((float)hp->head_dim), &hp->attn_scale))) return rc;
+    if (!(hp->attn_scale > 0.0f))
+        return ps_fail(PS_ERR_FORMAT, "%s.attention.scale %g must be > 0", a, hp->attn_scale);
+    hp->n_swa = 0;
+    hp->rope_freq_base_swa = hp->rope_freq_base;
+    if (!lay->gemma) return PS_OK;
+    /* Gemma 3 as llama.cpp reads it: every sixth layer global, the others
+     * local with RoPE base 10000 unless the file says otherwise */
+    if ((rc = read_int(g, a, "attention.sliding_window", 0, 0, 0, INT32_MAX, &hp->n_swa))) return rc;
+    if ((rc = read_float(g, a, "rope.freq_base_swa", 10000.0f, &hp->rope_freq_base_swa))) return rc;
+    if (hp->rope_freq_base_swa <= 1.0f)
+        return ps_fail(PS_ERR_FORMAT, "rope.freq_base_swa %g must be > 1", hp->rope_freq_base_swa);
+    return PS_OK;
+}
+
+/* Which layers are local, as llama.cpp reads it: per-layer flags
+ * (<arch>.attention.sliding_window_pattern, a bool array), or that key as
+ * an integer n (every n-th layer global; 0: all local), by default Gemma 3's
+ * n = 6 (five local layers, then one global). */
+static int read_sliding_layers(ps_model *m) {
+    const ps_hparams *hp = &m->hp;
+    if (hp->n_swa == 0) return PS_OK;
+    char key[128];
+    arch_key(key, sizeof key, m->arch, "attention.sliding_window_pattern");
+    int et = 0;
+    uint64_t n = 0;
+    if (ps_gguf_arr_info(m->gguf, key, &et, &n) == 0) {
+        if (et != PS_GGUF_BOOL)
+            return ps_fail(PS_ERR_FORMAT, "%s must be an array of bool (one per layer) or an integer", key);
+        if (n != (uint64_t)hp->n_layer)
+            return ps_fail(PS_ERR_FORMAT, "%s has %llu values for %d layers", key, (unsigned long long)n, hp->n_layer);
+        const uint8_t *flags = ps_gguf_arr_data(m->gguf, key);
+        for (int il = 0; il < hp->n_layer; il++) m->layers[il].sliding = flags[il] != 0;
+        return PS_OK;
+    }
+    int32_t every = 6;
+    int rc = read_int(m->gguf, m->arch, "attention.sliding_window_pattern", 0, 6, 0, MAX_LAYER, &every);
+    if (rc) return rc;
+    for (int il = 0; il < hp->n_layer; il++) m->layers[il].sliding = every == 0 || il % every < every - 1;
+    return PS_OK;
+}
+
 static int read_hparams(ps_model *m) {
     const ps_gguf *g = m->gguf;
     const char *a = m->arch;
@@ -208,9 +307,10 @@ static int read_hparams(ps_model *m) {
     hp->rope_freq_scale = 1.0f;
     rc = read_str(g, arch_key(key, sizeof key, a, "rope.scaling.type"), val, sizeof val);
     if (rc < 0) return PS_ERR_FORMAT;
-    if (rc == 1 && strcmp(val, "none") != 0) {
+    /* llama3 scaling is carried by rope_freqs.weight (per-dim divisors, read with the tensors) */
+    if (rc == 1 && strcmp(val, "none") != 0 && strcmp(val, "llama3") != 0) {
         if (strcmp(val, "linear") != 0)
-            return ps_fail(PS_ERR_UNSUPPORTED, "rope scaling '%s' is not supported (only linear)", val);
+            return ps_fail(PS_ERR_UNSUPPORTED, "rope scaling '%s' is not supported (linear, llama3)", val);
         float factor = 1.0f;
         if ((rc = read_float(g, a, "rope.scaling.factor", 1.0f, &factor))) return rc;
         if (factor < 1.0f || factor > 1024.0f)
@@ -220,9 +320,10 @@ static int read_hparams(ps_model *m) {
     if ((rc = read_float(g, a, "attention.layer_norm_rms_epsilon", 1e-5f, &hp->rms_eps))) return rc;
     if (!(hp->rms_eps > 0.0f && hp->rms_eps < 1.0f))
         return ps_fail(PS_ERR_FORMAT, "rms epsilon %g is out of range", hp->rms_eps);
+    if ((rc = read_layout_keys(m))) return rc;
 
-    /* FFN activation: llama is always SiLU; prosparse says which. */
-    hp->act = PS_ACT_SILU;
+    /* FFN activation: the layout's gate (SiLU; Gemma: GELU-tanh); prosparse says which. */
+    hp->act = layout_of(m)->gemma ? PS_ACT_GELU_TANH : PS_ACT_SILU;
     hp->act_threshold = 0.0f;
     hp->embedding_scale = hp->residual_scale = hp->logit_scale = 1.0f;
     if (strcmp(a, "prosparse") == 0) {
@@ -230,19 +331,20 @@ static int read_hparams(ps_model *m) {
         if (rc < 0) return PS_ERR_FORMAT;
         if (rc == 0) return ps_fail(PS_ERR_FORMAT, "missing key prosparse.ffn.activation");
         static const ps_act acts[] = {PS_ACT_SILU, PS_ACT_RELU, PS_ACT_FATRELU, PS_ACT_RELU2,
-                                      PS_ACT_DRELU};
+                                      PS_ACT_DRELU, PS_ACT_GELU_TANH};
         int found = 0;
         for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
             if (strcmp(val, ps_act_name(acts[i])) == 0) { hp->act = acts[i]; found = 1; }
         if (!found)
             return ps_fail(PS_ERR_UNSUPPORTED,
-                           "unknown activation '%s' (expected silu, relu, fatrelu, relu2 or drelu)", val);
+                           "unknown activation '%s' (expected silu, gelu_tanh, relu, fatrelu, relu2 or drelu)", val);
         if ((rc = read_float(g, a, "ffn.activation_threshold", 0.0f, &hp->act_threshold))) return rc;
         if ((rc = read_float(g, a, "embedding_scale", 1.0f, &hp->embedding_scale))) return rc;
         if ((rc = read_float(g, a, "residual_scale", 1.0f, &hp->residual_scale))) return rc;
         if ((rc = read_float(g, a, "logit_scale", 1.0f, &hp->logit_scale))) return rc;
         if ((rc = read_sparse_keys(m))) return rc;
     }
+    if (layout_of(m)->gemma) hp->embedding_scale *= sqrtf((float)hp->n_embd);
     if (m->powerinfer && (rc = read_powerinfer_keys(m))) return rc;
     return PS_OK;
 }
@@ -323,6 +425,11 @@ static int get_f32(const ps_model *m, const char *name, int64_t n, int optional,
  * function in ways we do not implement, e.g. biases or rope_freqs.) */
 static int known_tensor(const ps_model *m, ps_str name) {
     static const char *top[] = {"token_embd.weight", "output_norm.weight", "output.weight"};
+    const arch_layout *lay = layout_of(m);
+    static const char *bias_blk[] = {"attn_q.bias", "attn_k.bias", "attn_v.bias"};
+    static const char *qk_norm_blk[] = {"attn_q_norm.weight", "attn_k_norm.weight"};
+    static const char *gemma_blk[] = {"post_attention_norm.weight", "post_ffw_norm.weight"};
+    if (m->rope_factors && ps_str_eq(name, "rope_freqs.weight")) return 1;
     static const char *llama_blk[] = {"attn_norm.weight", "attn_q.weight", "attn_k.weight",
                                       "attn_v.weight", "attn_output.weight", "ffn_norm.weight",
                                       "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
@@ -342,6 +449,12 @@ static int known_tensor(const ps_model *m, ps_str name) {
     ps_str rest = {name.p + i + 1, name.n - i - 1};
     for (size_t k = 0; k < sizeof llama_blk / sizeof llama_blk[0]; k++)
         if (ps_str_eq(rest, llama_blk[k]) && !(m->powerinfer && ps_str_eq(rest, "ffn_down.weight"))) return 1;
+    for (size_t k = 0; lay->qkv_bias && k < 3; k++)
+        if (ps_str_eq(rest, bias_blk[k])) return 1;
+    for (size_t k = 0; lay->qk_norm && k < 2; k++)
+        if (ps_str_eq(rest, qk_norm_blk[k])) return 1;
+    for (size_t k = 0; lay->gemma && k < 2; k++)
+        if (ps_str_eq(rest, gemma_blk[k])) return 1;
     if (m->powerinfer) {
         for (size_t k = 0; k < sizeof pwri_blk / sizeof pwri_blk[0]; k++)
             if (ps_str_eq(rest, pwri_blk[k])) return 1;
@@ -367,6 +480,21 @@ static int load_layer(ps_model *m, int il) {
     if ((rc = get_matrix(m, NAME("attn_v.weight"), kv_dim, hp->n_embd, 0, &L->wv))) return rc;
     if ((rc = get_matrix(m, NAME("attn_output.weight"), hp->n_embd, q_dim, 0, &L->wo))) return rc;
     if ((rc = get_f32(m, NAME("ffn_norm.weight"), hp->n_embd, 0, &L->ffn_norm))) return rc;
+    /* the layout's extra tensors, all required where the layout has them */
+    const arch_layout *lay = layout_of(m);
+    if (lay->qkv_bias) {
+        if ((rc = get_f32(m, NAME("attn_q.bias"), q_dim, 0, &L->bq))) return rc;
+        if ((rc = get_f32(m, NAME("attn_k.bias"), kv_dim, 0, &L->bk))) return rc;
+        if ((rc = get_f32(m, NAME("attn_v.bias"), kv_dim, 0, &L->bv))) return rc;
+    }
+    if (lay->qk_norm) {
+        if ((rc = get_f32(m, NAME("attn_q_norm.weight"), hp->head_dim, 0, &L->q_norm))) return rc;
+        if ((rc = get_f32(m, NAME("attn_k_norm.weight"), hp->head_dim, 0, &L->k_norm))) return rc;
+    }
+    if (lay->gemma) {
+        if ((rc = get_f32(m, NAME("post_attention_norm.weight"), hp->n_embd, 0, &L->post_attn_norm))) return rc;
+        if ((rc = get_f32(m, NAME("post_ffw_norm.weight"), hp->n_embd, 0, &L->post_ffn_norm))) return rc;
+    }
     if ((rc = get_matrix(m, NAME("ffn_gate.weight"), hp->n_ff, hp->n_embd, 0, &L->gate))) return rc;
     if ((rc = get_matrix(m, NAME("ffn_up.weight"), hp->n_ff, hp->n_embd, 0, &L->up))) return rc;
 
@@ -430,6 +558,14 @@ static int load_tensors(ps_model *m) {
     if ((rc = get_matrix(m, "output.weight", n_vocab, hp->n_embd, 1, &m->output))) return rc;
     m->tied_output = m->output.data == NULL;
     if (m->tied_output) m->output = m->tok_embd;
+    /* Llama 3's RoPE scaling, as llama.cpp's converter writes it */
+    if (strcmp(m->base_arch, "llama") == 0) {
+        if ((rc = get_f32(m, "rope_freqs.weight", hp->n_rot / 2, 1, &m->rope_factors))) return rc;
+        for (int i = 0; m->rope_factors && i < hp->n_rot / 2; i++)
+            if (!(m->rope_factors[i] > 0.0f) || !isfinite(m->rope_factors[i]))
+                return ps_fail(PS_ERR_FORMAT, "rope_freqs.weight[%d] = %g is not a positive number", i,
+                               m->rope_factors[i]);
+    }
 
     /* Predictor rank: the largest layer's (each layer checks its own below). */
     if (sparse_file(m)) {
@@ -446,6 +582,7 @@ static int load_tensors(ps_model *m) {
     if (!m->layers) return ps_fail(PS_ERR_MEMORY, "out of memory for %d layers", hp->n_layer);
     for (int il = 0; il < hp->n_layer; il++)
         if ((rc = load_layer(m, il))) return rc;
+    if ((rc = read_sliding_layers(m))) return rc;
 
     /* Refuse tensors we would silently ignore (biases, rope_freqs, ...). */
     int64_t nt = ps_gguf_n_tensors(m->gguf);
@@ -505,9 +642,21 @@ ps_model *ps_model_open(const char *path, int copy_weights) {
                     m->arch);
             goto fail;
         }
-    } else if (strcmp(m->arch, "llama") != 0 && strcmp(m->arch, "prosparse") != 0) {
-        ps_fail(PS_ERR_UNSUPPORTED, "architecture '%s' is not supported (llama, prosparse)", m->arch);
+    } else if (strcmp(m->arch, "prosparse") != 0 && !find_layout(m->arch)) {
+        ps_fail(PS_ERR_UNSUPPORTED, "architecture '%s' is not supported (llama, qwen2, qwen3, gemma3, prosparse)",
+                m->arch);
         goto fail;
+    }
+    snprintf(m->base_arch, sizeof m->base_arch, "%s", m->powerinfer ? "llama" : m->arch);
+    if (strcmp(m->arch, "prosparse") == 0) {
+        r = read_str(m->gguf, "prosparse.base_architecture", m->base_arch, sizeof m->base_arch);
+        if (r < 0) goto fail;
+        if (r == 0) snprintf(m->base_arch, sizeof m->base_arch, "llama");
+        if (!find_layout(m->base_arch)) {
+            ps_fail(PS_ERR_UNSUPPORTED, "prosparse.base_architecture '%s' is not supported (llama, qwen2, qwen3, "
+                    "gemma3)", m->base_arch);
+            goto fail;
+        }
     }
     if (read_hparams(m) != PS_OK) goto fail;
     if (load_tensors(m) != PS_OK) goto fail;

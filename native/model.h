@@ -22,7 +22,11 @@ typedef enum ps_act {
     PS_ACT_FATRELU = 2, /* gate if gate >= threshold else 0 (ProSparse) */
     PS_ACT_RELU2 = 3,   /* max(gate, 0)^2 (squared ReLU) */
     PS_ACT_DRELU = 4,   /* max(gate, 0) * max(up, 0) (dReLU, TurboSparse) */
+    PS_ACT_GELU_TANH = 5, /* 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) (Gemma's GeGLU) */
 } ps_act;
+
+/* Activations that are never exactly zero (dense, or threshold mode). */
+static inline int ps_act_smooth(ps_act a) { return a == PS_ACT_SILU || a == PS_ACT_GELU_TANH; }
 
 /* Name of an activation as the file spells it ("silu", "relu", ...). */
 const char *ps_act_name(ps_act a);
@@ -39,6 +43,12 @@ typedef struct ps_hparams {
     int32_t n_rot;        /* leading dims of each head RoPE rotates (== head_dim usually) */
     float rope_freq_base; /* theta_i = base^(-2i/n_rot) */
     float rope_freq_scale;/* positions are multiplied by it (linear scaling; 1 = none) */
+    int32_t rope_neox;    /* 0: rotate adjacent pairs (2i, 2i+1) (llama files, q/k rows permuted);
+                           * 1: pairs (i, i + n_rot/2), HF's rotate-half (qwen2, qwen3, gemma3) */
+    float attn_scale;     /* scores = scale * q.k (1/sqrt(head_dim) unless the file says) */
+    int32_t n_swa;        /* sliding window of the local layers (ps_layer.sliding): a query at
+                           * position p sees keys p - n_swa + 1 .. p; 0: no local layers */
+    float rope_freq_base_swa; /* RoPE base of the local layers (no linear scaling there) */
     float rms_eps;
     ps_act act;
     float act_threshold;  /* FATReLU t (0 otherwise) */
@@ -60,11 +70,16 @@ typedef struct ps_hparams {
  * kv_dim = n_head_kv*head_dim). */
 typedef struct ps_layer {
     const float *attn_norm;  /* (n_embd) F32 */
-    ps_matrix wq;            /* (q_dim, n_embd), rows permuted for adjacent-pair RoPE */
+    ps_matrix wq;            /* (q_dim, n_embd), rows permuted for adjacent-pair RoPE (llama) */
     ps_matrix wk;            /* (kv_dim, n_embd), likewise */
     ps_matrix wv;            /* (kv_dim, n_embd) */
+    const float *bq, *bk, *bv; /* (q_dim), (kv_dim), (kv_dim) F32 biases (qwen2), else NULL */
+    const float *q_norm, *k_norm; /* (head_dim) F32 per-head RMSNorm before RoPE (qwen3, gemma3) */
     ps_matrix wo;            /* (n_embd, q_dim) */
+    const float *post_attn_norm; /* (n_embd) F32 norm of the attention output (gemma3), else NULL */
     const float *ffn_norm;   /* (n_embd) F32 */
+    const float *post_ffn_norm;  /* (n_embd) F32 norm of the FFN output (gemma3), else NULL */
+    int sliding;             /* 1: a local layer (window hp.n_swa, base hp.rope_freq_base_swa) */
     ps_matrix gate;          /* (n_ff, n_embd) */
     ps_matrix up;            /* (n_ff, n_embd) */
     ps_matrix down;          /* (n_embd, n_ff): llama files */
@@ -77,7 +92,12 @@ typedef struct ps_layer {
 
 struct ps_model {
     ps_gguf *gguf;           /* owned; kept open: every pointer below is into its mmap */
-    char arch[32];           /* "llama" or "prosparse"; PowerInfer files: "llama" or "bamboo" */
+    char arch[32];           /* "llama", "qwen2", "qwen3", "gemma3" or "prosparse";
+                              * PowerInfer files: "llama" or "bamboo" */
+    char base_arch[32];      /* the layer layout: arch, or a prosparse file's
+                              * prosparse.base_architecture ("llama" when absent) */
+    const float *rope_factors; /* (n_rot/2) F32 per-dim divisors of the RoPE frequencies
+                                * (rope_freqs.weight, Llama 3), else NULL */
     int powerinfer;          /* 1: a PowerInfer file (magic PWRI; see model.c) */
     ps_hparams hp;
     ps_matrix tok_embd;      /* (n_vocab, n_embd) */

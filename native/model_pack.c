@@ -102,7 +102,7 @@ int ps_model_copy_weights(ps_model *m) {
     const ps_hparams *hp = &m->hp;
     /* gate is read by rows only in predict mode; up in every sparse mode */
     const int gate_whole = hp->predictor_rank == 0;
-    const int up_whole = hp->act == PS_ACT_SILU && !m->cutoffs && hp->predictor_rank == 0;
+    const int up_whole = ps_act_smooth(hp->act) && !m->cutoffs && hp->predictor_rank == 0;
     const int huge = thp_available();
     copy_list l = {ps_calloc((size_t)hp->n_layer * PER_LAYER + 1, sizeof(copy_job)), 0, 0, NULL, 0};
     if (!l.jobs) return ps_fail(PS_ERR_MEMORY, "out of memory");

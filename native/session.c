@@ -38,18 +38,31 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, float eps
     for (i = 0; i < n; i++) out[i] = x[i] * r * w[i];
 }
 
-/* Rotate adjacent pairs (2i, 2i+1), i < n_rot/2, of each of n_heads heads.
- * GGUF llama files store q/k rows permuted so that adjacent pairs here are
- * the (i, i + head_dim/2) pairs of Hugging Face's rotate-half. */
-static void rope(float *v, int n_heads, int head_dim, int n_rot, const float *cs, const float *sn) {
+/* Rotate pairs of the first n_rot dims of each of n_heads heads by angle i:
+ * adjacent pairs (2i, 2i+1) (GGUF llama files store q/k rows permuted so
+ * that these are Hugging Face's rotate-half pairs), or, neox, the pairs
+ * (i, i + n_rot/2) of rotate-half itself (qwen2, qwen3, gemma3 files). */
+static void rope(float *v, int n_heads, int head_dim, int n_rot, int neox, const float *cs, const float *sn) {
+    const int half = n_rot / 2, step = neox ? 1 : 2, other = neox ? half : 1;
     for (int h = 0; h < n_heads; h++) {
         float *p = v + (size_t)h * head_dim;
-        for (int i = 0; i < n_rot / 2; i++) {
-            float x0 = p[2 * i], x1 = p[2 * i + 1];
-            p[2 * i] = x0 * cs[i] - x1 * sn[i];
-            p[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
+        for (int i = 0; i < half; i++) {
+            float *a = p + i * step, *b = a + other;
+            const float x0 = *a, x1 = *b;
+            *a = x0 * cs[i] - x1 * sn[i];
+            *b = x0 * sn[i] + x1 * cs[i];
         }
     }
+}
+
+/* v[i] += b[i] (a projection's bias) */
+static void add_bias(float *v, const float *b, int64_t n) {
+    for (int64_t i = 0; i < n; i++) v[i] += b[i];
+}
+
+/* Per-head RMSNorm of n_heads vectors of head_dim, in place. */
+static void head_norm(float *v, int n_heads, int head_dim, const float *w, float eps) {
+    for (int h = 0; h < n_heads; h++) rmsnorm(v + (size_t)h * head_dim, v + (size_t)h * head_dim, w, head_dim, eps, 1.0f);
 }
 
 /* ---- parallel steps ---------------------------------------------------- */
@@ -88,27 +101,51 @@ static void residual_norm_rows(void *vc, int64_t t0, int64_t t1, int ith) {
     }
 }
 
-/* RoPE on each token's queries and keys, then its keys and values into the
- * layer's cache rows at positions pos0 + t. */
+/* Each token's queries and keys as attention reads them: the projections'
+ * biases (if any), the per-head q/k norms (if any), RoPE with the layer's
+ * angles; then its keys and values into the layer's cache rows at
+ * positions pos0 + t. */
 static void rope_store_rows(void *vc, int64_t t0, int64_t t1, int ith) {
     const step_ctx *c = vc;
     const ps_session *s = c->s;
     const ps_hparams *hp = &s->model->hp;
+    const ps_layer *L = &s->model->layers[c->layer];
     const int hd = hp->head_dim;
     const int64_t q_dim = (int64_t)hp->n_head * hd;
     const int64_t kv_dim = (int64_t)hp->n_head_kv * hd;
     const int half = hp->n_rot / 2;
+    /* local layers have their own RoPE base: the second table */
+    const int64_t table = L->sliding ? (int64_t)s->n_batch * half : 0;
     for (int64_t t = t0; t < t1; t++) {
-        const float *cs = s->rope_cos + t * half, *sn = s->rope_sin + t * half;
-        float *k = s->kb + t * kv_dim;
-        const float *v = s->vb + t * kv_dim;
-        rope(s->q + t * q_dim, hp->n_head, hd, hp->n_rot, cs, sn);
-        rope(k, hp->n_head_kv, hd, hp->n_rot, cs, sn);
+        const float *cs = s->rope_cos + table + t * half, *sn = s->rope_sin + table + t * half;
+        float *q = s->q + t * q_dim, *k = s->kb + t * kv_dim, *v = s->vb + t * kv_dim;
+        if (L->bq) {
+            add_bias(q, L->bq, q_dim);
+            add_bias(k, L->bk, kv_dim);
+            add_bias(v, L->bv, kv_dim);
+        }
+        if (L->q_norm) {
+            head_norm(q, hp->n_head, hd, L->q_norm, hp->rms_eps);
+            head_norm(k, hp->n_head_kv, hd, L->k_norm, hp->rms_eps);
+        }
+        rope(q, hp->n_head, hd, hp->n_rot, hp->rope_neox, cs, sn);
+        rope(k, hp->n_head_kv, hd, hp->n_rot, hp->rope_neox, cs, sn);
         for (int g = 0; g < hp->n_head_kv; g++) {
             const size_t row = (((size_t)c->layer * hp->n_head_kv + g) * s->n_ctx + c->pos0 + t) * s->cache_row;
             ps_cache_store_row(s->cache_type, k + g * hd, hd, s->k_cache + row);
             ps_cache_store_row(s->cache_type, v + g * hd, hd, s->v_cache + row);
         }
+    }
+}
+
+/* xb2 = rmsnorm(xb2) * w: a block's output normed before the residual add (Gemma). */
+static void post_norm_rows(void *vc, int64_t t0, int64_t t1, int ith) {
+    const step_ctx *c = vc;
+    const ps_session *s = c->s;
+    const ps_hparams *hp = &s->model->hp;
+    for (int64_t t = t0; t < t1; t++) {
+        float *y = s->xb2 + t * hp->n_embd;
+        rmsnorm(y, y, c->norm_w, hp->n_embd, hp->rms_eps, 1.0f);
     }
 }
 
@@ -133,20 +170,27 @@ static int forward_batch(ps_session *s, const int32_t *tokens, int32_t n_tok,
             for (int i = 0; i < n_embd; i++) x[i] *= hp->embedding_scale;
     }
 
-    /* 2. RoPE angles of this batch's positions, shared by all layers */
+    /* 2. RoPE angles of this batch's positions, shared by all layers (a
+     *    second table for the local layers' own base, if the model has them) */
     const int half = hp->n_rot / 2;
-    for (int32_t t = 0; t < n_tok; t++)
-        for (int i = 0; i < half; i++) {
-            double a = (double)(pos0 + t) * s->inv_freq[i];
-            s->rope_cos[(int64_t)t * half + i] = (float)cos(a);
-            s->rope_sin[(int64_t)t * half + i] = (float)sin(a);
-        }
+    for (int tab = 0; tab < (hp->n_swa > 0 ? 2 : 1); tab++) {
+        const double *inv_freq = s->inv_freq + tab * half;
+        float *cs = s->rope_cos + (int64_t)tab * s->n_batch * half, *sn = s->rope_sin + (int64_t)tab * s->n_batch * half;
+        for (int32_t t = 0; t < n_tok; t++)
+            for (int i = 0; i < half; i++) {
+                double a = (double)(pos0 + t) * inv_freq[i];
+                cs[(int64_t)t * half + i] = (float)cos(a);
+                sn[(int64_t)t * half + i] = (float)sin(a);
+            }
+    }
 
     for (int il = 0; il < hp->n_layer; il++) {
         const ps_layer *L = &m->layers[il];
         c.layer = il;
         /* 3. attention block: xb = norm(x) (adding the previous layer's FFN
-         *    output first), Q/K/V in one dispatch, K and V into the cache */
+         *    output first), Q/K/V in one dispatch, then biases, q/k norms and
+         *    RoPE, K and V into the cache; attention (over the window, in a
+         *    local layer), the output projection, its norm (Gemma) */
         c.norm_w = L->attn_norm;
         c.add_residual = il > 0;
         for_tokens(s, &c, residual_norm_rows);
@@ -156,13 +200,22 @@ static int forward_batch(ps_session *s, const int32_t *tokens, int32_t n_tok,
         for_tokens(s, &c, rope_store_rows);
         ps_attend(s, il, pos0, n_tok);
         PS_TRY(ps_matmul(s->pool, &L->wo, s->att_out, n_tok, s->xb2));
+        if (L->post_attn_norm) {
+            c.norm_w = L->post_attn_norm;
+            for_tokens(s, &c, post_norm_rows);
+        }
 
         /* 4. FFN block: xb = norm(x + attn), then the FFN of the session's
-         *    mode (ffn.c) writes its output to xb2 and counts neurons */
+         *    mode (ffn.c) writes its output to xb2 and counts neurons; its
+         *    norm (Gemma) */
         c.norm_w = L->ffn_norm;
         c.add_residual = 1;
         for_tokens(s, &c, residual_norm_rows);
         PS_TRY(ps_ffn_forward(s, il, n_tok));
+        if (L->post_ffn_norm) {
+            c.norm_w = L->post_ffn_norm;
+            for_tokens(s, &c, post_norm_rows);
+        }
     }
 
     /* 5. last residual add, final norm (times the logit scale), output matrix */
@@ -298,10 +351,11 @@ ps_session *ps_session_create(const ps_model *m, const ps_session_params *p) {
     s->att = alloc_floats(s->n_threads, (int64_t)ps_attend_scratch_floats(hp), 1);
     s->hb = alloc_floats(nb, hp->n_ff, 1);
     s->hb2 = alloc_floats(nb, hp->n_ff, 1);
-    s->rope_cos = alloc_floats(nb, half, 1);
-    s->rope_sin = alloc_floats(nb, half, 1);
+    const int n_tables = hp->n_swa > 0 ? 2 : 1; /* local layers: their own RoPE base */
+    s->rope_cos = alloc_floats(n_tables, nb, half);
+    s->rope_sin = alloc_floats(n_tables, nb, half);
     s->logits = alloc_floats(hp->n_vocab, 1, 1);
-    s->inv_freq = ps_alloc(sizeof(double) * (size_t)half);
+    s->inv_freq = ps_alloc(sizeof(double) * (size_t)(n_tables * half));
     s->ffn_mask = ps_malloc((size_t)hp->n_ff);
     s->ffn_idx = ps_malloc(sizeof(int32_t) * (size_t)hp->n_ff);
     s->ffn_keep = ps_malloc((size_t)nb * (size_t)hp->n_ff);
@@ -322,9 +376,12 @@ ps_session *ps_session_create(const ps_model *m, const ps_session_params *p) {
         ps_session_destroy(s);
         return NULL;
     }
-    for (int64_t i = 0; i < half; i++)
-        s->inv_freq[i] = pow((double)hp->rope_freq_base, -2.0 * (double)i / hp->n_rot) *
-                         hp->rope_freq_scale;
+    /* global layers: linear scaling and Llama 3's per-dim divisors; local ones neither */
+    for (int64_t i = 0; i < half; i++) {
+        s->inv_freq[i] = pow((double)hp->rope_freq_base, -2.0 * (double)i / hp->n_rot) * hp->rope_freq_scale;
+        if (m->rope_factors) s->inv_freq[i] /= m->rope_factors[i];
+        if (n_tables == 2) s->inv_freq[half + i] = pow((double)hp->rope_freq_base_swa, -2.0 * (double)i / hp->n_rot);
+    }
     return s;
 }
 

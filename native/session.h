@@ -51,8 +51,10 @@ struct ps_session {
     float *part_o;   /* (chunks of n_ctx, n_head, head_dim) */
     float *hb;       /* (n_batch, n_ff) gate, then the activation x1 = act(gate)*up */
     float *hb2;      /* (n_batch, n_ff) up */
-    float *rope_cos, *rope_sin; /* (n_batch, n_rot/2) for the batch's positions */
-    double *inv_freq;/* (n_rot/2) theta_i = base^(-2i/n_rot) * freq_scale */
+    float *rope_cos, *rope_sin; /* (tables, n_batch, n_rot/2) for the batch's positions; table 1
+                                 * (models with local layers only): the local layers' base */
+    double *inv_freq;/* (tables, n_rot/2) theta_i = base^(-2i/n_rot) * freq_scale / rope_factors[i];
+                      * table 1: rope_freq_base_swa^(-2i/n_rot) */
 
     float *logits;   /* (n_vocab) last position */
     int has_logits;

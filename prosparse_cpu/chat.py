@@ -32,6 +32,19 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+# Gemma's turn format (its instruction-tuned models' template: a system message goes at
+# the start of the first user turn), for Gemma files that carry no template of their own
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages and messages[0]['role'] == 'system' %}"
+    "{% set prefix = messages[0]['content'] + '\n\n' %}{% set turns = messages[1:] %}"
+    "{% else %}{% set prefix = '' %}{% set turns = messages %}{% endif %}"
+    "{% for message in turns %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\n' + (prefix if loop.first else '') + message['content'] | trim + '<end_of_turn>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
 
 
 class GenerationTag(jinja2.ext.Extension):
@@ -114,10 +127,20 @@ def render_template(template: str, messages: list[dict], bos_token: str = "", eo
         raise ProSparseError(f"chat template: {type(e).__name__}: {e}") from None
 
 
+def _gemma_turns(model) -> bool:
+    """A Gemma vocabulary: <start_of_turn> and <end_of_turn> are single control tokens."""
+    if model.info.arch != "gemma3" and model.meta_str("prosparse.base_architecture") != "gemma3":
+        return False
+    return len(model.tokenize("<start_of_turn><end_of_turn>", add_bos=False, special=True)) == 2
+
+
 def render_chat(model, messages: list[dict], add_generation_prompt: bool = True) -> str:
-    """Render messages with model's chat template (ChatML, with a warning, if it has none)."""
+    """Render messages with model's chat template (for a Gemma 3 file without one, Gemma's
+    turn format; otherwise ChatML, with a warning, if it has none)."""
     template = model.meta_str("tokenizer.chat_template")
-    if not template:
+    if not template and _gemma_turns(model):
+        template = GEMMA_TEMPLATE   # the format its vocabulary's turn markers are for
+    elif not template:
         warnings.warn(f"{model.path} has no tokenizer.chat_template; using ChatML", stacklevel=3)
         template = CHATML_TEMPLATE
 

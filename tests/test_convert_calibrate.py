@@ -82,7 +82,7 @@ def test_calibrate_errors(tmp_path, silu_model, tokenizers_dir):
     with pytest.raises(ConvertError, match="do not apply"):
         convert(hf, tmp_path / "m.gguf", calibrate=text, target_sparsity=0.5, llama_compat=True, progress=False)
     hf_folder(tmp_path / "relu", tokenizers_dir, "llama", "relu")
-    with pytest.raises(ConvertError, match="for SiLU models"):
+    with pytest.raises(ConvertError, match="for SiLU and GELU models"):
         convert(tmp_path / "relu", tmp_path / "m.gguf", calibrate=text, target_sparsity=0.5, progress=False)
     with pytest.raises(ConvertError, match="unreadable"):
         convert(hf, tmp_path / "m.gguf", calibrate=tmp_path / "missing.txt", target_sparsity=0.5, progress=False)

@@ -27,5 +27,5 @@ def test_supported_modes_follow_the_engine(tmp_path):
     with Model(relu_cut, threads=1, n_ctx=32) as m:
         assert m.supported_modes() == ["dense", "sparse"]
         assert not m.supports_mode("threshold")
-        with pytest.raises(ProSparseError, match="for SiLU models"):
+        with pytest.raises(ProSparseError, match="for SiLU and GELU models"):
             m.set_mode("threshold")

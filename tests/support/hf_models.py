@@ -141,3 +141,62 @@ def make_tiny_model_dir(path, **kw) -> Path:
     model.save_pretrained(str(path))
     tok.save_pretrained(str(path))
     return path
+
+
+# ---- the other families (Llama 3, Qwen2, Qwen3, Gemma 3), for the converter -----------
+
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 32, "rope_theta": 10000.0}
+
+
+def family_model(family: str, n_vocab: int, seed: int = 0, act: str | None = None, **over):
+    """A random float32 transformers model of a family: llama3 (LlamaForCausalLM with llama3
+    RoPE scaling whose wavelengths span all three regimes), qwen2 (random q/k/v biases),
+    qwen3 (q/k norms, head_dim != hidden / heads), gemma3 (6 layers: five sliding, one
+    full, window 5, its own local RoPE base and query scale). Norms, biases and q/k norms
+    are randomised so that a wrong one shows."""
+    import transformers as tr
+
+    base = dict(vocab_size=n_vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                rms_norm_eps=1e-5, tie_word_embeddings=False, initializer_range=0.15)
+    if family == "llama3":
+        cfg = tr.LlamaConfig(**{**base, "rope_parameters": dict(LLAMA3_ROPE), "hidden_act": act or "silu", **over})
+        cls = tr.LlamaForCausalLM
+    elif family == "qwen2":
+        cfg = tr.Qwen2Config(**{**base, "rope_parameters": {"rope_type": "default", "rope_theta": 50000.0},
+                                "hidden_act": act or "silu", **over})
+        cls = tr.Qwen2ForCausalLM
+    elif family == "qwen3":
+        cfg = tr.Qwen3Config(**{**base, "head_dim": 32, "hidden_act": act or "silu", **over})
+        cls = tr.Qwen3ForCausalLM
+    elif family == "gemma3":
+        cfg = tr.Gemma3TextConfig(**{**base, "num_hidden_layers": 6, "head_dim": 32, "query_pre_attn_scalar": 24,
+                                     "sliding_window": 5, "tie_word_embeddings": True, "rms_norm_eps": 1e-6,
+                                     "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                                                         "sliding_attention": {"rope_type": "default",
+                                                                               "rope_theta": 10000.0}},
+                                     "hidden_activation": act or "gelu_pytorch_tanh", **over})
+        cls = tr.Gemma3ForCausalLM
+    else:
+        raise ValueError(family)
+    torch.manual_seed(seed)
+    model = cls(cfg).float().eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                # Gemma's norms are x * (1 + w): around 0 there, around 1 elsewhere
+                p.copy_((0.0 if family == "gemma3" else 1.0) + 0.3 * torch.randn(p.shape, generator=gen))
+            elif name.endswith(".bias"):
+                p.copy_(0.3 * torch.randn(p.shape, generator=gen))
+    return model
+
+
+def make_family_folder(path: Path, tokenizers_dir: dict, family: str, tok: str = "bpe", **kw):
+    """family_model(...) saved with the session's tokenizer files; returns (model, n_vocab)."""
+    src, n = tokenizers_dir[tok]
+    shutil.copytree(src, path, dirs_exist_ok=True)
+    model = family_model(family, n, **kw)
+    model.save_pretrained(path)
+    return model, n
