@@ -204,7 +204,7 @@ def section_sparse(shape: str, a, out: Path, fmt: str = "prosparse") -> dict:
     checks = []
     for r in rows:
         lines.append(f"| {r['weights']} | {r['engine']} | {f(r.get('tg_tps'), '.2f')} ({f(r.get('tg_min'), '.2f')}-"
-                     f"{f(r.get('tg_max'), '.2f')}) | {f(r.get('tg_ratio'), '.2f')}x | {f(r['tg_vs_dense'], '.2f')}x "
+                     f"{f(r.get('tg_max'), '.2f')}) | {f(r.get('tg_ratio'), '.2f')}x | {f(r['tg_vs_dense'], '.2f') + 'x' * (r['tg_vs_dense'] is not None)} "
                      f"| {f(r['mb_per_token'], '.0f')} | {f(r.get('bound_tps'), '.1f')} | {pct(r.get('bound_share'))} "
                      f"| {pct(r['sparsity'])} | {pct(r['recall'])} |")
         want = SPARSE_TARGETS.get(r["mode"]) if r["kind"] == "prosparse" else None
