@@ -29,6 +29,7 @@ Layers share one gate/predictor (rows rolled per layer); other matrices are
 fresh random bytes per layer.
 
     python scripts/synth_sparse_model.py --shape 7b --out /work/cache/synth
+    python scripts/synth_sparse_model.py --shape 1b --type q4_k_m --out /work/cache/synth
 
 --format powerinfer writes the same shapes as PowerInfer's own files instead
 (magic PWRI, ReLU, fc1/fc2 predictor; scripts/synth_powerinfer.py).
