@@ -1,9 +1,10 @@
 """`make bench`: the README's speed and quality tables, measured on this machine.
 
 Sections (--sections, comma-separated; default all, in this order):
-  sparse7b   synthetic LLaMA-2-7B-shaped `prosparse` Q4_0 model (FATReLU, ~89%
+  sparse7b   synthetic LLaMA-2-7B-shaped `prosparse` model (FATReLU, ~89%
              inactive, rank-1024 predictor; scripts/synth_sparse_model.py, made
-             once into --synth-dir) vs llama.cpp on its --llama-compat twin:
+             once into --synth-dir) in each of --synth-types (Q4_0, llama.cpp's
+             Q4_K_M mix) vs llama.cpp on its --llama-compat twin, one table:
              tg in modes dense, sparse, predict; MB/token, share of the
              bytes-per-token bound, measured sparsity, predictor recall;
   sparse1b   the same for a ~1B shape;
@@ -55,6 +56,7 @@ SECTIONS = ("sparse7b", "sparse1b", "pwri7b", "pwri1b", "threshold", "smollm2", 
 DEPTH_TARGET = 1.8  # tg at depth >= 2048: ours / llama.cpp
 SPARSE_TARGETS = {"sparse": 1.5, "predict": 1.8}  # the project's targets: tg speed-up over llama.cpp dense
 BOUND_TARGET = 0.8                                 # and share of the bytes-per-token bound
+SYNTH_TYPES = ("q4_0", "q4_k_m")  # synth_sparse_model.py's --type choices
 MACHINES: list[dict] = []  # each measurement's machine record (load, others' CPU share, busy) of the current section
 
 
@@ -97,18 +99,19 @@ def variants(src: Path, types: list[str]) -> list[Path]:
     return out
 
 
-def synth_files(shape: str, synth_dir: Path, fmt: str = "prosparse") -> tuple[Path, Path]:
-    """(sparse model, llama twin) of a synthetic shape, generated once into synth_dir; fmt powerinfer:
-    the model is a PowerInfer PWRI file."""
+def synth_files(shape: str, synth_dir: Path, fmt: str = "prosparse", wtype: str = "q4_0") -> tuple[Path, Path]:
+    """(sparse model, llama twin) of a synthetic shape in weight type wtype (q4_0, q4_k_m), generated
+    once into synth_dir; fmt powerinfer: the model is a PowerInfer PWRI file (Q4_0)."""
+    suffix = "" if wtype == "q4_0" else f"-{wtype}"
     if fmt == "powerinfer":
         model, twin = (synth_dir / f"powerinfer-{shape}.powerinfer.gguf", synth_dir / f"powerinfer-{shape}.llama.gguf")
     else:
-        model, twin = synth_dir / f"prosparse-{shape}.gguf", synth_dir / f"llama-{shape}.gguf"
+        model, twin = synth_dir / f"prosparse-{shape}{suffix}.gguf", synth_dir / f"llama-{shape}{suffix}.gguf"
     if not (model.is_file() and twin.is_file()):
-        say(f"  generating the synthetic {shape} {fmt} model and its twin into {synth_dir} (once)")
+        say(f"  generating the synthetic {shape} {fmt} {wtype} model and its twin into {synth_dir} (once)")
         synth_dir.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, str(HERE / "synth_sparse_model.py"), "--shape", shape, "--format", fmt,
-                        "--out", str(synth_dir)], check=True)
+                        "--type", wtype, "--out", str(synth_dir)], check=True)
     return model, twin
 
 
@@ -167,43 +170,54 @@ def measure(label: str, path: Path, baseline: Path | None, a, pp: int, tg: int, 
 
 
 def section_sparse(shape: str, a, out: Path, fmt: str = "prosparse") -> dict:
-    model, twin = synth_files(shape, a.synth_dir, fmt)
+    """One table for the shape: per weight type (--synth-types; PWRI files are Q4_0 only) llama.cpp on
+    the twin, and our dense, sparse and predict on the model."""
     tg = a.tg_7b if shape == "7b" else a.tg_1b
     modes = ["dense", "sparse", "predict"]
     name = f"pwri{shape}" if fmt == "powerinfer" else f"sparse{shape}"
-    res = measure(name, model, twin, a, a.sparse_pp, tg, modes, out)
-    rows = engine_rows(res)
+    wtypes = ["q4_0"] if fmt == "powerinfer" else a.synth_types
+    rows, cmds, notes = [], [], []
+    for wtype in wtypes:
+        model, twin = synth_files(shape, a.synth_dir, fmt, wtype)
+        res = measure(name, model, twin, a, a.sparse_pp, tg, modes, out)
+        cmds.append(bench_cmd(model, twin, a, a.sparse_pp, tg, modes))
+        notes.append(bandwidth_note(res))
+        typed = [r | {"weights": wtype.upper()} for r in engine_rows(res)]
+        dense = next((r.get("tg_tps") for r in typed if r["kind"] == "prosparse" and r["mode"] == "dense"), None)
+        for r in typed:
+            r["tg_vs_dense"] = r["tg_tps"] / dense if r["kind"] == "prosparse" and dense and r.get("tg_tps") else None
+        rows += typed
     if fmt == "powerinfer":
         what = (f"**PowerInfer file, LLaMA-2-{shape.upper()} shape** (`scripts/synth_sparse_model.py --shape {shape} "
                 "--format powerinfer`: a PWRI file in PowerInfer's own layout, random Q4_0 weights, ReLU at ~89% "
                 "inactive, fc1/fc2 predictor; run as it is) vs llama.cpp on its llama twin")
     else:
-        what = (f"**Synthetic LLaMA-2-{shape.upper()}-shaped model** (`scripts/synth_sparse_model.py --shape {shape}`: "
-                "random Q4_0 weights, FATReLU at ~89% inactive, low-rank predictor) vs llama.cpp on its "
-                "`--llama-compat` twin")
+        what = (f"**Synthetic LLaMA-2-{shape.upper()}-shaped model** (`scripts/synth_sparse_model.py --shape {shape} "
+                f"--type T`, T in {', '.join(wtypes)}: random weights (Q4_0, or llama.cpp's Q4_K_M mix), FATReLU "
+                "at ~89% inactive, low-rank predictor) vs llama.cpp on its `--llama-compat` twin")
     lines = [f"{what}; {a.threads} threads, tg{tg}, median of {a.reps}. Read bandwidth for the "
-             f"bounds: {bandwidth_note(res)}.",
-             "", "    " + bench_cmd(model, twin, a, a.sparse_pp, tg, modes), "",
-             "| engine | tg t/s (min-max) | vs llama.cpp | MB/token | bound t/s | of bound | sparsity | recall |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             f"bounds: {notes[0]}.",
+             "", *[f"    {c}" for c in cmds], "",
+             "| weights | engine | tg t/s (min-max) | vs llama.cpp | vs our dense | MB/token | bound t/s | of bound "
+             "| sparsity | recall |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     checks = []
     for r in rows:
-        lines.append(f"| {r['engine']} | {f(r.get('tg_tps'), '.2f')} ({f(r.get('tg_min'), '.2f')}-"
-                     f"{f(r.get('tg_max'), '.2f')}) | {f(r.get('tg_ratio'), '.2f')}x | {f(r['mb_per_token'], '.0f')} "
-                     f"| {f(r.get('bound_tps'), '.1f')} | {pct(r.get('bound_share'))} | {pct(r['sparsity'])} "
-                     f"| {pct(r['recall'])} |")
+        lines.append(f"| {r['weights']} | {r['engine']} | {f(r.get('tg_tps'), '.2f')} ({f(r.get('tg_min'), '.2f')}-"
+                     f"{f(r.get('tg_max'), '.2f')}) | {f(r.get('tg_ratio'), '.2f')}x | {f(r['tg_vs_dense'], '.2f') + 'x' * (r['tg_vs_dense'] is not None)} "
+                     f"| {f(r['mb_per_token'], '.0f')} | {f(r.get('bound_tps'), '.1f')} | {pct(r.get('bound_share'))} "
+                     f"| {pct(r['sparsity'])} | {pct(r['recall'])} |")
         want = SPARSE_TARGETS.get(r["mode"]) if r["kind"] == "prosparse" else None
         if want and r.get("tg_ratio") is not None:
-            checks.append(f"{r['mode']} {r['tg_ratio']:.2f}x llama.cpp (target >= {want}x: "
+            checks.append(f"{r['weights']} {r['mode']} {r['tg_ratio']:.2f}x llama.cpp (target >= {want}x: "
                           f"{'met' if r['tg_ratio'] >= want else 'NOT met'})")
         if r["kind"] == "prosparse" and r["mode"] != "dense" and r.get("bound_share") is not None:
-            checks.append(f"{r['mode']} at {pct(r['bound_share'])} of its bound (target >= {BOUND_TARGET:.0%}: "
-                          f"{'met' if r['bound_share'] >= BOUND_TARGET else 'NOT met'})")
+            checks.append(f"{r['weights']} {r['mode']} at {pct(r['bound_share'])} of its bound (target >= "
+                          f"{BOUND_TARGET:.0%}: {'met' if r['bound_share'] >= BOUND_TARGET else 'NOT met'})")
     if checks:
         lines += ["", "Targets: " + "; ".join(checks) + "."]
     return {"section": name, "rows": rows, "markdown": "\n".join(lines) + "\n",
-            "read_bandwidth_gb_s": res["machine"].get("read_bandwidth_gb_s"), "command": bench_cmd(
-                model, twin, a, a.sparse_pp, tg, modes)}
+            "read_bandwidth_gb_s": res["machine"].get("read_bandwidth_gb_s"), "command": cmds[0], "commands": cmds}
 
 
 def section_dense0(a, out: Path) -> dict:
@@ -374,6 +388,8 @@ def plot(results: list[dict], path: Path) -> None:
                                             x["kind"]) for x in r["rows"] if x["depth"]]))
         else:
             panels.append((r["section"], [(f"{x['engine']} {x['file'].split('.')[1]}" if r["section"] == "smollm2"
+                                           else f"{x['engine']} {x['weights']}" if len(
+                                               {y.get("weights") for y in r["rows"]}) > 1
                                            else x["engine"], x.get("tg_tps"), x["kind"]) for x in r["rows"]]))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.2), squeeze=False)
     for ax, (title, bars) in zip(axes[0], panels):
@@ -400,6 +416,8 @@ def main() -> int:
     ap.add_argument("--types", default="q4_1,q8_0,q4_0", help="smollm2: weight types (variants are made once)")
     ap.add_argument("--pp", type=int, default=512, help="smollm2: prompt tokens")
     ap.add_argument("--tg", type=int, default=128, help="smollm2: generated tokens")
+    ap.add_argument("--synth-types", default="q4_0,q4_k_m",
+                    help="sparse7b/1b: weight types of the synthetic models (q4_0, q4_k_m; made once)")
     ap.add_argument("--sparse-pp", type=int, default=0, help="sparse7b/1b: prompt tokens (0: skip)")
     ap.add_argument("--tg-7b", type=int, default=32, help="sparse7b: generated tokens")
     ap.add_argument("--tg-1b", type=int, default=64, help="sparse1b, dense0: generated tokens")
@@ -436,6 +454,11 @@ def main() -> int:
         print(f"error: --depths: not a list of token counts: {a.depths}", file=sys.stderr)
         return 1
     a.depth_shapes = [x.strip() for x in a.depth_shapes.split(",") if x.strip()]
+    a.synth_types = [x.strip().lower() for x in a.synth_types.split(",") if x.strip()]
+    if not a.synth_types or any(x not in SYNTH_TYPES for x in a.synth_types):
+        print(f"error: --synth-types takes {', '.join(SYNTH_TYPES)} (comma-separated), not {a.synth_types}",
+              file=sys.stderr)
+        return 1
     if any(x not in ("1b", "7b") for x in a.depth_shapes) or any(d < 0 for d in a.depths):
         print("error: --depth-shapes takes 1b, 7b; --depths counts >= 0", file=sys.stderr)
         return 1

@@ -1,5 +1,6 @@
 """What the synthetic model writers (synth_sparse_model.py, synth_powerinfer.py) share:
-random symmetric Q4_0 bytes, Q4_0 round trips of float matrices, and the streaming
+random well-formed blocks (symmetric Q4_0, and the Q4_K / Q6_K / Q5_0 / Q8_0 / F16 a
+K-quant mix needs), quantization round trips of float matrices, and the streaming
 write of one tensor plan into a model file and its twin at once."""
 from __future__ import annotations
 
@@ -27,8 +28,88 @@ def random_q4(rng: np.random.Generator, rows: int, cols: int, gain: float = 1.0)
     return out.reshape(rows, nb * 18)
 
 
+# random K-quant and 8-bit blocks: fp16 scales set so that, as random_q4's, a row's product
+# with a unit-rms input has spread `gain`; the rest of each block is random bytes (every bit
+# pattern of the quants is a valid block). Each block's mean is zero (Q8_0: symmetric quants)
+# or of random sign (the others), so no row shares a common offset that would add up across rows.
+_SC_Q4K = np.arange(32, 64)            # 6-bit sub-block scales drawn from here
+_SC_Q6K = np.arange(32, 128)           # |int8 scale| drawn from here, random sign
+
+
+def _fp16_bytes(v: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(v, dtype=np.float16).view(np.uint8).reshape(*v.shape, 2)
+
+
+def random_q4k(rng: np.random.Generator, rows: int, cols: int, gain: float = 1.0) -> np.ndarray:
+    """Q4_K (144-byte blocks of 256): w = d*sc*q - dmin*mn, q in 0..15, dmin = 8d and
+    mn = round(7.5 sc / 8), so each 32-element sub-block is centred to within 4d."""
+    nb = cols // 256
+    out = rng.integers(0, 256, (rows, nb, 144), dtype=np.uint8)
+    sc = rng.integers(_SC_Q4K[0], _SC_Q4K[-1] + 1, (rows, nb, 8)).astype(np.uint8)
+    mn = np.rint(7.5 * sc / 8).astype(np.uint8)
+    d = gain / np.sqrt(cols * 21.25 * np.mean(_SC_Q4K.astype(np.float64) ** 2))   # Var(q) = 21.25
+    out[:, :, 0:2] = _fp16_bytes(np.full((rows, nb), d))
+    out[:, :, 2:4] = _fp16_bytes(np.full((rows, nb), 8 * d))
+    lo, hi = slice(0, 4), slice(4, 8)   # ggml's 12-byte packing of 8 six-bit scales and mins
+    out[:, :, 4:8] = (sc[..., lo] & 63) | ((sc[..., hi] >> 4) << 6)
+    out[:, :, 8:12] = (mn[..., lo] & 63) | ((mn[..., hi] >> 4) << 6)
+    out[:, :, 12:16] = (sc[..., hi] & 15) | ((mn[..., hi] & 15) << 4)
+    return out.reshape(rows, nb * 144)
+
+
+def random_q6k(rng: np.random.Generator, rows: int, cols: int, gain: float = 1.0) -> np.ndarray:
+    """Q6_K (210-byte blocks of 256): w = d*sc*(q-32), q in 0..63, 16 int8 scales of random sign."""
+    nb = cols // 256
+    out = rng.integers(0, 256, (rows, nb, 210), dtype=np.uint8)
+    sc = rng.integers(_SC_Q6K[0], _SC_Q6K[-1] + 1, (rows, nb, 16)) * rng.choice([-1, 1], (rows, nb, 16))
+    out[:, :, 192:208] = sc.astype(np.int8).view(np.uint8)
+    d = gain / np.sqrt(cols * 341.5 * np.mean(_SC_Q6K.astype(np.float64) ** 2))    # E(q-32)^2 = 341.5
+    out[:, :, 208:210] = _fp16_bytes(np.full((rows, nb), d))
+    return out.reshape(rows, nb * 210)
+
+
+def random_q5_0(rng: np.random.Generator, rows: int, cols: int, gain: float = 1.0) -> np.ndarray:
+    """Q5_0 (22-byte blocks of 32): w = d*(q-16), q in 0..31, d of random sign."""
+    nb = cols // QK
+    out = rng.integers(0, 256, (rows, nb, 22), dtype=np.uint8)
+    d = gain / np.sqrt(cols * 85.5) * rng.choice([-1.0, 1.0], (rows, nb))           # E(q-16)^2 = 85.5
+    out[:, :, 0:2] = _fp16_bytes(d)
+    return out.reshape(rows, nb * 22)
+
+
+def random_q8_0(rng: np.random.Generator, rows: int, cols: int, gain: float = 1.0) -> np.ndarray:
+    """Q8_0 (34-byte blocks of 32): w = d*q, q in -127..127 (as ggml's quantizer writes)."""
+    nb = cols // QK
+    out = np.empty((rows, nb, 34), np.uint8)
+    out[:, :, 0:2] = _fp16_bytes(np.full((rows, nb), gain / np.sqrt(cols * (255**2 - 1) / 12)))
+    out[:, :, 2:] = rng.integers(-127, 128, (rows, nb, 32), dtype=np.int8).view(np.uint8)
+    return out.reshape(rows, nb * 34)
+
+
+def random_f16(rng: np.random.Generator, rows: int, cols: int, gain: float = 1.0) -> np.ndarray:
+    w = (rng.standard_normal((rows, cols), dtype=np.float32) * (gain / np.sqrt(cols))).astype(np.float16)
+    return w.view(np.uint8)
+
+
+RANDOM_BLOCKS = {Q.Q4_0: random_q4, Q.Q4_K: random_q4k, Q.Q6_K: random_q6k, Q.Q5_0: random_q5_0,
+                 Q.Q8_0: random_q8_0, Q.F16: random_f16}
+
+
+def random_blocks(rng: np.random.Generator, qt: Q, rows: int, cols: int, gain: float = 1.0) -> np.ndarray:
+    """(rows, row bytes) uint8 of random type-qt rows whose products with a unit-rms input have spread gain."""
+    if qt not in RANDOM_BLOCKS:
+        raise ValueError(f"no random block writer for {qt.name}")
+    return RANDOM_BLOCKS[qt](rng, rows, cols, gain)
+
+
 def quant(a: np.ndarray, qt: Q = Q.Q4_0) -> np.ndarray:
-    return gguf.quants.quantize(np.ascontiguousarray(a, dtype=np.float32), qt)
+    """gguf-py's quantizer, else (the K-quants, which gguf-py cannot write) the engine's C one."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    try:
+        return gguf.quants.quantize(a, qt)
+    except NotImplementedError:
+        from prosparse_cpu.quantize import quantize
+        return quantize(a, int(qt))
 
 
 def deq(b: np.ndarray, qt: Q = Q.Q4_0) -> np.ndarray:
