@@ -35,6 +35,14 @@ static inline void prefetch_rows(const uint8_t *p, size_t bytes) {
     for (size_t off = 0; off < bytes; off += 64) _mm_prefetch((const char *)p + off, _MM_HINT_T0);
 }
 
+/* K rows j..j+3, with K prefetched ahead and the same V rows requested. */
+static inline const uint8_t *four_k_rows(const ps_attn_chunk *a, int32_t j) {
+    const uint8_t *r0 = a->k + (size_t)j * a->row_bytes;
+    prefetch_rows(r0 + PREFETCH_BYTES, 4 * a->row_bytes);
+    prefetch_rows(a->v + (size_t)j * a->row_bytes, 4 * a->row_bytes);
+    return r0;
+}
+
 /* int32 lanes of sum(x*y) over 32 int8 pairs (|x|, |y| <= 127). */
 static inline __m256i dot_i8(__m256i x, __m256i y) {
     const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
@@ -74,9 +82,7 @@ static inline __attribute__((always_inline)) void scores_float(const ps_attn_chu
     prefetch_rows(a->k, PREFETCH_BYTES);
     int32_t j = 0;
     for (; j + 4 <= n; j += 4) {
-        const uint8_t *r0 = a->k + (size_t)j * rb;
-        prefetch_rows(r0 + PREFETCH_BYTES, 4 * rb);
-        prefetch_rows(a->v + (size_t)j * rb, 4 * rb);
+        const uint8_t *r0 = four_k_rows(a, j);
         const float *kr[4];
         for (int r = 0; r < 4; r++) {
             if (type == PS_CACHE_F32) {
@@ -113,9 +119,7 @@ static void scores_q8_0(const ps_attn_chunk *a) {
     prefetch_rows(a->k, PREFETCH_BYTES);
     int32_t j = 0;
     for (; j + 4 <= n; j += 4) {
-        const uint8_t *r0 = a->k + (size_t)j * rb;
-        prefetch_rows(r0 + PREFETCH_BYTES, 4 * rb);
-        prefetch_rows(a->v + (size_t)j * rb, 4 * rb);
+        const uint8_t *r0 = four_k_rows(a, j);
         const ps_block_q8_0 *kr[4];
         for (int r = 0; r < 4; r++) kr[r] = (const ps_block_q8_0 *)(r0 + r * rb);
         for (int32_t i = 0; i < a->nq; i++) {
