@@ -111,6 +111,20 @@ static inline __m512i pair_sums8(const __m512i R[8], __m512i u) {
                       fold_epi32(fold_epi32(x[4], x[5]), fold_epi32(x[6], x[7])));
 }
 
+/* The fp16 scales of block b of rows j..j+15 (row offsets idx from row j),
+ * as floats: the dword at each block's start, its low half. */
+static inline __m512 block_scales16(const uint8_t *rows, __m512i idx, int32_t j, size_t rb, int32_t b) {
+    const __m512i dw = _mm512_i32gather_epi32(idx, rows + (size_t)j * rb + (size_t)b * sizeof(ps_block_q8_0), 1);
+    return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dw));
+}
+
+/* Offsets of rows j..j+15 from row j, those past n - 1 at row n - 1. */
+static inline __m512i row_offsets16(int32_t j, int32_t n, size_t rb) {
+    const __m512i off = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32((int)rb));
+    return _mm512_min_epi32(off, _mm512_set1_epi32((int)((size_t)(n - 1 - j) * rb)));
+}
+
 /* s[i*n + j..j+15] for queries i0..i0+NQ-1 and Q8_0 rows j..j+15; u holds
  * each query's block pairs as unsigned q + 128 (u[qi * 4 + P]). */
 static inline __attribute__((always_inline)) void scores_q8_16(const ps_attn_chunk *a, const __m512i *u,
@@ -121,10 +135,7 @@ static inline __attribute__((always_inline)) void scores_q8_16(const ps_attn_chu
     rows_at(a->k, rb, j, n, 16, r);
     const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    const __m512i off = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                           _mm512_set1_epi32((int)rb));
-    const __m512i clamp = _mm512_set1_epi32((int)((size_t)(n - 1 - j) * rb));
-    const __m512i idx = _mm512_min_epi32(off, clamp); /* row offsets from row j, as r[] */
+    const __m512i idx = row_offsets16(j, n, rb);
     const __m512i u128 = _mm512_set1_epi8((char)0x80);
     __m512 acc[4];
     for (int qi = 0; qi < NQ; qi++) acc[qi] = _mm512_setzero_ps();
@@ -139,9 +150,7 @@ static inline __attribute__((always_inline)) void scores_q8_16(const ps_attn_chu
         }
         for (int e = 0; e < 1 + two; e++) {
             const int32_t b = 2 * P + e;
-            /* the 16 rows' block scales: the dword at each block's start, its low half */
-            const __m512i dw = _mm512_i32gather_epi32(idx, a->k + (size_t)j * rb + (size_t)b * sizeof(ps_block_q8_0), 1);
-            const __m512 dk = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dw));
+            const __m512 dk = block_scales16(a->k, idx, j, rb, b);
             const __m512i corr = _mm512_permutex2var_epi32(half[0][4], e ? od : ev, half[1][4]);
             for (int qi = 0; qi < NQ; qi++) {
                 const __m512i isum =
@@ -203,6 +212,17 @@ static inline __attribute__((always_inline)) void values_block(const ps_attn_chu
         p[qi] = a->s + (size_t)(i0 + qi) * n;
         for (int b = 0; b < NV; b++) acc[qi][b] = _mm512_setzero_ps();
     }
+    /* Q8_0: the weights p_j * dv_j of the (one or two) blocks of this stretch,
+     * 16 rows at a time, so the loop below broadcasts them from memory */
+    _Alignas(64) float w[4][2][PS_ATTN_CHUNK];
+    if (type == PS_CACHE_Q8_0)
+        for (int e = 0; e < (NV + 1) / 2; e++)
+            for (int32_t j = 0; j < n; j += 16) {
+                const __m512 dv = block_scales16(a->v, row_offsets16(j, n, rb), j, rb, d0 / PS_QK + e);
+                const __mmask16 keep = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
+                for (int qi = 0; qi < NQ; qi++)
+                    _mm512_store_ps(w[qi][e] + j, _mm512_mul_ps(_mm512_maskz_loadu_ps(keep, p[qi] + j), dv));
+            }
     for (int32_t j = 0; j < n; j++) {
         const uint8_t *row = a->v + (size_t)j * rb;
         if (d0 == 0 && i0 == 0) { /* this chunk's V ahead, and the next chunk's K */
@@ -214,11 +234,10 @@ static inline __attribute__((always_inline)) void values_block(const ps_attn_chu
             const __mmask16 m = b == NV - 1 ? last : 0xffff;
             if (type == PS_CACHE_Q8_0) {
                 const ps_block_q8_0 *blk = (const ps_block_q8_0 *)row + d / PS_QK;
-                const float dv = _cvtsh_ss(blk->d);
                 const __m512 vq = _mm512_cvtepi32_ps(
                     _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk->qs + d % PS_QK))));
                 for (int qi = 0; qi < NQ; qi++)
-                    acc[qi][b] = _mm512_fmadd_ps(_mm512_set1_ps(p[qi][j] * dv), vq, acc[qi][b]);
+                    acc[qi][b] = _mm512_fmadd_ps(_mm512_set1_ps(w[qi][b / 2][j]), vq, acc[qi][b]);
             } else {
                 const __m512 vv = type == PS_CACHE_F32
                                       ? _mm512_maskz_loadu_ps(m, (const float *)row + d)
