@@ -56,7 +56,7 @@ typedef struct ps_attn_kernels {
     int32_t head_multiple;
 } ps_attn_kernels;
 
-extern const ps_attn_kernels ps_attn_kernels_scalar, ps_attn_kernels_avx2;
+extern const ps_attn_kernels ps_attn_kernels_scalar, ps_attn_kernels_avx2, ps_attn_kernels_avx512;
 
 /* Bytes of one cached head vector; 0 when the type cannot hold head_dim hd. */
 size_t ps_cache_row_bytes(int32_t cache_type, int32_t hd);

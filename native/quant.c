@@ -77,14 +77,16 @@ const ps_level_ops ps_ops_scalar = {
 };
 
 #ifdef PS_X86
-/* The x86 levels' operations besides the weight kernels: AVX-512 has its
- * own weight kernels and shares the rest with AVX2. */
+/* The x86 levels' operations besides the weight and attention kernels:
+ * AVX-512 has its own of those and shares the rest with AVX2. */
 #define X86_VECTOR_OPS                                                                         \
     .quantize_q8a = ps_quantize_q8a_avx2, .quantize_q8k = ps_quantize_q8k_avx2,                    \
-    .gemm_acc = ps_gemm_acc_avx2, .silu_mul = ps_silu_mul_avx2, .attn = &ps_attn_kernels_avx2
+    .gemm_acc = ps_gemm_acc_avx2, .silu_mul = ps_silu_mul_avx2
 
-const ps_level_ops ps_ops_avx2 = {.level = PS_SIMD_AVX2, .types = ps_type_kernels_avx2, X86_VECTOR_OPS};
-const ps_level_ops ps_ops_avx512 = {.level = PS_SIMD_AVX512, .types = ps_type_kernels_avx512, X86_VECTOR_OPS};
+const ps_level_ops ps_ops_avx2 = {.level = PS_SIMD_AVX2, .types = ps_type_kernels_avx2, X86_VECTOR_OPS,
+                                  .attn = &ps_attn_kernels_avx2};
+const ps_level_ops ps_ops_avx512 = {.level = PS_SIMD_AVX512, .types = ps_type_kernels_avx512, X86_VECTOR_OPS,
+                                    .attn = &ps_attn_kernels_avx512};
 
 /* cpuid and xgetbv directly (not __builtin_cpu_supports, whose feature
  * names differ between compilers): the CPU's features and the OS saving

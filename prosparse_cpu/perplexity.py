@@ -26,6 +26,8 @@ class PerplexityResult:
     n_windows: int
     n_ctx: int
     chunk_ppl: list[float] = field(default_factory=list)  # PPL of each window alone
+    # each scored token's negative log-likelihood, in text order (for paired comparisons)
+    nll: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
 
 
 def token_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -69,4 +71,4 @@ def perplexity(model, text: str, n_ctx: int = 512, max_windows: int | None = Non
     se = float(nll.std(ddof=1) / math.sqrt(len(nll))) if len(nll) > 1 else 0.0
     ppl = math.exp(mean)
     return PerplexityResult(ppl=ppl, ppl_stderr=ppl * se, n_tokens_scored=len(nll), n_windows=n_windows,
-                            n_ctx=n_ctx, chunk_ppl=chunk_ppl)
+                            n_ctx=n_ctx, chunk_ppl=chunk_ppl, nll=nll)

@@ -80,19 +80,24 @@ static void run_chunk(const ps_attn_kernels *kk, const case_data *c, int j0, int
 /* Same bits at every level, for chunk lengths with and without tails. */
 TEST(test_levels_identical) {
     static const int types[] = {PS_CACHE_F32, PS_CACHE_F16, PS_CACHE_Q8_0};
-    static const int hds[] = {64, 96, 128, 32, 8, 40};
+    /* head_dim: one or several 64-wide stretches and their 32/16/8 tails,
+     * odd block counts for Q8_0; queries: the register groups and their
+     * remainders; rows: the 4-, 8- and 16-row groups and their tails */
+    static const int hds[] = {64, 96, 128, 32, 8, 40, 24, 160, 256};
+    static const int nqs[] = {1, 2, 3, 4, 5, 7, 12};
+    static const int ns[] = {1, 3, 4, 7, 8, 9, 13, 15, 16, 17, 33, 64, 127, 128};
+    enum { N_HD = sizeof hds / sizeof hds[0], N_NQ = sizeof nqs / sizeof nqs[0], N_N = sizeof ns / sizeof ns[0] };
     for (int level = 1; level < PS_SIMD_COUNT; level++) {
         if (ps_simd_set(level) != level) continue; /* a level this CPU (or build) does not run */
         const ps_attn_kernels *kernels = ps_level_ops_at(level)->attn;
-        static const int ns[] = {1, 3, 4, 7, 8, 13, 64, 127, 128};
         for (int ti = 0; ti < 3; ti++)
-            for (int hi = 0; hi < 6; hi++)
-                for (int nq = 1; nq <= 7; nq += 2)
-                    for (int ni = 0; ni < 9; ni++) {
-                        const int type = types[ti], hd = hds[hi], n = ns[ni];
+            for (int hi = 0; hi < N_HD; hi++)
+                for (int qi = 0; qi < N_NQ; qi++)
+                    for (int ni = 0; ni < N_N; ni++) {
+                        const int type = types[ti], hd = hds[hi], nq = nqs[qi], n = ns[ni];
                         if (!ps_cache_row_bytes(type, hd)) continue;
-                        case_data c = make_case(type, hd, nq, n, 77u + (unsigned)(ti * 1000 + hi * 100 + nq * 10 + ni));
-                        float m0[8], l0[8], m1[8], l1[8];
+                        case_data c = make_case(type, hd, nq, n, 77u + (unsigned)(ti * 10000 + hi * 1000 + nq * 100 + ni));
+                        float m0[12], l0[12], m1[12], l1[12];
                         float *o0 = calloc((size_t)nq * hd, sizeof(float)), *o1 = calloc((size_t)nq * hd, sizeof(float));
                         run_chunk(&ps_attn_kernels_scalar, &c, 0, n, m0, l0, o0);
                         run_chunk(kernels, &c, 0, n, m1, l1, o1);
