@@ -57,6 +57,8 @@ typedef struct ps_attn_kernels {
 } ps_attn_kernels;
 
 extern const ps_attn_kernels ps_attn_kernels_scalar, ps_attn_kernels_avx2, ps_attn_kernels_avx512;
+/* AVX2's Q8_0 chunk kernel, which the AVX-512 level runs too */
+void ps_attn_chunk_q8_0_avx2(const ps_attn_chunk *a);
 
 /* Bytes of one cached head vector; 0 when the type cannot hold head_dim hd. */
 size_t ps_cache_row_bytes(int32_t cache_type, int32_t hd);

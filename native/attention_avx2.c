@@ -194,9 +194,9 @@ static inline __attribute__((always_inline)) void chunk_body(const ps_attn_chunk
 
 static void chunk_f32(const ps_attn_chunk *a) { chunk_body(a, PS_CACHE_F32); }
 static void chunk_f16(const ps_attn_chunk *a) { chunk_body(a, PS_CACHE_F16); }
-static void chunk_q8_0(const ps_attn_chunk *a) { chunk_body(a, PS_CACHE_Q8_0); }
+void ps_attn_chunk_q8_0_avx2(const ps_attn_chunk *a) { chunk_body(a, PS_CACHE_Q8_0); }
 
 const ps_attn_kernels ps_attn_kernels_avx2 = {
-    .chunk = {[PS_CACHE_F16] = chunk_f16, [PS_CACHE_F32] = chunk_f32, [PS_CACHE_Q8_0] = chunk_q8_0},
+    .chunk = {[PS_CACHE_F16] = chunk_f16, [PS_CACHE_F32] = chunk_f32, [PS_CACHE_Q8_0] = ps_attn_chunk_q8_0_avx2},
     .head_multiple = 8,
 };

@@ -1,17 +1,13 @@
 /* attention_avx512.c: the AVX-512 (F/BW/VL/VNNI) level's chunk kernels
- * (attention.h), for head_dim a multiple of 8 (32 for Q8_0); the same bits
- * as the scalar reference in attention.c.
+ * (attention.h) for the float caches, for head_dim a multiple of 8; the
+ * same bits as the scalar reference in attention.c. The Q8_0 cache runs
+ * AVX2's kernel: a 16-row VNNI version was slower at depth here.
  *
  * Float scores: one 512-bit register holds the reference's 8 lanes for two
  * cached rows (row a in lanes 0-7, row b in 8-15), so each FMA advances two
  * rows; 8 rows are scored against up to 4 queries at a time, each row
  * converted once for all of them, and the rows' lanes are folded pairwise
  * in the order of the reference's tree.
- * Q8_0 scores: VNNI's dpbusd multiplies unsigned by signed bytes, so the
- * query goes in as q + 128 and 128 * sum(k) (one more dpbusd per row, shared
- * by the queries) is taken off: exact int32 sums, as the reference's. 16
- * rows' block sums are folded into one register per block, and the block
- * steps (scales, FMA over blocks) then run 16 rows wide.
  * V: 16 dimensions per register, up to 4 queries x 64 dimensions held in
  * registers while the chunk's rows stream past once. */
 #include "attention_x86.h"
@@ -23,12 +19,6 @@ static inline __m512 fold_ps(__m512 a, __m512 b) {
     const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     return _mm512_add_ps(_mm512_permutex2var_ps(a, ev, b), _mm512_permutex2var_ps(a, od, b));
-}
-
-static inline __m512i fold_epi32(__m512i a, __m512i b) {
-    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    return _mm512_add_epi32(_mm512_permutex2var_epi32(a, ev, b), _mm512_permutex2var_epi32(a, od, b));
 }
 
 /* rows ra and rb's elements d..d+7, as floats, in one register */
@@ -91,112 +81,6 @@ static inline __attribute__((always_inline)) void scores_float(const ps_attn_chu
     }
 }
 
-/* ---- Q8_0 -------------------------------------------------------------- */
-
-/* The quants of blocks 2P and 2P+1 of a row (the upper half zero when the
- * row has no block 2P+1). */
-static inline __m512i block_pair(const uint8_t *row, int32_t P, int two) {
-    const ps_block_q8_0 *b = (const ps_block_q8_0 *)row + 2 * P;
-    const __m256i lo = _mm256_loadu_si256((const __m256i *)b[0].qs);
-    if (!two) return _mm512_zextsi256_si512(lo);
-    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_loadu_si256((const __m256i *)b[1].qs), 1);
-}
-
-/* [r0 block 2P, r0 block 2P+1, r1 .., ..., r7 block 2P+1]: the int32 sums of
- * dpbusd(u, row r's block pair) for 8 rows. */
-static inline __m512i pair_sums8(const __m512i R[8], __m512i u) {
-    __m512i x[8];
-    for (int i = 0; i < 8; i++) x[i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, R[i]);
-    return fold_epi32(fold_epi32(fold_epi32(x[0], x[1]), fold_epi32(x[2], x[3])),
-                      fold_epi32(fold_epi32(x[4], x[5]), fold_epi32(x[6], x[7])));
-}
-
-/* The fp16 scales of block b of rows j..j+15 (row offsets idx from row j),
- * as floats: the dword at each block's start, its low half. */
-static inline __m512 block_scales16(const uint8_t *rows, __m512i idx, int32_t j, size_t rb, int32_t b) {
-    const __m512i dw = _mm512_i32gather_epi32(idx, rows + (size_t)j * rb + (size_t)b * sizeof(ps_block_q8_0), 1);
-    return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dw));
-}
-
-/* Offsets of rows j..j+15 from row j, those past n - 1 at row n - 1. */
-static inline __m512i row_offsets16(int32_t j, int32_t n, size_t rb) {
-    const __m512i off = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                           _mm512_set1_epi32((int)rb));
-    return _mm512_min_epi32(off, _mm512_set1_epi32((int)((size_t)(n - 1 - j) * rb)));
-}
-
-/* s[i*n + j..j+15] for queries i0..i0+NQ-1 and Q8_0 rows j..j+15; u holds
- * each query's block pairs as unsigned q + 128 (u[qi * 4 + P]). */
-static inline __attribute__((always_inline)) void scores_q8_16(const ps_attn_chunk *a, const __m512i *u,
-                                                               int32_t i0, int32_t j, const int NQ) {
-    const int32_t n = a->n, nb = a->hd / PS_QK;
-    const size_t rb = a->row_bytes;
-    const uint8_t *r[16];
-    rows_at(a->k, rb, j, n, 16, r);
-    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    const __m512i idx = row_offsets16(j, n, rb);
-    const __m512i u128 = _mm512_set1_epi8((char)0x80);
-    __m512 acc[4];
-    for (int qi = 0; qi < NQ; qi++) acc[qi] = _mm512_setzero_ps();
-    for (int32_t P = 0; 2 * P < nb; P++) {
-        const int two = 2 * P + 1 < nb;
-        __m512i half[2][5]; /* [rows 0-7 | 8-15][query 0..NQ-1, then the 128*sum(k) term] */
-        for (int h = 0; h < 2; h++) {
-            __m512i R[8];
-            for (int i = 0; i < 8; i++) R[i] = block_pair(r[8 * h + i], P, two);
-            half[h][4] = pair_sums8(R, u128); /* (a missing block 2P+1 reads as zeros) */
-            for (int qi = 0; qi < NQ; qi++) half[h][qi] = pair_sums8(R, u[qi * 4 + P]);
-        }
-        for (int e = 0; e < 1 + two; e++) {
-            const int32_t b = 2 * P + e;
-            const __m512 dk = block_scales16(a->k, idx, j, rb, b);
-            const __m512i corr = _mm512_permutex2var_epi32(half[0][4], e ? od : ev, half[1][4]);
-            for (int qi = 0; qi < NQ; qi++) {
-                const __m512i isum =
-                    _mm512_sub_epi32(_mm512_permutex2var_epi32(half[0][qi], e ? od : ev, half[1][qi]), corr);
-                const __m512 dd = _mm512_mul_ps(dk, _mm512_set1_ps(a->qq[(size_t)(i0 + qi) * nb + b].d));
-                acc[qi] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(isum), acc[qi]);
-            }
-        }
-    }
-    const __mmask16 keep = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
-    for (int qi = 0; qi < NQ; qi++)
-        _mm512_mask_storeu_ps(a->s + (size_t)(i0 + qi) * n + j, keep, _mm512_mul_ps(acc[qi], _mm512_set1_ps(a->scale)));
-}
-
-/* queries i0..i0+NQ-1 against all the chunk's rows */
-static inline __attribute__((always_inline)) void scores_q8_group(const ps_attn_chunk *a, int32_t i0, const int NQ) {
-    const int32_t nb = a->hd / PS_QK;
-    __m512i u[4 * PS_ATTN_MAX_HEAD_DIM / 64];
-    const __m256i flip = _mm256_set1_epi8((char)0x80);
-    for (int qi = 0; qi < NQ; qi++)
-        for (int32_t P = 0; 2 * P < nb; P++) {
-            const ps_block_q8a *q = a->qq + (size_t)(i0 + qi) * nb + 2 * P;
-            const __m256i lo = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)q[0].qs), flip);
-            u[qi * 4 + P] = 2 * P + 1 < nb
-                                ? _mm512_inserti64x4(_mm512_castsi256_si512(lo),
-                                                     _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)q[1].qs), flip), 1)
-                                : _mm512_zextsi256_si512(lo);
-        }
-    for (int32_t j = 0; j < a->n; j += 16) {
-        if (i0 == 0) {
-            k_rows_ahead(a, j, 8);
-            k_rows_ahead(a, j + 8, 8);
-        }
-        scores_q8_16(a, u, i0, j, NQ);
-    }
-}
-
-static void scores_q8_0(const ps_attn_chunk *a) {
-    prefetch_rows(a->k, PREFETCH_BYTES);
-    int32_t i = 0;
-    for (; i + 4 <= a->nq; i += 4) scores_q8_group(a, i, 4);
-    if (a->nq - i == 3) scores_q8_group(a, i, 3);
-    else if (a->nq - i == 2) scores_q8_group(a, i, 2);
-    else if (a->nq - i == 1) scores_q8_group(a, i, 1);
-}
-
 /* ---- values ------------------------------------------------------------ */
 
 /* o for queries i0..i0+NQ-1 over dims d0..d0+16*NV-1, the last register's
@@ -212,17 +96,6 @@ static inline __attribute__((always_inline)) void values_block(const ps_attn_chu
         p[qi] = a->s + (size_t)(i0 + qi) * n;
         for (int b = 0; b < NV; b++) acc[qi][b] = _mm512_setzero_ps();
     }
-    /* Q8_0: the weights p_j * dv_j of the (one or two) blocks of this stretch,
-     * 16 rows at a time, so the loop below broadcasts them from memory */
-    _Alignas(64) float w[4][2][PS_ATTN_CHUNK];
-    if (type == PS_CACHE_Q8_0)
-        for (int e = 0; e < (NV + 1) / 2; e++)
-            for (int32_t j = 0; j < n; j += 16) {
-                const __m512 dv = block_scales16(a->v, row_offsets16(j, n, rb), j, rb, d0 / PS_QK + e);
-                const __mmask16 keep = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
-                for (int qi = 0; qi < NQ; qi++)
-                    _mm512_store_ps(w[qi][e] + j, _mm512_mul_ps(_mm512_maskz_loadu_ps(keep, p[qi] + j), dv));
-            }
     for (int32_t j = 0; j < n; j++) {
         const uint8_t *row = a->v + (size_t)j * rb;
         if (d0 == 0 && i0 == 0) { /* this chunk's V ahead, and the next chunk's K */
@@ -232,19 +105,11 @@ static inline __attribute__((always_inline)) void values_block(const ps_attn_chu
         for (int b = 0; b < NV; b++) {
             const int32_t d = d0 + 16 * b;
             const __mmask16 m = b == NV - 1 ? last : 0xffff;
-            if (type == PS_CACHE_Q8_0) {
-                const ps_block_q8_0 *blk = (const ps_block_q8_0 *)row + d / PS_QK;
-                const __m512 vq = _mm512_cvtepi32_ps(
-                    _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk->qs + d % PS_QK))));
-                for (int qi = 0; qi < NQ; qi++)
-                    acc[qi][b] = _mm512_fmadd_ps(_mm512_set1_ps(w[qi][b / 2][j]), vq, acc[qi][b]);
-            } else {
-                const __m512 vv = type == PS_CACHE_F32
-                                      ? _mm512_maskz_loadu_ps(m, (const float *)row + d)
-                                      : _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, row + 2 * (size_t)d));
-                for (int qi = 0; qi < NQ; qi++)
-                    acc[qi][b] = _mm512_fmadd_ps(_mm512_set1_ps(p[qi][j]), vv, acc[qi][b]);
-            }
+            const __m512 vv = type == PS_CACHE_F32
+                                  ? _mm512_maskz_loadu_ps(m, (const float *)row + d)
+                                  : _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, row + 2 * (size_t)d));
+            for (int qi = 0; qi < NQ; qi++)
+                acc[qi][b] = _mm512_fmadd_ps(_mm512_set1_ps(p[qi][j]), vv, acc[qi][b]);
         }
     }
     for (int qi = 0; qi < NQ; qi++)
@@ -264,8 +129,7 @@ static inline __attribute__((always_inline)) int32_t values_stretch(const ps_att
 }
 
 static inline __attribute__((always_inline)) void chunk_body(const ps_attn_chunk *a, const int type) {
-    if (type == PS_CACHE_Q8_0) scores_q8_0(a);
-    else scores_float(a, type);
+    scores_float(a, type);
     for (int32_t i = 0; i < a->nq; i++) softmax_part(a->s + (size_t)i * a->n, a->n, &a->m[i], &a->l[i]);
     for (int32_t d0 = 0, step = 0; d0 < a->hd; d0 += step) {
         for (int32_t i0 = 0; i0 < a->nq; i0 += 4) {
@@ -280,9 +144,8 @@ static inline __attribute__((always_inline)) void chunk_body(const ps_attn_chunk
 
 static void chunk_f32(const ps_attn_chunk *a) { chunk_body(a, PS_CACHE_F32); }
 static void chunk_f16(const ps_attn_chunk *a) { chunk_body(a, PS_CACHE_F16); }
-static void chunk_q8_0(const ps_attn_chunk *a) { chunk_body(a, PS_CACHE_Q8_0); }
 
 const ps_attn_kernels ps_attn_kernels_avx512 = {
-    .chunk = {[PS_CACHE_F16] = chunk_f16, [PS_CACHE_F32] = chunk_f32, [PS_CACHE_Q8_0] = chunk_q8_0},
+    .chunk = {[PS_CACHE_F16] = chunk_f16, [PS_CACHE_F32] = chunk_f32, [PS_CACHE_Q8_0] = ps_attn_chunk_q8_0_avx2},
     .head_multiple = 8,
 };
