@@ -296,7 +296,9 @@ def perplexity(model, text_file, mode, threads, n_ctx, chunks, json_out, cache_t
                    f"({res.n_windows} windows of {res.n_ctx}, mode {mode}, cache {cache_type})")
         click.echo("per window: " + " ".join(f"{x:.2f}" for x in res.chunk_ppl))
         if json_out:
-            record = dataclasses.asdict(res) | {"model": os.path.abspath(model), "text": os.path.abspath(text_file),
+            # the per-token losses stay out: a summary, not a dump
+            summary = {k: v for k, v in dataclasses.asdict(res).items() if k != "nll"}
+            record = summary | {"model": os.path.abspath(model), "text": os.path.abspath(text_file),
                                                 "mode": mode, "threads": threads, "cache_type": cache_type}
             tmp = f"{json_out}.tmp{os.getpid()}"
             with open(tmp, "w") as f:
