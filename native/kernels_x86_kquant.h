@@ -139,6 +139,27 @@ INLINE void kq_token_step(const kq_simd dec[8], __m256 D, __m256 M, const ps_blo
     if (kq_has_min(type)) *corr = _mm256_fmadd_ps(_mm256_mul_ps(M, dx), _mm256_cvtepi32_ps(msum), *corr);
 }
 
+/* kq_token_step's sums for one token with each row decoded just before its
+ * dot (no decoded tile kept): the same integer sums and float steps. */
+INLINE void kq_block_step1(const uint8_t *const row[8], size_t off, const ps_block_q8k *xb, __m256 *acc,
+                           __m256 *corr, const int32_t type) {
+    __m256i x[8], p[8], q[8];
+    for (int k = 0; k < 8; k++) x[k] = _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * k));
+    const __m256i bs = _mm256_loadu_si256((const __m256i *)xb->bsums);
+    float Df[8], Mf[8];
+    for (int i = 0; i < 8; i++) {
+        kq_simd dec;
+        kq_simd_decode(row[i] + off, &dec, &Df[i], &Mf[i], type);
+        kq_simd_dot(&dec, x, bs, &p[i], &q[i]);
+    }
+    __m256i isum = rowsum8_epi32(p);
+    const __m256i msum = rowsum8_epi32(q);
+    const __m256 dx = _mm256_set1_ps(xb->d), D = _mm256_loadu_ps(Df), M = _mm256_loadu_ps(Mf);
+    if (!kq_has_min(type)) isum = _mm256_sub_epi32(isum, msum);
+    *acc = _mm256_fmadd_ps(_mm256_mul_ps(D, dx), _mm256_cvtepi32_ps(isum), *acc);
+    if (kq_has_min(type)) *corr = _mm256_fmadd_ps(_mm256_mul_ps(M, dx), _mm256_cvtepi32_ps(msum), *corr);
+}
+
 INLINE void gemm_kq(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, int64_t r1,
                     const void *Xv, int32_t n_tok, float *Y, int64_t ldy, const int32_t type) {
     const int64_t nb = n_cols / PS_QK_K;
@@ -158,6 +179,10 @@ INLINE void gemm_kq(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *
             for (int64_t b = 0; b < nb; b++) {
                 const size_t off = (size_t)b * bb;
                 prefetch_tile(W, rb, idx, r, r1, row[0], off, bb);
+                if (nt == 1) { /* (decode: one token, no tile worth keeping) */
+                    kq_block_step1(row, off, X + (size_t)t0 * nb + b, &acc[0], &corr[0], type);
+                    continue;
+                }
                 float Df[8], Mf[8];
                 for (int i = 0; i < 8; i++) kq_simd_decode(row[i] + off, &dec[i], &Df[i], &Mf[i], type);
                 const __m256 D = _mm256_loadu_ps(Df), M = _mm256_loadu_ps(Mf);
