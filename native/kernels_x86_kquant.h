@@ -139,6 +139,27 @@ INLINE void kq_token_step(const kq_simd dec[8], __m256 D, __m256 M, const ps_blo
     if (kq_has_min(type)) *corr = _mm256_fmadd_ps(_mm256_mul_ps(M, dx), _mm256_cvtepi32_ps(msum), *corr);
 }
 
+/* kq_token_step's sums for one token with each row decoded just before its
+ * dot (no decoded tile kept): the same integer sums and float steps. */
+INLINE void kq_block_step1(const uint8_t *const row[8], size_t off, const ps_block_q8k *xb, __m256 *acc,
+                           __m256 *corr, const int32_t type) {
+    __m256i x[8], p[8], q[8];
+    for (int k = 0; k < 8; k++) x[k] = _mm256_loadu_si256((const __m256i *)(xb->qs + 32 * k));
+    const __m256i bs = _mm256_loadu_si256((const __m256i *)xb->bsums);
+    float Df[8], Mf[8];
+    for (int i = 0; i < 8; i++) {
+        kq_simd dec;
+        kq_simd_decode(row[i] + off, &dec, &Df[i], &Mf[i], type);
+        kq_simd_dot(&dec, x, bs, &p[i], &q[i]);
+    }
+    __m256i isum = rowsum8_epi32(p);
+    const __m256i msum = rowsum8_epi32(q);
+    const __m256 dx = _mm256_set1_ps(xb->d), D = _mm256_loadu_ps(Df), M = _mm256_loadu_ps(Mf);
+    if (!kq_has_min(type)) isum = _mm256_sub_epi32(isum, msum);
+    *acc = _mm256_fmadd_ps(_mm256_mul_ps(D, dx), _mm256_cvtepi32_ps(isum), *acc);
+    if (kq_has_min(type)) *corr = _mm256_fmadd_ps(_mm256_mul_ps(M, dx), _mm256_cvtepi32_ps(msum), *corr);
+}
+
 INLINE void gemm_kq(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, int64_t r1,
                     const void *Xv, int32_t n_tok, float *Y, int64_t ldy, const int32_t type) {
     const int64_t nb = n_cols / PS_QK_K;
@@ -158,6 +179,10 @@ INLINE void gemm_kq(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *
             for (int64_t b = 0; b < nb; b++) {
                 const size_t off = (size_t)b * bb;
                 prefetch_tile(W, rb, idx, r, r1, row[0], off, bb);
+                if (nt == 1) { /* (decode: one token, no tile worth keeping) */
+                    kq_block_step1(row, off, X + (size_t)t0 * nb + b, &acc[0], &corr[0], type);
+                    continue;
+                }
                 float Df[8], Mf[8];
                 for (int i = 0; i < 8; i++) kq_simd_decode(row[i] + off, &dec[i], &Df[i], &Mf[i], type);
                 const __m256 D = _mm256_loadu_ps(Df), M = _mm256_loadu_ps(Mf);
@@ -199,9 +224,83 @@ KQ_X86_ROWS(q5_0, Q5_0)
 KQ_X86_ROWS(q5_1, Q5_1)
 KQ_X86_ROWS(q2_k, Q2_K)
 KQ_X86_ROWS(q3_k, Q3_K)
-KQ_X86_ROWS(q4_k, Q4_K)
 KQ_X86_ROWS(q5_k, Q5_K)
-KQ_X86_ROWS(q6_k, Q6_K)
+
+/* ---- Q4_K / Q6_K axpy with the rows decoded in registers -------------------
+ * The float steps of kq_dequant_q4_k / kq_dequant_q6_k per element (t = dl*u,
+ * w = t - ml; or w = dl*(u-32)), then y += a*w in one fused multiply-add,
+ * rows in order: the same bits as dequantizing into a buffer and adding it,
+ * with no buffer. 32 elements of y (four vectors) stay in registers while
+ * the NR rows add into them. */
+INLINE void axpy_rows_q4_k(const void *const *src, const float *a, const int NR, float *y, int64_t n,
+                           const int unused) {
+    const __m256i m4 = _mm256_set1_epi32(0x0f);
+    for (int64_t i = 0; i < n / PS_QK_K; i++, y += PS_QK_K) {
+        float dl[4][8], ml[4][8];
+        const ps_block_q4_k *b[4];
+        for (int r = 0; r < NR; r++) {
+            b[r] = (const ps_block_q4_k *)src[r] + i;
+            const float d = ps_fp16_to_f32(b[r]->d), dmin = ps_fp16_to_f32(b[r]->dmin);
+            uint8_t sc[8], mn[8];
+            kq_scales_q4k(b[r]->scales, sc, mn);
+            for (int j = 0; j < 8; j++) dl[r][j] = d * (float)sc[j], ml[r][j] = dmin * (float)mn[j];
+        }
+        for (int j = 0; j < 8; j++) {
+            __m256 acc[4];
+            for (int k = 0; k < 4; k++) acc[k] = _mm256_loadu_ps(y + 32 * j + 8 * k);
+            for (int r = 0; r < NR; r++) {
+                const uint8_t *q = b[r]->qs + 32 * (j / 2);
+                const __m256 d = _mm256_set1_ps(dl[r][j]), m = _mm256_set1_ps(ml[r][j]);
+                const __m256 av = _mm256_set1_ps(a[r]);
+                for (int k = 0; k < 4; k++) {
+                    __m256i u = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q + 8 * k)));
+                    u = (j & 1) ? _mm256_srli_epi32(u, 4) : _mm256_and_si256(u, m4);
+                    const __m256 t = _mm256_mul_ps(d, _mm256_cvtepi32_ps(u));
+                    acc[k] = _mm256_fmadd_ps(av, _mm256_sub_ps(t, m), acc[k]);
+                }
+            }
+            for (int k = 0; k < 4; k++) _mm256_storeu_ps(y + 32 * j + 8 * k, acc[k]);
+        }
+    }
+}
+
+INLINE void axpy_rows_q6_k(const void *const *src, const float *a, const int NR, float *y, int64_t n,
+                           const int unused) {
+    const __m256i m4 = _mm256_set1_epi32(0x0f), m3 = _mm256_set1_epi32(3), off = _mm256_set1_epi32(32);
+    for (int64_t i = 0; i < n / PS_QK_K; i++, y += PS_QK_K) {
+        float dl[4][16];
+        const ps_block_q6_k *b[4];
+        for (int r = 0; r < NR; r++) {
+            b[r] = (const ps_block_q6_k *)src[r] + i;
+            const float d = ps_fp16_to_f32(b[r]->d);
+            for (int j = 0; j < 16; j++) dl[r][j] = d * (float)b[r]->scales[j];
+        }
+        /* 32 elements s: half h = s/4 of the block, quarter j = s%4 */
+        for (int s = 0; s < 8; s++) {
+            const int h = s / 4, j = s % 4;
+            __m256 acc[4];
+            for (int k = 0; k < 4; k++) acc[k] = _mm256_loadu_ps(y + 32 * s + 8 * k);
+            for (int r = 0; r < NR; r++) {
+                const uint8_t *ql = b[r]->ql + 64 * h + 32 * (j & 1), *qh = b[r]->qh + 32 * h;
+                const __m256 av = _mm256_set1_ps(a[r]);
+                for (int k = 0; k < 4; k++) {
+                    const __m256i lo = _mm256_and_si256(
+                        _mm256_srli_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(ql + 8 * k))), 4 * (j >> 1)), m4);
+                    const __m256i hi = _mm256_and_si256(
+                        _mm256_srli_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qh + 8 * k))), 2 * j), m3);
+                    const __m256i u = _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)), off);
+                    const __m256 w = _mm256_mul_ps(_mm256_set1_ps(dl[r][2 * s + k / 2]), _mm256_cvtepi32_ps(u));
+                    acc[k] = _mm256_fmadd_ps(av, w, acc[k]);
+                }
+            }
+            for (int k = 0; k < 4; k++) _mm256_storeu_ps(y + 32 * s + 8 * k, acc[k]);
+        }
+    }
+}
+static void dequant_q4_k(const void *s, float *d, int64_t n) { kq_dequant_q4_k(s, d, n); }
+static void dequant_q6_k(const void *s, float *d, int64_t n) { kq_dequant_q6_k(s, d, n); }
+AXPY_PAIR(axpy_q4_k, axpy_rows_q4_k, 0)
+AXPY_PAIR(axpy_q6_k, axpy_rows_q6_k, 0)
 
 /* Table rows of the K-quants that both x86 levels run with these kernels
  * alone (the Q5, Q4_K and Q6_K rows are each level's: AVX-512 adds packed

@@ -23,13 +23,16 @@
 #include "util.h"
 
 /* Q4_K / Q5_K: 8 six-bit scales and mins from 12 bytes. */
+/* byte j of the 32-bit words: sc[j] = s[j] & 63, mn[j] = s[j+4] & 63,
+ * sc[j+4] = (s[j+8] & 15) | (s[j] >> 6) << 4, mn[j+4] = (s[j+8] >> 4) | (s[j+4] >> 6) << 4
+ * (a word shifted right by 6 puts each byte's top two bits at its bottom). */
 static inline void kq_scales_q4k(const uint8_t s[12], uint8_t sc[8], uint8_t mn[8]) {
-    for (int j = 0; j < 4; j++) {
-        sc[j] = s[j] & 63;
-        mn[j] = s[j + 4] & 63;
-        sc[j + 4] = (uint8_t)((s[j + 8] & 0x0f) | ((s[j] >> 6) << 4));
-        mn[j + 4] = (uint8_t)((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4));
-    }
+    uint32_t w0, w1, w2;
+    memcpy(&w0, s, 4), memcpy(&w1, s + 4, 4), memcpy(&w2, s + 8, 4);
+    const uint32_t lo6 = 0x3f3f3f3fu, lo4 = 0x0f0f0f0fu, lo2 = 0x03030303u;
+    const uint32_t v[4] = {w0 & lo6, (w2 & lo4) | (((w0 >> 6) & lo2) << 4), w1 & lo6,
+                           ((w2 >> 4) & lo4) | (((w1 >> 6) & lo2) << 4)};
+    memcpy(sc, v, 8), memcpy(mn, v + 2, 8);
 }
 
 /* Q3_K: 16 six-bit scales from 12 bytes, minus 32. */

@@ -500,6 +500,29 @@ TEST(test_axpy4) {
     ps_simd_set(ps_simd_supported());
 }
 
+/* At the x86 levels a Q5 or K-quant axpy is, per element, y = fma(a, w, y)
+ * with w the level's dequantized weight: decoding rows in registers gives
+ * the bits of dequantizing into a buffer and adding it. */
+TEST(test_kquant_axpy_fused) {
+    static const int32_t KQ[] = {PS_TYPE_Q5_0, PS_TYPE_Q5_1, PS_TYPE_Q2_K, PS_TYPE_Q3_K,
+                                 PS_TYPE_Q4_K, PS_TYPE_Q5_K, PS_TYPE_Q6_K};
+    for (int ti = 0; ti < (int)(sizeof KQ / sizeof KQ[0]); ti++)
+        FOR_LEVELS(level) {
+            if (level != PS_SIMD_AVX2 && level != PS_SIMD_AVX512) continue;
+            const int64_t n = cols_for(KQ[ti], 96);
+            const ps_type_kernels *k = ps_kernels_get(KQ[ti], ps_level_ops_at(level));
+            uint8_t *W = random_matrix(KQ[ti], 1, n);
+            float y[512], ref[512], w[512];
+            for (int i = 0; i < n; i++) y[i] = ref[i] = frand();
+            k->dequant(W, w, n);
+            k->axpy(W, -0.31830988f, y, n); /* (a with a full mantissa: a*w is rarely exact) */
+            for (int i = 0; i < n; i++) ref[i] = fmaf(-0.31830988f, w[i], ref[i]);
+            CHECK(memcmp(y, ref, sizeof(float) * (size_t)n) == 0);
+            free(W);
+        }
+    ps_simd_set(ps_simd_supported());
+}
+
 TEST(test_silu_mul) {
     enum { N = 2003 };
     float g[N], u[N], ref[N];
@@ -694,6 +717,7 @@ int main(void) {
     RUN(test_accum_rows);
     RUN(test_avx512_matches_avx2);
     RUN(test_axpy4);
+    RUN(test_kquant_axpy_fused);
     RUN(test_silu_mul);
     RUN(test_exp_error_bound);
     RUN(test_tables_complete);
