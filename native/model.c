@@ -565,6 +565,12 @@ static int load_tensors(ps_model *m) {
             if (!(m->rope_factors[i] > 0.0f) || !isfinite(m->rope_factors[i]))
                 return ps_fail(PS_ERR_FORMAT, "rope_freqs.weight[%d] = %g is not a positive number", i,
                                m->rope_factors[i]);
+        /* a file that names llama3 scaling must carry its factors, or it would run unscaled */
+        char key[96], val[32];
+        if (!m->rope_factors &&
+            read_str(m->gguf, arch_key(key, sizeof key, m->arch, "rope.scaling.type"), val, sizeof val) == 1 &&
+            strcmp(val, "llama3") == 0)
+            return ps_fail(PS_ERR_FORMAT, "%s is llama3 but the file has no rope_freqs.weight", key);
     }
 
     /* Predictor rank: the largest layer's (each layer checks its own below). */

@@ -203,7 +203,7 @@ def test_unknown_rope_scaling_config_refused(tmp_path, tokenizers_dir):
 def good_files(tmp_path_factory, tokenizers_dir):
     d = tmp_path_factory.mktemp("fam")
     files = {}
-    for fam in ("qwen2", "gemma3"):
+    for fam in ("qwen2", "gemma3", "llama3"):
         make_family_folder(d / fam, tokenizers_dir, fam)
         files[fam] = convert(d / fam, d / f"{fam}.gguf", "f32", progress=False) and d / f"{fam}.gguf"
     return files
@@ -211,8 +211,11 @@ def good_files(tmp_path_factory, tokenizers_dir):
 
 @pytest.mark.asan
 def test_engine_refusals(tmp_path, good_files):
-    q, gm = good_files["qwen2"], good_files["gemma3"]
+    q, gm, l3 = good_files["qwen2"], good_files["gemma3"], good_files["llama3"]
     cases = [
+        (rewrite(l3, tmp_path / "nofreqs.gguf", drop_tensors=("rope_freqs.weight",),
+                 set_kv={"llama.rope.scaling.type": ("llama3", VT.STRING)}),
+         "llama.rope.scaling.type is llama3 but the file has no rope_freqs.weight"),
         (rewrite(q, tmp_path / "nobias.gguf", drop_tensors=("blk.1.attn_v.bias",)), "missing tensor 'blk.1.attn_v.bias'"),
         (rewrite(q, tmp_path / "yarn.gguf", set_kv={"qwen2.rope.scaling.type": ("yarn", VT.STRING)}),
          "rope scaling 'yarn' is not supported"),
