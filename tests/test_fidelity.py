@@ -9,7 +9,6 @@ with it wherever the exact top-2 gap is clear.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -17,16 +16,9 @@ import numpy as np
 import pytest
 
 import support
+from support.fidelity_check import check_teacher_forced, fidelity
 
-ROOT = Path(__file__).resolve().parent.parent
 SMOLLM2 = str(support.SMOLLM2)
-
-
-def _fidelity():
-    spec = importlib.util.spec_from_file_location("fidelity", ROOT / "scripts" / "fidelity.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _need_model():
@@ -35,25 +27,11 @@ def _need_model():
 
 
 def _check_teacher_forced(model_path):
-    """Teacher-forced top-1 over 2,048 positions of the model file that
-    model_path() gives (called after the skips: it may have to build it)."""
+    """check_teacher_forced on the file model_path() gives (called after the
+    skips: it may have to build it)."""
     _need_model()
     pytest.importorskip("llama_cpp")
-    F = _fidelity()
-    text = F.default_text_path()
-    if text is None:
-        pytest.skip("no ordinary text file on this machine")
-    res = F.measure(model_path(), text, 2048, threads=2)
-    print({k: v for k, v in res.items() if isinstance(v, (int, float))})
-    assert res["positions"] >= 2000
-    assert res["ours_vs_llama"] >= 0.95
-    # as faithful to the exact computation as llama.cpp: top-1 within noise
-    # (a few near-tied positions), logits as close to the exact ones
-    assert res["ours_vs_exact"] >= res["llama_vs_exact"] - 0.015
-    assert res["logit_rms_ours_vs_exact"] <= 1.2 * res["logit_rms_llama_vs_exact"]
-    # disagreements are near-ties: where the exact top-2 gap is clear, we agree
-    assert res["clear_positions"] >= 1000
-    assert res["ours_vs_exact_clear"] >= 0.995
+    check_teacher_forced(model_path())
 
 
 @pytest.mark.real
@@ -70,7 +48,7 @@ def test_greedy_chat_answers_are_faithful():
     within a near-tie of it (the exact logit gap below CLEAR_MARGIN): a
     generation never takes a clearly wrong turn. The answers are printed."""
     _need_model()
-    F = _fidelity()
+    F = fidelity()
     for prompt in F.PROMPTS:
         ids, ours, text, theirs, their_text = F.greedy_pair(SMOLLM2, prompt, max_tokens=32)
         print(f"{prompt} -> {text!r}" + ("" if theirs is None else f"\n  llama.cpp: {their_text!r}"))

@@ -6,16 +6,13 @@ answer through the file's template.
 """
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from support import GEMMA3
+from support.fidelity_check import check_teacher_forced, fidelity
 from support.vocab import SAMPLE_TEXTS
 
-ROOT = Path(__file__).resolve().parent.parent
 TEXTS = SAMPLE_TEXTS + [
     "Ünïcödé: 日本語のテキスト, emoji 🎉🚀, Ελληνικά, русский текст.",
     "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n",
@@ -30,13 +27,6 @@ def gemma3() -> str:
     if not GEMMA3.is_file():
         pytest.skip(f"{GEMMA3} not present (make model, or set PROSPARSE_GEMMA3)")
     return str(GEMMA3)
-
-
-def _fidelity():
-    spec = importlib.util.spec_from_file_location("fidelity", ROOT / "scripts" / "fidelity.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.llamacpp
@@ -55,20 +45,7 @@ def test_tokens_equal_llama_cpp(gemma3, llama_cpp):
 @pytest.mark.llamacpp
 @pytest.mark.slow
 def test_teacher_forced_top1_vs_llama_cpp_and_exact(gemma3):
-    pytest.importorskip("llama_cpp")
-    F = _fidelity()
-    text = F.default_text_path()
-    if text is None:
-        pytest.skip("no ordinary text file on this machine")
-    res = F.measure(gemma3, text, 2048, threads=2)
-    print({k: v for k, v in res.items() if isinstance(v, (int, float))})
-    assert res["positions"] >= 2000
-    assert res["ours_vs_llama"] >= 0.95
-    # as faithful to the exact computation as llama.cpp: top-1 within a few near-ties
-    assert res["ours_vs_exact"] >= res["llama_vs_exact"] - 0.015
-    assert res["logit_rms_ours_vs_exact"] <= 1.2 * res["logit_rms_llama_vs_exact"]
-    assert res["clear_positions"] >= 1000
-    assert res["ours_vs_exact_clear"] >= 0.995
+    check_teacher_forced(gemma3)
 
 
 @pytest.mark.slow
@@ -80,7 +57,7 @@ def test_chat_through_gemma_turns_and_completion(gemma3):
     completion is sensible."""
     from prosparse_cpu import Model
 
-    F = _fidelity()
+    F = fidelity()
     with Model(gemma3, threads=2, n_ctx=64) as m:
         start, end = m.tokenize("<start_of_turn><end_of_turn>", add_bos=False, special=True)
         assert m.is_eog(end)
