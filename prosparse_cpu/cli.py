@@ -223,7 +223,9 @@ class _ChatSession:
 @cli.command()
 @model_arg
 @click.option("--no-engine", is_flag=True, help="Only read the file with gguf-py; do not ask the engine to load it.")
-def inspect(model, no_engine):
+@click.option("--n-ctx", "kv_ctx", type=click.IntRange(1), default=4096, show_default=True,
+              help="Context length the session KV allocation line is stated for.")
+def inspect(model, no_engine, kv_ctx):
     """Show a GGUF file's architecture, hyper-parameters, tensors, keys and tokenizer."""
     from .gguf_info import describe
 
@@ -245,9 +247,10 @@ def inspect(model, no_engine):
                            + (", tied output" if i.tied_output else ""))
             kv = ", ".join(f"{t} {i.kv_bytes_per_token(t)}" for t in CACHE_TYPES
                            if t != "q8_0" or i.head_dim % 32 == 0)
-            depth = min(4096, i.n_ctx_train) if i.n_ctx_train > 0 else 4096
-            engine_line += (f"\n  KV cache bytes per token: {kv} "
-                            f"(at {depth} tokens, f16: {i.kv_bytes_per_token('f16') * depth / 2**20:.1f} MiB)")
+            alloc = ", ".join(f"{t} {i.kv_bytes_per_token(t) * kv_ctx} ({i.kv_bytes_per_token(t) * kv_ctx / 2**20:.1f} MiB)"
+                              for t in CACHE_TYPES if t != "q8_0" or i.head_dim % 32 == 0)
+            engine_line += (f"\n  KV cache bytes per token: {kv}"
+                            f"\n  session KV allocation at n_ctx {kv_ctx}: {alloc}")
     for section, lines in report.items():
         click.echo(f"{section}:")
         click.echo("\n".join(lines))

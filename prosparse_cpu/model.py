@@ -27,6 +27,14 @@ from . import _lib
 from ._lib import MODE_NAMES, MODES, ProSparseError, check, fail, lib
 
 
+def kv_bytes_per_token(n_layer: int, n_head_kv: int, head_dim: int, cache_type: str = "f16") -> int:
+    """Bytes a session's KV cache holds per position of n_ctx (K and V of every
+    layer): the engine allocates this times n_ctx (ps_session_kv_bytes)."""
+    parse_cache_type(cache_type)
+    row = {"f32": 4 * head_dim, "f16": 2 * head_dim, "q8_0": head_dim // 32 * 34}[cache_type]
+    return 2 * n_layer * n_head_kv * row
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """Hyper-parameters and facts of a loaded file (from ps_model_get_info)."""
@@ -55,10 +63,7 @@ class ModelInfo:
 
     def kv_bytes_per_token(self, cache_type: str = "f16") -> int:
         """Bytes the KV cache holds per position (K and V of every layer)."""
-        parse_cache_type(cache_type)
-        row = {"f32": 4 * self.head_dim, "f16": 2 * self.head_dim,
-               "q8_0": self.head_dim // 32 * 34}[cache_type]
-        return 2 * self.n_layer * self.n_head_kv * row
+        return kv_bytes_per_token(self.n_layer, self.n_head_kv, self.head_dim, cache_type)
 
     @property
     def weight_type_name(self) -> str:

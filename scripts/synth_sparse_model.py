@@ -31,6 +31,10 @@ fresh random bytes per layer.
     python scripts/synth_sparse_model.py --shape 7b --out /work/cache/synth
     python scripts/synth_sparse_model.py --shape 1b --type q4_k_m --out /work/cache/synth
 
+--kv-bytes N_CTX writes nothing: it prints the session KV allocation at
+n_ctx N_CTX per cache type for the shape (the formula `inspect` states and
+the engine allocates by), e.g. for the 7B shape without building its file.
+
 --format powerinfer writes the same shapes as PowerInfer's own files instead
 (magic PWRI, ReLU, fc1/fc2 predictor; scripts/synth_powerinfer.py).
 """
@@ -200,6 +204,19 @@ def write(args) -> None:
     write_files(writers, paths, plan, progress=True)
 
 
+def print_kv_bytes(shape: str, n_ctx: int) -> None:
+    from prosparse_cpu._lib import CACHE_TYPES
+    from prosparse_cpu.model import kv_bytes_per_token
+
+    n_embd, _, n_layer, n_head, n_head_kv, _ = SHAPES[shape]
+    hd = n_embd // n_head
+    print(f"{shape}: {n_layer} layers x {n_head_kv} kv heads x head_dim {hd}; session KV allocation at n_ctx {n_ctx}:")
+    for t in CACHE_TYPES:
+        if t != "q8_0" or hd % 32 == 0:
+            b = kv_bytes_per_token(n_layer, n_head_kv, hd, t) * n_ctx
+            print(f"  {t:5s} {b} bytes ({b / 2**20:.1f} MiB)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shape", choices=SHAPES, default="7b")
@@ -219,7 +236,12 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=0, help="vocabulary size (default 32000; at least 257)")
     ap.add_argument("--output-type", choices=["q4_0", "q6_k"], default="q4_0",
                     help="--format powerinfer: output.weight type (q6_k: PowerInfer's default Q4_0 mix)")
+    ap.add_argument("--kv-bytes", type=int, default=0, metavar="N_CTX",
+                    help="print the shape's session KV allocation at n_ctx N_CTX per cache type; write nothing")
     args = ap.parse_args()
+    if args.kv_bytes:
+        print_kv_bytes(args.shape, args.kv_bytes)
+        return
     if args.vocab and args.vocab < 257:
         ap.error("--vocab must be at least 257 (the byte tokens and <|endoftext|>)")
     if args.type != "q4_0" and args.format != "prosparse":

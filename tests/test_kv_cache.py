@@ -9,7 +9,7 @@
   the same tokens one at a time (the chunks are fixed in positions);
 - the sparse modes stay exact (vs dense) and deterministic with every type;
 - the session's KV allocation: f16 half of f32, q8_0 34/64 of f16, and the
-  bytes per token that `inspect` reports;
+  bytes per token and allocation at an n_ctx that `inspect` reports;
 - a q8_0 cache on a head_dim that is not a multiple of 32 is refused.
 """
 from __future__ import annotations
@@ -142,6 +142,11 @@ def test_cli_cache_type_and_inspect(hd32):
     out = subprocess.run(run + ["inspect", hd32], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "KV cache bytes per token: f16 512, f32 1024, q8_0 272" in out.stdout
+    # what a session at n_ctx 4096 allocates (test_kv_bytes: ps_session_kv_bytes)
+    assert ("session KV allocation at n_ctx 4096: f16 2097152 (2.0 MiB), f32 4194304 (4.0 MiB), "
+            "q8_0 1114112 (1.1 MiB)") in out.stdout
+    out = subprocess.run(run + ["inspect", hd32, "--n-ctx", "100"], capture_output=True, text=True, timeout=120)
+    assert "session KV allocation at n_ctx 100: f16 51200 " in out.stdout, out.stdout
     for t in CACHE_TYPES:
         out = subprocess.run(run + ["generate", hd32, "-p", "hi", "-n", "4", "--temp", "0", "--cache-type", t],
                              capture_output=True, text=True, timeout=120)
