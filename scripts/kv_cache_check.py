@@ -3,11 +3,21 @@ of the f16 and q8_0 caches against the exact f32 one, on ordinary prose.
 
     python scripts/kv_cache_check.py [MODEL.gguf] [--text FILE] [--ctx 512] [--windows 4] [--float-copy]
 
-Prints, for each type, the largest logit change relative to the largest
-|logit| (max rel), the rms change relative to the rms logit (rms rel), the
-top-1 agreement with f32 and the perplexity (llama-perplexity's windows),
-its change against f32 and that change's standard error over the scored
-tokens (paired: the same tokens under both caches).
+Prints, for each type, against f32 on the first --ctx tokens of the text:
+  max rel  the largest logit change over every position and vocabulary entry,
+           relative to the largest |logit| anywhere (one number for the text);
+  rms rel  ||dlogits|| / ||logits|| over all positions together (Frobenius);
+  per position p: max_v |d[p,v]| / max_v |ref[p,v]| and ||d[p]|| / ||ref[p]||,
+           each as median / 99th percentile / max over the positions;
+then the top-1 agreement with f32 and the perplexity (llama-perplexity's
+windows), its change against f32 and that change's standard error over the
+scored tokens (paired: the same tokens under both caches).
+
+The f16 cache differs from f32 in storage alone: each K/V element is
+rounded once to the nearest half (ties to even, as F16C's vcvtps2ph does),
+and the query, the scores, the softmax and the sums over V stay f32 in both,
+in the same order (native/attention.h), so what f16 shows here is what
+rounding K/V to 11 significant bits costs.
 
 On a file with quantized weights the matrix products quantize their
 activations, a rounding that turns any change upstream, however small,
@@ -35,6 +45,10 @@ from prosparse_cpu import Model  # noqa: E402
 from prosparse_cpu.perplexity import perplexity  # noqa: E402
 
 
+def dist(x: np.ndarray) -> str:
+    return " / ".join(f"{v:.2e}" for v in (np.median(x), np.percentile(x, 99), x.max()))
+
+
 def check(model: str, text: str, ctx: int, windows: int, threads: int) -> None:
     rows = {}
     for t in ("f32", "f16", "q8_0"):
@@ -49,12 +63,18 @@ def check(model: str, text: str, ctx: int, windows: int, threads: int) -> None:
         d = lo.astype(np.float64) - ref
         max_rel = np.abs(d).max() / np.abs(ref).max()
         rms_rel = np.sqrt((d ** 2).mean() / (ref.astype(np.float64) ** 2).mean())
+        r64 = ref.astype(np.float64)
+        pos_max = np.abs(d).max(-1) / np.abs(r64).max(-1)
+        pos_norm = np.linalg.norm(d, axis=-1) / np.linalg.norm(r64, axis=-1)
         top1 = (lo.argmax(-1) == ref.argmax(-1)).mean()
         dn = res.nll - ref_res.nll  # paired: the same tokens under both caches
         se = dn.std(ddof=1) / math.sqrt(len(dn)) if len(dn) > 1 else 0.0
         print(f"  {t:5s} KV {kv / 2**20:7.2f} MiB at n_ctx {ctx}: max rel {max_rel:.2e}  rms rel {rms_rel:.2e}  "
               f"top-1 {top1 * 100:.2f}%  PPL {res.ppl:.4f} ({(res.ppl / ref_res.ppl - 1) * 100:+.3f}%"
               f" +- {se * 100:.3f}%)")
+        if t != "f32":
+            print(f"        per position ({len(d)}), median / p99 / max:  max rel {dist(pos_max)}  "
+                  f"norm rel {dist(pos_norm)}")
 
 
 def main() -> int:
