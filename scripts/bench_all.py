@@ -503,9 +503,11 @@ def main() -> int:
         return 1
     md = [f"Produced by `{command}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"{time.monotonic() - t_start:.0f} s). Each table's own commands reproduce it alone.", ""]
+    own_flags = {"depth": f" --depths {','.join(map(str, a.depths))} --depth-shapes {','.join(a.depth_shapes) or chr(39) * 2}"
+                          f" --smollm2-depth {a.smollm2_depth} --tg-depth {a.tg_depth}"}
     for r in results:
         md += [f"### {r['section']}", "", f"    python scripts/bench_all.py --threads {a.threads} --reps {a.reps} "
-               f"--sections {r['section']}", "", r["markdown"]]
+               f"--sections {r['section']}{own_flags.get(r['section'], '')}", "", r["markdown"]]
     (a.out / "summary.md").write_text("\n".join(md))
     (a.out / "summary.json").write_text(json.dumps({"command": command, "sections": results}, indent=2,
                                                    default=str) + "\n")
