@@ -41,6 +41,19 @@ INLINE void kq_scale_vectors(__m256i s, __m256i sc[8]) {
 
 INLINE __m256i ld256(const uint8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
 
+/* kq_scales_q4k in one vector: bytes 0..7 = sc, 8..15 = mn. Dwords
+ * (w0, w2, w1, w2 >> 4) masked to six or four bits give the low parts; the
+ * top two bits of w0 / w1's bytes move to bits 4..5 of dwords 1 and 3.
+ * (The 16-byte load reads 4 bytes past the scales, still inside the block.) */
+INLINE __m128i kq_scales_q4k_sse(const uint8_t *s) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)s);
+    const __m128i lo = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0)), _mm_setr_epi32(0, 0, 0, 4)),
+                                     _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0)), 2),
+                                     _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+    return _mm_or_si128(lo, hi);
+}
+
 /* Decode one block of type `type` (a constant after inlining); *D, *M its
  * float scales (M unused for the offset types). */
 INLINE void kq_simd_decode(const uint8_t *blk, kq_simd *o, float *D, float *M, const int32_t type) {
@@ -59,11 +72,9 @@ INLINE void kq_simd_decode(const uint8_t *blk, kq_simd *o, float *D, float *M, c
             for (int k = 0; k < 8; k++) /* bit k of qh[l]: element 32k + l */
                 o->u[k] = _mm256_or_si256(o->u[k], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, k), one), 4));
         }
-        uint8_t sc[8], mn[8];
-        kq_scales_q4k(b->scales, sc, mn);
-        __m128i scv = _mm_loadl_epi64((const __m128i *)sc), mnv = _mm_loadl_epi64((const __m128i *)mn);
-        s = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(scv, scv)); /* group j: sc[j/2] */
-        o->mv = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mnv, mnv));
+        const __m128i sm = kq_scales_q4k_sse(b->scales);
+        s = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(sm, sm)); /* group j: sc[j/2] */
+        o->mv = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
         *D = fp16(b->d), *M = fp16(b->dmin);
     } else if (type == PS_TYPE_Q6_K) {
         const ps_block_q6_k *b = (const void *)blk;
@@ -160,6 +171,51 @@ INLINE void kq_block_step1(const uint8_t *const row[8], size_t off, const ps_blo
     if (kq_has_min(type)) *corr = _mm256_fmadd_ps(_mm256_mul_ps(M, dx), _mm256_cvtepi32_ps(msum), *corr);
 }
 
+/* kq_block_step1 for Q4_K, sub-block by sub-block across the 8 rows: the
+ * activations of two sub-blocks and the 8 rows' accumulators stay in the 16
+ * registers, and each row's scale reaches madd as a broadcast from a small
+ * table (the per-row decode of kq_simd_decode spills at this level). The
+ * integer sums are kq_simd_dot's, exact, so the float steps see the same
+ * values. */
+INLINE void kq_block_step1_q4k(const uint8_t *const row[8], size_t off, const ps_block_q8k *xb, __m256 *acc,
+                               __m256 *corr) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f), bs = _mm256_loadu_si256((const __m256i *)xb->bsums);
+    int32_t sc2[8][8]; /* row i, sub-block k: the int16 pair (sc_k, sc_k) */
+    __m256i p[8], q[8];
+    uint32_t dm[8];
+    for (int i = 0; i < 8; i++) {
+        const ps_block_q4_k *b = (const void *)(row[i] + off);
+        const __m128i sm = kq_scales_q4k_sse(b->scales);
+        const __m128i s16 = _mm_cvtepu8_epi16(sm);
+        _mm_storeu_si128((__m128i *)sc2[i], _mm_unpacklo_epi16(s16, s16));
+        _mm_storeu_si128((__m128i *)(sc2[i] + 4), _mm_unpackhi_epi16(s16, s16));
+        q[i] = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)), bs);
+        memcpy(&dm[i], b, 4);
+    }
+    const __m256i msum = rowsum8_epi32(q);
+    for (int i = 0; i < 8; i++) p[i] = _mm256_setzero_si256();
+    for (int k = 0; k < 4; k++) {
+        const __m256i x0 = _mm256_loadu_si256((const __m256i *)(xb->qs + 64 * k));
+        const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xb->qs + 64 * k + 32));
+        for (int i = 0; i < 8; i++) {
+            const __m256i v = ld256(((const ps_block_q4_k *)(const void *)(row[i] + off))->qs + 32 * k);
+            const __m256i a = _mm256_maddubs_epi16(_mm256_and_si256(v, m4), x0);
+            const __m256i c = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), x1);
+            p[i] = _mm256_add_epi32(p[i], _mm256_madd_epi16(a, _mm256_set1_epi32(sc2[i][2 * k])));
+            p[i] = _mm256_add_epi32(p[i], _mm256_madd_epi16(c, _mm256_set1_epi32(sc2[i][2 * k + 1])));
+        }
+    }
+    const __m256i isum = rowsum8_epi32(p);
+    const __m256i dmv = _mm256_loadu_si256((const __m256i *)dm); /* lane i: d | dmin << 16 */
+    const __m256i pk = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(dmv, _mm256_setr_epi8(
+        0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15)),
+        _MM_SHUFFLE(3, 1, 2, 0)); /* qwords: d 0..3, d 4..7, dmin 0..3, dmin 4..7 */
+    const __m256 D = _mm256_cvtph_ps(_mm256_castsi256_si128(pk)), M = _mm256_cvtph_ps(_mm256_extracti128_si256(pk, 1));
+    const __m256 dx = _mm256_set1_ps(xb->d);
+    *acc = _mm256_fmadd_ps(_mm256_mul_ps(D, dx), _mm256_cvtepi32_ps(isum), *acc);
+    *corr = _mm256_fmadd_ps(_mm256_mul_ps(M, dx), _mm256_cvtepi32_ps(msum), *corr);
+}
+
 INLINE void gemm_kq(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *idx, int64_t r0, int64_t r1,
                     const void *Xv, int32_t n_tok, float *Y, int64_t ldy, const int32_t type) {
     const int64_t nb = n_cols / PS_QK_K;
@@ -180,7 +236,8 @@ INLINE void gemm_kq(const uint8_t *W, size_t rb, int64_t n_cols, const int32_t *
                 const size_t off = (size_t)b * bb;
                 prefetch_tile(W, rb, idx, r, r1, row[0], off, bb);
                 if (nt == 1) { /* (decode: one token, no tile worth keeping) */
-                    kq_block_step1(row, off, X + (size_t)t0 * nb + b, &acc[0], &corr[0], type);
+                    if (type == PS_TYPE_Q4_K) kq_block_step1_q4k(row, off, X + (size_t)t0 * nb + b, &acc[0], &corr[0]);
+                    else kq_block_step1(row, off, X + (size_t)t0 * nb + b, &acc[0], &corr[0], type);
                     continue;
                 }
                 float Df[8], Mf[8];
