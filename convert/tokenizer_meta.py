@@ -260,11 +260,6 @@ def add_hf_tokenizer(gw: gguf.GGUFWriter, folder: Path, n_vocab: int, notes: lis
     gw.add_token_types([int(t) for t in types])
 
     special = SpecialVocab(folder, load_merges=(model == "gpt2"), n_vocab=n_vocab)
-    if model == "gpt2" and not special.merges:
-        # byte-level BPE cannot tokenize without its ranked merges: the engine and
-        # llama.cpp refuse such a file, so it is not written
-        raise ConvertError(f"{json_path}: byte-level BPE tokenizer without merges "
-                           "(tokenizer.json model.merges or merges.txt)")
     if kind == "bpe" and _has_byte_level_post_processor(tj):
         # llama.cpp's converter: a ByteLevel post-processor (LLaMA-3, Qwen2) says "no BOS,
         # no EOS" unless a TemplateProcessing beside it adds them

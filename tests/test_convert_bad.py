@@ -248,18 +248,3 @@ def test_truncated_shard(model):
     (hf / "model.safetensors").write_bytes(data[: len(data) - 1000])
     msg = run_bad([hf, "-o", out / "m.gguf"], out, "model.safetensors")
     assert "unreadable weights" in msg or "cannot read tensor" in msg
-
-
-def test_byte_level_bpe_without_merges(tmp_path, tokenizers_dir):
-    """A GPT-2-style vocabulary with no merges would make a file nothing can load."""
-    import shutil
-    src, n = tokenizers_dir["bpe"]
-    hf = tmp_path / "hf"
-    shutil.copytree(src, hf)
-    tj = json.loads((hf / "tokenizer.json").read_text())
-    tj["model"]["merges"] = []
-    (hf / "tokenizer.json").write_text(json.dumps(tj))
-    (hf / "merges.txt").unlink(missing_ok=True)
-    make_hf_model(hf, "llama", "relu", n, shard=None)
-    (tmp_path / "out").mkdir()
-    run_bad([hf, "-o", tmp_path / "out" / "m.gguf"], tmp_path / "out", "byte-level BPE tokenizer without merges")
